@@ -1,0 +1,124 @@
+// The public face of the shared-memory cache engine: what the protocol handlers, the master's jobs and
+// the Python host call. cache/ knows nothing of sockets, processes or option parsing: it takes a plain
+// Geometry. The shared-memory layout itself is declared in cache/layout.hpp.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cache {
+
+// Why an operation did what it did. Every failure has its own value and a text (describe()).
+enum class Status : std::uint8_t {
+  ok,
+  miss,             // key absent (or expired)
+  exists,           // set on a key that is present and not expired
+  full,             // no free item (and purge_lru is off)
+  key_empty,
+  key_too_long,     // over keysize
+  value_empty,      // empty values are refused, as uWSGI does
+  value_too_large,  // over blocksize
+  not_a_number,     // reserved: math on a value that is not 8 bytes is still applied (uWSGI semantics)
+};
+
+std::string_view describe(Status status);
+
+struct Geometry {
+  std::string name = "default";
+  std::uint64_t items = 0;  // usable items: N gives N (uWSGI gives N-1)
+  std::uint64_t blocksize = 65536;
+  std::uint32_t keysize = 2048;
+  std::uint64_t hashsize = 0;  // hash buckets; 0 = chosen from items
+  bool purge_lru = false;      // when full, evict the least recently used item instead of failing
+  bool ignore_full = false;    // no "cache is FULL" log lines (the counter still counts)
+  bool no_expire = false;      // expiry is a no-op: items live until deleted (--cache-no-expire)
+  std::int64_t math_initial = 0;
+  // Persistence (issue 5): "" = anonymous shared memory.
+  std::string store;
+  bool store_delete = false;
+};
+
+struct Stats {
+  std::uint64_t items = 0;
+  std::uint64_t capacity = 0;
+  std::uint64_t hits = 0;
+  std::uint64_t misses = 0;
+  std::uint64_t full = 0;
+  std::uint64_t evictions = 0;
+  std::uint64_t expirations = 0;
+  std::uint64_t lock_waits = 0;     // lock acquisitions that had to wait
+  std::uint64_t lookups = 0;        // hash lookups (for probes per lookup)
+  std::uint64_t probes = 0;         // chain entries examined by those lookups
+  std::uint64_t shard_recoveries = 0;
+};
+
+// Seconds since the epoch; the engine's only notion of time. Tests may replace it.
+using Clock = std::function<std::int64_t()>;
+
+// One named cache living in a MAP_SHARED region created before fork. Every method is safe to call
+// from any process and any thread that shares the region.
+class Cache {
+ public:
+  // Maps and initialises the region. Throws std::runtime_error with a reason on bad geometry or
+  // mmap failure.
+  static std::unique_ptr<Cache> create(const Geometry& geometry);
+  virtual ~Cache() = default;
+
+  virtual const Geometry& geometry() const = 0;
+
+  // Copies the value into `value` (reused buffer, no allocation when it is large enough).
+  // expires_at receives the absolute expiry (unix seconds, 0 = never) when not null.
+  virtual Status get(std::string_view key, std::string& value, std::int64_t* expires_at = nullptr) = 0;
+  virtual Status exists(std::string_view key) = 0;
+  // set fails with Status::exists if the key is present; update inserts or overwrites and resets expiry.
+  // expires_in: seconds from now, 0 = never; negative = already expired.
+  virtual Status set(std::string_view key, std::string_view value, std::int64_t expires_in = 0) = 0;
+  virtual Status update(std::string_view key, std::string_view value, std::int64_t expires_in = 0) = 0;
+  virtual Status del(std::string_view key) = 0;
+  virtual Status clear() = 0;
+
+  enum class MathOp : std::uint8_t { inc, dec, mul, div };
+  // uWSGI semantics: applies to the first 8 bytes (int64 LE) of the value, creates the key from
+  // math_initial when absent (then expiry applies), keeps an existing item's expiry, wraps on
+  // overflow, division by zero gives 0. The stored value becomes 8 bytes; result gets the new number.
+  virtual Status math(std::string_view key, MathOp op, std::int64_t operand, std::int64_t expires_in = 0,
+                      std::int64_t* result = nullptr) = 0;
+
+  // Calls visit for every live key, one shard at a time (never a lock over the whole table).
+  virtual void for_each_key(const std::function<void(std::string_view key)>& visit) = 0;
+
+  virtual std::uint64_t count() const = 0;
+  virtual Stats stats() const = 0;
+
+  // Background jobs, run by the master. Each holds any lock for a bounded amount of work.
+  // sweep_expired frees expired items (no-op under no_expire) and returns how many it freed.
+  virtual std::uint64_t sweep_expired() = 0;
+  // Moves the most requested items to the cheapest place to find them; returns how many moved.
+  virtual std::uint64_t reorder_hot_items() = 0;
+
+  // For tests only: replaces the engine's clock in this process.
+  virtual void set_clock(Clock clock) = 0;
+  // For tests only: in this process, every write sleeps this long with its value half written,
+  // inside the shard lock and the mutation (crash-safety tests SIGKILL writers there).
+  virtual void set_mutation_delay_for_tests(std::uint32_t microseconds) { (void)microseconds; }
+};
+
+// Every cache of one server, in creation order; the first is the default cache.
+class CacheSet {
+ public:
+  Cache& add(std::unique_ptr<Cache> cache);
+  // "" selects the default cache; nullptr when the name is unknown or there are no caches.
+  Cache* find(std::string_view name);
+  Cache* default_cache() { return caches_.empty() ? nullptr : caches_.front().get(); }
+  const std::vector<std::unique_ptr<Cache>>& all() const { return caches_; }
+  bool empty() const { return caches_.empty(); }
+
+ private:
+  std::vector<std::unique_ptr<Cache>> caches_;
+};
+
+}  // namespace cache

@@ -1,0 +1,148 @@
+// The shared-memory layout of one cache: every struct that lives in the region is declared here and
+// nowhere else. The region is position independent: it holds offsets and slot indices, never pointers,
+// so it can be mapped at any address (and, later, from a --cache-store file).
+//
+//   offset 0            RegionHeader      magic, version, geometry, offsets of every area (4 KiB page)
+//   shards_offset       Shard[shards]     robust mutex + seqlock + "mutation in progress" per shard
+//   stripes_offset      CounterStripe[k]  statistics, striped by process/thread to avoid shared lines
+//   alloc_offset        AllocState        robust mutex guarding the free-slot stack and the item count
+//   heads_offset        u32[hashsize]     bucket -> first slot of its chain (kNil = empty)
+//   free_offset         u32[slots]        free-slot stack (alloc lock)
+//   items_offset        Item[slots]       48-byte item headers
+//   blocks_offset       slots x block_size  key and value bytes of each slot (page aligned)
+//
+// Bucket b belongs to shard (b & (shards - 1)); the shard's mutex guards the chains of its buckets and
+// every field of the items linked in them. A slot's `owner` and `kind` are guarded by the alloc lock.
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace cache::layout {
+
+inline constexpr std::uint64_t kMagic = 0x3165686361637575ULL;  // "uucache1" little-endian
+inline constexpr std::uint32_t kFormatVersion = 1;
+inline constexpr std::uint32_t kNil = 0xFFFFFFFFu;  // "no slot" in chains, heads and ext links
+inline constexpr std::uint32_t kNoOwner = 0xFFFFFFFFu;
+inline constexpr std::size_t kCacheLine = 64;
+inline constexpr std::size_t kPage = 4096;
+
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "shared atomics must be lock free");
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared atomics must be lock free");
+static_assert(std::atomic<std::int64_t>::is_always_lock_free, "shared atomics must be lock free");
+
+// What a slot holds (AllocState lock guards Item::kind and Item::owner).
+enum SlotKind : std::uint32_t {
+  kFree = 0,
+  kPrimary = 1,  // a live item: linked in a chain of shard `owner`
+  kKeyExt = 2,   // holds the key of an oversized primary (key + value > block_size); never in a chain
+};
+
+// Geometry as laid out (derived from cache::Geometry at creation, never changes afterwards).
+struct RegionGeometry {
+  std::uint64_t items;       // usable items (primaries)
+  std::uint64_t slots;       // items + key-extension reserve
+  std::uint64_t blocksize;   // largest value
+  std::uint64_t block_size;  // bytes per slot block: blocksize + inline key budget (see docs/cache.md)
+  std::uint64_t hashsize;    // buckets
+  std::uint32_t keysize;     // largest key
+  std::uint32_t shards;      // power of two
+  std::uint32_t stripes;     // counter stripes, power of two
+  std::uint32_t flags;       // kFlag* below
+  std::uint64_t reserved;
+};
+static_assert(sizeof(RegionGeometry) == 64);
+
+inline constexpr std::uint32_t kFlagPurgeLru = 1;
+inline constexpr std::uint32_t kFlagNoExpire = 2;
+
+struct RegionHeader {
+  std::uint64_t magic;
+  std::uint32_t version;
+  std::uint32_t header_size;
+  std::uint64_t total_size;
+  std::uint64_t shards_offset;
+  std::uint64_t stripes_offset;
+  std::uint64_t alloc_offset;
+  std::uint64_t heads_offset;
+  std::uint64_t free_offset;
+  std::uint64_t items_offset;
+  std::uint64_t blocks_offset;
+  RegionGeometry geometry;
+  std::atomic<std::uint32_t> sweep_shard_cursor;  // next shard sweep_expired starts at (relaxed)
+  std::atomic<std::uint32_t> reorder_shard_cursor;
+  std::uint8_t reserved[kPage - 144 - 8];
+};
+static_assert(sizeof(RegionHeader) == kPage);
+static_assert(offsetof(RegionHeader, geometry) == 80);
+static_assert(offsetof(RegionHeader, sweep_shard_cursor) == 144);
+
+// One shard: the mutex on its own cache line so optimistic readers (which only read `seq`) do not
+// share a line with lockers.
+struct alignas(kCacheLine) Shard {
+  pthread_mutex_t mutex;  // robust, process shared, no priority inheritance
+  std::uint8_t pad0[kCacheLine - sizeof(pthread_mutex_t)];
+  // Seqlock sequence (mutex): odd while a mutation is in progress. Odd also means "mutation in
+  // progress" for crash recovery: a holder that died with seq odd left the shard possibly torn.
+  std::atomic<std::uint64_t> seq;
+  // mutex to change, relaxed to peek: earliest expiry of an item of the shard (0 = none known).
+  std::atomic<std::int64_t> next_expiry;
+  std::uint8_t pad1[kCacheLine - 16];
+};
+static_assert(sizeof(pthread_mutex_t) <= kCacheLine);
+static_assert(sizeof(Shard) == 2 * kCacheLine);
+static_assert(offsetof(Shard, seq) == kCacheLine);
+
+// Statistics: each process/thread adds to one stripe (relaxed); stats() sums them.
+struct alignas(kCacheLine) CounterStripe {
+  std::atomic<std::uint64_t> hits;
+  std::atomic<std::uint64_t> misses;
+  std::atomic<std::uint64_t> full;
+  std::atomic<std::uint64_t> evictions;
+  std::atomic<std::uint64_t> expirations;
+  std::atomic<std::uint64_t> lock_waits;
+  std::atomic<std::uint64_t> lookups;
+  std::atomic<std::uint64_t> probes;
+  std::atomic<std::uint64_t> shard_recoveries;
+  std::uint8_t pad[2 * kCacheLine - 72];
+};
+static_assert(sizeof(CounterStripe) == 2 * kCacheLine);
+
+struct alignas(kCacheLine) AllocState {
+  pthread_mutex_t mutex;  // robust, process shared
+  std::uint8_t pad0[kCacheLine - sizeof(pthread_mutex_t)];
+  std::atomic<std::uint32_t> dirty;      // mutex: 1 while the stack is being changed
+  std::uint32_t top;                     // mutex: entries in the free stack
+  std::atomic<std::uint64_t> primaries;  // mutex to change, relaxed to read: live items (count())
+  std::uint8_t pad1[kCacheLine - 16];
+};
+static_assert(sizeof(AllocState) == 2 * kCacheLine);
+static_assert(offsetof(AllocState, dirty) == kCacheLine);
+
+// One slot header. Fields are atomics because optimistic (seqlock) readers load them while a writer
+// may change them; such a reader validates the sequence afterwards and bounds-checks every index.
+struct Item {
+  std::atomic<std::uint32_t> next;    // shard lock: next slot in the chain
+  std::atomic<std::uint32_t> hash;    // shard lock: djb33x of the key
+  std::atomic<std::uint32_t> keylen;  // shard lock
+  std::atomic<std::uint32_t> vallen;  // shard lock
+  std::atomic<std::int64_t> expires;  // shard lock: absolute unix seconds, 0 = never
+  std::atomic<std::uint32_t> ext;     // shard lock: kNil, or the kKeyExt slot holding the key
+  std::atomic<std::uint32_t> hits;    // any process, relaxed, lossy: decayed by reorder_hot_items
+  std::atomic<std::uint64_t> last_used_ns;  // any process, relaxed: CLOCK_MONOTONIC of last use (LRU)
+  std::atomic<std::uint32_t> owner;   // alloc lock: shard index for kPrimary/kKeyExt, else kNoOwner
+  std::atomic<std::uint32_t> kind;    // alloc lock: SlotKind
+};
+static_assert(sizeof(Item) == 48);
+static_assert(sizeof(std::atomic<std::uint32_t>) == 4, "heads[] are u32 atomics");
+static_assert(offsetof(Item, expires) == 16);
+static_assert(offsetof(Item, last_used_ns) == 32);
+static_assert(offsetof(Item, kind) == 44);
+
+// Block contents of a primary slot: without ext, key bytes then value bytes; with ext, the value
+// alone (the key is at the start of the ext slot's block).
+
+}  // namespace cache::layout

@@ -1,0 +1,48 @@
+// One log line per event: "[2026-11-25 22:56:53] [pid 1234] message".
+// Written with a single write(2) so lines from many processes never interleave.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <string_view>
+
+namespace common {
+
+enum class LogLevel { debug = 0, info = 1 };
+
+// Lines below this level are dropped (set once at start-up from --log-level / tests).
+void set_log_level(LogLevel level);
+bool log_enabled(LogLevel level);
+
+void log_write(std::string_view message);
+
+template <typename... Args>
+void log(fmt::format_string<Args...> format, Args&&... args) {
+  log_write(fmt::format(format, std::forward<Args>(args)...));
+}
+
+template <typename... Args>
+void log_debug(fmt::format_string<Args...> format, Args&&... args) {
+  if (log_enabled(LogLevel::debug)) log_write(fmt::format(format, std::forward<Args>(args)...));
+}
+
+// At most `per_interval` lines per `interval_seconds` for one call site; the rest are counted
+// and the count is reported with the next line that passes. Process-local, lock-free enough
+// for a single-threaded worker loop.
+class RateLimitedLog {
+ public:
+  RateLimitedLog(unsigned per_interval, unsigned interval_seconds)
+      : per_interval_(per_interval), interval_seconds_(interval_seconds) {}
+  // Returns true if the caller should log now; `suppressed` receives how many lines were dropped
+  // since the last one that passed.
+  bool allow(unsigned long long* suppressed);
+
+ private:
+  unsigned per_interval_;
+  unsigned interval_seconds_;
+  long long window_start_ = 0;
+  unsigned in_window_ = 0;
+  unsigned long long dropped_ = 0;
+};
+
+}  // namespace common

@@ -1,0 +1,169 @@
+// The server's configuration: what the one option table (options.cpp) parses into.
+// config/ knows nothing else of ours: other rooms read this struct.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace config {
+
+enum class OptionType {
+  flag,     // no value on the command line; "true/false/1/0/yes/no/on/off" in ini/toml
+  integer,  // decimal, bounded
+  size,     // integer with an optional unit: 64k, 4M, 1G (powers of 1024)
+  string,
+  list,  // repeatable string: every occurrence appends
+};
+
+struct Config;
+
+// The Config field a row fills; monostate for the options the parser acts on itself (ini, toml, help,
+// version). The value is validated against the row's type and bounds before it is stored.
+using OptionTarget =
+    std::variant<std::monostate, bool Config::*, int Config::*, std::uint32_t Config::*,
+                 std::uint64_t Config::*, std::string Config::*, std::vector<std::string> Config::*>;
+
+// Extra validation of a string/list value beyond its type: throws InvalidValue naming the expected form.
+struct InvalidValue {
+  std::string detail;  // e.g. "expected host:port, :port or a UNIX socket path"
+};
+using ValueCheck = void (*)(std::string_view value);
+
+// One row of the option table. Everything (command line, ini, toml, --help, docs/options.md) comes from it.
+struct OptionSpec {
+  std::string_view name;     // uWSGI's spelling, e.g. "cache-blocksize"
+  std::string_view aliases;  // space-separated, e.g. "workers -p"
+  OptionType type;
+  std::string_view default_value;  // as the user would write it; "" = none
+  std::int64_t min_value;          // integer/size bounds (inclusive)
+  std::int64_t max_value;
+  std::string_view help;
+  std::string_view group;       // heading in --help and docs/options.md
+  std::string_view value_name;  // placeholder in --help, e.g. "ADDR"
+  OptionTarget target;          // where the value lands
+  ValueCheck check = nullptr;   // form validation for strings and list entries
+};
+
+std::span<const OptionSpec> option_table();
+
+// One cache to create (from --cache* or one --cache2 spec). Numbers already validated.
+struct CacheSpec {
+  std::string name = "default";
+  std::uint64_t items = 0;  // usable items (ours gives N, uWSGI N-1)
+  std::uint64_t blocksize = 65536;
+  std::uint32_t keysize = 2048;
+  std::uint64_t hashsize = 0;  // buckets; 0 = let the engine choose from items
+  std::string store;
+  int store_sync = 0;
+  bool store_delete = false;
+  bool purge_lru = false;
+  bool ignore_full = false;
+  bool no_expire = false;  // excluded from the sweeper: its own no_expire or the global --cache-no-expire
+  std::int64_t math_initial = 0;
+  // Accepted and stored for the engine/master (uWSGI's --cache2 keys):
+  std::uint64_t blocks = 0;         // data blocks; 0 = items (must be >= items when given)
+  std::string hash = "djb33x";      // djb33x | murmur2
+  bool bitmap = false;              // multi-block values
+  bool lastmod = false;             // maintain last_modified_at
+  bool lazy_expire = false;         // expire on lookup instead of sweeping
+  std::uint64_t sweep_on_full = 0;  // when full, sweep at most once every N seconds (0 = off)
+  bool clear_on_full = false;
+  std::vector<std::string> nodes;        // UDP targets (ip:port)
+  std::vector<std::string> udp_servers;  // UDP bind addresses
+  std::vector<std::string> sync;         // uwsgi sockets to fetch a dump from at startup
+};
+
+struct Config {
+  // sockets and processes
+  std::vector<std::string> sockets;       // --socket: host:port, :port, or a UNIX path
+  std::vector<std::string> http_sockets;  // --http-socket
+  int processes = 1;
+  bool master = true;  // accepted for compatibility: the master always runs
+  int listen_backlog = 100;
+  std::string chmod_socket;  // "" = leave as created; otherwise octal mode, e.g. "660"
+  std::string pidfile;
+  std::uint32_t buffer_size = 65535;
+  int harakiri = 0;        // seconds; 0 = off
+  int socket_timeout = 4;  // seconds
+  int reload_mercy = 60;   // seconds a worker may take to finish in-flight requests on stop/reload
+  bool debug_log = false;  // --log-debug: master jobs log their timings
+
+  // the default cache (--cache and friends); items == 0 means no default cache
+  std::uint64_t cache_items = 0;
+  std::uint64_t cache_blocksize = 65536;
+  std::uint32_t cache_keysize = 2048;
+  std::string cache_store;
+  int cache_store_sync = 0;
+  bool cache_store_delete = false;
+  bool cache_no_expire = false;
+  int cache_expire_freq = 3;
+  bool cache_report_freed_items = false;
+  bool cache_purge_lru = false;
+  std::vector<std::string> cache_udp_servers;  // --cache-udp-server
+  std::vector<std::string> cache_udp_nodes;    // --cache-udp-node
+  std::string cache_sync;                      // --cache-sync: fetch a dump from this node at startup
+  bool cache_use_last_modified = false;
+  std::vector<std::string> add_cache_items;      // --add-cache-item "[cache ]key=value"
+  std::vector<std::string> load_files_in_cache;  // --load-file-in-cache "[cache ]path"
+  std::vector<std::string> cache2_specs;         // raw --cache2 values, in order (parsed into caches)
+
+  // Every cache to create, in creation order; the first is the default cache. Built from --cache
+  // (named "default", created first, as uWSGI does) and each --cache2, after all sources applied.
+  std::vector<CacheSpec> caches;
+
+  // the hosted application
+  std::string module;
+  std::string wsgi_file;
+  std::string callable = "application";
+  std::string chdir;
+  std::vector<std::string> pythonpath;
+  std::vector<std::string> env;  // KEY=VALUE
+  bool lazy_apps = false;
+  int threads = 1;
+};
+
+// A bad configuration: the message names the option, where it came from and the expected form.
+struct ConfigError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// What the command line asked for besides a configuration.
+struct ParseResult {
+  Config config;
+  bool help_requested = false;     // --help / -h: print help_text() and exit 0
+  bool version_requested = false;  // --version
+};
+
+// Parses argv (argv[0] is the program name). Sources (--ini, --toml, command-line options) apply in
+// command-line order; later wins, list options accumulate. Throws ConfigError.
+ParseResult parse_command_line(int argc, const char* const argv[]);
+
+std::string help_text(std::string_view program_name);
+
+// One --cache2 value parsed and validated (store_sync defaults to 0 here; parse_command_line applies
+// the --cache-store-sync inheritance). Throws ConfigError: `--cache2 "<spec>": <what is wrong>`.
+CacheSpec parse_cache2_spec(std::string_view spec);
+
+// A validated --socket / --http-socket value taken apart for binding.
+struct SocketAddress {
+  bool is_unix = false;
+  std::string host;  // "0.0.0.0" for ":port"; brackets of "[::1]:port" removed
+  std::uint16_t port = 0;
+  std::string path;  // UNIX socket path ("@name" = abstract namespace)
+};
+// Throws ConfigError when the form is invalid.
+SocketAddress parse_socket_address(std::string_view address);
+
+// "660" / "0666" -> 0660 / 0666; nullopt unless 3 or 4 octal digits.
+std::optional<unsigned> parse_chmod_mode(std::string_view text);
+
+// The options reference (Markdown) generated from the table, for docs/options.md.
+std::string options_reference_markdown();
+
+}  // namespace config

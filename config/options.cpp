@@ -1,0 +1,1214 @@
+// The one option table and everything generated from it: the command-line parser, the ini and toml
+// loaders, --help and the options reference. Adding an option is adding one row to build_table().
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <sstream>
+#include <utility>
+
+#include "config/config.hpp"
+
+namespace config {
+namespace {
+
+constexpr std::string_view kCommandLine = "command line";
+// Nested --ini/--toml inside files: deep enough for real layering, shallow enough to catch a loop.
+constexpr int kMaxIncludeDepth = 16;
+constexpr std::int64_t kMaxSeconds = std::numeric_limits<int>::max();
+constexpr std::int64_t kMaxCacheItems = std::numeric_limits<std::uint32_t>::max();
+constexpr std::int64_t kMaxBlocksize = std::int64_t{1} << 30;
+
+constexpr std::string_view kSocketsGroup = "Sockets and processes";
+constexpr std::string_view kCacheGroup = "The default cache (--cache and friends)";
+constexpr std::string_view kMoreCachesGroup = "More caches and cache content";
+constexpr std::string_view kApplicationGroup = "Application";
+constexpr std::string_view kSourcesGroup = "Configuration sources and information";
+
+// ---------------------------------------------------------------------------------------------
+// Small text helpers
+
+std::string_view trim(std::string_view text) {
+  const auto first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string_view::npos) return {};
+  const auto last = text.find_last_not_of(" \t\r\n");
+  return text.substr(first, last - first + 1);
+}
+
+std::vector<std::string_view> split_words(std::string_view text) {
+  std::vector<std::string_view> words;
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    const auto start = text.find_first_not_of(' ', pos);
+    if (start == std::string_view::npos) break;
+    const auto end = std::min(text.find(' ', start), text.size());
+    words.push_back(text.substr(start, end - start));
+    pos = end;
+  }
+  return words;
+}
+
+// Optimal string alignment distance: a swapped pair of letters ("itmes") counts as one edit.
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+// The closest candidate if it is close enough to be a plausible typo, else "".
+std::string_view closest_match(std::string_view typed, const std::vector<std::string_view>& candidates) {
+  const std::size_t allowed = typed.size() <= 4 ? 1 : 2;
+  std::string_view best;
+  std::size_t best_distance = allowed + 1;
+  for (const auto candidate : candidates) {
+    const auto distance = edit_distance(typed, candidate);
+    if (distance < best_distance) {
+      best = candidate;
+      best_distance = distance;
+    }
+  }
+  return best;
+}
+
+std::optional<bool> parse_bool(std::string_view text) {
+  std::string lower(trim(text));
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (lower == "true" || lower == "1" || lower == "yes" || lower == "on") return true;
+  if (lower == "false" || lower == "0" || lower == "no" || lower == "off") return false;
+  return std::nullopt;
+}
+
+// Decimal integer, optionally followed by one unit letter (k, m, g: powers of 1024) when allowed.
+// nullopt on garbage or overflow.
+std::optional<std::int64_t> parse_number(std::string_view text, bool allow_units) {
+  text = trim(text);
+  std::int64_t multiplier = 1;
+  if (allow_units && !text.empty()) {
+    switch (text.back()) {
+      case 'k':
+      case 'K':
+        multiplier = std::int64_t{1} << 10;
+        break;
+      case 'm':
+      case 'M':
+        multiplier = std::int64_t{1} << 20;
+        break;
+      case 'g':
+      case 'G':
+        multiplier = std::int64_t{1} << 30;
+        break;
+      default:
+        break;
+    }
+    if (multiplier != 1) text.remove_suffix(1);
+  }
+  if (text.empty() || text.front() == '+') return std::nullopt;
+  std::int64_t number = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), number);
+  if (error != std::errc{} || end != text.data() + text.size()) return std::nullopt;
+  if (number > std::numeric_limits<std::int64_t>::max() / multiplier ||
+      number < std::numeric_limits<std::int64_t>::min() / multiplier) {
+    return std::nullopt;
+  }
+  return number * multiplier;
+}
+
+// "65536" -> "64k": how a user would write a default size.
+std::string format_size(std::int64_t bytes) {
+  if (bytes > 0 && bytes % (std::int64_t{1} << 30) == 0) return fmt::format("{}G", bytes >> 30);
+  if (bytes > 0 && bytes % (std::int64_t{1} << 20) == 0) return fmt::format("{}M", bytes >> 20);
+  if (bytes > 0 && bytes % (std::int64_t{1} << 10) == 0) return fmt::format("{}k", bytes >> 10);
+  return std::to_string(bytes);
+}
+
+std::string expected_number(OptionType type, std::int64_t min_value, std::int64_t max_value) {
+  if (type == OptionType::size) {
+    return fmt::format("expected a size between {} and {} (a number with an optional k/M/G suffix, e.g. 64k)",
+                       min_value, max_value);
+  }
+  return fmt::format("expected an integer between {} and {}", min_value, max_value);
+}
+
+constexpr std::string_view kExpectedBool = "expected true/false, 1/0, yes/no or on/off";
+
+// ---------------------------------------------------------------------------------------------
+// Value checks for string and list options (they throw InvalidValue naming the expected form)
+
+constexpr std::string_view kExpectedSocket =
+    "expected host:port, :port (all interfaces) or a UNIX socket path, with a port between 1 and 65535";
+
+void check_socket(std::string_view value) {
+  try {
+    parse_socket_address(value);
+  } catch (const ConfigError&) {
+    throw InvalidValue{std::string(kExpectedSocket)};
+  }
+}
+
+void check_udp_address(std::string_view value) {
+  SocketAddress address;
+  try {
+    address = parse_socket_address(value);
+  } catch (const ConfigError&) {
+    address.is_unix = true;
+  }
+  if (address.is_unix) throw InvalidValue{"expected a UDP address ip:port with a port between 1 and 65535"};
+}
+
+void check_chmod(std::string_view value) {
+  if (!parse_chmod_mode(value)) {
+    throw InvalidValue{"expected an octal file mode of 3 or 4 digits, e.g. 660 or 0666"};
+  }
+}
+
+void check_key_value(std::string_view value) {
+  const auto equals = value.find('=');
+  if (equals == std::string_view::npos || equals == 0) throw InvalidValue{"expected KEY=VALUE"};
+}
+
+void check_cache_item(std::string_view value) {
+  const auto equals = value.find('=');
+  if (equals == std::string_view::npos || equals == 0 || value[equals - 1] == ' ') {
+    throw InvalidValue{"expected \"[cachename ]key=value\""};
+  }
+}
+
+void check_cache2(std::string_view value);  // defined with the --cache2 key table below
+
+// ---------------------------------------------------------------------------------------------
+// The option table
+
+// Defaults shown in --help come from a default-constructed Config, so they cannot drift from it.
+// (Function-local statics: safe whatever the order of static initialisation across files.)
+const Config& defaults() {
+  static const Config config{};
+  return config;
+}
+
+// Keeps the text of defaults formatted from numbers alive; a deque never moves its elements.
+std::string_view keep(std::string text) {
+  static std::deque<std::string> texts;
+  return texts.emplace_back(std::move(text));
+}
+
+struct Bounds {
+  std::int64_t min_value;
+  std::int64_t max_value;
+};
+
+OptionSpec flag(std::string_view name, std::string_view aliases, bool Config::*field, std::string_view group,
+                std::string_view help) {
+  return {name, aliases, OptionType::flag, defaults().*field ? "on" : "off", 0, 1, help, group, "", field};
+}
+
+template <typename Number>
+OptionSpec integer(std::string_view name, std::string_view aliases, Number Config::*field, Bounds bounds,
+                   std::string_view group, std::string_view value_name, std::string_view help) {
+  return {name,
+          aliases,
+          OptionType::integer,
+          keep(std::to_string(defaults().*field)),
+          bounds.min_value,
+          bounds.max_value,
+          help,
+          group,
+          value_name,
+          field};
+}
+
+template <typename Number>
+OptionSpec size(std::string_view name, std::string_view aliases, Number Config::*field, Bounds bounds,
+                std::string_view group, std::string_view value_name, std::string_view help) {
+  return {name,
+          aliases,
+          OptionType::size,
+          keep(format_size(static_cast<std::int64_t>(defaults().*field))),
+          bounds.min_value,
+          bounds.max_value,
+          help,
+          group,
+          value_name,
+          field};
+}
+
+OptionSpec text(std::string_view name, std::string_view aliases, std::string Config::*field,
+                std::string_view group, std::string_view value_name, std::string_view help,
+                ValueCheck check = nullptr) {
+  return {name, aliases, OptionType::string, defaults().*field, 0, 0, help, group, value_name, field, check};
+}
+
+OptionSpec list(std::string_view name, std::string_view aliases, std::vector<std::string> Config::*field,
+                std::string_view group, std::string_view value_name, std::string_view help,
+                ValueCheck check = nullptr) {
+  return {name, aliases, OptionType::list, "", 0, 0, help, group, value_name, field, check};
+}
+
+// An option the parser acts on itself (no Config field).
+OptionSpec action(std::string_view name, std::string_view aliases, OptionType type,
+                  std::string_view value_name, std::string_view help) {
+  return {name, aliases, type, "", 0, 0, help, kSourcesGroup, value_name, std::monostate{}};
+}
+
+std::vector<OptionSpec> build_table() {
+  using C = Config;
+  const auto g1 = kSocketsGroup, g2 = kCacheGroup, g3 = kMoreCachesGroup, g4 = kApplicationGroup;
+  return {
+      list("socket", "-s", &C::sockets, g1, "ADDR",
+           "bind a uwsgi-protocol socket: host:port, :port (all interfaces) or a UNIX path", check_socket),
+      list("http-socket", "", &C::http_sockets, g1, "ADDR", "bind an HTTP socket (same forms as --socket)",
+           check_socket),
+      integer("processes", "workers -p", &C::processes, {1, 1024}, g1, "N", "number of worker processes"),
+      flag("master", "-M", &C::master, g1, "accepted for uWSGI compatibility: the master always runs"),
+      integer("listen", "-l", &C::listen_backlog, {1, 65535}, g1, "N", "listen(2) backlog of every socket"),
+      text("chmod-socket", "-C", &C::chmod_socket, g1, "MODE",
+           "octal mode of UNIX sockets, e.g. 660 (default: as created)", check_chmod),
+      text("pidfile", "", &C::pidfile, g1, "PATH", "write the master's pid to this file"),
+      size("buffer-size", "-b", &C::buffer_size, {4, 65535}, g1, "SIZE",
+           "largest request packet accepted (header + body)"),
+      integer("harakiri", "-t", &C::harakiri, {0, kMaxSeconds}, g1, "SECONDS",
+              "kill a worker stuck on one request this long (0 = off)"),
+      integer("socket-timeout", "-z", &C::socket_timeout, {1, kMaxSeconds}, g1, "SECONDS",
+              "close a connection idle this long"),
+      integer("reload-mercy", "", &C::reload_mercy, {0, kMaxSeconds}, g1, "SECONDS",
+              "time a worker may take to finish in-flight requests on stop/reload"),
+      flag("log-debug", "", &C::debug_log, g1, "log debug lines (the master jobs' timings)"),
+
+      size("cache", "", &C::cache_items, {0, kMaxCacheItems}, g2, "ITEMS",
+           "create the cache \"default\" with this many items (0 = none)"),
+      size("cache-blocksize", "", &C::cache_blocksize, {1, kMaxBlocksize}, g2, "SIZE",
+           "largest value of the default cache"),
+      size("cache-keysize", "", &C::cache_keysize, {1, 65535}, g2, "SIZE",
+           "longest key of the default cache"),
+      text("cache-store", "", &C::cache_store, g2, "PATH", "persist the default cache in this file"),
+      integer(
+          "cache-store-sync", "", &C::cache_store_sync, {0, kMaxSeconds}, g2, "N",
+          "msync the store every N master cycles (0 = at start only); also the default of every --cache2"),
+      flag("cache-store-delete", "", &C::cache_store_delete, g2,
+           "recreate a store file that does not match the geometry instead of exiting"),
+      flag("cache-no-expire", "", &C::cache_no_expire, g2, "never expire items: no sweeper (all caches)"),
+      integer("cache-expire-freq", "", &C::cache_expire_freq, {1, kMaxSeconds}, g2, "SECONDS",
+              "sleep of the sweeper between passes (all caches)"),
+      flag("cache-report-freed-items", "", &C::cache_report_freed_items, g2,
+           "log how many expired items each sweep freed"),
+      flag("cache-purge-lru", "", &C::cache_purge_lru, g2,
+           "when the default cache is full, evict the least recently used item"),
+      list("cache-udp-server", "", &C::cache_udp_servers, g2, "ADDR",
+           "receive UDP cache updates for the default cache on ip:port", check_udp_address),
+      list("cache-udp-node", "", &C::cache_udp_nodes, g2, "ADDR",
+           "send UDP cache updates of the default cache to ip:port", check_udp_address),
+      text("cache-sync", "", &C::cache_sync, g2, "ADDR", "at start, copy the default cache from this node"),
+      flag("cache-use-last-modified", "", &C::cache_use_last_modified, g2,
+           "track the last modification time of the default cache"),
+
+      list("cache2", "", &C::cache2_specs, g3, "SPEC",
+           "create a named cache: key=value,... (see \"--cache2 keys\")", check_cache2),
+      list("add-cache-item", "", &C::add_cache_items, g3, "[CACHE ]KEY=VALUE",
+           "store an item at start (in every cache when CACHE is omitted)", check_cache_item),
+      list("load-file-in-cache", "", &C::load_files_in_cache, g3, "[CACHE ]PATH",
+           "store a file's content at start under its path"),
+
+      text("module", "-w", &C::module, g4, "MODULE", "load the WSGI application from this Python module"),
+      text("wsgi-file", "", &C::wsgi_file, g4, "PATH", "load the WSGI application from this file"),
+      text("callable", "", &C::callable, g4, "NAME", "name of the WSGI callable in the module"),
+      text("chdir", "", &C::chdir, g4, "DIR", "change to this directory before loading the application"),
+      list("pythonpath", "", &C::pythonpath, g4, "DIR", "add a directory to sys.path"),
+      list("env", "", &C::env, g4, "KEY=VALUE", "set an environment variable", check_key_value),
+      flag("lazy-apps", "", &C::lazy_apps, g4, "load the application in each worker instead of the master"),
+      integer("threads", "", &C::threads, {1, 1024}, g4, "N", "application threads per worker"),
+
+      action("ini", "", OptionType::list, "FILE[:SECTION]",
+             "load options from an ini file ([uwsgi] section unless SECTION is given)"),
+      action("toml", "", OptionType::list, "FILE[:SECTION]",
+             "load options from a toml file (top level and [uwsgi], or the table SECTION)"),
+      action("help", "-h", OptionType::flag, "", "print this help and exit"),
+      action("version", "", OptionType::flag, "", "print the version and exit"),
+  };
+}
+
+const std::vector<OptionSpec>& table() {
+  static const std::vector<OptionSpec> rows = build_table();
+  return rows;
+}
+
+bool is_short_alias(std::string_view alias) { return alias.size() == 2 && alias[0] == '-'; }
+
+// Names usable as --name and as ini/toml keys: the name and its long aliases.
+std::vector<std::string_view> long_names(const OptionSpec& row) {
+  std::vector<std::string_view> names{row.name};
+  for (const auto alias : split_words(row.aliases)) {
+    if (!is_short_alias(alias)) names.push_back(alias);
+  }
+  return names;
+}
+
+const OptionSpec* find_long(std::string_view name) {
+  for (const auto& row : table()) {
+    for (const auto candidate : long_names(row)) {
+      if (candidate == name) return &row;
+    }
+  }
+  return nullptr;
+}
+
+const OptionSpec* find_short(std::string_view dash_letter) {
+  for (const auto& row : table()) {
+    for (const auto alias : split_words(row.aliases)) {
+      if (alias == dash_letter) return &row;
+    }
+  }
+  return nullptr;
+}
+
+std::string unknown_option_message(std::string_view typed, std::string_view source) {
+  std::vector<std::string_view> candidates;
+  for (const auto& row : table()) {
+    for (const auto name : long_names(row)) candidates.push_back(name);
+  }
+  std::string message = fmt::format("unknown option --{} ({})", typed, source);
+  if (const auto guess = closest_match(typed, candidates); !guess.empty()) {
+    message += fmt::format("; did you mean --{}?", guess);
+  }
+  return message;
+}
+
+// ---------------------------------------------------------------------------------------------
+// --cache2: its own small key table, same idea as the option table
+
+enum class Cache2KeyType { text, size, integer, flag, list, hash };
+
+using Cache2Target = std::variant<std::string CacheSpec::*, std::uint64_t CacheSpec::*,
+                                  std::uint32_t CacheSpec::*, int CacheSpec::*, std::int64_t CacheSpec::*,
+                                  bool CacheSpec::*, std::vector<std::string> CacheSpec::*>;
+
+struct Cache2Key {
+  std::string_view name;
+  std::string_view aliases;
+  Cache2KeyType type;
+  std::int64_t min_value;
+  std::int64_t max_value;
+  Cache2Target target;
+  std::string_view help;
+};
+
+constexpr std::int64_t kInt64Min = std::numeric_limits<std::int64_t>::min();
+constexpr std::int64_t kInt64Max = std::numeric_limits<std::int64_t>::max();
+
+const std::vector<Cache2Key>& cache2_keys() {
+  using K = Cache2KeyType;
+  using S = CacheSpec;
+  static const std::vector<Cache2Key> keys = {
+      {"name", "", K::text, 0, 0, &S::name, "cache name (required, unique)"},
+      {"items", "max_items maxitems", K::size, 1, kMaxCacheItems, &S::items, "number of items (required)"},
+      {"blocksize", "", K::size, 1, kMaxBlocksize, &S::blocksize,
+       "bytes per block: the largest value (65536)"},
+      {"blocks", "", K::size, 1, kMaxCacheItems, &S::blocks, "number of data blocks (items); at least items"},
+      {"hash", "", K::hash, 0, 0, &S::hash, "key hash function: djb33x (default) or murmur2"},
+      {"hashsize", "hash_size", K::size, 1, kMaxCacheItems, &S::hashsize, "number of hash buckets"},
+      {"keysize", "key_size", K::size, 1, 65535, &S::keysize, "longest key (2048)"},
+      {"store", "", K::text, 0, 0, &S::store, "persist the cache in this file"},
+      {"store_sync", "storesync", K::integer, 0, kMaxSeconds, &S::store_sync,
+       "msync every N master cycles (--cache-store-sync)"},
+      {"store_delete", "storedelete", K::flag, 0, 0, &S::store_delete,
+       "recreate a mismatching store file instead of exiting"},
+      {"purge_lru", "lru", K::flag, 0, 0, &S::purge_lru, "when full, evict the least recently used item"},
+      {"ignore_full", "", K::flag, 0, 0, &S::ignore_full, "do not log \"cache is FULL\""},
+      {"math_initial", "", K::integer, kInt64Min, kInt64Max, &S::math_initial,
+       "start value of a missing key for math operations (0)"},
+      {"no_expire", "", K::flag, 0, 0, &S::no_expire, "exclude this cache from the sweeper"},
+      {"lazy_expire", "lazy", K::flag, 0, 0, &S::lazy_expire, "expire items on lookup instead of sweeping"},
+      {"sweep_on_full", "", K::integer, 0, kMaxSeconds, &S::sweep_on_full,
+       "when full, sweep expired items at most once every N seconds"},
+      {"clear_on_full", "", K::flag, 0, 0, &S::clear_on_full, "when full (and a sweep freed nothing), clear"},
+      {"lastmod", "", K::flag, 0, 0, &S::lastmod, "track the last modification time"},
+      {"bitmap", "", K::flag, 0, 0, &S::bitmap, "values may span several blocks"},
+      {"node", "nodes", K::list, 0, 0, &S::nodes, "semicolon-separated ip:port to send UDP updates to"},
+      {"udp", "udp_servers udp_server udpservers udpserver", K::list, 0, 0, &S::udp_servers,
+       "semicolon-separated ip:port to receive UDP updates on"},
+      {"sync", "", K::list, 0, 0, &S::sync,
+       "semicolon-separated uwsgi sockets to copy the cache from at start"},
+  };
+  return keys;
+}
+
+struct Cache2Problem {
+  std::string detail;
+};
+
+struct ParsedCache2 {
+  CacheSpec spec;
+  bool store_sync_given = false;
+};
+
+// Splits on an unescaped separator; a backslash keeps the next character literally.
+std::vector<std::string> split_escaped(std::string_view text, char separator) {
+  std::vector<std::string> parts(1);
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\\') {
+      if (i + 1 == text.size()) throw Cache2Problem{"trailing backslash (nothing to escape)"};
+      parts.back() += text[++i];
+    } else if (text[i] == separator) {
+      parts.emplace_back();
+    } else {
+      parts.back() += text[i];
+    }
+  }
+  return parts;
+}
+
+std::string unescape(std::string_view text) {
+  std::string plain;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\\' && i + 1 < text.size()) ++i;
+    plain += text[i];
+  }
+  return plain;
+}
+
+// Key and value split at the first unescaped '='; escapes are kept in the value (for its ';' split).
+std::pair<std::string, std::string> split_key_value(std::string_view item) {
+  std::string key;
+  for (std::size_t i = 0; i < item.size(); ++i) {
+    if (item[i] == '\\' && i + 1 < item.size()) {
+      key += item[++i];
+    } else if (item[i] == '=') {
+      return {key, std::string(item.substr(i + 1))};
+    } else {
+      key += item[i];
+    }
+  }
+  throw Cache2Problem{fmt::format("\"{}\" is not key=value (booleans too: write {}=1)", key, key)};
+}
+
+// The items of a --cache2 value, still escaped, split at unescaped commas.
+std::vector<std::string> split_items_keep_escapes(std::string_view spec) {
+  std::vector<std::string> items(1);
+  for (std::size_t i = 0; i < spec.size(); ++i) {
+    if (spec[i] == '\\') {
+      if (i + 1 == spec.size()) throw Cache2Problem{"trailing backslash (nothing to escape)"};
+      items.back() += spec[i];
+      items.back() += spec[++i];
+    } else if (spec[i] == ',') {
+      items.emplace_back();
+    } else {
+      items.back() += spec[i];
+    }
+  }
+  return items;
+}
+
+const Cache2Key* find_cache2_key(std::string_view name) {
+  for (const auto& key : cache2_keys()) {
+    if (key.name == name) return &key;
+    for (const auto alias : split_words(key.aliases)) {
+      if (alias == name) return &key;
+    }
+  }
+  return nullptr;
+}
+
+void set_cache2_value(const Cache2Key& key, const std::string& raw_value, CacheSpec& spec) {
+  const auto fail = [&](std::string_view expected) {
+    throw Cache2Problem{fmt::format("{} \"{}\": {}", key.name, raw_value, expected)};
+  };
+  switch (key.type) {
+    case Cache2KeyType::flag:  // enabled by presence, whatever the value, as uWSGI does
+      spec.*std::get<bool CacheSpec::*>(key.target) = true;
+      return;
+    case Cache2KeyType::list: {
+      auto& entries = spec.*std::get<std::vector<std::string> CacheSpec::*>(key.target);
+      entries.clear();  // last occurrence wins, as for every key
+      for (auto& entry : split_escaped(raw_value, ';')) {
+        const auto trimmed = std::string(trim(entry));
+        if (trimmed.empty()) continue;
+        if (key.name != "sync") {
+          try {
+            check_udp_address(trimmed);
+          } catch (const InvalidValue& invalid) {
+            throw Cache2Problem{fmt::format("{} entry \"{}\": {}", key.name, trimmed, invalid.detail)};
+          }
+        }
+        entries.push_back(trimmed);
+      }
+      if (entries.empty()) fail("expected one or more addresses separated by ';'");
+      return;
+    }
+    default:
+      break;
+  }
+  const auto value = unescape(raw_value);
+  switch (key.type) {
+    case Cache2KeyType::text:
+      if (value.empty()) fail("expected a non-empty value");
+      spec.*std::get<std::string CacheSpec::*>(key.target) = value;
+      return;
+    case Cache2KeyType::hash:
+      if (value != "djb33x" && value != "murmur2") fail("expected djb33x or murmur2");
+      spec.hash = value;
+      return;
+    default:
+      break;
+  }
+  const auto type = key.type == Cache2KeyType::size ? OptionType::size : OptionType::integer;
+  const auto number = parse_number(value, type == OptionType::size);
+  if (!number || *number < key.min_value || *number > key.max_value) {
+    fail(expected_number(type, key.min_value, key.max_value));
+  }
+  std::visit(
+      [&](auto member) {
+        using Field = std::remove_reference_t<decltype(spec.*member)>;
+        if constexpr (std::is_arithmetic_v<Field> && !std::is_same_v<Field, bool>) {
+          spec.*member = static_cast<Field>(*number);
+        }
+      },
+      key.target);
+}
+
+ParsedCache2 parse_cache2(std::string_view text) {
+  ParsedCache2 parsed;
+  bool has_name = false, has_items = false, has_blocks = false;
+  for (const auto& item : split_items_keep_escapes(text)) {
+    if (trim(item).empty()) continue;  // "a=1,,b=2" or a trailing comma: nothing to apply
+    const auto [raw_key, value] = split_key_value(item);
+    const auto key_name = std::string(trim(raw_key));
+    const auto* key = find_cache2_key(key_name);
+    if (key == nullptr) {
+      std::vector<std::string_view> candidates;
+      for (const auto& known : cache2_keys()) {
+        candidates.push_back(known.name);
+        for (const auto alias : split_words(known.aliases)) candidates.push_back(alias);
+      }
+      std::string detail = fmt::format("unknown key \"{}\"", key_name);
+      if (const auto guess = closest_match(key_name, candidates); !guess.empty()) {
+        detail += fmt::format(" (did you mean \"{}\"?)", guess);
+      }
+      throw Cache2Problem{detail};
+    }
+    set_cache2_value(*key, value, parsed.spec);
+    has_name |= key->name == "name";
+    has_items |= key->name == "items";
+    has_blocks |= key->name == "blocks";
+    parsed.store_sync_given |= key->name == "store_sync";
+  }
+  if (!has_name) throw Cache2Problem{"missing name=NAME (every cache needs a name)"};
+  if (!has_items) throw Cache2Problem{"missing items=N (the number of items)"};
+  if (has_blocks && parsed.spec.blocks < parsed.spec.items) {
+    throw Cache2Problem{
+        fmt::format("blocks ({}) must be at least items ({})", parsed.spec.blocks, parsed.spec.items)};
+  }
+  return parsed;
+}
+
+void check_cache2(std::string_view value) {
+  try {
+    parse_cache2(value);
+  } catch (const Cache2Problem& problem) {
+    throw InvalidValue{problem.detail};
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Applying values from any source
+
+struct FileAndSection {
+  std::string path;
+  std::string section;  // "" = the default
+};
+
+// "app.ini:prod" -> {"app.ini", "prod"}; a colon followed by a path is part of the file name.
+FileAndSection split_file_section(std::string_view value) {
+  const auto colon = value.rfind(':');
+  if (colon == std::string_view::npos || colon + 1 == value.size() ||
+      value.find('/', colon) != std::string_view::npos) {
+    return {std::string(value), ""};
+  }
+  return {std::string(value.substr(0, colon)), std::string(value.substr(colon + 1))};
+}
+
+class Parser {
+ public:
+  ParseResult result;
+
+  // Applies one occurrence of an option. value is nullopt for a flag given without a value.
+  void apply(const OptionSpec& row, std::optional<std::string_view> value, const std::string& source) {
+    const auto fail = [&](std::string_view detail) -> void {
+      throw ConfigError(fmt::format("--{} \"{}\" ({}): {}", row.name, value.value_or(""), source, detail));
+    };
+    if (row.name == "help") {
+      result.help_requested = true;
+      return;
+    }
+    if (row.name == "version") {
+      result.version_requested = true;
+      return;
+    }
+    if (row.name == "ini" || row.name == "toml") {
+      if (value->empty()) fail("expected a file name, optionally followed by :SECTION");
+      load_file(row.name, *value, source);
+      return;
+    }
+    Config& config = result.config;
+    switch (row.type) {
+      case OptionType::flag: {
+        const auto enabled = value ? parse_bool(*value) : std::optional<bool>(true);
+        if (!enabled) fail(kExpectedBool);
+        config.*std::get<bool Config::*>(row.target) = *enabled;
+        return;
+      }
+      case OptionType::integer:
+      case OptionType::size: {
+        const auto number = parse_number(*value, row.type == OptionType::size);
+        if (!number || *number < row.min_value || *number > row.max_value) {
+          fail(expected_number(row.type, row.min_value, row.max_value));
+        }
+        std::visit(
+            [&](auto member) {
+              if constexpr (!std::is_same_v<decltype(member), std::monostate>) {
+                using Field = std::remove_reference_t<decltype(config.*member)>;
+                if constexpr (std::is_arithmetic_v<Field> && !std::is_same_v<Field, bool>) {
+                  config.*member = static_cast<Field>(*number);
+                }
+              }
+            },
+            row.target);
+        return;
+      }
+      case OptionType::string:
+      case OptionType::list:
+        if (row.check != nullptr) {
+          try {
+            row.check(*value);
+          } catch (const InvalidValue& invalid) {
+            fail(invalid.detail);
+          }
+        }
+        if (row.type == OptionType::string) {
+          config.*std::get<std::string Config::*>(row.target) = std::string(*value);
+        } else {
+          (config.*std::get<std::vector<std::string> Config::*>(row.target)).emplace_back(*value);
+          if (row.name == "cache2") cache2_sources_.push_back(source);
+        }
+        return;
+    }
+  }
+
+  void parse_argv(int argc, const char* const argv[]) {
+    const std::string source(kCommandLine);
+    for (int i = 1; i < argc && !stopped(); ++i) {
+      const std::string_view arg = argv[i];
+      const OptionSpec* row = nullptr;
+      std::optional<std::string_view> attached;  // --name=value or -p4
+      if (arg.starts_with("--") && arg.size() > 2) {
+        auto name = arg.substr(2);
+        if (const auto equals = name.find('='); equals != std::string_view::npos) {
+          attached = name.substr(equals + 1);
+          name = name.substr(0, equals);
+        }
+        row = find_long(name);
+        if (row == nullptr) throw ConfigError(unknown_option_message(name, source));
+      } else if (arg.starts_with("-") && arg.size() >= 2 && arg[1] != '-') {
+        row = find_short(arg.substr(0, 2));
+        if (row == nullptr) {
+          throw ConfigError(fmt::format("unknown option {} ({}); see --help", arg.substr(0, 2), source));
+        }
+        if (arg.size() > 2) attached = arg.substr(2);
+      } else if (arg.ends_with(".ini") || arg.ends_with(".toml")) {
+        // uWSGI loads a bare config file argument by its extension.
+        apply(*find_long(arg.ends_with(".ini") ? "ini" : "toml"), arg, source);
+        continue;
+      } else {
+        throw ConfigError(fmt::format("unexpected argument \"{}\" ({}): options start with --", arg, source));
+      }
+      if (row->type == OptionType::flag) {
+        apply(*row, attached, source);
+        continue;
+      }
+      if (!attached) {
+        if (i + 1 >= argc) {
+          throw ConfigError(
+              fmt::format("--{} ({}): missing value at the end of the command line; expected {}", row->name,
+                          source, describe_value(*row)));
+        }
+        const std::string_view next = argv[i + 1];
+        if (next.starts_with("--") && next.size() > 2) {
+          throw ConfigError(
+              fmt::format("--{} ({}): missing value (the next argument \"{}\" is an option); expected {}",
+                          row->name, source, next, describe_value(*row)));
+        }
+        attached = next;
+        ++i;
+      }
+      apply(*row, attached, source);
+    }
+  }
+
+  // Builds Config::caches once every source has been applied.
+  void build_caches() {
+    Config& config = result.config;
+    config.caches.clear();
+    if (config.cache_items > 0) {
+      CacheSpec spec;
+      spec.name = "default";
+      spec.items = config.cache_items;
+      spec.blocksize = config.cache_blocksize;
+      spec.keysize = config.cache_keysize;
+      spec.store = config.cache_store;
+      spec.store_sync = config.cache_store_sync;
+      spec.store_delete = config.cache_store_delete;
+      spec.purge_lru = config.cache_purge_lru;
+      spec.no_expire = config.cache_no_expire;
+      spec.lastmod = config.cache_use_last_modified;
+      spec.nodes = config.cache_udp_nodes;
+      spec.udp_servers = config.cache_udp_servers;
+      if (!config.cache_sync.empty()) spec.sync = {config.cache_sync};
+      config.caches.push_back(std::move(spec));
+    }
+    std::map<std::string, std::string, std::less<>> origin_of_name;  // name -> where it was defined
+    if (!config.caches.empty()) origin_of_name["default"] = "--cache";
+    for (std::size_t i = 0; i < config.cache2_specs.size(); ++i) {
+      const auto& text = config.cache2_specs[i];
+      // Specs pushed straight into Config (not through apply) have no recorded source.
+      const std::string source = i < cache2_sources_.size() ? cache2_sources_[i] : std::string(kCommandLine);
+      ParsedCache2 parsed;
+      try {
+        parsed = parse_cache2(text);
+      } catch (const Cache2Problem& problem) {
+        throw ConfigError(fmt::format("--cache2 \"{}\" ({}): {}", text, source, problem.detail));
+      }
+      if (!parsed.store_sync_given) parsed.spec.store_sync = config.cache_store_sync;
+      parsed.spec.no_expire |= config.cache_no_expire;
+      const auto [existing, inserted] =
+          origin_of_name.try_emplace(parsed.spec.name, fmt::format("--cache2 \"{}\" ({})", text, source));
+      if (!inserted) {
+        throw ConfigError(fmt::format("--cache2 \"{}\" ({}): the cache name \"{}\" is already used by {}",
+                                      text, source, parsed.spec.name, existing->second));
+      }
+      config.caches.push_back(std::move(parsed.spec));
+    }
+  }
+
+ private:
+  std::vector<std::string> cache2_sources_;  // parallel to Config::cache2_specs
+  int include_depth_ = 0;
+
+  bool stopped() const { return result.help_requested || result.version_requested; }
+
+  static std::string describe_value(const OptionSpec& row) {
+    switch (row.type) {
+      case OptionType::integer:
+      case OptionType::size:
+        return fmt::format("{} ({}..{})", row.value_name, row.min_value, row.max_value);
+      default:
+        return std::string(row.value_name);
+    }
+  }
+
+  void load_file(std::string_view kind, std::string_view value, const std::string& source) {
+    const auto [path, section] = split_file_section(value);
+    const auto fail = [&](std::string_view detail) {
+      throw ConfigError(fmt::format("--{} \"{}\" ({}): {}", kind, value, source, detail));
+    };
+    if (include_depth_ >= kMaxIncludeDepth) {
+      fail(fmt::format("more than {} nested configuration files (does a file include itself?)",
+                       kMaxIncludeDepth));
+    }
+    std::ifstream file(path, std::ios::binary);
+    if (!file) fail(fmt::format("cannot open {}: {}", path, std::strerror(errno)));
+    std::stringstream content;
+    content << file.rdbuf();
+    ++include_depth_;
+    struct DepthGuard {
+      int& depth;
+      ~DepthGuard() { --depth; }
+    } guard{include_depth_};
+    if (kind == "ini") {
+      load_ini(path, section, content.str(), fail);
+    } else {
+      load_toml(path, section, content.str(), fail);
+    }
+  }
+
+  template <typename Fail>
+  void load_ini(const std::string& path, const std::string& wanted_section, const std::string& content,
+                const Fail& fail) {
+    const std::string section_name = wanted_section.empty() ? "uwsgi" : wanted_section;
+    bool in_section = false, section_found = false;
+    std::istringstream lines(content);
+    std::string line;
+    for (int line_number = 1; std::getline(lines, line); ++line_number) {
+      const auto text = trim(line);
+      if (text.empty() || text.front() == '#' || text.front() == ';') continue;
+      if (text.front() == '[') {
+        if (text.back() != ']') {
+          throw ConfigError(
+              fmt::format("{}:{}: expected a section header [name], got \"{}\"", path, line_number, text));
+        }
+        in_section = trim(text.substr(1, text.size() - 2)) == section_name;
+        section_found |= in_section;
+        continue;
+      }
+      if (!in_section) continue;
+      const auto equals = text.find('=');
+      if (equals == std::string_view::npos) {
+        throw ConfigError(
+            fmt::format("{}:{}: expected \"key = value\", got \"{}\"", path, line_number, text));
+      }
+      const auto key = trim(text.substr(0, equals));
+      const auto value = trim(text.substr(equals + 1));
+      apply_from_file(key, value, fmt::format("{}:{}", path, line_number));
+      if (stopped()) return;
+    }
+    if (!section_found) fail(fmt::format("no [{}] section in {}", section_name, path));
+  }
+
+  template <typename Fail>
+  void load_toml(const std::string& path, const std::string& wanted_section, const std::string& content,
+                 const Fail& fail) {
+    toml::table document;
+    try {
+      document = toml::parse(content, path);
+    } catch (const toml::parse_error& error) {
+      fail(fmt::format("{}:{}:{}: {}", path, error.source().begin.line, error.source().begin.column,
+                       error.description()));
+    }
+    // Keys apply in file order (toml tables are sorted by key) so that later-wins holds inside a file.
+    std::vector<std::pair<std::string, const toml::node*>> entries;
+    const auto collect = [&](const toml::table& table, bool skip_tables) {
+      for (const auto& [key, node] : table) {
+        if (skip_tables && node.is_table()) continue;
+        entries.emplace_back(std::string(key.str()), &node);
+      }
+    };
+    if (wanted_section.empty()) {
+      collect(document, true);
+      if (const auto* uwsgi = document["uwsgi"].as_table()) collect(*uwsgi, false);
+    } else {
+      const auto* section = document[wanted_section].as_table();
+      if (section == nullptr) fail(fmt::format("no [{}] table in {}", wanted_section, path));
+      collect(*section, false);
+    }
+    std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+      const auto& pa = a.second->source().begin;
+      const auto& pb = b.second->source().begin;
+      return std::pair(pa.line, pa.column) < std::pair(pb.line, pb.column);
+    });
+    for (const auto& [key, node] : entries) {
+      const auto source = fmt::format("{}:{}", path, node->source().begin.line);
+      const auto* row = find_long(key);
+      if (row == nullptr) throw ConfigError(unknown_option_message(key, source));
+      if (const auto* array = node->as_array()) {
+        if (row->type != OptionType::list) {
+          throw ConfigError(
+              fmt::format("--{} ({}): expected a single value, not an array", row->name, source));
+        }
+        for (const auto& element : *array) {
+          apply_toml_scalar(*row, element, fmt::format("{}:{}", path, element.source().begin.line));
+        }
+      } else {
+        apply_toml_scalar(*row, *node, source);
+      }
+      if (stopped()) return;
+    }
+  }
+
+  void apply_toml_scalar(const OptionSpec& row, const toml::node& node, const std::string& source) {
+    if (node.is_table() || node.is_array()) {
+      throw ConfigError(fmt::format("--{} ({}): expected a {}, not a {}", row.name, source,
+                                    row.type == OptionType::list ? "string" : "value",
+                                    node.is_table() ? "table" : "nested array"));
+    }
+    std::string text;
+    if (const auto* string = node.as_string()) {
+      text = string->get();
+    } else {
+      std::ostringstream printed;  // numbers, booleans, dates: their toml text, validated like any value
+      node.visit([&](const auto& value) { printed << value; });
+      text = printed.str();
+    }
+    apply(row, text, source);
+  }
+
+  void apply_from_file(std::string_view key, std::string_view value, const std::string& source) {
+    const auto* row = find_long(key);
+    if (row == nullptr) throw ConfigError(unknown_option_message(key, source));
+    apply(*row, value, source);
+  }
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Public interface
+
+std::span<const OptionSpec> option_table() { return table(); }
+
+ParseResult parse_command_line(int argc, const char* const argv[]) {
+  Parser parser;
+  parser.parse_argv(argc, argv);
+  if (!parser.result.help_requested && !parser.result.version_requested) parser.build_caches();
+  return std::move(parser.result);
+}
+
+CacheSpec parse_cache2_spec(std::string_view spec) {
+  try {
+    return parse_cache2(spec).spec;
+  } catch (const Cache2Problem& problem) {
+    throw ConfigError(fmt::format("--cache2 \"{}\": {}", spec, problem.detail));
+  }
+}
+
+SocketAddress parse_socket_address(std::string_view address) {
+  const auto fail = [&]() -> void {
+    throw ConfigError(fmt::format("invalid socket address \"{}\": {}", address, kExpectedSocket));
+  };
+  SocketAddress parsed;
+  const auto colon = address.rfind(':');
+  const bool looks_like_path =
+      address.starts_with("/") || address.starts_with(".") || address.starts_with("@");
+  if (address.empty()) fail();
+  if (looks_like_path || colon == std::string_view::npos) {
+    parsed.is_unix = true;
+    parsed.path = std::string(address);
+    return parsed;
+  }
+  auto host = address.substr(0, colon);
+  const auto port_text = address.substr(colon + 1);
+  if (host.starts_with("[") && host.ends_with("]")) host = host.substr(1, host.size() - 2);
+  if (host.find_first_of(" \t[]") != std::string_view::npos) fail();
+  const auto port = parse_number(port_text, false);
+  if (port_text.empty() || port_text.find_first_not_of("0123456789") != std::string_view::npos || !port ||
+      *port < 1 || *port > 65535) {
+    fail();
+  }
+  parsed.host = host.empty() ? "0.0.0.0" : std::string(host);
+  parsed.port = static_cast<std::uint16_t>(*port);
+  return parsed;
+}
+
+std::optional<unsigned> parse_chmod_mode(std::string_view text) {
+  if (text.size() < 3 || text.size() > 4 || text.find_first_not_of("01234567") != std::string_view::npos) {
+    return std::nullopt;
+  }
+  unsigned mode = 0;
+  for (const char digit : text) mode = mode * 8 + static_cast<unsigned>(digit - '0');
+  return mode;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generated text: --help and docs/options.md
+
+namespace {
+
+std::vector<std::string_view> groups_in_order() {
+  std::vector<std::string_view> groups;
+  for (const auto& row : table()) {
+    if (std::find(groups.begin(), groups.end(), row.group) == groups.end()) groups.push_back(row.group);
+  }
+  return groups;
+}
+
+std::string spelled_names(const OptionSpec& row) {
+  std::string names;
+  for (const auto alias : split_words(row.aliases)) {
+    if (is_short_alias(alias)) names += fmt::format("{}, ", alias);
+  }
+  names += fmt::format("--{}", row.name);
+  for (const auto alias : split_words(row.aliases)) {
+    if (!is_short_alias(alias)) names += fmt::format(", --{}", alias);
+  }
+  if (!row.value_name.empty()) names += fmt::format(" {}", row.value_name);
+  return names;
+}
+
+std::string bounds_text(const OptionSpec& row) {
+  if (row.type != OptionType::integer && row.type != OptionType::size) return "";
+  return fmt::format("{}..{}", row.min_value, row.max_value);
+}
+
+std::string remarks(const OptionSpec& row) {
+  std::vector<std::string> parts;
+  if (!row.default_value.empty()) parts.push_back(fmt::format("default {}", row.default_value));
+  if (const auto bounds = bounds_text(row); !bounds.empty()) parts.push_back(bounds);
+  if (row.type == OptionType::list && row.name != "ini" && row.name != "toml") parts.push_back("repeatable");
+  std::string text;
+  for (const auto& part : parts) text += (text.empty() ? "" : "; ") + part;
+  return text.empty() ? "" : fmt::format(" ({})", text);
+}
+
+std::string type_name(OptionType type) {
+  switch (type) {
+    case OptionType::flag:
+      return "flag";
+    case OptionType::integer:
+      return "integer";
+    case OptionType::size:
+      return "size";
+    case OptionType::string:
+      return "string";
+    case OptionType::list:
+      return "list";
+  }
+  return "";
+}
+
+std::string markdown_cell(std::string_view text) {
+  std::string escaped;
+  for (const char c : text) {
+    if (c == '|') escaped += '\\';
+    escaped += c;
+  }
+  return escaped;
+}
+
+// Word-wraps text to width, every line after the first indented by indent.
+std::string wrap(std::string_view text, std::size_t indent, std::size_t width) {
+  std::string wrapped;
+  std::size_t column = indent;
+  for (const auto word : split_words(text)) {
+    if (column > indent && column + 1 + word.size() > width) {
+      wrapped += '\n' + std::string(indent, ' ');
+      column = indent;
+    } else if (column > indent) {
+      wrapped += ' ';
+      ++column;
+    }
+    wrapped += word;
+    column += word.size();
+  }
+  return wrapped;
+}
+
+}  // namespace
+
+std::string help_text(std::string_view program_name) {
+  constexpr std::size_t kWidth = 110;
+  constexpr std::size_t kMaxNameColumn = 44;
+  std::size_t name_column = 0;
+  for (const auto& row : table()) {
+    const auto width = spelled_names(row).size() + 4;
+    if (width <= kMaxNameColumn) name_column = std::max(name_column, width);
+  }
+  std::string text = fmt::format(
+      "Usage: {} [options] [FILE.ini | FILE.toml]\n\n"
+      "Options, --ini and --toml apply in command-line order: later wins, repeatable options accumulate.\n"
+      "Sizes take an optional k/M/G suffix (powers of 1024). In files, flags take true/false, 1/0, yes/no, "
+      "on/off.\n",
+      program_name);
+  for (const auto group : groups_in_order()) {
+    text += fmt::format("\n{}:\n", group);
+    for (const auto& row : table()) {
+      if (row.group != group) continue;
+      auto names = "  " + spelled_names(row);
+      if (names.size() + 2 > name_column) {
+        text += names + '\n';
+        names.clear();
+      }
+      names.resize(name_column, ' ');
+      text += names + wrap(std::string(row.help) + remarks(row), name_column, kWidth) + '\n';
+    }
+  }
+  text +=
+      "\n--cache2 keys (--cache2 key=value,key=value,...; \\ escapes the next character;\n"
+      "boolean keys are enabled by their presence, whatever the value):\n";
+  for (const auto& key : cache2_keys()) {
+    auto names = fmt::format("  {}", key.name);
+    for (const auto alias : split_words(key.aliases)) names += fmt::format(", {}", alias);
+    if (names.size() + 2 > name_column) {
+      text += names + '\n';
+      names.clear();
+    }
+    names.resize(name_column, ' ');
+    text += names + wrap(key.help, name_column, kWidth) + '\n';
+  }
+  return text;
+}
+
+std::string options_reference_markdown() {
+  std::string text =
+      "# Options reference\n\n"
+      "<!-- Generated from the option table in config/options.cpp; do not edit by hand.\n"
+      "     Regenerate with: build/bin/gen-options-doc > docs/options.md -->\n\n"
+      "Every option can be given on the command line (`--name value`, `--name=value`, flags without a "
+      "value),\n"
+      "in an ini file (`--ini FILE[:SECTION]`, `key = value` lines in the `[uwsgi]` section) or in a toml "
+      "file\n"
+      "(`--toml FILE[:SECTION]`, the same keys at the top level or in a `[uwsgi]` table). Sources apply in\n"
+      "command-line order: a later value wins, repeatable (list) options accumulate. Sizes take an optional\n"
+      "`k`, `M` or `G` suffix (powers of 1024). In files, flags take `true/false`, `1/0`, `yes/no` or "
+      "`on/off`.\n";
+  for (const auto group : groups_in_order()) {
+    text += fmt::format("\n## {}\n\n", group);
+    text += "| option | aliases | type | default | range | description |\n";
+    text += "|---|---|---|---|---|---|\n";
+    for (const auto& row : table()) {
+      if (row.group != group) continue;
+      std::string aliases;
+      for (const auto alias : split_words(row.aliases)) {
+        aliases += fmt::format("{}`{}`", aliases.empty() ? "" : " ",
+                               is_short_alias(alias) ? std::string(alias) : "--" + std::string(alias));
+      }
+      const auto option = row.value_name.empty() ? fmt::format("`--{}`", row.name)
+                                                 : fmt::format("`--{} {}`", row.name, row.value_name);
+      const auto default_value =
+          row.default_value.empty() ? std::string() : fmt::format("`{}`", row.default_value);
+      text += fmt::format("| {} | {} | {} | {} | {} | {} |\n", markdown_cell(option), aliases,
+                          type_name(row.type), default_value, bounds_text(row), markdown_cell(row.help));
+    }
+  }
+  text +=
+      "\n## --cache2 keys\n\n"
+      "`--cache2 key=value,key=value,...` creates one named cache (repeatable; caches are created in order,\n"
+      "after the `--cache` one, which is named `default`). `\\` escapes the next character. Boolean keys "
+      "are\n"
+      "enabled by their presence, whatever their value (as in uWSGI). Unknown keys, missing `name` or\n"
+      "`items`, and bad numbers are errors. Without `store_sync`, a cache inherits `--cache-store-sync`.\n\n"
+      "| key | aliases | type | range | description |\n"
+      "|---|---|---|---|---|\n";
+  for (const auto& key : cache2_keys()) {
+    std::string aliases;
+    for (const auto alias : split_words(key.aliases)) {
+      aliases += fmt::format("{}`{}`", aliases.empty() ? "" : " ", alias);
+    }
+    std::string type, range;
+    switch (key.type) {
+      case Cache2KeyType::text:
+        type = "string";
+        break;
+      case Cache2KeyType::hash:
+        type = "`djb33x` or `murmur2`";
+        break;
+      case Cache2KeyType::flag:
+        type = "boolean (presence)";
+        break;
+      case Cache2KeyType::list:
+        type = "semicolon-separated list";
+        break;
+      case Cache2KeyType::size:
+      case Cache2KeyType::integer:
+        type = key.type == Cache2KeyType::size ? "size" : "integer";
+        range = fmt::format("{}..{}", key.min_value, key.max_value);
+        break;
+    }
+    text += fmt::format("| `{}` | {} | {} | {} | {} |\n", key.name, aliases, type, range,
+                        markdown_cell(key.help));
+  }
+  return text;
+}
+
+}  // namespace config

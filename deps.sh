@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what building and testing need, from Debian 12's packages. Idempotent and quiet when
+# everything is already there. Usage: ./deps.sh [build|test]  (test = build + the test peers)
+set -euo pipefail
+want=(cmake ninja-build g++ pkg-config libuv1-dev libfmt-dev libtomlplusplus-dev catch2)
+if [ "${1:-build}" = test ]; then
+  # Real peers the tests start: uWSGI 2.0.21 (compatibility oracle), nginx, Debian's Python 3.11.
+  want+=(uwsgi-core nginx-light python3 python3-django libpython3.11-dev)
+fi
+missing=()
+for pkg in "${want[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "deps.sh: installing ${missing[*]}" >&2
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq >/dev/null
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,28 @@
+// Binding the listening sockets (the master does it once; workers inherit the fds across fork and
+// across reloads, so a reload never refuses a connection).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace master {
+
+struct Listener {
+  std::string spec;       // as the user wrote it
+  std::string unix_path;  // non-empty for a UNIX socket (removed at exit)
+  int fd = -1;
+  std::string describe() const;
+};
+
+struct ListenOptions {
+  int backlog = 100;
+  std::string chmod_socket;  // octal, "" = leave
+};
+
+// Binds every spec ("host:port", ":port", "[v6]:port", or a UNIX path). Throws std::runtime_error naming
+// the socket and the reason; already bound sockets are closed first.
+std::vector<Listener> bind_listeners(const std::vector<std::string>& specs, const ListenOptions& options);
+
+void close_listeners(std::vector<Listener>& listeners, bool remove_unix_files);
+
+}  // namespace master

@@ -1,0 +1,32 @@
+// server: a preforking application server with a shared-memory cache, wire-compatible with uWSGI's
+// caching framework.
+#include <cstdio>
+#include <exception>
+
+#include "config/config.hpp"
+#include "master/master.hpp"
+
+int main(int argc, char** argv) {
+  master::block_master_signals();
+  config::ParseResult parsed;
+  try {
+    parsed = config::parse_command_line(argc, argv);
+  } catch (const config::ConfigError& error) {
+    std::fprintf(stderr, "server: configuration error: %s\n(try %s --help)\n", error.what(), argv[0]);
+    return 1;
+  }
+  if (parsed.help_requested) {
+    std::fputs(config::help_text(argv[0]).c_str(), stdout);
+    return 0;
+  }
+  if (parsed.version_requested) {
+    std::puts("server 0.1.0 (uwsgi cache protocol compatible with uWSGI 2.0.21)");
+    return 0;
+  }
+  try {
+    return master::run_master(parsed.config);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "server: %s\n", error.what());
+    return 1;
+  }
+}

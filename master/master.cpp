@@ -1,0 +1,604 @@
+#include "master/master.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cache/cache.hpp"
+#include "common/log.hpp"
+#include "master/listeners.hpp"
+#include "master/signals.hpp"
+#include "server/dispatcher.hpp"
+#include "workers/scoreboard.hpp"
+#include "workers/worker.hpp"
+
+namespace master {
+
+namespace {
+
+using workers::monotonic_ms;
+
+constexpr int kCycleMs = 1000;              // the master cycle the cache jobs hang on
+constexpr int kPollMs = 100;                // how often the loop looks at deadlines between cycles
+constexpr std::int64_t kQuickDeathMs = 1000;  // a worker dying sooner than this "died at start"
+constexpr int kQuickDeathsBeforeThrottle = 3;
+constexpr std::int64_t kThrottleFirstMs = 500;
+constexpr std::int64_t kThrottleMaxMs = 30000;
+constexpr std::int64_t kReplacementReadyMs = 5000;  // a reload waits this long for a new worker to be ready
+constexpr std::int64_t kImmediateStopMs = 3000;     // SIGINT: workers get this long before SIGKILL
+constexpr std::int64_t kHarakiriGraceMs = 2000;     // harakiri: SIGTERM first, SIGKILL after this
+
+std::string describe_exit(int status) {
+  if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    const char* abbrev = sigabbrev_np(WTERMSIG(status));
+    return fmt::format("killed by signal {} (SIG{}){}", WTERMSIG(status), abbrev != nullptr ? abbrev : "?",
+                       WCOREDUMP(status) ? ", core dumped" : "");
+  }
+  return fmt::format("ended with wait status {}", status);
+}
+
+sigset_t master_signal_set() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (const SignalSpec& spec : kSignalTable) sigaddset(&set, spec.signum);
+  return set;
+}
+
+cache::Geometry geometry_from(const config::CacheSpec& spec) {
+  cache::Geometry geometry;
+  geometry.name = spec.name;
+  geometry.items = spec.items;
+  geometry.blocksize = spec.blocksize;
+  geometry.keysize = spec.keysize;
+  geometry.hashsize = spec.hashsize;
+  geometry.purge_lru = spec.purge_lru;
+  geometry.ignore_full = spec.ignore_full;
+  geometry.no_expire = spec.no_expire;
+  geometry.math_initial = spec.math_initial;
+  geometry.store = spec.store;
+  geometry.store_delete = spec.store_delete;
+  return geometry;
+}
+
+// The expiry sweeper: a thread of the master, so no worker ever stalls on it. Each pass asks every
+// cache to free its expired items (the engine bounds the work per lock hold).
+class Sweeper {
+ public:
+  Sweeper(cache::CacheSet& caches, int interval_s, bool report) : caches_(caches), interval_s_(interval_s),
+                                                                   report_(report) {}
+  ~Sweeper() { stop(); }
+
+  void start() {
+    common::log("cache sweeper thread enabled");
+    thread_ = std::thread([this] { loop(); });
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stopping_) {
+      lock.unlock();
+      for (const auto& cache : caches_.all()) {
+        if (cache->geometry().no_expire) continue;
+        std::int64_t started = monotonic_ms();
+        std::uint64_t freed = cache->sweep_expired();
+        if (report_ && freed > 0) common::log("freed {} items for cache \"{}\"", freed, cache->geometry().name);
+        common::log_debug("sweeper: cache \"{}\": freed {} item(s) in {} ms", cache->geometry().name, freed,
+                          monotonic_ms() - started);
+      }
+      lock.lock();
+      wake_.wait_for(lock, std::chrono::seconds(interval_s_), [this] { return stopping_; });
+    }
+  }
+
+  cache::CacheSet& caches_;
+  int interval_s_;
+  bool report_;
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+};
+
+class Master {
+ public:
+  explicit Master(const config::Config& config) : config_(config) {}
+  ~Master();
+  int run();
+
+ private:
+  enum class Phase { running, stopping, stopped };
+
+  struct Child {
+    int id = 0;  // 1..processes
+    pid_t pid = -1;
+    int slot = -1;
+    std::int64_t started_ms = 0;
+    bool ready = false;
+    bool retiring = false;       // told to stop (reload or server stop); no respawn when it exits
+    std::int64_t kill_at_ms = 0;  // SIGKILL deadline once told to stop (0 = none)
+    bool harakiri = false;
+  };
+
+  struct IdState {
+    int quick_deaths = 0;
+    std::int64_t respawn_at_ms = 0;
+  };
+
+  void create_caches();
+  void create_scoreboard();
+  void write_pidfile();
+  std::optional<pid_t> spawn(int id);
+  [[noreturn]] void become_worker(int id, int slot);
+  void handle_signals();
+  void read_ready_pipe();
+  void reap_children();
+  void on_child_exit(pid_t pid, int status);
+  void ensure_workers();
+  void advance_reload();
+  void check_deadlines();
+  void check_harakiri();
+  void run_cycle_jobs();
+  void log_stats();
+  void begin_stop(bool graceful, int exit_status);
+  void signal_children(int signum, std::int64_t kill_after_ms);
+  Child* find_child(pid_t pid);
+  Child* active_child(int id);  // the non-retiring worker serving id (the newest)
+  void cleanup();
+
+  config::Config config_;
+  cache::CacheSet caches_;
+  std::unique_ptr<server::Application> application_;
+  std::vector<Listener> listeners_;
+  workers::WorkerSlot* slots_ = nullptr;
+  std::size_t slot_count_ = 0;
+  std::vector<bool> slot_used_;
+  std::vector<Child> children_;
+  std::vector<IdState> ids_;  // index = id
+  int signal_fd_ = -1;
+  int ready_pipe_[2] = {-1, -1};
+  std::unique_ptr<Sweeper> sweeper_;
+  Phase phase_ = Phase::running;
+  int exit_status_ = 0;
+  std::int64_t stop_deadline_ms_ = 0;
+  std::int64_t next_cycle_ms_ = 0;
+  // Graceful reload: ids still to replace, and the replacement under way.
+  std::deque<int> reload_queue_;
+  int reload_id_ = 0;
+  pid_t reload_old_pid_ = -1;
+  pid_t reload_new_pid_ = -1;
+  std::int64_t reload_step_started_ms_ = 0;
+};
+
+Master::~Master() { cleanup(); }
+
+void Master::cleanup() {
+  if (sweeper_) sweeper_->stop();
+  close_listeners(listeners_, true);
+  if (!config_.pidfile.empty()) unlink(config_.pidfile.c_str());
+  if (signal_fd_ >= 0) close(signal_fd_);
+  signal_fd_ = -1;
+  for (int& fd : ready_pipe_) {
+    if (fd >= 0) close(fd);
+    fd = -1;
+  }
+  if (slots_ != nullptr) munmap(slots_, slot_count_ * sizeof(workers::WorkerSlot));
+  slots_ = nullptr;
+}
+
+void Master::create_caches() {
+  for (const config::CacheSpec& spec : config_.caches) {
+    cache::Cache& created = caches_.add(cache::Cache::create(geometry_from(spec)));
+    const cache::Geometry& g = created.geometry();
+    common::log("cache \"{}\" ready: items={} blocksize={} keysize={} hashsize={} purge_lru={} store={}", g.name,
+                g.items, g.blocksize, g.keysize, g.hashsize, g.purge_lru ? "yes" : "no",
+                g.store.empty() ? "none" : g.store);
+  }
+}
+
+void Master::create_scoreboard() {
+  // Room for every worker twice over: during a reload a worker and its replacement overlap.
+  slot_count_ = static_cast<std::size_t>(config_.processes) * 2;
+  void* area = mmap(nullptr, slot_count_ * sizeof(workers::WorkerSlot), PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (area == MAP_FAILED) throw std::runtime_error(fmt::format("cannot map the worker scoreboard: {}", std::strerror(errno)));
+  slots_ = static_cast<workers::WorkerSlot*>(area);  // zero-filled by mmap: every atomic starts at 0
+  slot_used_.assign(slot_count_, false);
+}
+
+void Master::write_pidfile() {
+  if (config_.pidfile.empty()) return;
+  std::ofstream out(config_.pidfile, std::ios::trunc);
+  out << getpid() << '\n';
+  if (!out) throw std::runtime_error(fmt::format("cannot write --pidfile {}: {}", config_.pidfile, std::strerror(errno)));
+}
+
+std::optional<pid_t> Master::spawn(int id) {
+  auto free_slot = std::find(slot_used_.begin(), slot_used_.end(), false);
+  if (free_slot == slot_used_.end()) {
+    common::log("cannot start worker {}: every scoreboard slot is in use", id);
+    return std::nullopt;
+  }
+  int slot = static_cast<int>(free_slot - slot_used_.begin());
+  workers::WorkerSlot& s = slots_[slot];
+  s.pid.store(0);
+  s.busy_since_ms.store(0);
+  s.wakeups.store(0);
+  s.accepted.store(0);
+  s.wasted_wakeups.store(0);
+  s.requests.store(0);
+  s.bad_requests.store(0);
+  s.request_len.store(0);
+
+  pid_t pid = fork();
+  if (pid < 0) {
+    common::log("cannot start worker {}: fork: {}", id, std::strerror(errno));
+    return std::nullopt;
+  }
+  if (pid == 0) become_worker(id, slot);
+  slot_used_[static_cast<std::size_t>(slot)] = true;
+  Child child;
+  child.id = id;
+  child.pid = pid;
+  child.slot = slot;
+  child.started_ms = monotonic_ms();
+  children_.push_back(child);
+  common::log("worker {} (pid {}) started", id, pid);
+  return pid;
+}
+
+void Master::become_worker(int id, int slot) {
+  // The child keeps the listening fds, the caches and its scoreboard slot; the master's signal
+  // plumbing is not its business. Signals stay blocked until the worker's loop can take them.
+  close(signal_fd_);
+  close(ready_pipe_[0]);
+  workers::WorkerSettings settings;
+  settings.id = id;
+  for (const Listener& listener : listeners_) settings.listen_fds.push_back(listener.fd);
+  settings.ready_fd = ready_pipe_[1];
+  settings.buffer_size = config_.buffer_size;
+  settings.socket_timeout_s = config_.socket_timeout;
+  settings.stop_mercy_s = config_.reload_mercy;
+  settings.slot = &slots_[slot];
+  settings.caches = &caches_;
+  settings.application = application_.get();
+  int status = workers::run_worker(settings);
+  _exit(status);
+}
+
+Master::Child* Master::find_child(pid_t pid) {
+  for (Child& child : children_) {
+    if (child.pid == pid) return &child;
+  }
+  return nullptr;
+}
+
+Master::Child* Master::active_child(int id) {
+  Child* newest = nullptr;
+  for (Child& child : children_) {
+    if (child.id == id && !child.retiring && (newest == nullptr || child.started_ms >= newest->started_ms)) newest = &child;
+  }
+  return newest;
+}
+
+void Master::read_ready_pipe() {
+  std::int32_t pids[64];
+  for (;;) {
+    ssize_t n = read(ready_pipe_[0], pids, sizeof pids);
+    if (n <= 0) return;
+    for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(std::int32_t)); ++i) {
+      if (Child* child = find_child(pids[i])) child->ready = true;
+    }
+  }
+}
+
+void Master::reap_children() {
+  for (;;) {
+    int status = 0;
+    pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) return;
+    on_child_exit(pid, status);
+  }
+}
+
+void Master::on_child_exit(pid_t pid, int status) {
+  Child* child = find_child(pid);
+  if (child == nullptr) return;
+  Child gone = *child;
+  slot_used_[static_cast<std::size_t>(gone.slot)] = false;
+  children_.erase(children_.begin() + (child - children_.data()));
+  const std::int64_t lived_ms = monotonic_ms() - gone.started_ms;
+
+  if (WIFEXITED(status) && WEXITSTATUS(status) == workers::kExitFatalConfig) {
+    common::log("worker {} (pid {}) exited with status {} (fatal configuration error): stopping the server",
+                gone.id, pid, workers::kExitFatalConfig);
+    begin_stop(true, 1);
+    return;
+  }
+  if (gone.retiring || phase_ != Phase::running) {
+    common::log("worker {} (pid {}) stopped: {}", gone.id, pid, describe_exit(status));
+    return;
+  }
+  common::log("worker {} (pid {}) died: {}{}", gone.id, pid, describe_exit(status),
+              gone.harakiri ? " (harakiri)" : "");
+  if (reload_new_pid_ == pid) reload_new_pid_ = -1;  // the replacement failed: the reload step gives up
+  IdState& state = ids_[static_cast<std::size_t>(gone.id)];
+  if (lived_ms < kQuickDeathMs && !gone.harakiri) {
+    ++state.quick_deaths;
+  } else {
+    state.quick_deaths = 0;
+  }
+  state.respawn_at_ms = 0;
+  if (state.quick_deaths >= kQuickDeathsBeforeThrottle) {
+    // Fork-bomb guard: a worker that cannot even start is retried ever more slowly, not in a tight loop.
+    std::int64_t delay = kThrottleFirstMs << std::min(state.quick_deaths - kQuickDeathsBeforeThrottle, 10);
+    delay = std::min(delay, kThrottleMaxMs);
+    state.respawn_at_ms = monotonic_ms() + delay;
+    common::log("worker {} died within {} ms of starting {} times in a row: respawning in {} ms", gone.id,
+                kQuickDeathMs, state.quick_deaths, delay);
+  }
+}
+
+void Master::ensure_workers() {
+  if (phase_ != Phase::running) return;
+  const std::int64_t now = monotonic_ms();
+  for (int id = 1; id <= config_.processes; ++id) {
+    if (active_child(id) != nullptr) continue;
+    if (now < ids_[static_cast<std::size_t>(id)].respawn_at_ms) continue;
+    spawn(id);
+  }
+}
+
+void Master::signal_children(int signum, std::int64_t kill_after_ms) {
+  const std::int64_t deadline = monotonic_ms() + kill_after_ms;
+  for (Child& child : children_) {
+    kill(child.pid, signum);
+    child.retiring = true;
+    if (child.kill_at_ms == 0 || deadline < child.kill_at_ms) child.kill_at_ms = deadline;
+  }
+}
+
+void Master::begin_stop(bool graceful, int exit_status) {
+  if (phase_ == Phase::stopping && graceful) return;  // already stopping; an immediate stop may still hurry it
+  phase_ = Phase::stopping;
+  exit_status_ = std::max(exit_status_, exit_status);
+  reload_queue_.clear();
+  reload_id_ = 0;
+  if (graceful) {
+    const std::int64_t mercy = config_.reload_mercy * 1000LL;
+    common::log("graceful stop: waiting up to {} s for workers to finish in-flight requests", config_.reload_mercy);
+    signal_children(SIGTERM, mercy);
+    stop_deadline_ms_ = monotonic_ms() + mercy + 2000;
+  } else {
+    common::log("immediate stop: cutting in-flight requests");
+    signal_children(SIGINT, kImmediateStopMs);
+    stop_deadline_ms_ = monotonic_ms() + kImmediateStopMs + 2000;
+  }
+}
+
+void Master::handle_signals() {
+  struct signalfd_siginfo info {};
+  while (read(signal_fd_, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+    const int signum = static_cast<int>(info.ssi_signo);
+    const SignalSpec* spec = nullptr;
+    for (const SignalSpec& candidate : kSignalTable) {
+      if (candidate.signum == signum) spec = &candidate;
+    }
+    if (spec == nullptr) continue;
+    switch (spec->action) {
+      case SignalAction::child_exited:
+        reap_children();
+        break;
+      case SignalAction::graceful_stop:
+        common::log("{} received", spec->name);
+        begin_stop(true, 0);
+        break;
+      case SignalAction::immediate_stop:
+        common::log("{} received", spec->name);
+        begin_stop(false, 0);
+        break;
+      case SignalAction::graceful_reload:
+        if (phase_ != Phase::running) break;
+        common::log("{} received: graceful reload of {} worker(s), one at a time", spec->name, config_.processes);
+        reload_queue_.clear();
+        for (int id = 1; id <= config_.processes; ++id) reload_queue_.push_back(id);
+        break;
+      case SignalAction::log_stats:
+        log_stats();
+        break;
+    }
+  }
+}
+
+// Graceful reload, one worker at a time: start the replacement, wait until its loop runs, then tell the
+// old one to finish its requests and exit. The listening sockets never close, so nothing is refused.
+void Master::advance_reload() {
+  if (phase_ != Phase::running) return;
+  const std::int64_t now = monotonic_ms();
+  if (reload_id_ != 0) {
+    Child* fresh = reload_new_pid_ > 0 ? find_child(reload_new_pid_) : nullptr;
+    const bool waited_enough = now - reload_step_started_ms_ >= kReplacementReadyMs;
+    if (fresh != nullptr && !fresh->ready && !waited_enough) return;
+    if (Child* old = find_child(reload_old_pid_)) {
+      if (fresh == nullptr) {
+        common::log("reload: the replacement of worker {} did not start; keeping pid {}", reload_id_, old->pid);
+      } else {
+        kill(old->pid, SIGTERM);
+        old->retiring = true;
+        old->kill_at_ms = now + config_.reload_mercy * 1000LL;
+      }
+    }
+    reload_id_ = 0;
+  }
+  if (reload_queue_.empty()) return;
+  const int id = reload_queue_.front();
+  reload_queue_.pop_front();
+  Child* old = active_child(id);
+  reload_old_pid_ = old != nullptr ? old->pid : -1;
+  reload_id_ = id;
+  reload_step_started_ms_ = now;
+  std::optional<pid_t> fresh = spawn(id);
+  reload_new_pid_ = fresh.value_or(-1);
+  if (reload_queue_.empty()) common::log("reload: last worker replacement started");
+}
+
+void Master::check_deadlines() {
+  const std::int64_t now = monotonic_ms();
+  for (Child& child : children_) {
+    if (child.kill_at_ms != 0 && now >= child.kill_at_ms) {
+      common::log("worker {} (pid {}) did not stop in time: SIGKILL", child.id, child.pid);
+      kill(child.pid, SIGKILL);
+      child.kill_at_ms = now + 60000;  // logged once; the reap follows
+    }
+  }
+  if (phase_ == Phase::stopping && now >= stop_deadline_ms_) {
+    for (Child& child : children_) kill(child.pid, SIGKILL);
+  }
+}
+
+void Master::check_harakiri() {
+  if (config_.harakiri <= 0) return;
+  const std::int64_t now = monotonic_ms();
+  for (Child& child : children_) {
+    if (child.harakiri) continue;
+    workers::WorkerSlot& slot = slots_[child.slot];
+    const std::int64_t busy_since = slot.busy_since_ms.load(std::memory_order_relaxed);
+    if (busy_since == 0 || now - busy_since < config_.harakiri * 1000LL) continue;
+    const std::uint32_t len = std::min<std::uint32_t>(slot.request_len.load(std::memory_order_acquire),
+                                                       sizeof slot.request);
+    std::string request(slot.request, len);
+    common::log("HARAKIRI: worker {} (pid {}) stuck for {} s on request \"{}\": SIGTERM, SIGKILL in {} ms", child.id,
+                child.pid, (now - busy_since) / 1000, request, kHarakiriGraceMs);
+    child.harakiri = true;
+    kill(child.pid, SIGTERM);
+    child.kill_at_ms = now + kHarakiriGraceMs;
+  }
+}
+
+void Master::run_cycle_jobs() {
+  for (const auto& cache : caches_.all()) {
+    std::int64_t started = monotonic_ms();
+    std::uint64_t moved = cache->reorder_hot_items();
+    common::log_debug("reorder: cache \"{}\": moved {} item(s) in {} ms", cache->geometry().name, moved,
+                      monotonic_ms() - started);
+  }
+}
+
+void Master::log_stats() {
+  for (const Child& child : children_) {
+    const workers::WorkerSlot& slot = slots_[child.slot];
+    common::log("stats: worker {} (pid {}): requests {}, accepted {}, wake-ups {} ({} wasted), bad requests {}{}",
+                child.id, child.pid, slot.requests.load(), slot.accepted.load(), slot.wakeups.load(),
+                slot.wasted_wakeups.load(), slot.bad_requests.load(), child.retiring ? ", retiring" : "");
+  }
+  for (const auto& cache : caches_.all()) {
+    cache::Stats s = cache->stats();
+    common::log("stats: cache \"{}\": items {}/{}, hits {}, misses {}, full {}, evictions {}, expirations {}, "
+                "lock waits {}, probes/lookup {:.2f}, shard recoveries {}",
+                cache->geometry().name, s.items, s.capacity, s.hits, s.misses, s.full, s.evictions, s.expirations,
+                s.lock_waits, s.lookups == 0 ? 0.0 : static_cast<double>(s.probes) / static_cast<double>(s.lookups),
+                s.shard_recoveries);
+  }
+}
+
+int Master::run() {
+  common::set_log_level(config_.debug_log ? common::LogLevel::debug : common::LogLevel::info);
+  create_caches();  // geometry errors surface before any socket is bound
+  application_ = server::make_demo_application(caches_);
+  ListenOptions listen_options;
+  listen_options.backlog = config_.listen_backlog;
+  listen_options.chmod_socket = config_.chmod_socket;
+  if (config_.sockets.empty()) throw std::runtime_error("no --socket given: nothing to listen on (try --socket 127.0.0.1:3031)");
+  if (!config_.http_sockets.empty()) {
+    throw std::runtime_error("--http-socket is not built yet: put nginx in front of a --socket (see docs/nginx.md)");
+  }
+  listeners_ = bind_listeners(config_.sockets, listen_options);
+  write_pidfile();
+
+  sigset_t set = master_signal_set();
+  signal_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (signal_fd_ < 0) throw std::runtime_error(fmt::format("signalfd: {}", std::strerror(errno)));
+  if (pipe2(ready_pipe_, O_NONBLOCK | O_CLOEXEC) != 0) throw std::runtime_error(fmt::format("pipe2: {}", std::strerror(errno)));
+  create_scoreboard();
+  ids_.assign(static_cast<std::size_t>(config_.processes) + 1, IdState{});
+
+  common::log("master pid {}: {} worker(s), buffer-size {}, socket-timeout {} s{}", getpid(), config_.processes,
+              config_.buffer_size, config_.socket_timeout,
+              config_.harakiri > 0 ? fmt::format(", harakiri {} s", config_.harakiri) : std::string());
+  for (const Listener& listener : listeners_) common::log("listening on {}", listener.describe());
+
+  if (!caches_.empty() && !config_.cache_no_expire) {
+    sweeper_ = std::make_unique<Sweeper>(caches_, config_.cache_expire_freq, config_.cache_report_freed_items);
+  }
+  ensure_workers();
+  // Started after the first fork so the workers never inherit a half-copied thread state.
+  if (sweeper_) sweeper_->start();
+  next_cycle_ms_ = monotonic_ms() + kCycleMs;
+
+  while (phase_ != Phase::stopped) {
+    struct pollfd fds[2] = {{signal_fd_, POLLIN, 0}, {ready_pipe_[0], POLLIN, 0}};
+    const std::int64_t now = monotonic_ms();
+    const int timeout = static_cast<int>(std::clamp<std::int64_t>(next_cycle_ms_ - now, 0, kPollMs));
+    int n = poll(fds, 2, timeout);
+    if (n < 0 && errno != EINTR) throw std::runtime_error(fmt::format("poll: {}", std::strerror(errno)));
+    if (fds[1].revents & POLLIN) read_ready_pipe();
+    if (fds[0].revents & POLLIN) handle_signals();
+    reap_children();  // SIGCHLD may coalesce; reaping is cheap
+    advance_reload();
+    ensure_workers();
+    check_harakiri();
+    check_deadlines();
+    if (phase_ == Phase::stopping && children_.empty()) phase_ = Phase::stopped;
+    if (monotonic_ms() >= next_cycle_ms_) {
+      run_cycle_jobs();
+      next_cycle_ms_ = monotonic_ms() + kCycleMs;
+    }
+  }
+  if (sweeper_) sweeper_->stop();
+  common::log("server stopped (exit status {})", exit_status_);
+  cleanup();
+  return exit_status_;
+}
+
+}  // namespace
+
+void block_master_signals() {
+  sigset_t set = master_signal_set();
+  sigprocmask(SIG_BLOCK, &set, nullptr);
+}
+
+int run_master(const config::Config& config) {
+  Master master(config);
+  return master.run();
+}
+
+}  // namespace master

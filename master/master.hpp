@@ -1,0 +1,17 @@
+// The master process: creates the caches, binds the sockets, forks and watches the workers, reads the
+// signal table's signals, and runs the 1-second cycle with the cache's background jobs.
+#pragma once
+
+#include "config/config.hpp"
+
+namespace master {
+
+// Blocks the signals of the signal table. Call first thing in main(): a signal that arrives before the
+// master loop runs is then queued, not lost.
+void block_master_signals();
+
+// Runs the server until it stops; returns the process exit status. Throws std::runtime_error for a
+// start-up failure (cache geometry, a socket that cannot be bound) before any worker exists.
+int run_master(const config::Config& config);
+
+}  // namespace master

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs every test: the normal build, then the ASan+UBSan build,
+# then the TSan build of the cache engine's threaded tests. Usage: ./test.sh [--quick] (normal build only)
+set -euo pipefail
+cd "$(dirname "$0")"
+./deps.sh test
+jobs=$(nproc)
+
+build_and_test() {  # dir, cmake args..., -- ctest args...
+  local dir=$1; shift
+  local cmake_args=() ctest_args=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do cmake_args+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  ctest_args=("$@")
+  echo "== $dir: build" >&2
+  cmake -S . -B "$dir" -G Ninja "${cmake_args[@]}" >/dev/null
+  ninja -C "$dir" -j "$jobs" >/dev/null
+  echo "== $dir: test" >&2
+  (cd "$dir" && ctest --output-on-failure -j "$jobs" "${ctest_args[@]}")
+}
+
+build_and_test build -DCMAKE_BUILD_TYPE=RelWithDebInfo --
+if [ "${1:-}" != --quick ]; then
+  build_and_test build-asan -DCMAKE_BUILD_TYPE=Debug -DSANITIZE=address -- -LE no_asan
+  build_and_test build-tsan -DCMAKE_BUILD_TYPE=Debug -DSANITIZE=thread -- -L tsan
+fi

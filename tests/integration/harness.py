@@ -1,0 +1,756 @@
+"""Helpers for the integration tests: start the real `server` binary, talk the uwsgi protocol to it,
+and make sure nothing it started outlives the test.
+
+Debian's /usr/bin/python3, standard library only. Every wait here is bounded in time and in count.
+
+Conventions
+- A test script calls `run_tests([fn, ...], budget=...)`: each function is one check, run in order; an
+  AssertionError (or any exception) fails it, `Skip` skips it. The script exits 0 (all passed), 77 (server
+  binary missing, or every test skipped) or 1.
+- `Server(args, workers=N)` is a context manager: it starts the binary in its own session (its own
+  process group), logs stderr+stdout to a file, waits until every --socket accepts and N workers exist,
+  and on exit kills the whole process group (and any worker it ever saw) with SIGKILL, whatever happened.
+- Addresses are ("127.0.0.1", port) tuples for TCP and str paths for UNIX sockets.
+"""
+
+import atexit
+import ctypes
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+# --------------------------------------------------------------------------------------------------
+# environment
+
+SERVER_BIN = os.environ.get("SERVER_BIN") or "/work/build/bin/server"
+SOURCE_DIR = os.environ.get("SOURCE_DIR") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD_DIR = os.environ.get("BUILD_DIR") or ""
+
+LOG_LINE_RE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\] \[pid (\d+)\] (.*)$")
+
+
+class Skip(Exception):
+    """Raised by a test to mark itself skipped (with the reason)."""
+
+
+def require_server():
+    if not (os.path.isfile(SERVER_BIN) and os.access(SERVER_BIN, os.X_OK)):
+        print(f"SKIP: server binary not found or not executable: {SERVER_BIN}")
+        sys.exit(77)
+
+
+def raise_fd_limit(want=8192):
+    """Raise our soft RLIMIT_NOFILE (the server inherits it). Returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# temp dirs and ports
+
+_TEMP_DIRS = []
+
+
+def make_temp_dir(prefix="it-"):
+    """A fresh directory under /tmp (short path: UNIX socket paths are limited to 107 bytes)."""
+    d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    _TEMP_DIRS.append(d)
+    return d
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port that was free a moment ago (bound to port 0, then released)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def port_is_free(port, host="127.0.0.1"):
+    """True if nothing listens on host:port (we can bind it ourselves, without SO_REUSEADDR tricks
+    beyond what a server would use)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def tcp_listen_inode(port, host="127.0.0.1"):
+    """Inode of the LISTEN socket on host:port from /proc/net/tcp, or None."""
+    want_ip = socket.inet_aton(host)
+    want_hex = "%08X:%04X" % (struct.unpack("<I", want_ip)[0], port)
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                if parts[1] == want_hex and parts[3] == "0A":  # 0A = LISTEN
+                    return int(parts[9])
+    except OSError:
+        pass
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# processes (/proc)
+
+def proc_stat(pid):
+    """(state, ppid, pgrp, starttime) of pid, or None if it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    rest = data[data.rfind(")") + 2:].split()
+    # rest[0] = state (field 3), rest[1] = ppid, rest[2] = pgrp, rest[19] = starttime (field 22)
+    try:
+        return rest[0], int(rest[1]), int(rest[2]), int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid, starttime=None):
+    """Running (not a zombie) and, if starttime is given, the same process (not a reused pid)."""
+    st = proc_stat(pid)
+    if st is None or st[0] in ("Z", "X"):
+        return False
+    return starttime is None or st[3] == starttime
+
+
+def all_procs():
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = proc_stat(int(name))
+            if st is not None:
+                yield int(name), st
+
+
+def live_children(pid):
+    """Direct children of pid that are not zombies, sorted."""
+    return sorted(p for p, st in all_procs() if st[1] == pid and st[0] not in ("Z", "X"))
+
+
+def zombie_children(pid):
+    return sorted(p for p, st in all_procs() if st[1] == pid and st[0] == "Z")
+
+
+def live_in_group(pgid):
+    """Processes (not zombies) whose process group is pgid."""
+    return sorted(p for p, st in all_procs() if st[2] == pgid and st[0] not in ("Z", "X"))
+
+
+def wait_until(predicate, timeout, interval=0.02, what="condition"):
+    """Poll predicate until it returns a truthy value (returned) or timeout (returns the last value)."""
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    count = 0
+    while not value and time.monotonic() < deadline and count < 100000:
+        time.sleep(interval)
+        value = predicate()
+        count += 1
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# the server
+
+_SERVERS = []
+
+
+def _pdeathsig():
+    # If this test process dies (e.g. ctest's timeout SIGKILLs it), the master is killed too.
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def addr_str(addr):
+    return addr if isinstance(addr, str) else f"{addr[0]}:{addr[1]}"
+
+
+def sockets_from_args(args):
+    """The addresses given with --socket in args, as ("host", port) or "/path"."""
+    out = []
+    for i, a in enumerate(args):
+        if a == "--socket" and i + 1 < len(args):
+            out.append(parse_addr(args[i + 1]))
+        elif a.startswith("--socket="):
+            out.append(parse_addr(a.split("=", 1)[1]))
+    return out
+
+
+def parse_addr(text):
+    if "/" in text or ":" not in text:
+        return text
+    host, port = text.rsplit(":", 1)
+    return (host or "127.0.0.1", int(port))
+
+
+class ServerError(AssertionError):
+    pass
+
+
+class Server:
+    """One running server. `with Server([...], workers=4) as srv:` starts it and waits until ready."""
+
+    _counter = 0
+
+    def __init__(self, args, workers=None, ready_addrs=None, wait_ready=True, ready_timeout=10.0,
+                 env=None, tmpdir=None):
+        self.args = list(args)
+        self.expected_workers = workers
+        self.ready_addrs = sockets_from_args(self.args) if ready_addrs is None else list(ready_addrs)
+        self.wait_ready_flag = wait_ready
+        self.ready_timeout = ready_timeout
+        self.env = env
+        self.tmpdir = tmpdir or make_temp_dir()
+        Server._counter += 1
+        self.log_path = os.path.join(self.tmpdir, f"server-{Server._counter}.log")
+        self.proc = None
+        self.pid = None
+        self.seen_workers = {}  # pid -> starttime, every worker ever observed
+        self.returncode = None
+        self.started_at = None
+
+    # ---- lifecycle
+    def start(self):
+        env = dict(os.environ)
+        if self.env:
+            env.update(self.env)
+        self._logfile = open(self.log_path, "ab")
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen([SERVER_BIN] + self.args, stdin=subprocess.DEVNULL,
+                                     stdout=self._logfile, stderr=self._logfile, env=env,
+                                     start_new_session=True, preexec_fn=_pdeathsig, close_fds=True)
+        self.pid = self.proc.pid
+        _SERVERS.append(self)
+        if self.wait_ready_flag:
+            self.wait_ready()
+        return self
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.dump_log(f"server log (test failed: {exc_type.__name__})")
+        self.kill_all()
+        return False
+
+    def wait_ready(self, timeout=None):
+        """Every ready address accepts a connection and the expected number of workers exist."""
+        timeout = self.ready_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        pending = list(self.ready_addrs)
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(f"server exited during start-up with status {self.proc.returncode}\n"
+                                  + self.log_tail())
+            pending = [a for a in pending if not can_connect(a)]
+            n = len(self.workers())
+            if not pending and (self.expected_workers is None or n == self.expected_workers):
+                return
+            time.sleep(0.02)
+        raise ServerError(f"server not ready after {timeout}s: sockets not accepting {pending}, "
+                          f"workers {self.workers()} (expected {self.expected_workers})\n" + self.log_tail())
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def workers(self):
+        """Current worker pids (live direct children of the master), sorted."""
+        if self.pid is None:
+            return []
+        ws = live_children(self.pid)
+        for w in ws:
+            st = proc_stat(w)
+            if st is not None and w not in self.seen_workers:
+                self.seen_workers[w] = st[3]
+        return ws
+
+    def wait_workers(self, n, timeout=5.0, exclude=()):
+        """Wait until there are exactly n workers, none of them in exclude. Returns the list (maybe wrong)."""
+        exclude = set(exclude)
+
+        def ok():
+            ws = self.workers()
+            return ws if len(ws) == n and not (set(ws) & exclude) else None
+        return wait_until(ok, timeout) or self.workers()
+
+    def send_signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def wait_exit(self, timeout):
+        """Exit status, or None if still running after timeout."""
+        try:
+            self.returncode = self.proc.wait(timeout=timeout)
+            return self.returncode
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        """Send sig, wait for exit. Returns the exit status; if it did not exit in time, kills the whole
+        group and raises."""
+        if not self.running():
+            return self.proc.returncode
+        self.workers()  # remember the current workers for the leftover check
+        self.send_signal(sig)
+        rc = self.wait_exit(timeout)
+        if rc is None:
+            self.kill_all()
+            raise ServerError(f"server did not exit within {timeout}s of {signal.Signals(sig).name}\n"
+                              + self.log_tail())
+        return rc
+
+    def leftovers(self):
+        """Processes still alive that belong to this server: its process group, and every worker seen."""
+        if self.pid is None:
+            return []
+        left = set(live_in_group(self.pid))
+        for w, start in self.seen_workers.items():
+            if pid_alive(w, start):
+                left.add(w)
+        return sorted(left)
+
+    def wait_no_leftovers(self, timeout=3.0):
+        return wait_until(lambda: not self.leftovers(), timeout) or not self.leftovers()
+
+    def kill_all(self):
+        """SIGKILL the master's process group and every worker ever seen; reap the master."""
+        if self.proc is None:
+            return
+        try:
+            self.workers()
+        except Exception:
+            pass
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for w, start in list(self.seen_workers.items()):
+            if pid_alive(w, start):
+                try:
+                    os.kill(w, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            self._logfile.close()
+        except Exception:
+            pass
+        if self in _SERVERS:
+            _SERVERS.remove(self)
+
+    # ---- log
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def log_since(self, offset):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_lines(self, offset=0):
+        return [l for l in self.log_since(offset).splitlines() if l.strip()]
+
+    def messages(self, offset=0):
+        """(pid, message) of every well-formed log line from offset; other lines as (None, line)."""
+        out = []
+        for l in self.log_lines(offset):
+            m = LOG_LINE_RE.match(l)
+            out.append((int(m.group(2)), m.group(3)) if m else (None, l))
+        return out
+
+    def death_logged(self, pid, offset=0, sig=9):
+        """The message part of some line names pid (as a word) and the signal (number or name)."""
+        name = signal.Signals(sig).name  # e.g. SIGKILL
+        sig_rx = re.compile(r"\b%d\b|%s|\b%s\b" % (sig, name, name[3:]))
+        pid_rx = re.compile(r"\b%d\b" % pid)
+        for _, msg in self.messages(offset):
+            if pid_rx.search(msg) and sig_rx.search(pid_rx.sub("", msg)):
+                return msg
+        return None
+
+    def wait_log(self, pattern, timeout=3.0, offset=0):
+        """First regex match in the log (from offset) within timeout, or None."""
+        rx = re.compile(pattern)
+        return wait_until(lambda: rx.search(self.log_since(offset)), timeout, interval=0.05)
+
+    def log_tail(self, n=40):
+        lines = self.log().splitlines()
+        return "---- server log (last %d of %d lines) ----\n%s\n----" % (
+            min(n, len(lines)), len(lines), "\n".join(lines[-n:]))
+
+    def dump_log(self, title="server log"):
+        print(f"{title}: {self.log_path}")
+        print(self.log_tail())
+
+
+def run_server_to_exit(args, timeout=5.0, env=None):
+    """Run the binary expecting it to exit by itself (bad configuration). Returns (status, output)
+    where status is None if it was still running at timeout (then it is killed), and the processes of
+    it still alive once it exited (should be [])."""
+    srv = Server(args, wait_ready=False, env=env)
+    srv.start()
+    try:
+        rc = srv.wait_exit(timeout)
+        left = srv.leftovers() if rc is not None else []
+        return rc, srv.log(), left
+    finally:
+        srv.kill_all()
+
+
+def _cleanup():
+    for srv in list(_SERVERS):
+        try:
+            srv.kill_all()
+        except Exception:
+            pass
+    for d in _TEMP_DIRS:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(_cleanup)
+
+
+# --------------------------------------------------------------------------------------------------
+# sockets
+
+def connect(addr, timeout=3.0):
+    if isinstance(addr, str):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(addr)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def can_connect(addr, timeout=0.5):
+    try:
+        s = connect(addr, timeout)
+    except OSError:
+        return False
+    s.close()
+    return True
+
+
+def read_reply(s, timeout=5.0, limit=16 << 20):
+    """Read until EOF. Returns (bytes, 'eof' | 'reset' | 'timeout')."""
+    deadline = time.monotonic() + timeout
+    chunks = []
+    total = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return b"".join(chunks), "timeout"
+        s.settimeout(left)
+        try:
+            data = s.recv(65536)
+        except socket.timeout:
+            return b"".join(chunks), "timeout"
+        except ConnectionResetError:
+            return b"".join(chunks), "reset"
+        if not data:
+            return b"".join(chunks), "eof"
+        chunks.append(data)
+        total += len(data)
+        if total > limit:
+            return b"".join(chunks), "toolong"
+
+
+def request(addr, data, timeout=5.0, half_close=False):
+    """One request on a new connection: connect, send everything, read until the server closes.
+    Returns (reply_bytes, how) with how in 'eof' | 'reset' | 'timeout' | 'refused' (connect failed)."""
+    try:
+        s = connect(addr, timeout)
+    except ConnectionRefusedError:
+        return b"", "refused"
+    except FileNotFoundError:
+        return b"", "refused"
+    except socket.timeout:
+        return b"", "timeout"
+    try:
+        try:
+            s.sendall(data)
+            if half_close:
+                s.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            # the server may have replied and closed already; read what is there
+            reply, _ = read_reply(s, 0.5)
+            return reply, "reset"
+        except socket.timeout:
+            return b"", "timeout"
+        return read_reply(s, timeout)
+    finally:
+        s.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# uwsgi packets
+
+def header(modifier1, datasize, modifier2):
+    return struct.pack("<BHB", modifier1, datasize, modifier2)
+
+
+def _b(x):
+    return x if isinstance(x, (bytes, bytearray)) else str(x).encode()
+
+
+def vars_block(pairs):
+    """pairs: dict or list of (key, value); str/int/bytes accepted."""
+    items = pairs.items() if isinstance(pairs, dict) else pairs
+    out = bytearray()
+    for k, v in items:
+        k, v = _b(k), _b(v)
+        out += struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
+    return bytes(out)
+
+
+def array_block(items):
+    out = bytearray()
+    for it in items:
+        it = _b(it)
+        out += struct.pack("<H", len(it)) + it
+    return bytes(out)
+
+
+def packet(modifier1, modifier2, payload, body=b""):
+    return header(modifier1, len(payload), modifier2) + payload + body
+
+
+def parse_vars(block):
+    """List of (key, value) bytes pairs; raises ValueError on malformed input."""
+    out = []
+    i = 0
+    while i < len(block):
+        if i + 2 > len(block):
+            raise ValueError(f"truncated key length at {i}")
+        kl = struct.unpack_from("<H", block, i)[0]
+        i += 2
+        if i + kl + 2 > len(block):
+            raise ValueError(f"key overruns at {i}")
+        k = block[i:i + kl]
+        i += kl
+        vl = struct.unpack_from("<H", block, i)[0]
+        i += 2
+        if i + vl > len(block):
+            raise ValueError(f"value overruns at {i}")
+        out.append((bytes(k), bytes(block[i:i + vl])))
+        i += vl
+    return out
+
+
+# the exact 16-byte magic "status=ok" reply
+OK_REPLY = header(111, 12, 17) + vars_block([("status", "ok")])
+assert OK_REPLY == bytes.fromhex("6f0c0011060073746174757302006f6b")
+
+
+def magic_req(pairs, body=b""):
+    return packet(111, 17, vars_block(pairs), body)
+
+
+def magic_set_req(key, value, cmd="set", expires=None, cache=None):
+    value = _b(value)
+    pairs = [("cmd", cmd), ("key", key), ("size", str(len(value)))]
+    if expires is not None:
+        pairs.append(("expires", str(expires)))
+    if cache is not None:
+        pairs.append(("cache", cache))
+    return magic_req(pairs, value)
+
+
+def magic_get_req(key, cache=None):
+    pairs = [("cmd", "get"), ("key", key)]
+    if cache is not None:
+        pairs.append(("cache", cache))
+    return magic_req(pairs)
+
+
+def parse_magic_get_reply(reply):
+    """(dict of vars, value) from a modifier2 17 get hit; raises AssertionError if malformed."""
+    assert len(reply) >= 4, f"reply too short: {reply!r}"
+    m1, size, m2 = struct.unpack_from("<BHB", reply, 0)
+    assert (m1, m2) == (111, 17), f"bad reply header {reply[:4].hex()} (want 6f .. .. 11)"
+    assert len(reply) >= 4 + size, f"reply shorter than its header says: {reply!r}"
+    try:
+        pairs = parse_vars(reply[4:4 + size])
+    except ValueError as e:
+        raise AssertionError(f"bad vars in reply {reply!r}: {e}")
+    d = dict(pairs)
+    return d, reply[4 + size:]
+
+
+def magic_set(addr, key, value, timeout=5.0, **kw):
+    """True if the server answered exactly status=ok then closed cleanly; False on a clean no-reply.
+    Raises AssertionError on anything else (garbage, reset, timeout)."""
+    reply, how = request(addr, magic_set_req(key, value, **kw), timeout)
+    if reply == OK_REPLY and how == "eof":
+        return True
+    if reply == b"" and how == "eof":
+        return False
+    raise AssertionError(f"magic set {key!r} to {addr_str(addr)}: unexpected reply {reply!r} ({how})")
+
+
+def magic_get(addr, key, timeout=5.0, **kw):
+    """The value (bytes) on a hit, None on a clean miss; AssertionError on anything else."""
+    reply, how = request(addr, magic_get_req(key, **kw), timeout)
+    if how != "eof":
+        raise AssertionError(f"magic get {key!r} from {addr_str(addr)}: connection ended by {how}, "
+                             f"got {reply!r}")
+    if reply == b"":
+        return None
+    d, value = parse_magic_get_reply(reply)
+    assert d.get(b"status") == b"ok", f"magic get {key!r}: status {d!r}"
+    assert d.get(b"size") == str(len(value)).encode(), \
+        f"magic get {key!r}: size var {d.get(b'size')!r} but {len(value)} value bytes follow: {reply!r}"
+    return value
+
+
+def simple_get_req(key):
+    key = _b(key)
+    return packet(111, 0, key)
+
+
+def simple_set_req(key, value):
+    return packet(111, 1, array_block([key, value]))
+
+
+def app_req(path="/", method="GET", protocol="HTTP/1.1", extra=()):
+    pairs = [("REQUEST_METHOD", method), ("PATH_INFO", path), ("SERVER_PROTOCOL", protocol)]
+    pairs += list(extra)
+    return packet(0, 0, vars_block(pairs))
+
+
+def app_get(addr, path="/", timeout=5.0):
+    """Demo-app request; asserts an HTTP/1.1 200 reply then a clean EOF; returns the reply bytes."""
+    reply, how = request(addr, app_req(path), timeout)
+    assert how == "eof" and reply.startswith(b"HTTP/1.1 200"), \
+        f"app request to {addr_str(addr)}: got {reply[:200]!r} ({how})"
+    return reply
+
+
+# --------------------------------------------------------------------------------------------------
+# assertions and the runner
+
+def check(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def check_eq(got, want, what):
+    if got != want:
+        raise AssertionError(f"{what}: got {got!r}, want {want!r}")
+
+
+class _Budget(Exception):
+    pass
+
+
+def _on_alarm(signum, frame):
+    raise _Budget("script time budget exhausted")
+
+
+def run_tests(tests, budget=50):
+    """Run each test function in order; print a summary; exit 0 / 1 / 77."""
+    require_server()
+    raise_fd_limit()
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.alarm(budget)
+    # turn a SIGTERM from ctest into a clean exit so atexit kills the servers
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))
+    failed, skipped, passed = [], [], []
+    t_start = time.monotonic()
+    for t in tests:
+        name = t.__name__
+        t0 = time.monotonic()
+        print(f"=== {name}", flush=True)
+        try:
+            t()
+        except Skip as e:
+            skipped.append(name)
+            print(f"--- SKIP {name}: {e}", flush=True)
+        except BaseException as e:  # noqa: B902 (the budget alarm and assertions alike)
+            failed.append(name)
+            print(f"--- FAIL {name} ({time.monotonic() - t0:.2f}s): {type(e).__name__}: {e}", flush=True)
+            traceback.print_exc(file=sys.stdout)
+            for srv in list(_SERVERS):
+                if srv.running():
+                    srv.dump_log("log of a server still running")
+            if isinstance(e, (_Budget, KeyboardInterrupt)):
+                break
+        else:
+            passed.append(name)
+            print(f"--- PASS {name} ({time.monotonic() - t0:.2f}s)", flush=True)
+    signal.alarm(0)
+    for srv in list(_SERVERS):  # servers shared between the tests of a script
+        srv.kill_all()
+    print(f"\n{len(passed)} passed, {len(failed)} failed, {len(skipped)} skipped "
+          f"in {time.monotonic() - t_start:.1f}s" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    sys.stdout.flush()
+    _cleanup()
+    if failed:
+        sys.exit(1)
+    if skipped and not passed:
+        sys.exit(77)
+    sys.exit(0)
+
+
+def in_thread(fn, *args):
+    """Start fn(*args) in a daemon thread; returns (thread, result dict with 'value' or 'error')."""
+    result = {}
+
+    def body():
+        try:
+            result["value"] = fn(*args)
+        except BaseException as e:  # reported to the caller
+            result["error"] = e
+            result["traceback"] = traceback.format_exc()
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    return t, result

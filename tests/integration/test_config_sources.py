@@ -1,0 +1,163 @@
+"""The same configuration from the command line, an ini file and a toml file gives the same cache
+geometry and a serving server; `--ini file:section` picks a section; bad configurations exit 1 with a
+message naming the option (and `file:line` for files) before any socket is bound."""
+
+import os
+import re
+import socket
+import sys
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Server, app_get, check, check_eq, free_port, magic_get, magic_set,  # noqa: E402
+                     make_temp_dir, port_is_free, run_server_to_exit, run_tests)
+
+GEOMETRY_RE = re.compile(r'cache "default" ready: (.*)$', re.M)
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def geometry_of(srv):
+    m = srv.wait_log(r'cache "default" ready: ', timeout=2.0)
+    check(m, 'no `cache "default" ready:` line in the log\n' + srv.log_tail())
+    lines = GEOMETRY_RE.findall(srv.log())
+    check_eq(len(lines), 1, 'number of `cache "default" ready:` lines')
+    return lines[0].strip()
+
+
+def serve_check(srv, port):
+    addr = ("127.0.0.1", port)
+    check(magic_set(addr, "cfg-key", "cfg-value"), "magic set refused")
+    check_eq(magic_get(addr, "cfg-key"), b"cfg-value", "magic get")
+    app_get(addr)
+
+
+def ini_text(port, section="uwsgi", processes=2, items=1000, blocksize=4096):
+    return (f"[{section}]\n"
+            f"socket = 127.0.0.1:{port}\n"
+            f"processes = {processes}\n"
+            f"cache = {items}\n"
+            f"cache-blocksize = {blocksize}\n")
+
+
+def toml_text(port, processes=2, items=1000, blocksize=4096):
+    return ("[uwsgi]\n"
+            f'socket = "127.0.0.1:{port}"\n'
+            f"processes = {processes}\n"
+            f"cache = {items}\n"
+            f"cache-blocksize = {blocksize}\n")
+
+
+def test_same_geometry_from_cli_ini_toml():
+    tmp = make_temp_dir()
+    geos = {}
+    # command line
+    port = free_port()
+    with Server(["--socket", f"127.0.0.1:{port}", "--processes", "2", "--cache", "1000",
+                 "--cache-blocksize", "4096"], workers=2, ready_addrs=[("127.0.0.1", port)]) as srv:
+        geos["cli"] = geometry_of(srv)
+        serve_check(srv, port)
+    # ini
+    port = free_port()
+    ini = write(os.path.join(tmp, "a.ini"), ini_text(port))
+    with Server(["--ini", ini], workers=2, ready_addrs=[("127.0.0.1", port)]) as srv:
+        geos["ini"] = geometry_of(srv)
+        serve_check(srv, port)
+    # toml
+    port = free_port()
+    toml = write(os.path.join(tmp, "a.toml"), toml_text(port))
+    with Server(["--toml", toml], workers=2, ready_addrs=[("127.0.0.1", port)]) as srv:
+        geos["toml"] = geometry_of(srv)
+        serve_check(srv, port)
+    print("geometry:", geos)
+    check(geos["cli"].startswith("items=1000 blocksize=4096 keysize=2048"),
+          f"command-line geometry is not items=1000 blocksize=4096 keysize=2048: {geos['cli']!r}")
+    check_eq(geos["ini"], geos["cli"], "ini geometry vs command line")
+    check_eq(geos["toml"], geos["cli"], "toml geometry vs command line")
+
+
+def test_ini_section_and_precedence():
+    tmp = make_temp_dir()
+    port_a, port_b = free_port(), free_port()
+    ini = write(os.path.join(tmp, "two.ini"),
+                ini_text(port_a) + "\n" + ini_text(port_b, section="other", processes=3, items=500, blocksize=8192))
+    # `file.ini:other` picks [other]: its socket, 3 workers, its geometry; [uwsgi]'s socket is not bound
+    with Server(["--ini", f"{ini}:other"], workers=3, ready_addrs=[("127.0.0.1", port_b)]) as srv:
+        geo = geometry_of(srv)
+        check(geo.startswith("items=500 blocksize=8192 "), f"[other] geometry: {geo!r}")
+        check(port_is_free(port_a), f"port {port_a} of section [uwsgi] was bound though [other] was asked")
+        serve_check(srv, port_b)
+    # the default section is [uwsgi]; a later command-line option wins over the file
+    with Server(["--ini", ini, "--processes", "1"], workers=1, ready_addrs=[("127.0.0.1", port_a)]) as srv:
+        geo = geometry_of(srv)
+        check(geo.startswith("items=1000 blocksize=4096 "), f"[uwsgi] geometry: {geo!r}")
+        check_eq(len(srv.workers()), 1, "workers with --processes 1 after --ini (later source wins)")
+        serve_check(srv, port_a)
+
+
+def expect_bad_config(args, must_contain, what, tcp_port, unix_path):
+    """Run with a bad configuration: exit status 1 within 5 s, the output contains every string of
+    must_contain (case-insensitive), and neither socket got bound."""
+    rc, out, left = run_server_to_exit(args, timeout=5.0)
+    print(f"[{what}] exit {rc}; output: {out.strip()[-300:]!r}")
+    check(rc is not None, f"{what}: still running after 5 s\n{out}")
+    check_eq(rc, 1, f"{what}: exit status")
+    for s in must_contain:
+        check(s.lower() in out.lower(), f"{what}: output does not contain {s!r}: {out!r}")
+    check(not os.path.exists(unix_path), f"{what}: the UNIX socket {unix_path} was created (bound before validating)")
+    check(port_is_free(tcp_port), f"{what}: port {tcp_port} is still bound")
+    check(not left, f"{what}: processes left: {left}")
+
+
+def test_bad_configs_exit_1_before_binding():
+    tmp = make_temp_dir()
+    port = free_port()
+    unix = os.path.join(tmp, "bad.sock")
+    socks = ["--socket", f"127.0.0.1:{port}", "--socket", unix]
+
+    expect_bad_config(socks + ["--processes", "abc"], ["processes"], "--processes abc", port, unix)
+    expect_bad_config(socks + ["--proceses", "2"], ["proceses", "did you mean", "processes"],
+                      "unknown option --proceses", port, unix)
+    expect_bad_config(socks + ["--processes", "2", "--buffer-size", "70000"], ["buffer-size"],
+                      "--buffer-size 70000 (above 65535)", port, unix)
+
+    ini = write(os.path.join(tmp, "bad.ini"),
+                "[uwsgi]\n"
+                f"socket = {unix}\n"
+                "processes = abc\n"          # line 3
+                "cache = 10\n")
+    expect_bad_config(socks + ["--ini", ini], ["processes", "bad.ini:3"], "ini processes = abc", port, unix)
+
+    ini2 = write(os.path.join(tmp, "typo.ini"),
+                 "[uwsgi]\n"
+                 "cache = 10\n"
+                 "\n"
+                 "proceses = 2\n")           # line 4
+    expect_bad_config(socks + ["--ini", ini2], ["proceses", "typo.ini:4"], "ini unknown key", port, unix)
+
+    toml = write(os.path.join(tmp, "bad.toml"),
+                 "[uwsgi]\n"
+                 "cache = 10\n"
+                 'processes = "abc"\n')       # line 3
+    expect_bad_config(socks + ["--toml", toml], ["processes", "bad.toml:3"], "toml processes = \"abc\"", port, unix)
+
+    # the same with our own listener on the port: a server that binds before validating would report
+    # "address in use" instead of the option
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        holder.bind(("127.0.0.1", port))
+        holder.listen(1)
+        rc, out, _ = run_server_to_exit(socks + ["--processes", "abc"], timeout=5.0)
+        check_eq(rc, 1, "--processes abc with the port taken: exit status")
+        check("processes" in out.lower(), f"--processes abc with the port taken: message does not name the option: {out!r}")
+    finally:
+        holder.close()
+
+
+if __name__ == "__main__":
+    run_tests([test_same_geometry_from_cli_ini_toml, test_ini_section_and_precedence,
+               test_bad_configs_exit_1_before_binding], budget=55)

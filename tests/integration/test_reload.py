@@ -1,0 +1,133 @@
+"""SIGHUP = graceful reload, worker by worker, under traffic: no request refused, reset or failed;
+every worker replaced; the master, the listening sockets and the cache contents untouched."""
+
+import os
+import signal
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (OK_REPLY, Server, app_req, check, check_eq, free_port, magic_get, magic_get_req,  # noqa: E402
+                     magic_set, magic_set_req, make_temp_dir, parse_magic_get_reply, request, run_tests,
+                     tcp_listen_inode, wait_until)
+
+CLIENTS = 4
+
+
+KEYS_PER_CLIENT = 50
+
+
+def client(addr, idx, stop, stats, errors, use_unix, last):
+    """Sequential requests, each on a new connection: update one of the client's own keys (cmd=update:
+    set or overwrite, status=ok either way), get it back, and an app request every few rounds. Counts
+    every outcome; records the failures; `last` gets the last value written to each key."""
+    n = 0
+    while not stop.is_set() and n < 100000:
+        n += 1
+        key, value = f"c{idx}-{n % KEYS_PER_CLIENT}", f"v{idx}-{n}".encode()
+        target = addr[n % len(addr)] if use_unix else addr[0]
+        last[key] = value
+        for what, req, check_reply in (
+                ("update", magic_set_req(key, value, cmd="update"), lambda r: r == OK_REPLY),
+                ("get", magic_get_req(key), lambda r: r.startswith(b"\x6f") and r.endswith(value)),
+                ("app", app_req("/"), lambda r: r.startswith(b"HTTP/1.1 200"))):
+            if what == "app" and n % 4:
+                continue
+            t0 = time.monotonic()
+            reply, how = request(target, req, timeout=5.0)
+            stats["requests"] += 1
+            stats["max_latency"] = max(stats["max_latency"], time.monotonic() - t0)
+            if how != "eof":
+                stats[how] = stats.get(how, 0) + 1
+                errors.append(f"{what} {key}: {how} after {time.monotonic() - t0:.3f}s, got {reply[:40]!r}")
+            elif not check_reply(reply):
+                stats["wrong"] = stats.get("wrong", 0) + 1
+                errors.append(f"{what} {key}: wrong reply {reply[:60]!r}")
+
+
+def test_sighup_under_traffic():
+    tmp = make_temp_dir()
+    port = free_port()
+    unix = os.path.join(tmp, "r.sock")
+    tcp = ("127.0.0.1", port)
+    with Server(["--socket", f"127.0.0.1:{port}", "--socket", unix, "--processes", "2", "--cache", "1000"],
+                workers=2) as srv:
+        for i in range(50):
+            check(magic_set(tcp, f"pre-{i}", f"pre-value-{i}"), f"pre-populate pre-{i}")
+        old = srv.workers()
+        inode = tcp_listen_inode(port)
+        check(inode, "cannot find the listening socket in /proc/net/tcp")
+        unix_ino = os.stat(unix).st_ino
+
+        stop = threading.Event()
+        stats = [{"requests": 0, "max_latency": 0.0} for _ in range(CLIENTS)]
+        errors = []
+        last = {}
+        threads = [threading.Thread(target=client, args=((tcp, unix), i, stop, stats[i], errors, i % 2 == 1, last),
+                                    daemon=True) for i in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(1.0)
+            t_hup = time.monotonic()
+            srv.send_signal(signal.SIGHUP)
+            # all workers replaced (bounded), while the clients keep going
+            replaced = wait_until(lambda: (lambda w: w if len(w) == 2 and not set(w) & set(old) else None)(
+                srv.workers()), 10.0, interval=0.02)
+            t_done = time.monotonic() - t_hup
+            # keep the traffic going a little after the reload, at least 3 s in all
+            time.sleep(max(0.5, 3.0 - (time.monotonic() - t_hup) - 1.0))
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10.0)
+        check(not any(t.is_alive() for t in threads), "client threads did not stop")
+        total = sum(s["requests"] for s in stats)
+        print(f"reload took {t_done:.2f}s; {total} requests; per client: {stats}")
+        check(replaced, f"workers not all replaced within 10 s of SIGHUP: {old} -> {srv.workers()}")
+        check_eq(errors[:10], [], f"failed requests during the reload ({len(errors)} in all)")
+        check(total > 100, f"too few requests during the test ({total}) to say anything")
+        check(srv.running(), "the master exited")
+        check_eq(tcp_listen_inode(port), inode, "listening TCP socket (inode) after the reload")
+        check_eq(os.stat(unix).st_ino, unix_ino, "UNIX socket file (inode) after the reload")
+        new = srv.workers()
+        check_eq(len(new), 2, "number of workers after the reload")
+        check(not set(new) & set(old), f"some worker was not replaced: {old} -> {new}")
+        # cache contents survived: the pre-populated keys and a sample of the keys written during it
+        for i in range(50):
+            check_eq(magic_get(tcp, f"pre-{i}"), f"pre-value-{i}".encode(), f"pre-{i} after the reload")
+        check_eq(len(last), CLIENTS * KEYS_PER_CLIENT, "keys written by the clients")
+        for key, value in sorted(last.items()):
+            check_eq(magic_get(unix, key), value, f"{key} after the reload (last value written)")
+        check_eq(srv.stop(), 0, "exit status after SIGTERM")
+        check(srv.wait_no_leftovers(3.0), f"processes left: {srv.leftovers()}")
+
+
+def test_two_reloads_in_a_row():
+    port = free_port()
+    tcp = ("127.0.0.1", port)
+    with Server(["--socket", f"127.0.0.1:{port}", "--processes", "2", "--cache", "100"], workers=2) as srv:
+        check(magic_set(tcp, "k", "v"), "set")
+        gen0 = srv.workers()
+        srv.send_signal(signal.SIGHUP)
+        time.sleep(0.05)
+        srv.send_signal(signal.SIGHUP)
+        ws = srv.wait_workers(2, timeout=10.0, exclude=gen0)
+        check(len(ws) == 2 and not set(ws) & set(gen0), f"workers after two SIGHUPs: {gen0} -> {ws}")
+        # it settles: the worker set stops changing and serves
+        time.sleep(1.0)
+        settled = srv.workers()
+        check_eq(len(settled), 2, "workers after settling")
+        for _ in range(6):
+            check_eq(magic_get(tcp, "k"), b"v", "value after two reloads")
+        reply, how = request(tcp, magic_get_req("k"))
+        d, value = parse_magic_get_reply(reply)
+        check_eq((value, how), (b"v", "eof"), "get reply after reloads")
+        check_eq(srv.stop(), 0, "exit status after SIGTERM")
+        check(srv.wait_no_leftovers(3.0), f"processes left: {srv.leftovers()}")
+
+
+if __name__ == "__main__":
+    run_tests([test_sighup_under_traffic, test_two_reloads_in_a_row], budget=55)

@@ -1,0 +1,166 @@
+"""Signals to the master: SIGTERM finishes the request in flight then exits 0; SIGINT and SIGQUIT stop
+at once with exit 0 and no process left; a signal a few ms after launch is not lost; SIGUSR1 logs a
+stats line and the server keeps serving."""
+
+import os
+import signal
+import sys
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (OK_REPLY, Server, app_get, check, check_eq, connect, free_port,  # noqa: E402
+                     magic_get, magic_set, magic_set_req, pid_alive, read_reply, run_tests)
+
+
+def start(processes, extra=()):
+    port = free_port()
+    srv = Server(["--socket", f"127.0.0.1:{port}", "--processes", str(processes), "--cache", "100"] + list(extra),
+                 workers=processes)
+    return srv, ("127.0.0.1", port)
+
+
+def test_sigterm_finishes_request_in_flight():
+    srv, addr = start(1)
+    with srv:
+        body = b"0123456789"
+        req = magic_set_req("inflight", body)
+        head = req[:-len(body)]
+        s = connect(addr, 3.0)
+        try:
+            s.sendall(head)
+            s.sendall(body[:1])
+            time.sleep(0.2)  # the worker has accepted and is reading the body
+            t_term = time.monotonic()
+            srv.send_signal(signal.SIGTERM)
+            for i in range(1, len(body)):  # the rest of the body over ~1 s (per read well under socket-timeout)
+                time.sleep(0.1)
+                s.sendall(body[i:i + 1])
+            reply, how = read_reply(s, 5.0)
+        finally:
+            s.close()
+        print(f"reply {time.monotonic() - t_term:.2f}s after SIGTERM: {reply!r} ({how})")
+        check_eq((reply, how), (OK_REPLY, "eof"), "reply to the request in flight during SIGTERM")
+        rc = srv.wait_exit(5.0)
+        check(rc is not None, "master still running 5 s after the in-flight request finished")
+        check_eq(rc, 0, "exit status after SIGTERM")
+        check(srv.wait_no_leftovers(2.0), f"processes left after SIGTERM: {srv.leftovers()}")
+        check(not can_reach(addr), "the port still accepts after the server exited")
+
+
+def can_reach(addr):
+    try:
+        s = connect(addr, 0.5)
+    except OSError:
+        return False
+    s.close()
+    return True
+
+
+def test_sigterm_idle_exits_0():
+    srv, addr = start(4)
+    with srv:
+        app_get(addr)
+        t0 = time.monotonic()
+        rc = srv.stop(signal.SIGTERM, timeout=5.0)
+        print(f"SIGTERM: exit {rc} after {time.monotonic() - t0:.2f}s")
+        check_eq(rc, 0, "exit status after SIGTERM")
+        check(srv.wait_no_leftovers(2.0), f"processes left after SIGTERM: {srv.leftovers()}")
+
+
+def immediate_stop(sig):
+    srv, addr = start(4)
+    with srv:
+        check(magic_set(addr, "k", "v"), "set")
+        workers = srv.workers()
+        check_eq(len(workers), 4, "workers")
+        # a connection in the middle of a request must not delay an immediate stop
+        s = connect(addr, 2.0)
+        s.sendall(magic_set_req("never", b"x" * 10)[:-5])
+        try:
+            t0 = time.monotonic()
+            srv.send_signal(sig)
+            rc = srv.wait_exit(3.0)
+            dt = time.monotonic() - t0
+        finally:
+            s.close()
+        print(f"{signal.Signals(sig).name}: exit {rc} after {dt:.2f}s")
+        check(rc is not None, f"still running 3 s after {signal.Signals(sig).name}")
+        check_eq(rc, 0, f"exit status after {signal.Signals(sig).name}")
+        check(srv.wait_no_leftovers(1.0), f"processes left after {signal.Signals(sig).name}: {srv.leftovers()}")
+        left = [w for w in workers if pid_alive(w)]
+        check(not left, f"workers still alive: {left}")
+
+
+def test_sigint_immediate_stop():
+    immediate_stop(signal.SIGINT)
+
+
+def test_sigquit_immediate_stop():
+    immediate_stop(signal.SIGQUIT)
+
+
+def test_signal_right_after_launch_is_not_lost():
+    results = []
+    cases = [(signal.SIGINT, 0.0), (signal.SIGINT, 0.001), (signal.SIGINT, 0.005), (signal.SIGINT, 0.005),
+             (signal.SIGINT, 0.02), (signal.SIGINT, 0.05), (signal.SIGTERM, 0.005), (signal.SIGTERM, 0.03),
+             (signal.SIGQUIT, 0.005)]
+    failures = []
+    for sig, delay in cases:
+        port = free_port()
+        srv = Server(["--socket", f"127.0.0.1:{port}", "--processes", "4", "--cache", "100"], wait_ready=False)
+        try:
+            srv.start()
+            time.sleep(delay)
+            t0 = time.monotonic()
+            srv.send_signal(sig)
+            rc = srv.wait_exit(5.0)
+            dt = time.monotonic() - t0
+            # give orphans a moment; then nothing of this server may be left
+            clean = srv.wait_no_leftovers(1.0)
+            results.append((signal.Signals(sig).name, delay, rc, round(dt, 3), clean))
+            if rc is None:
+                failures.append(f"{signal.Signals(sig).name} {delay * 1000:.0f} ms after launch: still running after 5 s")
+            elif rc not in (0, -sig):  # killed by the default action before main() ran is not "lost"
+                failures.append(f"{signal.Signals(sig).name} {delay * 1000:.0f} ms after launch: exit status {rc}")
+            if not clean:
+                failures.append(f"{signal.Signals(sig).name} {delay * 1000:.0f} ms after launch: processes left {srv.leftovers()}")
+            if rc is None or not clean:
+                srv.dump_log()
+        finally:
+            srv.kill_all()
+    for r in results:
+        print("signal %s %.0f ms after launch: exit %s after %.3fs, nothing left: %s" % (r[0], r[1] * 1000, r[2], r[3], r[4]))
+    check(not failures, "; ".join(failures))
+
+
+def test_sigusr1_logs_stats_and_keeps_serving():
+    srv, addr = start(2)
+    with srv:
+        check(magic_set(addr, "k", "v"), "set")
+        workers = srv.workers()
+        off = srv.log_size()
+        srv.send_signal(signal.SIGUSR1)
+        m = srv.wait_log(r"\S", timeout=2.0, offset=off)
+        print("after SIGUSR1:", srv.log_lines(off)[:6])
+        check(m, "nothing logged within 2 s of SIGUSR1")
+        time.sleep(0.2)
+        check(srv.running(), "the master exited on SIGUSR1")
+        check_eq(srv.workers(), workers, "worker pids after SIGUSR1")
+        for _ in range(4):
+            check_eq(magic_get(addr, "k"), b"v", "get after SIGUSR1")
+            app_get(addr)
+        # twice more, quickly: still one server, same workers
+        srv.send_signal(signal.SIGUSR1)
+        srv.send_signal(signal.SIGUSR1)
+        time.sleep(0.3)
+        check(srv.running(), "the master exited on repeated SIGUSR1")
+        check_eq(srv.workers(), workers, "worker pids after repeated SIGUSR1")
+        check_eq(magic_get(addr, "k"), b"v", "get after repeated SIGUSR1")
+        check_eq(srv.stop(), 0, "exit status after SIGTERM")
+
+
+if __name__ == "__main__":
+    run_tests([test_sigterm_finishes_request_in_flight, test_sigterm_idle_exits_0, test_sigint_immediate_stop,
+               test_sigquit_immediate_stop, test_signal_right_after_launch_is_not_lost,
+               test_sigusr1_logs_stats_and_keeps_serving], budget=58)

@@ -1,0 +1,590 @@
+// The worker loop.
+//
+// Accepting without a thundering herd: every worker adds the shared listening sockets to an epoll set
+// of its own with EPOLLEXCLUSIVE and sleeps in epoll_wait on that set directly, so the kernel wakes one
+// sleeping worker per new connection instead of all of them (uWSGI serialises accept with a
+// process-wide lock, which wedges when its holder is OOM-killed). libuv's own epoll fd sits in the same
+// set: when it is readable (a slow connection, a signal, a timer) the worker runs one non-blocking libuv
+// pass. EPOLLEXCLUSIVE only works when the process sleeps on that very epoll fd, which is why the
+// listening sockets cannot simply be handed to libuv (nested epoll loses the exclusivity).
+//
+// The fast path needs no libuv at all: the listening sockets use TCP_DEFER_ACCEPT, so an accepted
+// connection usually already holds its whole request; the worker reads it, dispatches it, writes the
+// reply with one writev, half-closes and closes. Only a connection whose request is incomplete (or
+// whose reply does not fit the socket buffer) is handed to libuv with a uv_poll_t.
+#include "workers/worker.hpp"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/log.hpp"
+#include "server/protocol.hpp"
+
+namespace workers {
+
+std::int64_t monotonic_ms() {
+  struct timespec now {};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<std::int64_t>(now.tv_sec) * 1000 + now.tv_nsec / 1000000;
+}
+
+namespace {
+
+constexpr int kAcceptBatch = 16;            // connections taken per wake-up before looking at the rest
+constexpr int kMaxEvents = 32;
+constexpr std::size_t kInitialBuffer = 4096;          // most cache requests are far smaller
+constexpr std::size_t kRetainedBuffer = 128 * 1024;   // pooled buffers above this are shrunk
+constexpr int kTickMs = 250;                          // timeout checks
+constexpr int kBackendTag = -1;                       // epoll data for libuv's backend fd
+
+// A growable byte buffer that does not zero what it is about to receive (std::string::resize would
+// memset every read).
+class ByteBuffer {
+ public:
+  char* data() { return data_.get(); }
+  std::size_t size() const { return size_; }
+  std::size_t capacity() const { return capacity_; }
+  std::string_view view() const { return {data_.get(), size_}; }
+  void reserve(std::size_t wanted) {
+    if (wanted <= capacity_) return;
+    std::size_t grown = std::max(wanted, capacity_ * 2);
+    auto bigger = std::make_unique_for_overwrite<char[]>(grown);
+    if (size_ > 0) std::memcpy(bigger.get(), data_.get(), size_);
+    data_ = std::move(bigger);
+    capacity_ = grown;
+  }
+  char* spare() { return data_.get() + size_; }
+  std::size_t spare_size() const { return capacity_ - size_; }
+  void commit(std::size_t n) { size_ += n; }
+  void consume(std::size_t n) {
+    if (n >= size_) {
+      size_ = 0;
+      return;
+    }
+    std::memmove(data_.get(), data_.get() + n, size_ - n);
+    size_ -= n;
+  }
+  void reset_for_reuse() {
+    size_ = 0;
+    if (capacity_ > kRetainedBuffer) {
+      data_.reset();
+      capacity_ = 0;
+    }
+  }
+
+ private:
+  std::unique_ptr<char[]> data_;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
+};
+
+class Worker;
+
+struct Connection {
+  Worker* owner = nullptr;
+  int fd = -1;
+  uv_poll_t poll{};
+  bool poll_initialised = false;  // uv_poll_init done for this fd
+  int poll_events = 0;            // what we currently wait for
+  ByteBuffer in;
+  server::Reply reply;
+  std::size_t reply_written = 0;  // bytes of head+body already sent
+  bool writing = false;
+  bool persistent = false;        // the client asked to keep the connection (our opt-in mode)
+  bool peer_closed = false;       // read returned EOF
+  std::int64_t deadline_ms = 0;   // socket timeout: when we give up waiting for the client
+  std::size_t active_index = 0;   // position in Worker::active_
+};
+
+class Worker {
+ public:
+  explicit Worker(const WorkerSettings& settings)
+      : settings_(settings), dispatcher_(*settings.caches, settings.application) {
+    limits_.buffer_size = settings.buffer_size;
+    limits_.max_body = settings.max_body;
+  }
+
+  int run();
+
+  // libuv callbacks (static trampolines call these)
+  void on_poll(Connection* conn, int status, int events);
+  void on_signal(int signum);
+  void on_tick();
+  void on_poll_closed(Connection* conn);
+
+ private:
+  bool setup();
+  void accept_from(int listen_fd);
+  void serve(Connection* conn);          // read what is there, handle complete requests, write replies
+  bool read_available(Connection* conn);  // false = connection failed and was closed
+  bool reply_done(Connection* conn);
+  bool write_reply(Connection* conn);    // false = connection failed and was closed
+  void wait_for(Connection* conn, int events);
+  void close_connection(Connection* conn, bool orderly);
+  void log_problem(Connection* conn, std::string_view what);
+  void begin_graceful_stop();
+  void publish_busy(const server::Request& request);
+
+  Connection* acquire();
+  void release(Connection* conn);
+
+  WorkerSettings settings_;
+  server::Dispatcher dispatcher_;
+  server::FrameLimits limits_;
+  uv_loop_t loop_{};
+  int epoll_fd_ = -1;
+  uv_signal_t signals_[4]{};
+  uv_timer_t tick_{};
+  std::vector<Connection*> active_;      // connections waiting on the loop
+  std::vector<std::unique_ptr<Connection>> all_;
+  std::vector<Connection*> free_;
+  bool stopping_ = false;
+  bool exit_now_ = false;
+  std::int64_t stop_deadline_ms_ = 0;
+  common::RateLimitedLog problem_log_{20, 1};
+  std::string note_;
+};
+
+Worker* worker_of(uv_handle_t* handle) { return static_cast<Worker*>(handle->data); }
+
+void poll_trampoline(uv_poll_t* handle, int status, int events) {
+  auto* conn = static_cast<Connection*>(handle->data);
+  conn->owner->on_poll(conn, status, events);
+}
+
+void poll_closed_trampoline(uv_handle_t* handle) {
+  auto* conn = static_cast<Connection*>(handle->data);
+  conn->owner->on_poll_closed(conn);
+}
+
+void signal_trampoline(uv_signal_t* handle, int signum) {
+  worker_of(reinterpret_cast<uv_handle_t*>(handle))->on_signal(signum);
+}
+
+void tick_trampoline(uv_timer_t* handle) { worker_of(reinterpret_cast<uv_handle_t*>(handle))->on_tick(); }
+
+bool Worker::setup() {
+  if (int rc = uv_loop_init(&loop_); rc != 0) {
+    common::log("worker {}: cannot create its event loop: {}", settings_.id, uv_strerror(rc));
+    return false;
+  }
+  const int handled[4] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP};
+  for (int i = 0; i < 4; ++i) {
+    uv_signal_init(&loop_, &signals_[i]);
+    signals_[i].data = this;
+    uv_signal_start(&signals_[i], signal_trampoline, handled[i]);
+  }
+  uv_timer_init(&loop_, &tick_);
+  tick_.data = this;
+  uv_timer_start(&tick_, tick_trampoline, kTickMs, kTickMs);
+  uv_unref(reinterpret_cast<uv_handle_t*>(&tick_));
+
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) {
+    common::log("worker {}: epoll_create1: {}", settings_.id, std::strerror(errno));
+    return false;
+  }
+  struct epoll_event backend {};
+  backend.events = EPOLLIN;
+  backend.data.fd = kBackendTag;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, uv_backend_fd(&loop_), &backend) != 0) {
+    common::log("worker {}: cannot watch the libuv backend: {}", settings_.id, std::strerror(errno));
+    return false;
+  }
+  for (int fd : settings_.listen_fds) {
+    struct epoll_event ev {};
+    ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+    ev.data.fd = fd;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      common::log("worker {}: cannot watch listening fd {}: {}", settings_.id, fd, std::strerror(errno));
+      return false;
+    }
+  }
+  // Signals were blocked by the master across fork so none sent during start-up is lost: now that
+  // libuv handles them, let them in.
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_UNBLOCK, &all, nullptr);
+  return true;
+}
+
+int Worker::run() {
+  if (!setup()) return 1;
+  settings_.slot->pid.store(getpid(), std::memory_order_relaxed);
+  settings_.slot->busy_since_ms.store(0, std::memory_order_relaxed);
+  if (settings_.ready_fd >= 0) {
+    std::int32_t me = getpid();
+    // A pipe write of 4 bytes is atomic; the master reads whole pids.
+    [[maybe_unused]] ssize_t n = write(settings_.ready_fd, &me, sizeof me);
+    close(settings_.ready_fd);
+  }
+
+  struct epoll_event events[kMaxEvents];
+  uv_update_time(&loop_);
+  while (!exit_now_) {
+    if (stopping_ && active_.empty()) break;
+    if (stopping_ && monotonic_ms() >= stop_deadline_ms_) {
+      common::log("worker {}: {} request(s) still in flight after {} s; closing them", settings_.id,
+                  active_.size(), settings_.stop_mercy_s);
+      break;
+    }
+    int timeout = uv_backend_timeout(&loop_);
+    if (timeout < 0 || timeout > kTickMs) timeout = kTickMs;
+    int n = epoll_wait(epoll_fd_, events, kMaxEvents, timeout);
+    if (n < 0 && errno != EINTR) {
+      common::log("worker {}: epoll_wait: {}", settings_.id, std::strerror(errno));
+      return 1;
+    }
+    bool run_libuv = (n == 0);
+    for (int i = 0; i < n; ++i) {
+      if (events[i].data.fd == kBackendTag) {
+        run_libuv = true;
+      } else if (!stopping_) {
+        accept_from(events[i].data.fd);
+      }
+    }
+    if (run_libuv) uv_run(&loop_, UV_RUN_NOWAIT);
+  }
+  return 0;
+}
+
+void Worker::accept_from(int listen_fd) {
+  WorkerSlot* slot = settings_.slot;
+  slot->wakeups.fetch_add(1, std::memory_order_relaxed);
+  for (int taken = 0; taken < kAcceptBatch; ++taken) {
+    int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR) continue;
+      if (taken == 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        slot->wasted_wakeups.fetch_add(1, std::memory_order_relaxed);
+      } else if (errno == EMFILE || errno == ENFILE) {
+        common::log("worker {}: accept: {} (raise the file limit)", settings_.id, std::strerror(errno));
+      }
+      return;
+    }
+    slot->accepted.fetch_add(1, std::memory_order_relaxed);
+    Connection* conn = acquire();
+    conn->fd = fd;
+    conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
+    serve(conn);
+  }
+}
+
+Connection* Worker::acquire() {
+  Connection* conn;
+  if (!free_.empty()) {
+    conn = free_.back();
+    free_.pop_back();
+  } else {
+    all_.push_back(std::make_unique<Connection>());
+    conn = all_.back().get();
+    conn->owner = this;
+    conn->in.reserve(kInitialBuffer);
+  }
+  return conn;
+}
+
+void Worker::release(Connection* conn) {
+  conn->fd = -1;
+  conn->poll_initialised = false;
+  conn->poll_events = 0;
+  conn->in.reset_for_reuse();
+  conn->reply.clear();
+  conn->reply_written = 0;
+  conn->writing = false;
+  conn->persistent = false;
+  conn->peer_closed = false;
+  if (conn->reply.body.capacity() > kRetainedBuffer) conn->reply.body.shrink_to_fit();
+  free_.push_back(conn);
+}
+
+bool Worker::read_available(Connection* conn) {
+  for (;;) {
+    // Grow to what the request announced (known once the header is in), else by a page.
+    server::Frame frame = server::frame_request(conn->in.view(), limits_);
+    if (frame.status != server::FrameStatus::incomplete) return true;
+    std::size_t want = std::max<std::size_t>(frame.total, frame.payload_end);
+    if (want <= conn->in.size()) want = conn->in.size() + kInitialBuffer;
+    conn->in.reserve(want);
+    ssize_t n = ::read(conn->fd, conn->in.spare(), conn->in.spare_size());
+    if (n > 0) {
+      conn->in.commit(static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n == 0) {
+      conn->peer_closed = true;
+      return true;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+    log_problem(conn, fmt::format("read failed: {}", std::strerror(errno)));
+    close_connection(conn, false);
+    return false;
+  }
+}
+
+void Worker::publish_busy(const server::Request& request) {
+  WorkerSlot* slot = settings_.slot;
+  slot->busy_since_ms.store(monotonic_ms(), std::memory_order_relaxed);
+  // Only application requests can run long; describe them for the harakiri line.
+  if (request.header.modifier1 == server::kModifierApp) {
+    std::string_view uri;
+    server::parse_vars(request.payload, [&](std::string_view key, std::string_view value) {
+      if (key == "REQUEST_URI" || (uri.empty() && key == "PATH_INFO")) uri = value;
+    });
+    std::size_t len = std::min(uri.size(), sizeof slot->request);
+    std::memcpy(slot->request, uri.data(), len);
+    slot->request_len.store(static_cast<std::uint32_t>(len), std::memory_order_release);
+  } else {
+    int len = std::snprintf(slot->request, sizeof slot->request, "modifier1 %u modifier2 %u",
+                            request.header.modifier1, request.header.modifier2);
+    slot->request_len.store(static_cast<std::uint32_t>(std::max(len, 0)), std::memory_order_release);
+  }
+}
+
+void Worker::serve(Connection* conn) {
+  for (;;) {
+    if (conn->writing) {
+      if (!write_reply(conn)) return;
+      if (conn->writing) return wait_for(conn, UV_WRITABLE);
+      if (reply_done(conn)) return;
+      continue;
+    }
+    if (!conn->peer_closed && !read_available(conn)) return;
+    server::Frame frame = server::frame_request(conn->in.view(), limits_);
+    if (frame.status == server::FrameStatus::invalid) {
+      settings_.slot->bad_requests.fetch_add(1, std::memory_order_relaxed);
+      log_problem(conn, frame.error);
+      return close_connection(conn, true);
+    }
+    if (frame.status == server::FrameStatus::incomplete) {
+      if (conn->peer_closed) {
+        if (conn->in.size() > 0) {
+          settings_.slot->bad_requests.fetch_add(1, std::memory_order_relaxed);
+          log_problem(conn, fmt::format("client closed the connection after {} byte(s) of an incomplete request",
+                                        conn->in.size()));
+        }
+        return close_connection(conn, true);
+      }
+      return wait_for(conn, UV_READABLE);
+    }
+
+    std::string_view bytes = conn->in.view();
+    server::Request request;
+    request.header = frame.header;
+    request.payload = bytes.substr(server::kHeaderSize, frame.payload_end - server::kHeaderSize);
+    request.body = bytes.substr(frame.payload_end, frame.total - frame.payload_end);
+    conn->reply.clear();
+    note_.clear();
+    publish_busy(request);
+    dispatcher_.handle(request, conn->reply, &note_);
+    settings_.slot->busy_since_ms.store(0, std::memory_order_relaxed);
+    settings_.slot->requests.fetch_add(1, std::memory_order_relaxed);
+    if (!note_.empty()) log_problem(conn, note_);
+    conn->in.consume(frame.total);  // the request views are dead from here on
+
+    if (!conn->reply.close_after && !conn->persistent) {
+      conn->persistent = true;
+      int one = 1;
+      setsockopt(conn->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on UNIX
+    }
+    conn->reply_written = 0;
+    conn->writing = !conn->reply.head.empty() || !conn->reply.body.empty();
+    if (!conn->writing && reply_done(conn)) return;
+  }
+}
+
+// A reply was fully sent (or there was none): close unless the client chose the persistent mode.
+// Returns true when the connection was closed.
+bool Worker::reply_done(Connection* conn) {
+  const bool drained = conn->in.size() == 0;
+  if (conn->reply.close_after || (stopping_ && drained) || (conn->peer_closed && drained)) {
+    close_connection(conn, true);
+    return true;
+  }
+  conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
+  return false;
+}
+
+bool Worker::write_reply(Connection* conn) {
+  server::Reply& reply = conn->reply;
+  const std::size_t total = reply.head.size() + reply.body.size();
+  while (conn->reply_written < total) {
+    struct iovec iov[2];
+    int count = 0;
+    std::size_t done = conn->reply_written;
+    if (done < reply.head.size()) {
+      iov[count++] = {reply.head.data() + done, reply.head.size() - done};
+      done = 0;
+    } else {
+      done -= reply.head.size();
+    }
+    if (!reply.body.empty()) iov[count++] = {reply.body.data() + done, reply.body.size() - done};
+    ssize_t n = ::writev(conn->fd, iov, count);
+    if (n > 0) {
+      conn->reply_written += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;  // still writing
+    log_problem(conn, fmt::format("write failed after {} of {} byte(s): {}", conn->reply_written, total,
+                                  n < 0 ? std::strerror(errno) : "no progress"));
+    close_connection(conn, false);
+    return false;
+  }
+  conn->writing = false;
+  return true;
+}
+
+void Worker::wait_for(Connection* conn, int events) {
+  if (!conn->poll_initialised) {
+    uv_poll_init(&loop_, &conn->poll, conn->fd);
+    conn->poll.data = conn;
+    conn->poll_initialised = true;
+    conn->active_index = active_.size();
+    active_.push_back(conn);
+  }
+  if (conn->poll_events != events) {
+    uv_poll_start(&conn->poll, events, poll_trampoline);
+    conn->poll_events = events;
+  }
+}
+
+void Worker::on_poll(Connection* conn, int status, int events) {
+  if (status < 0) {
+    log_problem(conn, fmt::format("poll error: {}", uv_strerror(status)));
+    return close_connection(conn, false);
+  }
+  (void)events;
+  conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
+  serve(conn);
+}
+
+// Orderly close: half-close first so the peer reads our whole reply and an EOF, never a reset.
+void Worker::close_connection(Connection* conn, bool orderly) {
+  if (conn->fd < 0) return;
+  if (orderly) ::shutdown(conn->fd, SHUT_WR);
+  if (conn->poll_initialised) {
+    // Unlink from the active list now; the fd is closed once libuv has let go of the handle.
+    Connection* last = active_.back();
+    active_[conn->active_index] = last;
+    last->active_index = conn->active_index;
+    active_.pop_back();
+    uv_poll_stop(&conn->poll);
+    uv_close(reinterpret_cast<uv_handle_t*>(&conn->poll), poll_closed_trampoline);
+    return;
+  }
+  ::close(conn->fd);
+  release(conn);
+}
+
+void Worker::on_poll_closed(Connection* conn) {
+  ::close(conn->fd);
+  release(conn);
+}
+
+void Worker::log_problem(Connection* conn, std::string_view what) {
+  unsigned long long suppressed = 0;
+  if (!problem_log_.allow(&suppressed)) return;
+  std::string peer = "?";
+  struct sockaddr_storage addr {};
+  socklen_t len = sizeof addr;
+  if (conn->fd >= 0 && getpeername(conn->fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    char host[64] = "";
+    if (addr.ss_family == AF_INET) {
+      auto* in = reinterpret_cast<sockaddr_in*>(&addr);
+      inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+      peer = fmt::format("{}:{}", host, ntohs(in->sin_port));
+    } else if (addr.ss_family == AF_INET6) {
+      auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
+      inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+      peer = fmt::format("[{}]:{}", host, ntohs(in6->sin6_port));
+    } else {
+      peer = "unix";
+    }
+  }
+  if (suppressed > 0) {
+    common::log("worker {}: client {}: {} ({} similar line(s) suppressed)", settings_.id, peer, what, suppressed);
+  } else {
+    common::log("worker {}: client {}: {}", settings_.id, peer, what);
+  }
+}
+
+void Worker::on_tick() {
+  std::int64_t now = monotonic_ms();
+  // Walk backwards: closing swaps the last connection into the current index.
+  for (std::size_t i = active_.size(); i-- > 0;) {
+    if (i >= active_.size()) continue;
+    Connection* conn = active_[i];
+    if (now < conn->deadline_ms) continue;
+    if (conn->persistent && conn->in.size() == 0 && !conn->writing) {
+      close_connection(conn, true);  // an idle kept-alive connection: nothing lost
+      continue;
+    }
+    settings_.slot->bad_requests.fetch_add(1, std::memory_order_relaxed);
+    log_problem(conn, fmt::format("socket timeout ({} s) {} with {} byte(s) received", settings_.socket_timeout_s,
+                                  conn->writing ? "writing the reply" : "waiting for the request",
+                                  conn->in.size()));
+    close_connection(conn, true);
+  }
+}
+
+void Worker::begin_graceful_stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  stop_deadline_ms_ = monotonic_ms() + settings_.stop_mercy_s * 1000LL;
+  // Stop accepting: the connections still queued go to the other workers (or wait for the next one).
+  for (int fd : settings_.listen_fds) {
+    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    ::close(fd);
+  }
+  // Idle kept-alive connections have nothing in flight.
+  for (std::size_t i = active_.size(); i-- > 0;) {
+    if (i >= active_.size()) continue;
+    Connection* conn = active_[i];
+    if (conn->persistent && conn->in.size() == 0 && !conn->writing) close_connection(conn, true);
+  }
+}
+
+void Worker::on_signal(int signum) {
+  switch (signum) {
+    case SIGTERM:
+    case SIGHUP:
+      begin_graceful_stop();
+      break;
+    case SIGINT:
+    case SIGQUIT:
+      exit_now_ = true;
+      break;
+    default:
+      break;
+  }
+}
+
+}  // namespace
+
+int run_worker(const WorkerSettings& settings) {
+  // Outlive no master: if it dies, so do we (no orphan keeps the socket or the cache busy).
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  Worker worker(settings);
+  return worker.run();
+}
+
+}  // namespace workers

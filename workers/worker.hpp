@@ -1,0 +1,34 @@
+// One worker process: its own libuv loop over the listening sockets it inherited from the master.
+// workers/ knows server/ (the protocol) and cache/ (through the dispatcher), never master/.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "cache/cache.hpp"
+#include "server/dispatcher.hpp"
+#include "workers/scoreboard.hpp"
+
+namespace workers {
+
+// Exit status meaning "this configuration can never work": the master stops the whole server
+// instead of respawning (sysexits' EX_CONFIG).
+inline constexpr int kExitFatalConfig = 78;
+
+struct WorkerSettings {
+  int id = 1;                      // 1..processes
+  std::vector<int> listen_fds;     // inherited, non-blocking
+  int ready_fd = -1;               // write end of the master's readiness pipe
+  std::uint32_t buffer_size = 65535;
+  std::uint64_t max_body = 16u << 20;
+  int socket_timeout_s = 4;
+  int stop_mercy_s = 60;           // how long a graceful stop waits for in-flight requests
+  WorkerSlot* slot = nullptr;      // this worker's scoreboard slot (shared with the master)
+  cache::CacheSet* caches = nullptr;
+  server::Application* application = nullptr;
+};
+
+// Runs the worker until it is told to stop; returns the process exit status.
+int run_worker(const WorkerSettings& settings);
+
+}  // namespace workers
