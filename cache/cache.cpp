@@ -79,6 +79,9 @@ constexpr std::uint64_t kBlockAlign = 16;
 // Optimistic reads: attempts before falling back to the mutex, and pause spins while seq is odd.
 constexpr int kOptimisticAttempts = 4;
 constexpr int kOddSeqSpins = 64;
+// Hit counting for reordering is sampled: one hit in kHitSample (a power of two) writes the item.
+constexpr std::uint32_t kHitSample = 4;
+thread_local std::uint32_t t_hit_tick = 0;
 // Bounded lock holds for the background jobs.
 constexpr std::uint64_t kSweepBucketsPerHold = 256;
 constexpr std::uint64_t kReorderBucketsPerHold = 64;
@@ -705,10 +708,14 @@ Status ShmCache::lookup(std::string_view key, std::string* value, std::int64_t* 
     return Status::miss;
   }
   c.hits.fetch_add(1, std::memory_order_relaxed);
-  // Popularity and recency: relaxed, lossy, possibly on a slot reused meanwhile (harmless).
+  // Popularity and recency: relaxed, lossy, possibly on a slot reused meanwhile (harmless). Only one
+  // hit in kHitSample writes the item (adding kHitSample), so processes hitting the same hot key do
+  // not bounce its cache line on every read.
   Item& it = item(found);
-  std::uint32_t hits = it.hits.load(std::memory_order_relaxed);
-  if (hits != UINT32_MAX) it.hits.store(hits + 1, std::memory_order_relaxed);
+  if ((++t_hit_tick & (kHitSample - 1)) == 0) {
+    std::uint32_t hits = it.hits.load(std::memory_order_relaxed);
+    if (hits <= UINT32_MAX - kHitSample) it.hits.store(hits + kHitSample, std::memory_order_relaxed);
+  }
   if (purge_lru_) it.last_used_ns.store(static_cast<std::uint64_t>(monotonic_ns()), std::memory_order_relaxed);
   if (expires_at != nullptr) *expires_at = expires;
   return Status::ok;

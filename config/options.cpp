@@ -650,12 +650,10 @@ class Parser {
     const auto fail = [&](std::string_view detail) -> void {
       throw ConfigError(fmt::format("--{} \"{}\" ({}): {}", row.name, value.value_or(""), source, detail));
     };
-    if (row.name == "help") {
-      result.help_requested = true;
-      return;
-    }
-    if (row.name == "version") {
-      result.version_requested = true;
+    if (row.name == "help" || row.name == "version") {  // "help = false" in a file asks for nothing
+      const auto wanted = value ? parse_bool(*value) : std::optional<bool>(true);
+      if (!wanted) fail(kExpectedBool);
+      (row.name == "help" ? result.help_requested : result.version_requested) |= *wanted;
       return;
     }
     if (row.name == "ini" || row.name == "toml") {

@@ -291,6 +291,7 @@ void Master::become_worker(int id, int slot) {
   settings.slot = &slots_[slot];
   settings.caches = &caches_;
   settings.application = application_.get();
+  settings.application_threads = config_.threads;
   int status = workers::run_worker(settings);
   _exit(status);
 }

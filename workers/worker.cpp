@@ -29,6 +29,10 @@
 #include <uv.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -96,6 +100,88 @@ class ByteBuffer {
 };
 
 class Worker;
+struct Connection;
+
+// Application threads (--threads): a blocking application (the hosted Python app) runs here, off the
+// event loop, so a slow request never delays the cache requests the loop keeps serving. The loop hands
+// over a connection whose request is complete and does not touch it until the thread gives it back
+// through `finished` and a uv_async wake-up.
+class ApplicationThreads {
+ public:
+  using Run = void (*)(Worker*, Connection*);
+
+  void start(int count, uv_loop_t* loop, Worker* worker, Run run, uv_async_cb on_finished) {
+    worker_ = worker;
+    run_ = run;
+    uv_async_init(loop, &wake_, on_finished);
+    wake_.data = worker;
+    for (int i = 0; i < count; ++i) threads_.emplace_back([this] { serve_queue(); });
+  }
+  bool started() const { return !threads_.empty(); }
+
+  void submit(Connection* conn) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.push_back(conn);
+    }
+    ready_.notify_one();
+  }
+
+  std::vector<Connection*> take_finished() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<Connection*> out;
+    out.swap(finished_);
+    return out;
+  }
+
+  // wait = true joins the threads (graceful stop: none is busy any more); false leaves busy threads
+  // behind for the process exit to end (immediate stop).
+  void shutdown(bool wait) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    ready_.notify_all();
+    for (std::thread& thread : threads_) {
+      if (wait) {
+        thread.join();
+      } else {
+        thread.detach();
+      }
+    }
+    threads_.clear();
+  }
+
+ private:
+  void serve_queue() {
+    for (;;) {
+      Connection* conn;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        conn = queue_.front();
+        queue_.pop_front();
+      }
+      run_(worker_, conn);
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        finished_.push_back(conn);
+      }
+      uv_async_send(&wake_);
+    }
+  }
+
+  Worker* worker_ = nullptr;
+  Run run_ = nullptr;
+  uv_async_t wake_{};
+  std::vector<std::thread> threads_;
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<Connection*> queue_;        // guarded by mutex_
+  std::vector<Connection*> finished_;    // guarded by mutex_
+  bool stopping_ = false;                // guarded by mutex_
+};
 
 struct Connection {
   Worker* owner = nullptr;
@@ -109,6 +195,8 @@ struct Connection {
   bool writing = false;
   bool persistent = false;        // the client asked to keep the connection (our opt-in mode)
   bool peer_closed = false;       // read returned EOF
+  bool in_application = false;    // an application thread owns the request and the reply right now
+  std::size_t request_bytes = 0;  // size of the request being handled (consumed once replied)
   std::int64_t deadline_ms = 0;   // socket timeout: when we give up waiting for the client
   std::size_t active_index = 0;   // position in Worker::active_
 };
@@ -128,6 +216,8 @@ class Worker {
   void on_signal(int signum);
   void on_tick();
   void on_poll_closed(Connection* conn);
+  void on_application_finished();
+  static void run_application(Worker* self, Connection* conn);  // on an application thread
 
  private:
   bool setup();
@@ -141,6 +231,9 @@ class Worker {
   void log_problem(Connection* conn, std::string_view what);
   void begin_graceful_stop();
   void publish_busy(const server::Request& request);
+  server::Request request_view(const Connection* conn, const server::Frame& frame) const;
+  void hand_to_application(Connection* conn, std::size_t request_bytes);
+  bool start_reply(Connection* conn);  // true when the connection was closed
 
   Connection* acquire();
   void release(Connection* conn);
@@ -160,6 +253,8 @@ class Worker {
   std::int64_t stop_deadline_ms_ = 0;
   common::RateLimitedLog problem_log_{20, 1};
   std::string note_;
+  ApplicationThreads app_threads_;
+  std::size_t in_application_ = 0;  // connections an application thread holds
 };
 
 Worker* worker_of(uv_handle_t* handle) { return static_cast<Worker*>(handle->data); }
@@ -176,6 +271,10 @@ void poll_closed_trampoline(uv_handle_t* handle) {
 
 void signal_trampoline(uv_signal_t* handle, int signum) {
   worker_of(reinterpret_cast<uv_handle_t*>(handle))->on_signal(signum);
+}
+
+void application_finished_trampoline(uv_async_t* handle) {
+  worker_of(reinterpret_cast<uv_handle_t*>(handle))->on_application_finished();
 }
 
 void tick_trampoline(uv_timer_t* handle) { worker_of(reinterpret_cast<uv_handle_t*>(handle))->on_tick(); }
@@ -195,6 +294,11 @@ bool Worker::setup() {
   tick_.data = this;
   uv_timer_start(&tick_, tick_trampoline, kTickMs, kTickMs);
   uv_unref(reinterpret_cast<uv_handle_t*>(&tick_));
+
+  if (settings_.application != nullptr && settings_.application->blocking()) {
+    app_threads_.start(std::max(1, settings_.application_threads), &loop_, this, &Worker::run_application,
+                       application_finished_trampoline);
+  }
 
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0) {
@@ -239,7 +343,7 @@ int Worker::run() {
   struct epoll_event events[kMaxEvents];
   uv_update_time(&loop_);
   while (!exit_now_) {
-    if (stopping_ && active_.empty()) break;
+    if (stopping_ && active_.empty() && in_application_ == 0) break;
     if (stopping_ && monotonic_ms() >= stop_deadline_ms_) {
       common::log("worker {}: {} request(s) still in flight after {} s; closing them", settings_.id,
                   active_.size(), settings_.stop_mercy_s);
@@ -262,6 +366,7 @@ int Worker::run() {
     }
     if (run_libuv) uv_run(&loop_, UV_RUN_NOWAIT);
   }
+  app_threads_.shutdown(/*wait=*/in_application_ == 0);
   return 0;
 }
 
@@ -311,6 +416,8 @@ void Worker::release(Connection* conn) {
   conn->writing = false;
   conn->persistent = false;
   conn->peer_closed = false;
+  conn->in_application = false;
+  conn->request_bytes = 0;
   if (conn->reply.body.capacity() > kRetainedBuffer) conn->reply.body.shrink_to_fit();
   free_.push_back(conn);
 }
@@ -386,11 +493,10 @@ void Worker::serve(Connection* conn) {
       return wait_for(conn, UV_READABLE);
     }
 
-    std::string_view bytes = conn->in.view();
-    server::Request request;
-    request.header = frame.header;
-    request.payload = bytes.substr(server::kHeaderSize, frame.payload_end - server::kHeaderSize);
-    request.body = bytes.substr(frame.payload_end, frame.total - frame.payload_end);
+    if (frame.header.modifier1 == server::kModifierApp && app_threads_.started()) {
+      return hand_to_application(conn, frame.total);
+    }
+    const server::Request request = request_view(conn, frame);
     conn->reply.clear();
     note_.clear();
     publish_busy(request);
@@ -398,16 +504,74 @@ void Worker::serve(Connection* conn) {
     settings_.slot->busy_since_ms.store(0, std::memory_order_relaxed);
     settings_.slot->requests.fetch_add(1, std::memory_order_relaxed);
     if (!note_.empty()) log_problem(conn, note_);
-    conn->in.consume(frame.total);  // the request views are dead from here on
+    conn->request_bytes = frame.total;
+    if (start_reply(conn)) return;
+  }
+}
 
-    if (!conn->reply.close_after && !conn->persistent) {
-      conn->persistent = true;
-      int one = 1;
-      setsockopt(conn->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on UNIX
+server::Request Worker::request_view(const Connection* conn, const server::Frame& frame) const {
+  std::string_view bytes = conn->in.view();
+  server::Request request;
+  request.header = frame.header;
+  request.payload = bytes.substr(server::kHeaderSize, frame.payload_end - server::kHeaderSize);
+  request.body = bytes.substr(frame.payload_end, frame.total - frame.payload_end);
+  return request;
+}
+
+// The request was handled and conn->reply holds the answer: drop the request's bytes, start writing.
+// Returns true when the connection was closed (or waits for writability), false to go on reading.
+bool Worker::start_reply(Connection* conn) {
+  conn->in.consume(conn->request_bytes);  // the request views are dead from here on
+  conn->request_bytes = 0;
+  if (!conn->reply.close_after && !conn->persistent) {
+    conn->persistent = true;
+    int one = 1;
+    setsockopt(conn->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on UNIX
+  }
+  conn->reply_written = 0;
+  conn->writing = !conn->reply.head.empty() || !conn->reply.body.empty();
+  if (conn->writing) {
+    if (!write_reply(conn)) return true;
+    if (conn->writing) {
+      wait_for(conn, UV_WRITABLE);
+      return true;
     }
-    conn->reply_written = 0;
-    conn->writing = !conn->reply.head.empty() || !conn->reply.body.empty();
-    if (!conn->writing && reply_done(conn)) return;
+  }
+  return reply_done(conn);
+}
+
+void Worker::hand_to_application(Connection* conn, std::size_t request_bytes) {
+  conn->request_bytes = request_bytes;
+  conn->in_application = true;
+  ++in_application_;
+  if (conn->poll_initialised && conn->poll_events != 0) {
+    uv_poll_stop(&conn->poll);  // the loop leaves the socket alone until the reply is ready
+    conn->poll_events = 0;
+  }
+  conn->reply.clear();
+  app_threads_.submit(conn);
+}
+
+void Worker::run_application(Worker* self, Connection* conn) {
+  server::Frame frame = server::frame_request(conn->in.view(), self->limits_);
+  const server::Request request = self->request_view(conn, frame);
+  self->publish_busy(request);
+  try {
+    self->settings_.application->handle(request, conn->reply);
+  } catch (const std::exception& error) {
+    conn->reply.clear();
+    common::log("worker {}: application failed: {}", self->settings_.id, error.what());
+  }
+  self->settings_.slot->busy_since_ms.store(0, std::memory_order_relaxed);
+  self->settings_.slot->requests.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Worker::on_application_finished() {
+  for (Connection* conn : app_threads_.take_finished()) {
+    conn->in_application = false;
+    --in_application_;
+    conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
+    if (!start_reply(conn)) serve(conn);
   }
 }
 
@@ -533,7 +697,7 @@ void Worker::on_tick() {
   for (std::size_t i = active_.size(); i-- > 0;) {
     if (i >= active_.size()) continue;
     Connection* conn = active_[i];
-    if (now < conn->deadline_ms) continue;
+    if (now < conn->deadline_ms || conn->in_application) continue;
     if (conn->persistent && conn->in.size() == 0 && !conn->writing) {
       close_connection(conn, true);  // an idle kept-alive connection: nothing lost
       continue;
@@ -583,6 +747,7 @@ void Worker::on_signal(int signum) {
 int run_worker(const WorkerSettings& settings) {
   // Outlive no master: if it dies, so do we (no orphan keeps the socket or the cache busy).
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (settings.application != nullptr) settings.application->worker_started(settings.id);
   Worker worker(settings);
   return worker.run();
 }

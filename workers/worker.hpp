@@ -26,6 +26,7 @@ struct WorkerSettings {
   WorkerSlot* slot = nullptr;      // this worker's scoreboard slot (shared with the master)
   cache::CacheSet* caches = nullptr;
   server::Application* application = nullptr;
+  int application_threads = 1;     // --threads: threads running a blocking application
 };
 
 // Runs the worker until it is told to stop; returns the process exit status.

@@ -180,13 +180,18 @@ def wait_until(predicate, timeout, interval=0.02, what="condition"):
 _SERVERS = []
 
 
-def _pdeathsig():
-    # If this test process dies (e.g. ctest's timeout SIGKILLs it), the master is killed too.
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+def _child_setup(nofile=None):
+    def setup():
+        # If this test process dies (e.g. ctest's timeout SIGKILLs it), the master is killed too.
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except Exception:
+            pass
+        if nofile is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+    return setup
 
 
 def addr_str(addr):
@@ -221,7 +226,8 @@ class Server:
     _counter = 0
 
     def __init__(self, args, workers=None, ready_addrs=None, wait_ready=True, ready_timeout=10.0,
-                 env=None, tmpdir=None):
+                 env=None, tmpdir=None, nofile=None):
+        self.nofile = nofile  # RLIMIT_NOFILE (soft) for the server, None = inherit ours
         self.args = list(args)
         self.expected_workers = workers
         self.ready_addrs = sockets_from_args(self.args) if ready_addrs is None else list(ready_addrs)
@@ -246,7 +252,8 @@ class Server:
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen([SERVER_BIN] + self.args, stdin=subprocess.DEVNULL,
                                      stdout=self._logfile, stderr=self._logfile, env=env,
-                                     start_new_session=True, preexec_fn=_pdeathsig, close_fds=True)
+                                     start_new_session=True, preexec_fn=_child_setup(self.nofile),
+                                     close_fds=True)
         self.pid = self.proc.pid
         _SERVERS.append(self)
         if self.wait_ready_flag:
@@ -418,9 +425,10 @@ class Server:
         return wait_until(lambda: rx.search(self.log_since(offset)), timeout, interval=0.05)
 
     def log_tail(self, n=40):
-        lines = self.log().splitlines()
-        return "---- server log (last %d of %d lines) ----\n%s\n----" % (
-            min(n, len(lines)), len(lines), "\n".join(lines[-n:]))
+        size = self.log_size()
+        lines = self.log_since(max(0, size - 65536)).splitlines()
+        return "---- server log (last %d lines of %d bytes) ----\n%s\n----" % (
+            min(n, len(lines)), size, "\n".join(lines[-n:]))
 
     def dump_log(self, title="server log"):
         print(f"{title}: {self.log_path}")

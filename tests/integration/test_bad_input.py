@@ -25,7 +25,8 @@ def server():
     if srv is None or not srv.running():
         port = free_port()
         srv = Server(["--socket", f"127.0.0.1:{port}", "--processes", "1", "--cache", "100",
-                      "--socket-timeout", "1", "--buffer-size", "100", "--listen", "1024"], workers=1)
+                      "--socket-timeout", "1", "--buffer-size", "100", "--listen", "1024"], workers=1,
+                     nofile=1024)  # the usual default limit: 1000 idle connections come close to it
         srv.start()
         STATE["srv"] = srv
         STATE["addr"] = ("127.0.0.1", port)
@@ -251,6 +252,88 @@ def test_slow_client_does_not_hold_up_others():
     check_eq(srv.workers(), STATE["workers"], "worker pids")
 
 
+def test_trickle_longer_than_socket_timeout():
+    """--socket-timeout is about idleness: a client that sends a byte every 0.15 s is never idle for 1 s
+    and must be served although the whole request takes ~4 s."""
+    srv, addr = server()
+    check(magic_set(addr, "trickle-key", "trickle-value"), "set trickle-key")
+    req = magic_get_req("trickle-key")
+    s = connect(addr, 3.0)
+    t0 = time.monotonic()
+    try:
+        try:
+            for i in range(len(req)):
+                s.sendall(req[i:i + 1])
+                time.sleep(0.15)
+            reply, how = read_reply(s, 3.0)
+        except (BrokenPipeError, ConnectionResetError) as e:
+            reply, how = b"", f"reset while sending ({e})"
+    finally:
+        s.close()
+    dt = time.monotonic() - t0
+    check(how == "eof" and reply.endswith(b"trickle-value"),
+          f"request trickled over {dt:.1f}s (never idle 1 s): {reply!r} ({how})")
+    check_eq(srv.workers(), STATE["workers"], "worker pids")
+
+
+def test_fd_exhaustion():
+    """A worker out of file descriptors (RLIMIT_NOFILE 64, 150 idle connections) must not spin, must not
+    flood the log, must still close idle connections after --socket-timeout, and must serve again once
+    the clients are gone (same worker pid)."""
+    port = free_port()
+    addr = ("127.0.0.1", port)
+    problems = []
+    with Server(["--socket", f"127.0.0.1:{port}", "--processes", "1", "--cache", "10", "--socket-timeout", "1",
+                 "--listen", "1024"], workers=1, nofile=64) as srv:
+        w = srv.workers()[0]
+        hz = os.sysconf("SC_CLK_TCK")
+
+        def cpu_ticks():
+            with open(f"/proc/{w}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])
+
+        def nfds():
+            try:
+                return len(os.listdir(f"/proc/{w}/fd"))
+            except OSError:
+                return -1
+        socks = []
+        try:
+            for i in range(150):
+                socks.append(connect(addr, 2.0))
+            time.sleep(1.5)  # past TCP_DEFER_ACCEPT's first timeout: the worker has taken what it can
+            c0, l0 = cpu_ticks(), srv.log_size()
+            time.sleep(1.0)
+            ticks, log_bytes = cpu_ticks() - c0, srv.log_size() - l0
+            print(f"out of fds: worker CPU {ticks}/{hz} ticks in 1 s, log +{log_bytes} bytes in 1 s, fds {nfds()}")
+            if ticks > 0.3 * hz:
+                problems.append(f"the worker spins when out of fds ({ticks} of {hz} ticks in 1 s)")
+            if log_bytes > 20000:
+                problems.append(f"log flood when out of fds: {log_bytes} bytes in 1 s, e.g. {srv.log_lines(l0)[:1]!r}")
+            eofs = 0
+            for s in socks:
+                s.setblocking(False)
+                try:
+                    eofs += s.recv(16) == b""
+                except BlockingIOError:
+                    pass
+                except ConnectionResetError:
+                    eofs += 1
+            print(f"idle connections closed by the server after 2.5 s (socket-timeout 1 s): {eofs} of 150")
+        finally:
+            for s in socks:
+                s.close()
+        time.sleep(1.5)
+        print(f"worker fds 1.5 s after the clients closed: {nfds()}")
+        reply, how = request(addr, app_req("/"), timeout=3.0)
+        if not (how == "eof" and reply.startswith(b"HTTP/1.1 200")):
+            problems.append(f"no service 1.5 s after the idle clients left: {reply[:40]!r} ({how}); worker fds {nfds()}")
+        if srv.workers() != [w]:
+            problems.append(f"worker pid changed {w} -> {srv.workers()}")
+        check(not problems, "; ".join(problems))
+
+
 def test_idle_connections_do_not_hold_up_others():
     srv, addr = server()
     socks = []
@@ -287,5 +370,6 @@ def test_final_state():
 if __name__ == "__main__":
     run_tests([test_truncated_header, test_short_payload_then_silence, test_var_lengths_overrun,
                test_datasize_over_buffer_size, test_abandoned_connections,
-               test_slow_client_does_not_hold_up_others, test_idle_connections_do_not_hold_up_others,
+               test_slow_client_does_not_hold_up_others, test_trickle_longer_than_socket_timeout,
+               test_idle_connections_do_not_hold_up_others, test_fd_exhaustion,
                test_final_state], budget=58)

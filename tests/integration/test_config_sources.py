@@ -91,6 +91,14 @@ def test_ini_section_and_precedence():
         check(geo.startswith("items=500 blocksize=8192 "), f"[other] geometry: {geo!r}")
         check(port_is_free(port_a), f"port {port_a} of section [uwsgi] was bound though [other] was asked")
         serve_check(srv, port_b)
+    # the same for toml: `file.toml:other` picks the table [other]
+    toml = write(os.path.join(tmp, "two.toml"),
+                 toml_text(port_a) + "\n[other]\n" + toml_text(port_b, processes=3, items=500, blocksize=8192).split("\n", 1)[1])
+    with Server(["--toml", f"{toml}:other"], workers=3, ready_addrs=[("127.0.0.1", port_b)]) as srv:
+        geo = geometry_of(srv)
+        check(geo.startswith("items=500 blocksize=8192 "), f"toml [other] geometry: {geo!r}")
+        check(port_is_free(port_a), f"port {port_a} of table [uwsgi] was bound though [other] was asked")
+        serve_check(srv, port_b)
     # the default section is [uwsgi]; a later command-line option wins over the file
     with Server(["--ini", ini, "--processes", "1"], workers=1, ready_addrs=[("127.0.0.1", port_a)]) as srv:
         geo = geometry_of(srv)
@@ -144,6 +152,9 @@ def test_bad_configs_exit_1_before_binding():
                  "cache = 10\n"
                  'processes = "abc"\n')       # line 3
     expect_bad_config(socks + ["--toml", toml], ["processes", "bad.toml:3"], "toml processes = \"abc\"", port, unix)
+
+    missing = os.path.join(tmp, "missing.ini")
+    expect_bad_config(socks + ["--ini", missing], ["missing.ini"], "--ini of a file that does not exist", port, unix)
 
     # the same with our own listener on the port: a server that binds before validating would report
     # "address in use" instead of the option

@@ -9,8 +9,8 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (OK_REPLY, Server, app_req, check, check_eq, free_port, magic_get, magic_get_req,  # noqa: E402
-                     magic_set, magic_set_req, make_temp_dir, parse_magic_get_reply, request, run_tests,
+from harness import (OK_REPLY, Server, app_req, check, check_eq, connect, free_port, magic_get, magic_get_req,  # noqa: E402
+                     magic_set, magic_set_req, make_temp_dir, parse_magic_get_reply, read_reply, request, run_tests,
                      tcp_listen_inode, wait_until)
 
 CLIENTS = 4
@@ -47,6 +47,29 @@ def client(addr, idx, stop, stats, errors, use_unix, last):
                 errors.append(f"{what} {key}: wrong reply {reply[:60]!r}")
 
 
+def slow_set(addr, key, value, go, results, idx):
+    """A set whose first half of the body is sent before the reload and the rest, byte by byte, after
+    `go`: the worker that accepted it is being replaced meanwhile, and must finish it."""
+    req = magic_set_req(key, value)
+    cut = len(req) - len(value) // 2
+    try:
+        s = connect(addr, 3.0)
+    except OSError as e:
+        results[idx] = (b"", f"connect failed: {e}")
+        return
+    try:
+        s.sendall(req[:cut])
+        go.wait(10.0)
+        for i in range(cut, len(req)):
+            s.sendall(req[i:i + 1])
+            time.sleep(0.03)
+        results[idx] = read_reply(s, 5.0)
+    except (BrokenPipeError, ConnectionResetError) as e:
+        results[idx] = (b"", f"reset while sending ({e})")
+    finally:
+        s.close()
+
+
 def test_sighup_under_traffic():
     tmp = make_temp_dir()
     port = free_port()
@@ -69,23 +92,43 @@ def test_sighup_under_traffic():
                                     daemon=True) for i in range(CLIENTS)]
         for t in threads:
             t.start()
+        go = threading.Event()
+        slow_results = {}
+        slow = [threading.Thread(target=slow_set, args=((tcp, unix)[i % 2], f"slow-{i}", f"slow-value-{i:012d}",
+                                                        go, slow_results, i), daemon=True) for i in range(4)]
         try:
-            time.sleep(1.0)
+            time.sleep(0.8)
+            for t in slow:
+                t.start()
+            time.sleep(0.2)  # the slow requests are accepted and half read by the old workers
             t_hup = time.monotonic()
             srv.send_signal(signal.SIGHUP)
+            counts = []  # live workers, sampled during the reload: worker by worker means never 0
+
+            def replaced_yet():
+                w = srv.workers()
+                counts.append(len(w))
+                if not go.is_set() and time.monotonic() - t_hup > 0.3:
+                    go.set()
+                return w if len(w) == 2 and not set(w) & set(old) and go.is_set() else None
             # all workers replaced (bounded), while the clients keep going
-            replaced = wait_until(lambda: (lambda w: w if len(w) == 2 and not set(w) & set(old) else None)(
-                srv.workers()), 10.0, interval=0.02)
+            replaced = wait_until(replaced_yet, 10.0, interval=0.005)
             t_done = time.monotonic() - t_hup
             # keep the traffic going a little after the reload, at least 3 s in all
             time.sleep(max(0.5, 3.0 - (time.monotonic() - t_hup) - 1.0))
         finally:
             stop.set()
-            for t in threads:
+            go.set()
+            for t in threads + slow:
                 t.join(10.0)
-        check(not any(t.is_alive() for t in threads), "client threads did not stop")
+        check(not any(t.is_alive() for t in threads + slow), "client threads did not stop")
+        print(f"requests in flight across the reload: {slow_results}")
+        for i in range(4):
+            check_eq(slow_results.get(i), (OK_REPLY, "eof"), f"slow set #{i} in flight across the reload")
         total = sum(s["requests"] for s in stats)
         print(f"reload took {t_done:.2f}s; {total} requests; per client: {stats}")
+        print(f"live workers sampled during the reload: min {min(counts)}, max {max(counts)}, {len(counts)} samples")
+        check(min(counts) >= 1, f"no worker at all at some point of the reload (samples {counts[:50]})")
         check(replaced, f"workers not all replaced within 10 s of SIGHUP: {old} -> {srv.workers()}")
         check_eq(errors[:10], [], f"failed requests during the reload ({len(errors)} in all)")
         check(total > 100, f"too few requests during the test ({total}) to say anything")
@@ -99,6 +142,8 @@ def test_sighup_under_traffic():
         for i in range(50):
             check_eq(magic_get(tcp, f"pre-{i}"), f"pre-value-{i}".encode(), f"pre-{i} after the reload")
         check_eq(len(last), CLIENTS * KEYS_PER_CLIENT, "keys written by the clients")
+        for i in range(4):
+            check_eq(magic_get(tcp, f"slow-{i}"), f"slow-value-{i:012d}".encode(), f"slow-{i} after the reload")
         for key, value in sorted(last.items()):
             check_eq(magic_get(unix, key), value, f"{key} after the reload (last value written)")
         check_eq(srv.stop(), 0, "exit status after SIGTERM")

@@ -33,10 +33,13 @@ def test_sigterm_finishes_request_in_flight():
             time.sleep(0.2)  # the worker has accepted and is reading the body
             t_term = time.monotonic()
             srv.send_signal(signal.SIGTERM)
-            for i in range(1, len(body)):  # the rest of the body over ~1 s (per read well under socket-timeout)
-                time.sleep(0.1)
-                s.sendall(body[i:i + 1])
-            reply, how = read_reply(s, 5.0)
+            try:
+                for i in range(1, len(body)):  # the rest of the body over ~1 s (per read well under socket-timeout)
+                    time.sleep(0.1)
+                    s.sendall(body[i:i + 1])
+                reply, how = read_reply(s, 5.0)
+            except (BrokenPipeError, ConnectionResetError) as e:
+                reply, how = b"", f"reset while sending the body ({e})"
         finally:
             s.close()
         print(f"reply {time.monotonic() - t_term:.2f}s after SIGTERM: {reply!r} ({how})")
@@ -102,11 +105,15 @@ def test_sigquit_immediate_stop():
 
 def test_signal_right_after_launch_is_not_lost():
     results = []
-    cases = [(signal.SIGINT, 0.0), (signal.SIGINT, 0.001), (signal.SIGINT, 0.005), (signal.SIGINT, 0.005),
-             (signal.SIGINT, 0.02), (signal.SIGINT, 0.05), (signal.SIGTERM, 0.005), (signal.SIGTERM, 0.03),
-             (signal.SIGQUIT, 0.005)]
+    # delays spread over the start-up (exec, option parsing, binding, creating the cache, forking 4
+    # workers, the workers' own start); each signal kind at several points
+    delays = [0.0, 0.001, 0.002, 0.003, 0.005, 0.005, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08]
+    kinds = [signal.SIGINT, signal.SIGTERM, signal.SIGQUIT]
+    cases = [(kinds[i % 3], d) for i, d in enumerate(delays)] + [(signal.SIGINT, 0.005), (signal.SIGINT, 0.005)]
     failures = []
     for sig, delay in cases:
+        if len(failures) >= 3:
+            break
         port = free_port()
         srv = Server(["--socket", f"127.0.0.1:{port}", "--processes", "4", "--cache", "100"], wait_ready=False)
         try:

@@ -353,6 +353,8 @@ TEST_CASE("command line: --help, -h and --version stop parsing", "[cli]") {
   CHECK(parse({"--version"}).version_requested);
   // whatever follows is not looked at
   CHECK(parse({"-p", "2", "--help", "--no-such-option"}).help_requested);
+  CHECK_FALSE(parse({"--help=no"}).help_requested);
+  CHECK_THAT(error_of({"--version=later"}), Contains("--version \"later\" (command line)"));
 }
 
 // ----------------------------------------------------------------------------------------------
