@@ -178,6 +178,10 @@ void check_chmod(std::string_view value) {
   }
 }
 
+void check_accept_mode(std::string_view value) {
+  if (value != "exclusive" && value != "shared") throw InvalidValue{"expected exclusive or shared"};
+}
+
 void check_key_value(std::string_view value) {
   const auto equals = value.find('=');
   if (equals == std::string_view::npos || equals == 0) throw InvalidValue{"expected KEY=VALUE"};
@@ -289,6 +293,10 @@ std::vector<OptionSpec> build_table() {
       integer("reload-mercy", "", &C::reload_mercy, {0, kMaxSeconds}, g1, "SECONDS",
               "time a worker may take to finish in-flight requests on stop/reload"),
       flag("log-debug", "", &C::debug_log, g1, "log debug lines (the master jobs' timings)"),
+      text("accept-mode", "", &C::accept_mode, g1, "MODE",
+           "exclusive: the kernel wakes one idle worker per connection (EPOLLEXCLUSIVE); shared: every "
+           "worker wakes (the thundering herd, kept to measure the difference)",
+           check_accept_mode),
 
       size("cache", "", &C::cache_items, {0, kMaxCacheItems}, g2, "ITEMS",
            "create the cache \"default\" with this many items (0 = none)"),

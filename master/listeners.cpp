@@ -42,6 +42,11 @@ int bind_unix(const std::string& spec, const ListenOptions& options) {
   struct stat st {};
   if (lstat(spec.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) fail(spec, "the path exists and is not a socket; refusing to replace it");
+    // Replace only a dead socket: if something accepts on it, another server owns the name.
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool alive = probe >= 0 && connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    if (probe >= 0) close(probe);
+    if (alive) fail(spec, "another process is listening on this socket (stop it first)");
     unlink(spec.c_str());
   }
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

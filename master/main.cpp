@@ -2,12 +2,17 @@
 // caching framework.
 #include <cstdio>
 #include <exception>
+#include <string_view>
 
 #include "config/config.hpp"
 #include "master/master.hpp"
+#include "server/client.hpp"
 
 int main(int argc, char** argv) {
-  master::block_master_signals();
+  if (argc > 1 && std::string_view(argv[1]) == "cache") {
+    master::unblock_master_signals();  // a command-line tool: Ctrl-C should simply stop it
+    return server::run_cache_command_line(argc - 2, argv + 2);
+  }
   config::ParseResult parsed;
   try {
     parsed = config::parse_command_line(argc, argv);

@@ -292,6 +292,7 @@ void Master::become_worker(int id, int slot) {
   settings.caches = &caches_;
   settings.application = application_.get();
   settings.application_threads = config_.threads;
+  settings.exclusive_accept = config_.accept_mode != "shared";
   int status = workers::run_worker(settings);
   _exit(status);
 }
@@ -592,9 +593,15 @@ int Master::run() {
 
 }  // namespace
 
-void block_master_signals() {
+// Priority 101: before any other static initialiser of ours.
+__attribute__((constructor(101))) void block_master_signals_before_main() {
   sigset_t set = master_signal_set();
   sigprocmask(SIG_BLOCK, &set, nullptr);
+}
+
+void unblock_master_signals() {
+  sigset_t set = master_signal_set();
+  sigprocmask(SIG_UNBLOCK, &set, nullptr);
 }
 
 int run_master(const config::Config& config) {

@@ -6,9 +6,10 @@
 
 namespace master {
 
-// Blocks the signals of the signal table. Call first thing in main(): a signal that arrives before the
-// master loop runs is then queued, not lost.
-void block_master_signals();
+// The signals of the signal table are blocked by a constructor that runs before main(), so a signal
+// that arrives before the master loop runs is queued, not lost (only the dynamic loader's few
+// milliseconds remain). The command-line client mode lets them in again.
+void unblock_master_signals();
 
 // Runs the server until it stops; returns the process exit status. Throws std::runtime_error for a
 // start-up failure (cache geometry, a socket that cannot be bound) before any worker exists.

@@ -94,7 +94,8 @@ void handle_set(cache::Cache& cache, const Request& request, std::string& note) 
   }
   const cache::Status status = cache.set(items[0], items[1], 0);
   if (status != cache::Status::ok) {
-    note = fmt::format("cache set {} in \"{}\": {}", printable(items[0]), cache_name(cache), cache::describe(status));
+    note = fmt::format("cache set {} in \"{}\": {}", printable(items[0]), cache_name(cache),
+                       cache::describe(status));
   }
 }
 
@@ -216,8 +217,8 @@ MagicOutcome magic_write(cache::Cache& cache, const MagicVars& vars, const Reque
   }
   if (expires > kMaxExpiresSeconds) expires = kMaxExpiresSeconds;
   const auto expires_in = static_cast<std::int64_t>(expires);
-  const cache::Status status =
-      update ? cache.update(vars.key, request.body, expires_in) : cache.set(vars.key, request.body, expires_in);
+  const cache::Status status = update ? cache.update(vars.key, request.body, expires_in)
+                                      : cache.set(vars.key, request.body, expires_in);
   if (status == cache::Status::ok) return MagicOutcome::ok;
   note = fmt::format("cache magic {} {} in \"{}\": {}", vars.cmd, printable(vars.key), cache_name(cache),
                      cache::describe(status));
@@ -237,7 +238,8 @@ MagicOutcome magic_get(cache::Cache& cache, const MagicVars& vars, Reply& reply,
   encode_header(reply.head, kModifierCache, 0, kMagic);
   append_var(reply.head, "status", "ok");
   append_var(reply.head, "size", DecimalText(reply.body.size()).view());
-  if (expires != 0) append_var(reply.head, "expires", DecimalText(static_cast<std::uint64_t>(expires)).view());
+  if (expires != 0)
+    append_var(reply.head, "expires", DecimalText(static_cast<std::uint64_t>(expires)).view());
   patch_datasize(reply.head);
   return MagicOutcome::ok_with_reply_built;
 }
@@ -287,8 +289,9 @@ void handle_magic(cache::CacheSet& caches, const Request& request, Reply& reply,
   MagicOutcome outcome = MagicOutcome::error;
   cache::Cache* target = caches.find(vars.cache);
   if (target == nullptr) {
-    note = caches.empty() ? std::string("cache magic: no cache configured")
-                          : fmt::format("cache magic {}: unknown cache {}", printable(vars.cmd), printable(vars.cache));
+    note = caches.empty()
+               ? std::string("cache magic: no cache configured")
+               : fmt::format("cache magic {}: unknown cache {}", printable(vars.cmd), printable(vars.cache));
   } else if (vars.cmd == "get") {
     outcome = magic_get(*target, vars, reply, note);
   } else if (vars.cmd == "set" || vars.cmd == "update") {
@@ -318,8 +321,8 @@ void handle_magic(cache::CacheSet& caches, const Request& request, Reply& reply,
 
 }  // namespace
 
-void handle_cache_request(cache::CacheSet& caches, const Request& request, Reply& reply, CacheScratch& scratch,
-                          std::string& note) {
+void handle_cache_request(cache::CacheSet& caches, const Request& request, Reply& reply,
+                          CacheScratch& scratch, std::string& note) {
   const std::uint8_t command = request.header.modifier2;
   if (command == static_cast<std::uint8_t>(CacheCommand::dump)) {
     handle_dump(caches, request, reply, scratch, note);

@@ -16,7 +16,8 @@ void append_le(std::string& out, std::uint64_t value, int bytes) {
 
 std::uint64_t load_le(const char* data, int bytes) {
   std::uint64_t value = 0;
-  for (int i = 0; i < bytes; ++i) value |= static_cast<std::uint64_t>(static_cast<unsigned char>(data[i])) << (8 * i);
+  for (int i = 0; i < bytes; ++i)
+    value |= static_cast<std::uint64_t>(static_cast<unsigned char>(data[i])) << (8 * i);
   return value;
 }
 
@@ -24,7 +25,8 @@ std::uint64_t load_le(const char* data, int bytes) {
 
 void begin_dump_image(std::string& image) { image.append(kDumpMagic); }
 
-void append_dump_record(std::string& image, std::string_view key, std::string_view value, std::uint64_t expires) {
+void append_dump_record(std::string& image, std::string_view key, std::string_view value,
+                        std::uint64_t expires) {
   if (key.size() > 0xffff || value.size() > 0xffffffffull) {
     throw std::length_error(
         fmt::format("dump record: key of {} bytes or value of {} bytes too long", key.size(), value.size()));
@@ -51,7 +53,9 @@ bool parse_dump_image(
   while (offset < image.size()) {
     const std::size_t left = image.size() - offset;
     if (left < kDumpRecordHeader) {
-      if (error) *error = fmt::format("dump image: record header at offset {} cut short ({} bytes left)", offset, left);
+      if (error)
+        *error =
+            fmt::format("dump image: record header at offset {} cut short ({} bytes left)", offset, left);
       return false;
     }
     const std::uint64_t key_length = load_le(image.data() + offset, 2);
@@ -59,8 +63,8 @@ bool parse_dump_image(
     const std::uint64_t expires = load_le(image.data() + offset + 6, 8);
     if (left - kDumpRecordHeader < key_length + value_length) {
       if (error) {
-        *error = fmt::format("dump image: record at offset {} (key {} + value {} bytes) runs past the end", offset,
-                             key_length, value_length);
+        *error = fmt::format("dump image: record at offset {} (key {} + value {} bytes) runs past the end",
+                             offset, key_length, value_length);
       }
       return false;
     }

@@ -27,13 +27,14 @@ inline constexpr std::size_t kDumpRecordHeader = 2 + 4 + 8;
 // Appends the magic to an empty image.
 void begin_dump_image(std::string& image);
 // Appends one record. Throws std::length_error if the key exceeds 65535 bytes or the value 4 GiB.
-void append_dump_record(std::string& image, std::string_view key, std::string_view value, std::uint64_t expires);
+void append_dump_record(std::string& image, std::string_view key, std::string_view value,
+                        std::uint64_t expires);
 
 // Reads an image, calling visit for each record. Returns false with a reason (offset included) on a
 // wrong magic or a record running past the end; records before the error have been visited.
-bool parse_dump_image(std::string_view image,
-                      const std::function<void(std::string_view key, std::string_view value,
-                                               std::uint64_t expires)>& visit,
-                      std::string* error = nullptr);
+bool parse_dump_image(
+    std::string_view image,
+    const std::function<void(std::string_view key, std::string_view value, std::uint64_t expires)>& visit,
+    std::string* error = nullptr);
 
 }  // namespace server

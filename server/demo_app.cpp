@@ -31,12 +31,15 @@ class DemoApplication final : public Application {
       }
     }
     const bool head_only = method == "HEAD";
-    if (method != "GET" && !head_only) return respond(reply, protocol, "404 Not Found", "text/plain", "Not Found\n", false);
-    if (path == "/") return respond(reply, protocol, "200 OK", "text/plain; charset=utf-8", home_page(), head_only);
+    if (method != "GET" && !head_only)
+      return respond(reply, protocol, "404 Not Found", "text/plain", "Not Found\n", false);
+    if (path == "/")
+      return respond(reply, protocol, "200 OK", "text/plain; charset=utf-8", home_page(), head_only);
     if (path.starts_with(kCachePrefix) && path.size() > kCachePrefix.size()) {
       cache::Cache* cache = caches_.default_cache();
-      if (cache != nullptr && cache->get(path.substr(kCachePrefix.size()), value_) == cache::Status::ok) {
-        return respond(reply, protocol, "200 OK", "application/octet-stream", value_, head_only);
+      std::string stored;  // per call: the worker may run the application on several threads at once
+      if (cache != nullptr && cache->get(path.substr(kCachePrefix.size()), stored) == cache::Status::ok) {
+        return respond(reply, protocol, "200 OK", "application/octet-stream", stored, head_only);
       }
     }
     respond(reply, protocol, "404 Not Found", "text/plain", "Not Found\n", head_only);
@@ -59,24 +62,26 @@ class DemoApplication final : public Application {
     } else {
       for (const auto& cache : caches_.all()) {
         const cache::Stats stats = cache->stats();
-        fmt::format_to(std::back_inserter(page),
-                       "cache \"{}\"{}: {} of {} items, {} hits, {} misses, {} full, {} evictions, {} expired\n",
-                       cache->geometry().name, cache.get() == caches_.all().front().get() ? " (default)" : "",
-                       stats.items, stats.capacity, stats.hits, stats.misses, stats.full, stats.evictions,
-                       stats.expirations);
+        fmt::format_to(
+            std::back_inserter(page),
+            "cache \"{}\"{}: {} of {} items, {} hits, {} misses, {} full, {} evictions, {} expired\n",
+            cache->geometry().name, cache.get() == caches_.all().front().get() ? " (default)" : "",
+            stats.items, stats.capacity, stats.hits, stats.misses, stats.full, stats.evictions,
+            stats.expirations);
       }
     }
     page +=
         "\nTry:\n"
         "  GET /cache/<key>   the value of <key> in the default cache (404 if absent)\n"
         "  store one from the uWSGI Python API (uwsgi.cache_set) or with a modifier1 111 modifier2 17 set:\n"
-        "  printf '\\x6f\\x1c\\x00\\x11\\x03\\x00cmd\\x03\\x00set\\x03\\x00key\\x02\\x00m1\\x04\\x00size\\x01\\x005hello'"
+        "  printf "
+        "'\\x6f\\x1c\\x00\\x11\\x03\\x00cmd\\x03\\x00set\\x03\\x00key\\x02\\x00m1\\x04\\x00size\\x01\\x005hel"
+        "lo'"
         " | nc -q1 <host> <port>\n";
     return page;
   }
 
-  cache::CacheSet& caches_;
-  std::string value_;  // reused across requests
+  cache::CacheSet& caches_;  // read-only here: find/default_cache/all do not mutate the set
 };
 
 }  // namespace

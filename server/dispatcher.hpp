@@ -17,6 +17,8 @@ class Application {
  public:
   virtual ~Application() = default;
   // Writes raw HTTP response bytes into reply.body (as uWSGI does: status line, headers, body).
+  // The worker may call it from several threads at once (its application threads): keep no
+  // per-request state in members.
   // For a blocking() application it is called on one of the worker's application threads, never on
   // the event loop, possibly from several threads at once (--threads).
   virtual void handle(const Request& request, Reply& reply) = 0;
@@ -43,7 +45,7 @@ class Dispatcher {
  private:
   cache::CacheSet& caches_;
   Application* application_;
-  CacheScratch scratch_;     // reused across requests
+  CacheScratch scratch_;      // reused across requests
   std::string note_scratch_;  // where notes go when the caller passes none
 };
 

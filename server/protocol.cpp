@@ -91,8 +91,8 @@ bool parse_vars(std::string_view block,
 void append_var(std::string& out, std::string_view key, std::string_view value) {
   if (key.empty()) throw std::length_error("append_var: empty key (the vars format cannot carry one)");
   if (key.size() > 0xffff || value.size() > 0xffff) {
-    throw std::length_error(fmt::format("append_var: key of {} bytes or value of {} bytes over 65535",
-                                        key.size(), value.size()));
+    throw std::length_error(
+        fmt::format("append_var: key of {} bytes or value of {} bytes over 65535", key.size(), value.size()));
   }
   append_u16le(out, static_cast<std::uint16_t>(key.size()));
   out.append(key);
@@ -204,7 +204,8 @@ Frame invalid(Frame frame, std::string error) {
 
 // Body length of a modifier1 0 request: the CONTENT_LENGTH var (empty or absent = no body, as nginx
 // sends an empty CONTENT_LENGTH for GET). The last occurrence wins, like the vars parsers.
-bool app_body_length(std::string_view vars, const FrameLimits& limits, std::uint64_t& body, std::string& error) {
+bool app_body_length(std::string_view vars, const FrameLimits& limits, std::uint64_t& body,
+                     std::string& error) {
   VarsReader reader(vars);
   std::string_view key;
   std::string_view value;
@@ -224,7 +225,8 @@ bool app_body_length(std::string_view vars, const FrameLimits& limits, std::uint
     return false;
   }
   if (body > limits.max_body) {
-    error = fmt::format("request body too large: CONTENT_LENGTH {} (max {} = max-body)", body, limits.max_body);
+    error =
+        fmt::format("request body too large: CONTENT_LENGTH {} (max {} = max-body)", body, limits.max_body);
     return false;
   }
   return true;
@@ -233,7 +235,8 @@ bool app_body_length(std::string_view vars, const FrameLimits& limits, std::uint
 // Body length of a magic (modifier2 17) request: `size` bytes for set/update when 0 < size <=
 // max_body. Anything else carries no body for framing purposes; the handler then refuses the request
 // without reading on, as uWSGI leaves an unwanted body unread.
-bool magic_body_length(std::string_view vars, std::uint64_t max_body, std::uint64_t& body, std::string& error) {
+bool magic_body_length(std::string_view vars, std::uint64_t max_body, std::uint64_t& body,
+                       std::string& error) {
   VarsReader reader(vars);
   std::string_view key;
   std::string_view value;

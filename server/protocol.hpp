@@ -36,8 +36,8 @@ struct Frame {
 };
 
 struct FrameLimits {
-  std::uint32_t buffer_size = 65535;    // largest datasize accepted
-  std::uint64_t max_body = 16u << 20;   // largest request body buffered for one request
+  std::uint32_t buffer_size = 65535;   // largest datasize accepted
+  std::uint64_t max_body = 16u << 20;  // largest request body buffered for one request
 };
 
 // Decides from what arrived so far whether one whole request is there: the header, datasize bytes,

@@ -57,6 +57,7 @@ constexpr std::size_t kInitialBuffer = 4096;          // most cache requests are
 constexpr std::size_t kRetainedBuffer = 128 * 1024;   // pooled buffers above this are shrunk
 constexpr int kTickMs = 250;                          // timeout checks
 constexpr int kBackendTag = -1;                       // epoll data for libuv's backend fd
+constexpr int kAcceptPauseMs = 100;                   // accept pause when out of descriptors
 
 // A growable byte buffer that does not zero what it is about to receive (std::string::resize would
 // memset every read).
@@ -230,6 +231,7 @@ class Worker {
   void close_connection(Connection* conn, bool orderly);
   void log_problem(Connection* conn, std::string_view what);
   void begin_graceful_stop();
+  void watch_listeners(bool on);
   void publish_busy(const server::Request& request);
   server::Request request_view(const Connection* conn, const server::Frame& frame) const;
   void hand_to_application(Connection* conn, std::size_t request_bytes);
@@ -252,6 +254,9 @@ class Worker {
   bool exit_now_ = false;
   std::int64_t stop_deadline_ms_ = 0;
   common::RateLimitedLog problem_log_{20, 1};
+  common::RateLimitedLog resource_log_{1, 10};
+  bool libuv_changed_ = false;          // a libuv call made outside uv_run awaits a pass
+  std::int64_t accept_paused_until_ms_ = 0;
   std::string note_;
   ApplicationThreads app_threads_;
   std::size_t in_application_ = 0;  // connections an application thread holds
@@ -293,7 +298,6 @@ bool Worker::setup() {
   uv_timer_init(&loop_, &tick_);
   tick_.data = this;
   uv_timer_start(&tick_, tick_trampoline, kTickMs, kTickMs);
-  uv_unref(reinterpret_cast<uv_handle_t*>(&tick_));
 
   if (settings_.application != nullptr && settings_.application->blocking()) {
     app_threads_.start(std::max(1, settings_.application_threads), &loop_, this, &Worker::run_application,
@@ -312,15 +316,7 @@ bool Worker::setup() {
     common::log("worker {}: cannot watch the libuv backend: {}", settings_.id, std::strerror(errno));
     return false;
   }
-  for (int fd : settings_.listen_fds) {
-    struct epoll_event ev {};
-    ev.events = EPOLLIN | EPOLLEXCLUSIVE;
-    ev.data.fd = fd;
-    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-      common::log("worker {}: cannot watch listening fd {}: {}", settings_.id, fd, std::strerror(errno));
-      return false;
-    }
-  }
+  watch_listeners(true);
   // Signals were blocked by the master across fork so none sent during start-up is lost: now that
   // libuv handles them, let them in.
   sigset_t all;
@@ -349,8 +345,13 @@ int Worker::run() {
                   active_.size(), settings_.stop_mercy_s);
       break;
     }
+    if (accept_paused_until_ms_ != 0 && !stopping_ && monotonic_ms() >= accept_paused_until_ms_) {
+      accept_paused_until_ms_ = 0;
+      watch_listeners(true);
+    }
     int timeout = uv_backend_timeout(&loop_);
     if (timeout < 0 || timeout > kTickMs) timeout = kTickMs;
+    if (accept_paused_until_ms_ != 0) timeout = std::min(timeout, kAcceptPauseMs);
     int n = epoll_wait(epoll_fd_, events, kMaxEvents, timeout);
     if (n < 0 && errno != EINTR) {
       common::log("worker {}: epoll_wait: {}", settings_.id, std::strerror(errno));
@@ -364,7 +365,17 @@ int Worker::run() {
         accept_from(events[i].data.fd);
       }
     }
-    if (run_libuv) uv_run(&loop_, UV_RUN_NOWAIT);
+    // libuv applies watcher changes (a new uv_poll_t, a close) and fires timers only inside uv_run:
+    // run a pass whenever we changed something or a timer is due, not only when its fd is readable,
+    // or a worker kept busy by accepting would never poll its slow connections nor time them out.
+    if (!run_libuv && !libuv_changed_) {
+      uv_update_time(&loop_);
+      run_libuv = uv_backend_timeout(&loop_) == 0;
+    }
+    if (run_libuv || libuv_changed_) {
+      libuv_changed_ = false;
+      uv_run(&loop_, UV_RUN_NOWAIT);
+    }
   }
   app_threads_.shutdown(/*wait=*/in_application_ == 0);
   return 0;
@@ -379,8 +390,18 @@ void Worker::accept_from(int listen_fd) {
       if (errno == EINTR) continue;
       if (taken == 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         slot->wasted_wakeups.fetch_add(1, std::memory_order_relaxed);
-      } else if (errno == EMFILE || errno == ENFILE) {
-        common::log("worker {}: accept: {} (raise the file limit)", settings_.id, std::strerror(errno));
+      } else if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // Out of descriptors: the listening socket stays readable, so stop watching it for a moment
+        // (connections keep waiting in the kernel's queue) while timeouts free descriptors.
+        accept_paused_until_ms_ = monotonic_ms() + kAcceptPauseMs;
+        watch_listeners(false);
+        unsigned long long suppressed = 0;
+        if (resource_log_.allow(&suppressed)) {
+          common::log("worker {}: accept: {}: pausing accepts for {} ms with {} connection(s) open "
+                      "(raise the file limit: ulimit -n){}",
+                      settings_.id, std::strerror(errno), kAcceptPauseMs, active_.size(),
+                      suppressed > 0 ? fmt::format(" ({} similar line(s) suppressed)", suppressed) : "");
+        }
       }
       return;
     }
@@ -547,6 +568,7 @@ void Worker::hand_to_application(Connection* conn, std::size_t request_bytes) {
   if (conn->poll_initialised && conn->poll_events != 0) {
     uv_poll_stop(&conn->poll);  // the loop leaves the socket alone until the reply is ready
     conn->poll_events = 0;
+    libuv_changed_ = true;
   }
   conn->reply.clear();
   app_threads_.submit(conn);
@@ -628,6 +650,7 @@ void Worker::wait_for(Connection* conn, int events) {
   if (conn->poll_events != events) {
     uv_poll_start(&conn->poll, events, poll_trampoline);
     conn->poll_events = events;
+    libuv_changed_ = true;
   }
 }
 
@@ -653,6 +676,7 @@ void Worker::close_connection(Connection* conn, bool orderly) {
     active_.pop_back();
     uv_poll_stop(&conn->poll);
     uv_close(reinterpret_cast<uv_handle_t*>(&conn->poll), poll_closed_trampoline);
+    libuv_changed_ = true;
     return;
   }
   ::close(conn->fd);
@@ -710,15 +734,28 @@ void Worker::on_tick() {
   }
 }
 
+void Worker::watch_listeners(bool on) {
+  for (int fd : settings_.listen_fds) {
+    if (!on) {
+      epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+      continue;
+    }
+    struct epoll_event ev {};
+    ev.events = EPOLLIN | (settings_.exclusive_accept ? static_cast<std::uint32_t>(EPOLLEXCLUSIVE) : 0u);
+    ev.data.fd = fd;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST) {
+      common::log("worker {}: cannot watch listening fd {}: {}", settings_.id, fd, std::strerror(errno));
+    }
+  }
+}
+
 void Worker::begin_graceful_stop() {
   if (stopping_) return;
   stopping_ = true;
   stop_deadline_ms_ = monotonic_ms() + settings_.stop_mercy_s * 1000LL;
   // Stop accepting: the connections still queued go to the other workers (or wait for the next one).
-  for (int fd : settings_.listen_fds) {
-    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
-    ::close(fd);
-  }
+  watch_listeners(false);
+  for (int fd : settings_.listen_fds) ::close(fd);
   // Idle kept-alive connections have nothing in flight.
   for (std::size_t i = active_.size(); i-- > 0;) {
     if (i >= active_.size()) continue;

@@ -26,7 +26,8 @@ struct WorkerSettings {
   WorkerSlot* slot = nullptr;      // this worker's scoreboard slot (shared with the master)
   cache::CacheSet* caches = nullptr;
   server::Application* application = nullptr;
-  int application_threads = 1;     // --threads: threads running a blocking application
+  int application_threads = 1;
+  bool exclusive_accept = true;    // EPOLLEXCLUSIVE on the listening sockets (false: every worker wakes)     // --threads: threads running a blocking application
 };
 
 // Runs the worker until it is told to stop; returns the process exit status.

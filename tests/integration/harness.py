@@ -390,11 +390,11 @@ class Server:
         except OSError:
             return 0
 
-    def log_since(self, offset):
+    def log_since(self, offset, limit=-1):
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(offset)
-                return f.read().decode("utf-8", "replace")
+                return f.read(limit).decode("utf-8", "replace")
         except OSError:
             return ""
 

@@ -174,5 +174,35 @@ def test_two_reloads_in_a_row():
         check(srv.wait_no_leftovers(3.0), f"processes left: {srv.leftovers()}")
 
 
+def test_sigterm_during_reload():
+    """SIGTERM while a reload is replacing workers and a request is in flight: the request completes,
+    the master exits 0, nothing is left (old or new workers)."""
+    port = free_port()
+    tcp = ("127.0.0.1", port)
+    with Server(["--socket", f"127.0.0.1:{port}", "--processes", "2", "--cache", "100"], workers=2) as srv:
+        req = magic_set_req("during-reload", b"0123456789")
+        s = connect(tcp, 3.0)
+        try:
+            s.sendall(req[:-5])
+            time.sleep(0.2)
+            srv.send_signal(signal.SIGHUP)
+            time.sleep(0.05)
+            srv.workers()  # remember the new workers too, for the leftover check
+            srv.send_signal(signal.SIGTERM)
+            try:
+                for i in range(len(req) - 5, len(req)):
+                    time.sleep(0.1)
+                    s.sendall(req[i:i + 1])
+                reply, how = read_reply(s, 5.0)
+            except (BrokenPipeError, ConnectionResetError) as e:
+                reply, how = b"", f"reset while sending ({e})"
+        finally:
+            s.close()
+        check_eq((reply, how), (OK_REPLY, "eof"), "request in flight across SIGHUP then SIGTERM")
+        rc = srv.wait_exit(5.0)
+        check_eq(rc, 0, "exit status after SIGHUP then SIGTERM")
+        check(srv.wait_no_leftovers(2.0), f"processes left: {srv.leftovers()}")
+
+
 if __name__ == "__main__":
-    run_tests([test_sighup_under_traffic, test_two_reloads_in_a_row], budget=55)
+    run_tests([test_sighup_under_traffic, test_two_reloads_in_a_row, test_sigterm_during_reload], budget=55)

@@ -10,7 +10,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (OK_REPLY, Server, app_get, check, check_eq, connect, free_port,  # noqa: E402
-                     magic_get, magic_set, magic_set_req, pid_alive, read_reply, run_tests)
+                     magic_get, magic_set, magic_set_req, pid_alive, read_reply, run_tests, wait_until)
 
 
 def start(processes, extra=()):
@@ -167,7 +167,20 @@ def test_sigusr1_logs_stats_and_keeps_serving():
         check_eq(srv.stop(), 0, "exit status after SIGTERM")
 
 
+def test_master_killed_workers_follow():
+    """If the master dies without cleaning up (SIGKILL), its workers must not live on as orphans
+    holding the listening sockets."""
+    srv, addr = start(3)
+    with srv:
+        workers = srv.workers()
+        os.kill(srv.pid, signal.SIGKILL)
+        check(srv.wait_exit(3.0) is not None, "master not dead 3 s after SIGKILL")
+        gone = wait_until(lambda: not [w for w in workers if pid_alive(w)], 3.0)
+        check(gone, f"workers still alive 3 s after the master was SIGKILLed: {[w for w in workers if pid_alive(w)]}")
+        check(not can_reach(addr), "the socket still accepts connections after master and workers died")
+
+
 if __name__ == "__main__":
     run_tests([test_sigterm_finishes_request_in_flight, test_sigterm_idle_exits_0, test_sigint_immediate_stop,
                test_sigquit_immediate_stop, test_signal_right_after_launch_is_not_lost,
-               test_sigusr1_logs_stats_and_keeps_serving], budget=58)
+               test_sigusr1_logs_stats_and_keeps_serving, test_master_killed_workers_follow], budget=58)

@@ -1,7 +1,6 @@
 // Every modifier1 111 command's exact reply bytes against a real cache::Cache, using the byte examples
 // of uwsgi-cache-examples.md §1 (with the intended headers where we fix uWSGI 2.0.21's bugs).
 #include <catch2/catch.hpp>
-
 #include <map>
 #include <vector>
 
@@ -58,8 +57,8 @@ struct Server {
   }
 };
 
-const std::string kStatusOk = bytes({0x6f, 0x0c, 0x00, 0x11, 0x06, 0x00, 0x73, 0x74, 0x61, 0x74, 0x75, 0x73, 0x02,
-                                     0x00, 0x6f, 0x6b});
+const std::string kStatusOk =
+    bytes({0x6f, 0x0c, 0x00, 0x11, 0x06, 0x00, 0x73, 0x74, 0x61, 0x74, 0x75, 0x73, 0x02, 0x00, 0x6f, 0x6b});
 
 }  // namespace
 
@@ -92,11 +91,14 @@ TEST_CASE("mod2 0 get: intended header [111, vallen, 0] + value", "[cache-comman
 
 TEST_CASE("mod2 1 set from an array: never replies, never overwrites", "[cache-commands]") {
   Server server;
-  CHECK(server.send(bytes({0x6f, 0x0a, 0x00, 0x01, 0x02, 0x00, 0x6b, 0x32, 0x04, 0x00, 0x76, 0x61, 0x6c, 0x32}))
-            .empty());
+  CHECK(
+      server.send(bytes({0x6f, 0x0a, 0x00, 0x01, 0x02, 0x00, 0x6b, 0x32, 0x04, 0x00, 0x76, 0x61, 0x6c, 0x32}))
+          .empty());
   CHECK(server.note.empty());
   CHECK(server.value_of(*server.main, "k2") == "val2");
-  CHECK(server.send(bytes({0x6f, 0x0b, 0x00, 0x01, 0x02, 0x00, 0x6b, 0x32, 0x05, 0x00, 0x6f, 0x74, 0x68, 0x65, 0x72}))
+  CHECK(server
+            .send(bytes(
+                {0x6f, 0x0b, 0x00, 0x01, 0x02, 0x00, 0x6b, 0x32, 0x05, 0x00, 0x6f, 0x74, 0x68, 0x65, 0x72}))
             .empty());
   CHECK(server.value_of(*server.main, "k2") == "val2");
   CHECK(server.note.find("k2") != std::string::npos);  // a refused set is worth a log line
@@ -119,7 +121,8 @@ TEST_CASE("mod2 1 set from an array: never replies, never overwrites", "[cache-c
     CHECK(server.send(wire::packet(111, 1, array)).empty());
     CHECK(server.note == "cache set (modifier2 1): needs a key and a value, got 1 non-empty item(s)");
     CHECK(server.send(wire::packet(111, 1, array + bytes({5, 0, 'v'}))).empty());
-    CHECK(server.note == "cache set (modifier2 1): array: item length 5 at offset 4 runs past the end of the 7-byte block");
+    CHECK(server.note ==
+          "cache set (modifier2 1): array: item length 5 at offset 4 runs past the end of the 7-byte block");
     CHECK(server.value_of(*server.main, "k4") == "<miss>");
   }
 }
@@ -134,14 +137,15 @@ TEST_CASE("mod2 2 delete: never replies", "[cache-commands]") {
 
 TEST_CASE("mod2 3/4 dictionary get: hits serve the raw value (fixing 2.0.21)", "[cache-commands]") {
   Server server;
-  const std::string not_found = "HTTP/1.0 404 Not Found\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\nNot Found";
+  const std::string not_found =
+      "HTTP/1.0 404 Not Found\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\nNot Found";
   for (const int command : {3, 4}) {
     INFO("modifier2 " << command);
     // examples §1.4, where 2.0.21 answers nothing / the 404 page although k1 exists
-    CHECK(server.send(bytes({0x6f, 0x09, 0x00, command, 0x03, 0x00, 0x6b, 0x65, 0x79, 0x02, 0x00, 0x6b, 0x31})) ==
-          "value1");
-    CHECK(server.send(bytes({0x6f, 0x09, 0x00, command, 0x03, 0x00, 0x67, 0x65, 0x74, 0x02, 0x00, 0x6b, 0x31})) ==
-          "value1");
+    CHECK(server.send(bytes({0x6f, 0x09, 0x00, command, 0x03, 0x00, 0x6b, 0x65, 0x79, 0x02, 0x00, 0x6b,
+                             0x31})) == "value1");
+    CHECK(server.send(bytes({0x6f, 0x09, 0x00, command, 0x03, 0x00, 0x67, 0x65, 0x74, 0x02, 0x00, 0x6b,
+                             0x31})) == "value1");
     CHECK(server.send(wire::packet(111, command, wire::vars({{"key", "nokey"}}))).empty());
     CHECK(server.send(wire::packet(111, command, wire::vars({{"get", "nokey"}}))) == not_found);
     CHECK(hex(not_found.substr(0, 8)) == "48 54 54 50 2f 31 2e 30");
@@ -228,49 +232,54 @@ TEST_CASE("mod2 17 magic interface: examples §1.7 byte for byte", "[cache-comma
   Server server;
 
   SECTION("get hit, miss; exists hit, miss") {
-    CHECK(hex(server.send(bytes({0x6f, 0x13, 0x00, 0x11, 0x03, 0x00, 0x63, 0x6d, 0x64, 0x03, 0x00, 0x67, 0x65, 0x74,
-                                 0x03, 0x00, 0x6b, 0x65, 0x79, 0x02, 0x00, 0x6b, 0x31}))) ==
+    CHECK(hex(server.send(bytes({0x6f, 0x13, 0x00, 0x11, 0x03, 0x00, 0x63, 0x6d, 0x64, 0x03, 0x00, 0x67,
+                                 0x65, 0x74, 0x03, 0x00, 0x6b, 0x65, 0x79, 0x02, 0x00, 0x6b, 0x31}))) ==
           "6f 15 00 11 06 00 73 74 61 74 75 73 02 00 6f 6b 04 00 73 69 7a 65 01 00 36 76 61 6c 75 65 31");
     CHECK(server.reply.body == "value1");  // the value travels in the body buffer, after the head
-    CHECK(server.send(bytes({0x6f, 0x16, 0x00, 0x11, 0x03, 0x00, 0x63, 0x6d, 0x64, 0x03, 0x00, 0x67, 0x65, 0x74,
-                             0x03, 0x00, 0x6b, 0x65, 0x79, 0x05, 0x00, 0x6e, 0x6f, 0x6b, 0x65, 0x79}))
+    CHECK(server
+              .send(bytes({0x6f, 0x16, 0x00, 0x11, 0x03, 0x00, 0x63, 0x6d, 0x64, 0x03, 0x00, 0x67, 0x65,
+                           0x74, 0x03, 0x00, 0x6b, 0x65, 0x79, 0x05, 0x00, 0x6e, 0x6f, 0x6b, 0x65, 0x79}))
               .empty());
     CHECK(server.note.empty());
-    CHECK(server.send(bytes({0x6f, 0x16, 0x00, 0x11, 0x03, 0x00, 0x63, 0x6d, 0x64, 0x06, 0x00, 0x65, 0x78, 0x69,
-                             0x73, 0x74, 0x73, 0x03, 0x00, 0x6b, 0x65, 0x79, 0x02, 0x00, 0x6b, 0x31})) == kStatusOk);
+    CHECK(server.send(bytes({0x6f, 0x16, 0x00, 0x11, 0x03, 0x00, 0x63, 0x6d, 0x64,
+                             0x06, 0x00, 0x65, 0x78, 0x69, 0x73, 0x74, 0x73, 0x03,
+                             0x00, 0x6b, 0x65, 0x79, 0x02, 0x00, 0x6b, 0x31})) == kStatusOk);
     CHECK(server.send(wire::packet(111, 17, wire::vars({{"cmd", "exists"}, {"key", "nokey"}}))).empty());
   }
   SECTION("set, set again, update with expiry, get with expires, del, del again") {
-    const std::string set = bytes({0x6f, 0x1c, 0x00, 0x11, 0x03, 0x00, 0x63, 0x6d, 0x64, 0x03, 0x00, 0x73, 0x65,
-                                   0x74, 0x03, 0x00, 0x6b, 0x65, 0x79, 0x02, 0x00, 0x6d, 0x31, 0x04, 0x00, 0x73,
-                                   0x69, 0x7a, 0x65, 0x01, 0x00, 0x35, 0x68, 0x65, 0x6c, 0x6c, 0x6f});
+    const std::string set =
+        bytes({0x6f, 0x1c, 0x00, 0x11, 0x03, 0x00, 0x63, 0x6d, 0x64, 0x03, 0x00, 0x73, 0x65,
+               0x74, 0x03, 0x00, 0x6b, 0x65, 0x79, 0x02, 0x00, 0x6d, 0x31, 0x04, 0x00, 0x73,
+               0x69, 0x7a, 0x65, 0x01, 0x00, 0x35, 0x68, 0x65, 0x6c, 0x6c, 0x6f});
     CHECK(server.send(set) == kStatusOk);
     CHECK(server.value_of(*server.main, "m1") == "hello");
     std::string again = set;
     again.replace(again.size() - 5, 5, "HELLO");
     CHECK(server.send(again).empty());
-    CHECK(server.note == "cache magic set \"m1\" in \"default\": " + std::string(cache::describe(cache::Status::exists)));
+    CHECK(server.note ==
+          "cache magic set \"m1\" in \"default\": " + std::string(cache::describe(cache::Status::exists)));
 
     const std::string update =
-        bytes({0x6f, 0x2d, 0x00, 0x11, 0x03, 0x00, 0x63, 0x6d, 0x64, 0x06, 0x00, 0x75, 0x70, 0x64, 0x61, 0x74,
-               0x65, 0x03, 0x00, 0x6b, 0x65, 0x79, 0x02, 0x00, 0x6d, 0x31, 0x04, 0x00, 0x73, 0x69, 0x7a, 0x65,
-               0x01, 0x00, 0x35, 0x07, 0x00, 0x65, 0x78, 0x70, 0x69, 0x72, 0x65, 0x73, 0x03, 0x00, 0x31, 0x30,
-               0x30, 0x48, 0x45, 0x4c, 0x4c, 0x4f});
+        bytes({0x6f, 0x2d, 0x00, 0x11, 0x03, 0x00, 0x63, 0x6d, 0x64, 0x06, 0x00, 0x75, 0x70, 0x64,
+               0x61, 0x74, 0x65, 0x03, 0x00, 0x6b, 0x65, 0x79, 0x02, 0x00, 0x6d, 0x31, 0x04, 0x00,
+               0x73, 0x69, 0x7a, 0x65, 0x01, 0x00, 0x35, 0x07, 0x00, 0x65, 0x78, 0x70, 0x69, 0x72,
+               0x65, 0x73, 0x03, 0x00, 0x31, 0x30, 0x30, 0x48, 0x45, 0x4c, 0x4c, 0x4f});
     CHECK(server.send(update) == kStatusOk);
     CHECK(hex(server.send(wire::packet(111, 17, wire::vars({{"cmd", "get"}, {"key", "m1"}})))) ==
           "6f 2a 00 11 06 00 73 74 61 74 75 73 02 00 6f 6b 04 00 73 69 7a 65 01 00 35 "
           "07 00 65 78 70 69 72 65 73 0a 00 31 37 39 35 36 34 32 34 34 39 48 45 4c 4c 4f");
 
-    const std::string del = bytes({0x6f, 0x13, 0x00, 0x11, 0x03, 0x00, 0x63, 0x6d, 0x64, 0x03, 0x00, 0x64, 0x65,
-                                   0x6c, 0x03, 0x00, 0x6b, 0x65, 0x79, 0x02, 0x00, 0x6d, 0x31});
+    const std::string del = bytes({0x6f, 0x13, 0x00, 0x11, 0x03, 0x00, 0x63, 0x6d, 0x64, 0x03, 0x00, 0x64,
+                                   0x65, 0x6c, 0x03, 0x00, 0x6b, 0x65, 0x79, 0x02, 0x00, 0x6d, 0x31});
     CHECK(server.send(del) == kStatusOk);
     CHECK(server.send(del).empty());
     CHECK(server.note.empty());
   }
   SECTION("named cache, absent key; unknown cache") {
-    CHECK(server.send(bytes({0x6f, 0x21, 0x00, 0x11, 0x03, 0x00, 0x63, 0x6d, 0x64, 0x03, 0x00, 0x67, 0x65, 0x74,
-                             0x03, 0x00, 0x6b, 0x65, 0x79, 0x02, 0x00, 0x6b, 0x31, 0x05, 0x00, 0x63, 0x61, 0x63,
-                             0x68, 0x65, 0x05, 0x00, 0x73, 0x6d, 0x61, 0x6c, 0x6c}))
+    CHECK(server
+              .send(bytes({0x6f, 0x21, 0x00, 0x11, 0x03, 0x00, 0x63, 0x6d, 0x64, 0x03, 0x00, 0x67, 0x65,
+                           0x74, 0x03, 0x00, 0x6b, 0x65, 0x79, 0x02, 0x00, 0x6b, 0x31, 0x05, 0x00, 0x63,
+                           0x61, 0x63, 0x68, 0x65, 0x05, 0x00, 0x73, 0x6d, 0x61, 0x6c, 0x6c}))
               .empty());
     CHECK(server.send(wire::packet(111, 17, wire::vars({{"cmd", "get"}, {"key", "k1"}, {"cache", "nosuch"}})))
               .empty());
@@ -278,9 +287,9 @@ TEST_CASE("mod2 17 magic interface: examples §1.7 byte for byte", "[cache-comma
   }
   SECTION("clear acts on the target cache only") {
     REQUIRE(server.small->set("ab", "XYZ") == cache::Status::ok);
-    CHECK(server.send(bytes({0x6f, 0x1a, 0x00, 0x11, 0x03, 0x00, 0x63, 0x6d, 0x64, 0x05, 0x00, 0x63, 0x6c, 0x65,
-                             0x61, 0x72, 0x05, 0x00, 0x63, 0x61, 0x63, 0x68, 0x65, 0x05, 0x00, 0x73, 0x6d, 0x61,
-                             0x6c, 0x6c})) == kStatusOk);
+    CHECK(server.send(bytes({0x6f, 0x1a, 0x00, 0x11, 0x03, 0x00, 0x63, 0x6d, 0x64, 0x05,
+                             0x00, 0x63, 0x6c, 0x65, 0x61, 0x72, 0x05, 0x00, 0x63, 0x61,
+                             0x63, 0x68, 0x65, 0x05, 0x00, 0x73, 0x6d, 0x61, 0x6c, 0x6c})) == kStatusOk);
     CHECK(server.small->count() == 0);
     CHECK(server.value_of(*server.main, "k1") == "value1");
   }
@@ -296,8 +305,10 @@ TEST_CASE("mod2 17 magic interface: examples §1.7 byte for byte", "[cache-comma
                      std::string(17, 'v'));
     CHECK(server.send(too_big).empty());
     CHECK(server.note == "cache magic set \"x\": size 17 outside 1..16 (blocksize of \"small\")");
-    CHECK(server.send(wire::packet(111, 17, wire::vars({{"cmd", "set"}, {"key", "x"}, {"size", "0"}}))).empty());
-    CHECK(server.send(wire::packet(111, 17, wire::vars({{"cmd", "set"}, {"key", "x"}, {"size", "abc"}}))).empty());
+    CHECK(server.send(wire::packet(111, 17, wire::vars({{"cmd", "set"}, {"key", "x"}, {"size", "0"}})))
+              .empty());
+    CHECK(server.send(wire::packet(111, 17, wire::vars({{"cmd", "set"}, {"key", "x"}, {"size", "abc"}})))
+              .empty());
     CHECK(server.note == "cache magic set: size \"abc\" is not a decimal number");
     CHECK(server.value_of(*server.small, "x") == "<miss>");
   }
@@ -307,34 +318,37 @@ TEST_CASE("mod2 17 magic interface: examples §1.7 byte for byte", "[cache-comma
     CHECK(server.note.find("over the frame limit") == std::string::npos);  // 2000000 > blocksize comes first
     CHECK(server.value_of(*server.main, "x") == "<miss>");
   }
-  SECTION("empty payload: no reply") {
-    CHECK(server.send(bytes({0x6f, 0, 0, 0x11})).empty());
-  }
+  SECTION("empty payload: no reply") { CHECK(server.send(bytes({0x6f, 0, 0, 0x11})).empty()); }
 }
 
-TEST_CASE("mod2 17 persistent mode (keepalive=1): every reply framed, connection kept", "[cache-commands][magic]") {
+TEST_CASE("mod2 17 persistent mode (keepalive=1): every reply framed, connection kept",
+          "[cache-commands][magic]") {
   Server server;
   const auto status_reply = [](std::string_view status) {
     return wire::packet(111, 17, wire::vars({{"status", status}}));
   };
-  CHECK(server.send(wire::packet(111, 17, wire::vars({{"cmd", "get"}, {"key", "nokey"}, {"keepalive", "1"}}))) ==
+  CHECK(server.send(
+            wire::packet(111, 17, wire::vars({{"cmd", "get"}, {"key", "nokey"}, {"keepalive", "1"}}))) ==
         status_reply("notfound"));
   CHECK_FALSE(server.reply.close_after);
-  CHECK(hex(server.send(wire::packet(111, 17, wire::vars({{"keepalive", "1"}, {"cmd", "get"}, {"key", "k1"}})))) ==
+  CHECK(hex(server.send(
+            wire::packet(111, 17, wire::vars({{"keepalive", "1"}, {"cmd", "get"}, {"key", "k1"}})))) ==
         "6f 15 00 11 06 00 73 74 61 74 75 73 02 00 6f 6b 04 00 73 69 7a 65 01 00 36 76 61 6c 75 65 31");
   CHECK_FALSE(server.reply.close_after);
-  CHECK(server.send(wire::packet(111, 17, wire::vars({{"cmd", "del"}, {"key", "nokey"}, {"keepalive", "1"}}))) ==
+  CHECK(server.send(
+            wire::packet(111, 17, wire::vars({{"cmd", "del"}, {"key", "nokey"}, {"keepalive", "1"}}))) ==
         status_reply("notfound"));
   CHECK(server.send(wire::packet(111, 17, wire::vars({{"cmd", "bogus"}, {"keepalive", "1"}}))) ==
         status_reply("error"));
   CHECK_FALSE(server.reply.close_after);
   // A set refused after its body was framed: the stream is in step, the connection stays.
-  CHECK(server.send(wire::packet(111, 17, wire::vars({{"cmd", "set"}, {"key", "k1"}, {"size", "2"}, {"keepalive", "1"}}),
-                                 "zz")) == status_reply("error"));
+  CHECK(server.send(wire::packet(
+            111, 17, wire::vars({{"cmd", "set"}, {"key", "k1"}, {"size", "2"}, {"keepalive", "1"}}), "zz")) ==
+        status_reply("error"));
   CHECK_FALSE(server.reply.close_after);
   // A set whose body was not framed: the rest of the stream is unknown, so the connection closes.
-  CHECK(server.send(wire::packet(111, 17,
-                                 wire::vars({{"cmd", "set"}, {"key", "k9"}, {"size", "2000000"}, {"keepalive", "1"}}))) ==
+  CHECK(server.send(wire::packet(
+            111, 17, wire::vars({{"cmd", "set"}, {"key", "k9"}, {"size", "2000000"}, {"keepalive", "1"}}))) ==
         status_reply("error"));
   CHECK(server.reply.close_after);
   // keepalive other than "1": the uWSGI behaviour.
@@ -367,7 +381,8 @@ TEST_CASE("cache commands without an answer", "[cache-commands]") {
     Dispatcher dispatcher(none, nullptr);
     for (const int command : {0, 1, 2, 3, 4, 5, 6, 17}) {
       INFO("modifier2 " << command);
-      const std::string packet = command == 17 ? wire::packet(111, 17, wire::vars({{"cmd", "get"}, {"key", "k"}}))
+      const std::string packet = command == 17
+                                     ? wire::packet(111, 17, wire::vars({{"cmd", "get"}, {"key", "k"}}))
                                  : command == 1 || command == 3 || command == 4
                                      ? wire::packet(111, command, wire::vars({{"key", "k"}}))
                                      : wire::packet(111, command, "k");
@@ -405,8 +420,9 @@ TEST_CASE("modifier1 0 and others", "[dispatcher]") {
     };
     CHECK(get("GET", "/cache/k1", "HTTP/1.1") ==
           "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 6\r\n\r\nvalue1");
-    CHECK(get("GET", "/cache/nokey") == "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: "
-                                        "10\r\n\r\nNot Found\n");
+    CHECK(get("GET", "/cache/nokey") ==
+          "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: "
+          "10\r\n\r\nNot Found\n");
     CHECK(get("POST", "/cache/k1").starts_with("HTTP/1.0 404 Not Found\r\n"));
     CHECK(get("GET", "/elsewhere").starts_with("HTTP/1.0 404 Not Found\r\n"));
     const std::string home = get("GET", "/");

@@ -1,12 +1,12 @@
 // The packet parser and writer: header, vars, array, and the incremental framer.
-#include <catch2/catch.hpp>
+#include "server/protocol.hpp"
 
+#include <catch2/catch.hpp>
 #include <memory>
 #include <stdexcept>
 #include <vector>
 
 #include "server/cache_dump.hpp"
-#include "server/protocol.hpp"
 #include "wire.hpp"
 
 using namespace server;
@@ -101,7 +101,8 @@ TEST_CASE("vars round trip and the uWSGI dictionary rules", "[protocol][vars]") 
     CHECK(error.find("key length field at offset 19 cut short") != std::string::npos);
   }
   SECTION("the reader stops for good after a failure") {
-    VarsReader reader(bytes({0, 0, 1, 0, 'a', 0, 0}));
+    const std::string broken = bytes({0, 0, 1, 0, 'a', 0, 0});
+    VarsReader reader(broken);
     std::string_view key, value;
     CHECK_FALSE(reader.next(key, value));
     CHECK(reader.failed());
@@ -132,15 +133,17 @@ TEST_CASE("array: zero-length items skipped, truncated item fails", "[protocol][
   CHECK(hex(block) == "02 00 6b 32 00 00 04 00 76 61 6c 32");
   std::vector<std::string> items;
   std::string error;
-  CHECK(parse_array(block, [&](std::string_view item) { items.emplace_back(item); }, &error));
+  CHECK(parse_array(
+      block, [&](std::string_view item) { items.emplace_back(item); }, &error));
   CHECK(items == std::vector<std::string>{"k2", "val2"});
 
   items.clear();
-  CHECK_FALSE(parse_array(block + bytes({5, 0, 'a'}), [&](std::string_view item) { items.emplace_back(item); },
-                          &error));
+  CHECK_FALSE(parse_array(
+      block + bytes({5, 0, 'a'}), [&](std::string_view item) { items.emplace_back(item); }, &error));
   CHECK(items.size() == 2);
   CHECK(error == "array: item length 5 at offset 12 runs past the end of the 15-byte block");
-  CHECK_FALSE(parse_array(bytes({1}), [](std::string_view) {}, &error));
+  CHECK_FALSE(parse_array(
+      bytes({1}), [](std::string_view) {}, &error));
   CHECK(error == "array: length field at offset 0 cut short by the end of the 1-byte block");
 
   ArrayReader raw(block);
@@ -239,21 +242,23 @@ TEST_CASE("framer: modifier1 0 body from CONTENT_LENGTH", "[protocol][frame]") {
   SECTION("no or empty CONTENT_LENGTH: no body (nginx sends it empty on GET)") {
     CHECK(frame_request(wire::packet(0, 0, wire::vars({{"CONTENT_LENGTH", ""}})), {}).status ==
           FrameStatus::complete);
-    CHECK(frame_request(wire::packet(0, 0, wire::vars({{"PATH_INFO", "/"}})), {}).status == FrameStatus::complete);
+    CHECK(frame_request(wire::packet(0, 0, wire::vars({{"PATH_INFO", "/"}})), {}).status ==
+          FrameStatus::complete);
   }
   SECTION("the last CONTENT_LENGTH wins") {
-    const Frame frame =
-        frame_request(wire::packet(0, 0, wire::vars({{"CONTENT_LENGTH", "100"}, {"CONTENT_LENGTH", "2"}}), "xy"), {});
+    const Frame frame = frame_request(
+        wire::packet(0, 0, wire::vars({{"CONTENT_LENGTH", "100"}, {"CONTENT_LENGTH", "2"}}), "xy"), {});
     CHECK(frame.status == FrameStatus::complete);
   }
   SECTION("malformed CONTENT_LENGTH names the bytes") {
     const Frame frame = frame_request(wire::packet(0, 0, wire::vars({{"CONTENT_LENGTH", "12a\x01"}})), {});
     CHECK(frame.status == FrameStatus::invalid);
-    CHECK(frame.error == "malformed modifier1 0 request: CONTENT_LENGTH \"12a\\x01\" is not a decimal number");
+    CHECK(frame.error ==
+          "malformed modifier1 0 request: CONTENT_LENGTH \"12a\\x01\" is not a decimal number");
     CHECK(frame_request(wire::packet(0, 0, wire::vars({{"CONTENT_LENGTH", "-1"}})), {}).status ==
           FrameStatus::invalid);
-    CHECK(frame_request(wire::packet(0, 0, wire::vars({{"CONTENT_LENGTH", "99999999999999999999"}})), {}).status ==
-          FrameStatus::invalid);
+    CHECK(frame_request(wire::packet(0, 0, wire::vars({{"CONTENT_LENGTH", "99999999999999999999"}})), {})
+              .status == FrameStatus::invalid);
   }
   SECTION("CONTENT_LENGTH over max-body is refused before the body arrives") {
     const std::string big = wire::packet(0, 0, wire::vars({{"CONTENT_LENGTH", "1025"}}));
@@ -268,9 +273,10 @@ TEST_CASE("framer: modifier1 0 body from CONTENT_LENGTH", "[protocol][frame]") {
     broken[vars.size() - 27] = 0x7f;  // SERVER_PROTOCOL's key length field now claims 127 bytes
     const Frame frame = frame_request(wire::packet(0, 0, broken), {});
     CHECK(frame.status == FrameStatus::invalid);
-    CHECK(frame.error == fmt::format("malformed modifier1 0 request: vars: key length 127 at offset {} runs past "
-                                     "the end of the {}-byte block (payload offset)",
-                                     vars.size() - 27, vars.size()));
+    CHECK(frame.error ==
+          fmt::format("malformed modifier1 0 request: vars: key length 127 at offset {} runs past "
+                      "the end of the {}-byte block (payload offset)",
+                      vars.size() - 27, vars.size()));
   }
   SECTION("zero-length key: invalid") {
     const Frame frame = frame_request(wire::packet(0, 0, bytes({0, 0, 1, 0, 'x'})), {});
@@ -296,8 +302,8 @@ TEST_CASE("framer: modifier2 17 set/update body from size", "[protocol][frame]")
     CHECK(frame.total == 37);
   }
   SECTION("update with expires, size given twice as the Python client does: the last wins") {
-    const std::string update =
-        wire::packet(111, 17, wire::vars({{"cmd", "update"}, {"key", "kk"}, {"size", "9"}, {"size", "3"}}), "VAL");
+    const std::string update = wire::packet(
+        111, 17, wire::vars({{"cmd", "update"}, {"key", "kk"}, {"size", "9"}, {"size", "3"}}), "VAL");
     const Frame frame = frame_request(update, {});
     CHECK(frame.status == FrameStatus::complete);
     CHECK(frame.total == update.size());
@@ -305,7 +311,8 @@ TEST_CASE("framer: modifier2 17 set/update body from size", "[protocol][frame]")
   SECTION("no body unless 0 < size <= max-body and cmd is set/update") {
     const auto total_for = [](std::string_view cmd, std::string_view size, std::uint64_t max_body = 100) {
       const std::string vars = wire::vars({{"cmd", cmd}, {"key", "k"}, {"size", size}});
-      const Frame frame = frame_request(wire::packet(111, 17, vars, std::string(200, 'v')), FrameLimits{4096, max_body});
+      const Frame frame =
+          frame_request(wire::packet(111, 17, vars, std::string(200, 'v')), FrameLimits{4096, max_body});
       REQUIRE(frame.status == FrameStatus::complete);
       return frame.total - frame.payload_end;
     };
@@ -322,7 +329,8 @@ TEST_CASE("framer: modifier2 17 set/update body from size", "[protocol][frame]")
     const Frame frame = frame_request(wire::packet(111, 17, bytes({3, 0, 'c', 'm', 'd', 9, 0, 'g'})), {});
     CHECK(frame.status == FrameStatus::invalid);
     CHECK(frame.error ==
-          "malformed cache magic request: vars: value length 9 at offset 5 runs past the end of the 8-byte block "
+          "malformed cache magic request: vars: value length 9 at offset 5 runs past the end of the 8-byte "
+          "block "
           "(payload offset)");
   }
 }
@@ -333,8 +341,7 @@ TEST_CASE("dump image round trip", "[protocol][dump]") {
   append_dump_record(image, "k1", "value1", 0);
   append_dump_record(image, "m1", std::string(70000, 'x'), 1795642449);
   CHECK(image.substr(0, 8) == "UCDUMP1\n");
-  CHECK(hex(image.substr(8, 14 + 8)) ==
-        "02 00 06 00 00 00 00 00 00 00 00 00 00 00 6b 31 76 61 6c 75 65 31");
+  CHECK(hex(image.substr(8, 14 + 8)) == "02 00 06 00 00 00 00 00 00 00 00 00 00 00 6b 31 76 61 6c 75 65 31");
   std::vector<std::tuple<std::string, std::size_t, std::uint64_t>> records;
   std::string error;
   const auto collect = [&](std::string_view key, std::string_view value, std::uint64_t expires) {

@@ -1,0 +1,640 @@
+"""The cache client: `server cache ...` (client_cli.cpp) and CacheClient (client.cpp), against our
+server (TCP and UNIX) and against the real uWSGI 2.0.21: same commands, same results and exit codes.
+
+The persistent mode needs several requests from one client, which one CLI call never makes: a tiny
+driver is compiled against the built libprotocol.a and run behind a counting TCP proxy, so the tests see
+how many connections were used and which requests carried keepalive=1.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (SERVER_BIN, SOURCE_DIR, Server, Skip, _child_setup, can_connect, check, check_eq,  # noqa: E402
+                     free_port, header, magic_get_req, magic_req, make_temp_dir, parse_magic_get_reply, parse_vars,
+                     request, run_tests, vars_block, wait_until)
+
+UWSGI = "/usr/bin/uwsgi"
+BUILD_DIR = os.environ.get("BUILD_DIR") or os.path.dirname(os.path.dirname(os.path.abspath(SERVER_BIN)))
+BINARY = b"\x00\x01NUL\x00inside\xff\xfe\r\n\x00" + bytes(range(256)) + b"\x00"
+
+
+# --------------------------------------------------------------------------------------------------
+# running the CLI
+
+def cli(*args, stdin=b"", timeout=20):
+    """(exit status, stdout bytes, stderr text) of `server cache ARGS`."""
+    proc = subprocess.run([SERVER_BIN, "cache", *[str(a) for a in args]], input=stdin, capture_output=True,
+                          timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace")
+
+
+def expect(want_rc, *args, stdout=None, stderr_has=None, stdin=b""):
+    rc, out, err = cli(*args, stdin=stdin)
+    what = "server cache " + " ".join(str(a) for a in args)
+    check(rc == want_rc, f"{what}: exit {rc}, want {want_rc} (stdout {out[:200]!r}, stderr {err.strip()!r})")
+    if stdout is not None:
+        check_eq(out, stdout, f"{what}: stdout")
+    if stderr_has is not None:
+        check(stderr_has in err, f"{what}: stderr {err.strip()!r} does not mention {stderr_has!r}")
+    if want_rc == 2:
+        check(err.strip() != "", f"{what}: exit 2 without a message on stderr")
+    return out, err
+
+
+# --------------------------------------------------------------------------------------------------
+# uWSGI
+
+class Uwsgi:
+    """The real uWSGI 2.0.21 with the cache plugin, in its own session; killed as a group on exit."""
+
+    def __init__(self, sockets, extra=()):
+        self.sockets = sockets
+        self.tmp = make_temp_dir("uw-")
+        self.log_path = os.path.join(self.tmp, "uwsgi.log")
+        args = [UWSGI, "--plugin", "cache", "--master", "--cache", "100", "--cache-expire-freq", "1",
+                "--cache2", "name=other,items=10", *extra]
+        for s in sockets:
+            args += ["--socket", s if isinstance(s, str) else f"{s[0]}:{s[1]}"]
+        self.args = args
+        self.proc = None
+
+    def __enter__(self):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+                                     start_new_session=True, preexec_fn=_child_setup(), close_fds=True)
+        _UWSGIS.append(self)
+        if not wait_until(lambda: all(can_connect(s) for s in self.sockets) or self.proc.poll() is not None, 10):
+            raise AssertionError("uWSGI did not start listening within 10 s\n" + self.tail())
+        if self.proc.poll() is not None:
+            raise AssertionError(f"uWSGI exited with {self.proc.returncode}\n" + self.tail())
+        # the worker must be up to answer: a first exists round trip (a miss is a clean EOF)
+        wait_until(lambda: request(self.sockets[0], magic_get_req("warmup"), 2.0)[1] == "eof", 10)
+        return self
+
+    def tail(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-3000:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def kill(self):
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.log.close()
+        if self in _UWSGIS:
+            _UWSGIS.remove(self)
+        self.proc = None
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            print("---- uWSGI log tail\n" + self.tail())
+        self.kill()
+        return False
+
+
+_UWSGIS = []
+
+
+def _kill_uwsgis():
+    for u in list(_UWSGIS):
+        u.kill()
+
+
+def uwsgi_available():
+    """True when /usr/bin/uwsgi and its cache plugin exist; tries `apt-get install uwsgi-core` once."""
+    def present():
+        return os.access(UWSGI, os.X_OK) and any(
+            os.path.exists(os.path.join(d, "cache_plugin.so")) for d in ("/usr/lib/uwsgi/plugins", "/usr/lib/uwsgi"))
+    if present():
+        return True
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        try:
+            subprocess.run(["apt-get", "install", "-y", "-q", "uwsgi-core"], capture_output=True, timeout=240,
+                           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        except (subprocess.TimeoutExpired, OSError):
+            pass
+    return present()
+
+
+def need_uwsgi():
+    if not uwsgi_available():
+        raise Skip(f"uWSGI 2.0.21 not available ({UWSGI} with the cache plugin; `apt-get install uwsgi-core` failed)")
+
+
+# --------------------------------------------------------------------------------------------------
+# the same CLI checks for any server
+
+def cli_suite(addr, label, tmp):
+    """set/get/update/del/exists/clear, binary values, expires, named cache, misses: exit codes and
+    outputs that must be identical against our server and uWSGI."""
+    S = ["--cache-server", addr]
+    key = f"k-{label}"
+    expect(1, "get", key, *S, stdout=b"")                         # miss: exit 1, nothing printed
+    expect(1, "exists", key, *S)
+    expect(0, "set", key, "hello", *S, stdout=b"")
+    expect(0, "get", key, *S, stdout=b"hello")
+    expect(0, "exists", key, *S)
+    expect(1, "set", key, "again", *S, stderr_has="not stored")  # set does not overwrite
+    expect(0, "get", key, *S, stdout=b"hello")
+    expect(0, "update", key, "world", *S)
+    expect(0, "get", key, *S, stdout=b"world")
+    expect(0, "update", key + "-new", "created", *S)              # update creates
+    expect(0, "get", key + "-new", *S, stdout=b"created")
+    expect(0, "del", key, *S)
+    expect(1, "del", key, *S)
+    expect(1, "get", key, *S, stdout=b"")
+
+    # binary value with NUL bytes: from a file, from stdin ("-" and absent VALUE), byte-exact back
+    path = os.path.join(tmp, f"binary-{label}.bin")
+    with open(path, "wb") as f:
+        f.write(BINARY)
+    expect(0, "set", key + "-bin", "--file", path, *S)
+    expect(0, "get", key + "-bin", *S, stdout=BINARY)
+    expect(0, "update", key + "-bin", "-", *S, stdin=BINARY[::-1])
+    expect(0, "get", key + "-bin", *S, stdout=BINARY[::-1])
+    expect(0, "set", key + "-stdin", *S, stdin=b"\x00piped\x00")
+    expect(0, "get", key + "-stdin", *S, stdout=b"\x00piped\x00")
+    big = bytes((i * 7) & 0xff for i in range(60000))  # over one read/write of the CLI, under the blocksize
+    with open(path, "wb") as f:
+        f.write(big)
+    expect(0, "set", key + "-big", f"--file={path}", *S)
+    expect(0, "get", key + "-big", *S, stdout=big)
+    # an empty value is refused by the server (uWSGI: size must be 1..blocksize): exit 1
+    expect(1, "set", key + "-empty", "", *S)
+
+    # expires: sent relative, the server reports the absolute time in the magic get reply
+    now = time.time()
+    expect(0, "set", key + "-exp", "soon", "--expires", "100", *S)
+    reply, how = request(addr if addr.startswith("/") else ("127.0.0.1", int(addr.rsplit(":", 1)[1])),
+                         magic_get_req(key + "-exp"))
+    d, value = parse_magic_get_reply(reply)
+    check_eq(value, b"soon", "value of the item set with --expires 100")
+    at = int(d.get(b"expires", b"0"))
+    check(now + 95 <= at <= now + 105, f"expires var {at} is not about now+100 ({now:.0f}+100)")
+    expect(0, "set", key + "-gone", "brief", "--expires", "1", *S)
+    expect(0, "get", key + "-gone", *S, stdout=b"brief")
+    gone = wait_until(lambda: cli("get", key + "-gone", *S)[0] == 1, 8, interval=0.25)
+    check(gone, "an item set with --expires 1 still there after 8 s (sweeper every 1 s)")
+
+    # named cache
+    expect(0, "set", key, "in-other", "--cache", "other", *S)
+    expect(1, "get", key, *S)                                  # not in the default cache
+    expect(0, "get", key, "--cache", "other", *S, stdout=b"in-other")
+    expect(1, "get", key, "--cache", "nosuch", *S)             # unknown cache: no reply = miss
+    expect(0, "clear", "--cache", "other", *S)
+    expect(1, "get", key, "--cache", "other", *S)
+    expect(0, "get", key + "-new", *S, stdout=b"created")     # clearing "other" left the default alone
+    expect(0, "clear", *S)
+    expect(1, "get", key + "-new", *S)
+    expect(1, "exists", key + "-bin", *S)
+
+    # --no-persistent (uWSGI's one-request-per-connection, without the keepalive var) gives the same
+    expect(0, "set", key, "np", "--no-persistent", *S)
+    expect(0, "get", key, "--no-persistent", *S, stdout=b"np")
+    expect(1, "get", key + "-nope", "--no-persistent", *S)
+
+    # keys / stats: neither uWSGI nor (yet) our server has them over the wire
+    for command in ("keys", "stats"):
+        expect(2, command, *S, stdout=b"", stderr_has="not supported by this server")
+
+
+# --------------------------------------------------------------------------------------------------
+# tests: the CLI without a server
+
+def test_usage_errors():
+    expect(0, "--help", stdout=None)
+    out, _ = expect(0, "--help")
+    check(b"usage: server cache" in out and b"exit status" in out, f"--help output: {out[:300]!r}")
+    expect(2, stderr_has="no command")
+    expect(2, "bogus", stderr_has="unknown command")
+    expect(2, "get", stderr_has="usage: server cache get KEY")
+    expect(2, "get", "a", "b", stderr_has="usage: server cache get KEY")
+    expect(2, "set", "k", "v", "--file", "/dev/null", stderr_has="not both")
+    expect(2, "get", "k", "--expires", "5", stderr_has="only apply to set and update")
+    expect(2, "set", "k", "v", "--expires", "-1", stderr_has="--expires")
+    expect(2, "get", "k", "--timeout", "0", stderr_has="--timeout")
+    expect(2, "get", "k", "--bogus", stderr_has="unknown option")
+    expect(2, "get", "k", "--cache-server", stderr_has="needs a value")
+    expect(2, "get", "k", "--cache-server", "127.0.0.1:notaport", stderr_has="invalid port")
+    expect(2, "set", "k", "--file", "/nonexistent/value", "--cache-server", "127.0.0.1:1",
+           stderr_has="/nonexistent/value")
+    # a key over 65535 bytes cannot be framed (u16 lengths): refused before connecting
+    expect(2, "get", "k" * 70000, "--cache-server", "127.0.0.1:1", stderr_has="65535")
+
+
+def test_unreachable_server():
+    port = free_port()
+    _, err = expect(2, "get", "k", "--cache-server", f"127.0.0.1:{port}", stderr_has=f"127.0.0.1:{port}")
+    check("refused" in err.lower(), f"no 'refused' in {err!r}")
+    _, err = expect(2, "set", "k", "v", "--cache-server", f":{port}", stderr_has=f":{port}")
+    missing = os.path.join(make_temp_dir(), "no.sock")
+    _, err = expect(2, "exists", "k", "--cache-server", missing, stderr_has=missing)
+    check("No such file" in err, f"no ENOENT text in {err!r}")
+    # a listener that accepts (backlog) but never answers: --timeout bounds the wait
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(8)
+    try:
+        t0 = time.monotonic()
+        _, err = expect(2, "get", "k", "--timeout", "300", "--cache-server", f"127.0.0.1:{lst.getsockname()[1]}",
+                        stderr_has="within 300 ms")
+        check(time.monotonic() - t0 < 5, f"--timeout 300 took {time.monotonic() - t0:.1f} s")
+    finally:
+        lst.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# tests: the exact bytes, with a fake server (requests as uWSGI's own client sends them, spec §7.4)
+
+class FakeServer:
+    """Accepts connections one at a time; reads one magic request (header, vars, `size` body), records
+    it, writes the canned reply and closes."""
+
+    def __init__(self, reply):
+        self.reply = reply
+        self.requests = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.listener.settimeout(0.2)
+        self.addr = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(3)
+                data = b""
+                try:
+                    while True:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                        if len(data) >= 4:
+                            end = 4 + struct.unpack_from("<H", data, 1)[0]
+                            if len(data) >= end:
+                                size = dict(parse_vars(data[4:end])).get(b"size", b"0")
+                                if len(data) >= end + int(size):
+                                    break
+                    self.requests.append(data)
+                    conn.sendall(self.reply)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stopping = True
+        self.listener.close()
+        self.thread.join(2)
+
+
+def test_exact_request_bytes():
+    """The requests of examples §3 (captured from uWSGI's own remote calls), byte for byte."""
+    fake = FakeServer(magic_reply([("status", "ok"), ("size", "3")], b"abc"))
+    try:
+        S = ["--cache-server", fake.addr, "--no-persistent"]
+        expect(0, "get", "kk", "--cache", "rc", *S, stdout=b"abc")
+        expect(0, "set", "kk", "VAL", "--cache", "rc", *S)
+        expect(0, "set", "kk", "VAL", "--expires", "60", "--cache", "rc", *S)
+        expect(0, "update", "kk", "VAL", "--cache", "rc", *S)
+        expect(0, "del", "kk", "--cache", "rc", *S)
+        expect(0, "exists", "kk", "--cache", "rc", *S)
+        expect(0, "clear", "--cache", "rc", *S)
+        expect(0, "get", "kk", *S, stdout=b"abc")  # the default cache: the cache var is sent, empty
+        expect(0, "get", "kk", "--cache", "rc", "--cache-server", fake.addr, stdout=b"abc")  # persistent
+        want = [
+            "6f1e0011 0300636d6403006765740300 6b657902006b6b 05006361636865020072 63",
+            "6f300011 0300636d640300736574 03006b657902006b6b 040073697a65010033 040073697a65010033"
+            " 0500636163686502007263 56414c",
+            None,  # with expires, built below
+            None,  # update, built below
+            None, None,
+            "6f170011 0300636d64 0500636c656172 0500636163686502007263",
+            None,
+            None,
+        ]
+        want[2] = magic_req([("cmd", "set"), ("key", "kk"), ("size", "3"), ("expires", "60"), ("size", "3"),
+                             ("cache", "rc")], b"VAL")
+        want[3] = magic_req([("cmd", "update"), ("key", "kk"), ("size", "3"), ("size", "3"), ("cache", "rc")],
+                            b"VAL")
+        want[4] = magic_req([("cmd", "del"), ("key", "kk"), ("cache", "rc")])
+        want[5] = magic_req([("cmd", "exists"), ("key", "kk"), ("cache", "rc")])
+        want[7] = magic_req([("cmd", "get"), ("key", "kk"), ("cache", "")])
+        want[8] = magic_req([("cmd", "get"), ("key", "kk"), ("cache", "rc"), ("keepalive", "1")])
+        want = [bytes.fromhex(w.replace(" ", "")) if isinstance(w, str) else w for w in want]
+        check_eq(len(fake.requests), len(want), "requests received by the fake server")
+        for i, (got, w) in enumerate(zip(fake.requests, want)):
+            check_eq(got.hex(" "), w.hex(" "), f"request #{i}")
+    finally:
+        fake.close()
+
+
+def magic_reply(pairs, body=b""):
+    block = vars_block(pairs)
+    return header(111, len(block), 17) + block + body
+
+
+def test_malformed_and_odd_replies():
+    cases = [
+        # (reply, exit status of `get`, text on stderr)
+        (b"", 1, None),                                                            # no reply = miss
+        (magic_reply([("status", "ok"), ("size", "0")]), 1, None),                 # size 0 = miss
+        (magic_reply([("status", "notfound")]), 1, None),                          # our persistent miss
+        (b"HTTP/1.0 404 Not Found\r\n\r\n", 2, "unexpected reply header"),
+        (header(111, 30, 17) + vars_block([("status", "ok")]), 2, "cut short"),    # vars shorter than said
+        (magic_reply([("status", "ok"), ("size", "9")], b"abc"), 2, "value cut short"),
+        (magic_reply([("status", "ok")]), 2, "size var"),                          # get ok without size
+        (header(111, 4, 17) + b"\x00\x00\x01\x00", 2, "malformed reply vars"),    # zero-length key
+        (b"\x6f\x0c", 2, "2 of 4 header bytes"),
+    ]
+    for reply, rc, text in cases:
+        fake = FakeServer(reply)
+        try:
+            expect(rc, "get", "k", "--cache-server", fake.addr, stderr_has=text, stdout=b"")
+        finally:
+            fake.close()
+    # a non-get command takes status=ok alone; any other status is a refusal
+    for reply, rc in ((magic_reply([("status", "ok")]), 0), (magic_reply([("status", "error")]), 1)):
+        fake = FakeServer(reply)
+        try:
+            expect(rc, "del", "k", "--cache-server", fake.addr)
+        finally:
+            fake.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# tests: against our server and uWSGI
+
+def test_ours_tcp_and_unix():
+    tmp = make_temp_dir()
+    port = free_port()
+    unix = os.path.join(tmp, "s.sock")
+    with Server(["--socket", f"127.0.0.1:{port}", "--socket", unix, "--processes", "2", "--cache", "100",
+                 "--cache2", "name=other,items=10", "--cache-expire-freq", "1"], workers=2):
+        cli_suite(f"127.0.0.1:{port}", "tcp", tmp)
+        cli_suite(unix, "unix", tmp)
+        # [v6]:port form is parsed (the server listens on IPv4 only: refused, naming the address)
+        expect(2, "get", "k", "--cache-server", f"[::1]:{port}", stderr_has=f"[::1]:{port}")
+
+
+def test_uwsgi_tcp_and_unix():
+    need_uwsgi()
+    tmp = make_temp_dir()
+    port = free_port()
+    unix = os.path.join(tmp, "u.sock")
+    with Uwsgi([("127.0.0.1", port), unix]):
+        cli_suite(f"127.0.0.1:{port}", "tcp", tmp)
+        cli_suite(unix, "unix", tmp)
+
+
+# --------------------------------------------------------------------------------------------------
+# the persistent mode: a driver making several calls with one CacheClient, behind a counting proxy
+
+DRIVER_SOURCE = r'''
+#include <chrono>
+#include <iostream>
+#include <string>
+#include <thread>
+#include "server/client.hpp"
+// argv: address persistent|oneshot. stdin: one call a line ("get K", "set K V", "update K V",
+// "del K", "exists K", "clear", "sleep MS"). stdout: "ok [value]", "miss" or "error <last_error>".
+int main(int argc, char** argv) {
+  if (argc != 3) return 2;
+  server::ClientOptions options;
+  options.persistent = std::string(argv[2]) == "persistent";
+  options.timeout_ms = 3000;
+  server::CacheClient client(argv[1], options);
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    const auto sp1 = line.find(' ');
+    const std::string cmd = line.substr(0, sp1);
+    std::string key, value;
+    if (sp1 != std::string::npos) {
+      const auto sp2 = line.find(' ', sp1 + 1);
+      key = line.substr(sp1 + 1, sp2 == std::string::npos ? std::string::npos : sp2 - sp1 - 1);
+      if (sp2 != std::string::npos) value = line.substr(sp2 + 1);
+    }
+    server::ClientStatus status = server::ClientStatus::error;
+    std::string got;
+    if (cmd == "sleep") { std::this_thread::sleep_for(std::chrono::milliseconds(std::stoi(key))); continue; }
+    if (cmd == "get") status = client.get(key, got);
+    else if (cmd == "set") status = client.set(key, value);
+    else if (cmd == "update") status = client.update(key, value);
+    else if (cmd == "del") status = client.del(key);
+    else if (cmd == "exists") status = client.exists(key);
+    else if (cmd == "clear") status = client.clear();
+    if (status == server::ClientStatus::ok) std::cout << "ok" << (got.empty() ? "" : " " + got) << "\n";
+    else if (status == server::ClientStatus::miss) std::cout << "miss\n";
+    else std::cout << "error " << client.last_error() << "\n";
+    std::cout.flush();
+  }
+  return 0;
+}
+'''
+
+_DRIVER = {}
+
+
+def driver_binary():
+    """Compiles the driver once against the built libraries; Skip if that is not possible here."""
+    if "path" in _DRIVER:
+        return _DRIVER["path"]
+    if "skip" in _DRIVER:
+        raise Skip(_DRIVER["skip"])
+    libs = [os.path.join(BUILD_DIR, p) for p in ("server/libprotocol.a", "cache/libcache.a", "common/libcommon.a")]
+    compiler = shutil.which("c++") or shutil.which("g++")
+    missing = [p for p in libs if not os.path.exists(p)]
+    if compiler is None or missing:
+        _DRIVER["skip"] = f"cannot build the client driver: compiler {compiler}, missing {missing}"
+        raise Skip(_DRIVER["skip"])
+    tmp = make_temp_dir("drv-")
+    src = os.path.join(tmp, "driver.cpp")
+    out = os.path.join(tmp, "driver")
+    with open(src, "w") as f:
+        f.write(DRIVER_SOURCE)
+    flags = []
+    try:  # a sanitizer build's libraries need the same runtime
+        with open(os.path.join(BUILD_DIR, "CMakeCache.txt")) as f:
+            cache = f.read()
+        if "SANITIZE:STRING=address" in cache:
+            flags = ["-fsanitize=address,undefined"]
+        elif "SANITIZE:STRING=thread" in cache:
+            flags = ["-fsanitize=thread"]
+    except OSError:
+        pass
+    proc = subprocess.run([compiler, "-std=c++20", "-O1", *flags, "-I", SOURCE_DIR, src, *libs, "-lfmt",
+                           "-pthread", "-o", out], capture_output=True, timeout=180)
+    if proc.returncode != 0:
+        _DRIVER["skip"] = "cannot build the client driver:\n" + proc.stderr.decode("utf-8", "replace")[-2000:]
+        raise Skip(_DRIVER["skip"])
+    _DRIVER["path"] = out
+    return out
+
+
+def drive(addr, calls, persistent=True, timeout=30):
+    """Runs the calls with one CacheClient; returns the result lines."""
+    proc = subprocess.run([driver_binary(), addr, "persistent" if persistent else "oneshot"],
+                          input=("\n".join(calls) + "\n").encode(), capture_output=True, timeout=timeout)
+    check(proc.returncode == 0, f"driver exit {proc.returncode}: {proc.stderr[-500:]!r}")
+    return proc.stdout.decode("utf-8", "replace").splitlines()
+
+
+class CountingProxy:
+    """TCP proxy on loopback: one upstream connection per client connection, EOF passed on as a
+    half-close. Records the bytes each client connection sent."""
+
+    def __init__(self, upstream):
+        self.upstream = upstream
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.sent = []  # one bytearray per client connection
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self):
+        self.listener.settimeout(0.2)
+        while not self.stopping:
+            try:
+                client, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            record = bytearray()
+            with self.lock:
+                self.sent.append(record)
+            up = socket.create_connection(self.upstream, timeout=5)
+            for a, b, rec in ((client, up, record), (up, client, None)):
+                t = threading.Thread(target=self._pipe, args=(a, b, rec), daemon=True)
+                t.start()
+                self.threads.append(t)
+
+    @staticmethod
+    def _pipe(src, dst, record):
+        src.settimeout(20)
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if record is not None:
+                    record += data
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
+            try:
+                s.shutdown(how)
+            except OSError:
+                pass
+
+    def connections(self):
+        with self.lock:
+            return [bytes(r) for r in self.sent]
+
+    def close(self):
+        self.stopping = True
+        self.listener.close()
+
+
+SEQUENCE = ["set a alpha", "get a", "get nokey", "exists a", "exists nokey", "set a again", "update b beta",
+            "get b", "del a", "del a", "get a", "clear", "get b"]
+SEQUENCE_RESULTS = ["ok", "ok alpha", "miss", "ok", "miss", "miss", "ok", "ok beta", "ok", "miss", "miss", "ok",
+                    "miss"]
+
+
+def test_persistent_mode_ours():
+    port = free_port()
+    with Server(["--socket", f"127.0.0.1:{port}", "--processes", "2", "--cache", "100", "--socket-timeout", "1"],
+                workers=2):
+        proxy = CountingProxy(("127.0.0.1", port))
+        try:
+            check_eq(drive(f"127.0.0.1:{proxy.port}", SEQUENCE), SEQUENCE_RESULTS, "persistent calls, our server")
+            conns = proxy.connections()
+            check_eq(len(conns), 1, "connections used for 13 calls in the persistent mode")
+            check_eq(conns[0].count(b"\x09\x00keepalive\x01\x001"), len(SEQUENCE), "requests carrying keepalive=1")
+
+            # the server closes the kept connection after --socket-timeout 1 s idle: the next call
+            # reconnects transparently, and keeps using the persistent mode
+            results = drive(f"127.0.0.1:{proxy.port}", ["set x 1", "sleep 2600", "get x", "get x", "exists x"])
+            check_eq(results, ["ok", "ok 1", "ok 1", "ok"], "calls across an idle close")
+            conns = proxy.connections()[1:]
+            check_eq(len(conns), 2, "connections: one before the idle close, one after")
+            check(all(b"keepalive" in c for c in conns), "keepalive=1 dropped after an idle close")
+
+            # --no-persistent: one connection per call, no keepalive var
+            before = len(proxy.connections())
+            check_eq(drive(f"127.0.0.1:{proxy.port}", SEQUENCE, persistent=False), SEQUENCE_RESULTS,
+                     "one-shot calls, our server")
+            conns = proxy.connections()[before:]
+            check_eq(len(conns), len(SEQUENCE), "connections in the one-shot mode")
+            check(not any(b"keepalive" in c for c in conns), "keepalive sent with persistent off")
+        finally:
+            proxy.close()
+
+
+def test_persistent_mode_falls_back_against_uwsgi():
+    need_uwsgi()
+    port = free_port()
+    with Uwsgi([("127.0.0.1", port)]):
+        proxy = CountingProxy(("127.0.0.1", port))
+        try:
+            # starting with a hit: uWSGI replies then closes; the client notices on the next call
+            check_eq(drive(f"127.0.0.1:{proxy.port}", SEQUENCE), SEQUENCE_RESULTS, "persistent calls, uWSGI")
+            conns = proxy.connections()
+            with_keepalive = [i for i, c in enumerate(conns) if b"keepalive" in c]
+            check(with_keepalive == [0], f"keepalive=1 sent on connections {with_keepalive} (want only the first)")
+            check(len(conns) >= len(SEQUENCE), f"{len(conns)} connections for {len(SEQUENCE)} calls")
+            # starting with a miss: silence proves at once that the server ignores keepalive
+            before = len(proxy.connections())
+            check_eq(drive(f"127.0.0.1:{proxy.port}", ["get none", "set c 1", "get c", "get c"]),
+                     ["miss", "ok", "ok 1", "ok 1"], "persistent calls starting with a miss, uWSGI")
+            conns = proxy.connections()[before:]
+            check_eq(len(conns), 4, "connections for 4 calls")
+            check_eq([b"keepalive" in c for c in conns], [True, False, False, False], "keepalive var per connection")
+            # the same client one-shot
+            before = len(proxy.connections())
+            check_eq(drive(f"127.0.0.1:{proxy.port}", ["clear"] + SEQUENCE, persistent=False),
+                     ["ok"] + SEQUENCE_RESULTS, "one-shot calls, uWSGI")
+            check(not any(b"keepalive" in c for c in proxy.connections()[before:]), "keepalive sent one-shot")
+        finally:
+            proxy.close()
+
+
+if __name__ == "__main__":
+    import atexit
+    atexit.register(_kill_uwsgis)
+    run_tests([test_usage_errors, test_unreachable_server, test_exact_request_bytes, test_malformed_and_odd_replies,
+               test_ours_tcp_and_unix, test_uwsgi_tcp_and_unix,
+               test_persistent_mode_ours, test_persistent_mode_falls_back_against_uwsgi], budget=240)
