@@ -259,6 +259,86 @@ MagicOutcome magic_simple(cache::Cache& cache, const MagicVars& vars, std::strin
   return MagicOutcome::error;
 }
 
+// Our extensions to the magic interface (uWSGI ignores unknown cmds and closes without a reply, so a
+// client can tell it is talking to uWSGI and fall back).
+
+// keys: status=ok, count=N, size=B, then B bytes of (u16 LE length, key)*.
+MagicOutcome magic_keys(cache::Cache& cache, Reply& reply) {
+  std::uint64_t count = 0;
+  reply.body.clear();
+  cache.for_each_key([&](std::string_view key) {
+    append_u16le(reply.body, static_cast<std::uint16_t>(key.size()));
+    reply.body.append(key);
+    ++count;
+  });
+  reply.head.clear();
+  encode_header(reply.head, kModifierCache, 0, kMagic);
+  append_var(reply.head, "status", "ok");
+  append_var(reply.head, "count", DecimalText(count).view());
+  append_var(reply.head, "size", DecimalText(reply.body.size()).view());
+  patch_datasize(reply.head);
+  return MagicOutcome::ok_with_reply_built;
+}
+
+// stats: status=ok then one var per counter, no body.
+MagicOutcome magic_stats(cache::Cache& cache, Reply& reply) {
+  const cache::Stats stats = cache.stats();
+  const cache::Geometry& geometry = cache.geometry();
+  reply.head.clear();
+  encode_header(reply.head, kModifierCache, 0, kMagic);
+  append_var(reply.head, "status", "ok");
+  append_var(reply.head, "name", geometry.name);
+  const std::pair<std::string_view, std::uint64_t> counters[] = {
+      {"items", stats.items},           {"capacity", stats.capacity},
+      {"blocksize", geometry.blocksize}, {"keysize", geometry.keysize},
+      {"hits", stats.hits},             {"misses", stats.misses},
+      {"full", stats.full},             {"evictions", stats.evictions},
+      {"expirations", stats.expirations}, {"lock_waits", stats.lock_waits},
+      {"lookups", stats.lookups},       {"probes", stats.probes},
+      {"shard_recoveries", stats.shard_recoveries}};
+  for (const auto& [name, value] : counters) append_var(reply.head, name, DecimalText(value).view());
+  patch_datasize(reply.head);
+  return MagicOutcome::ok_with_reply_built;
+}
+
+// inc/dec/mul/div: the operand is the 8-byte little-endian body (size=8), as uWSGI's client sends it
+// for remote math (where uWSGI then merely stores it). Reply: status=ok, value=<the new number>.
+MagicOutcome magic_math(cache::Cache& cache, const MagicVars& vars, const Request& request, Reply& reply,
+                        std::string& note) {
+  if (request.body.size() != 8) {
+    note = fmt::format("cache magic {} {}: the operand must be an 8-byte body, got {} byte(s)", vars.cmd,
+                       printable(vars.key), request.body.size());
+    if (!vars.has_size) reply.close_after = true;
+    return MagicOutcome::error;
+  }
+  std::uint64_t raw = 0;
+  for (int i = 7; i >= 0; --i) raw = (raw << 8) | static_cast<unsigned char>(request.body[static_cast<std::size_t>(i)]);
+  std::uint64_t expires = 0;
+  if (!vars.expires.empty() && !parse_decimal(vars.expires, expires)) {
+    note = fmt::format("cache magic {} {}: expires {} is not a decimal number", vars.cmd, printable(vars.key),
+                       printable(vars.expires));
+    return MagicOutcome::error;
+  }
+  if (expires > kMaxExpiresSeconds) expires = kMaxExpiresSeconds;
+  const cache::Cache::MathOp op = vars.cmd == "inc"   ? cache::Cache::MathOp::inc
+                                  : vars.cmd == "dec" ? cache::Cache::MathOp::dec
+                                  : vars.cmd == "mul" ? cache::Cache::MathOp::mul
+                                                      : cache::Cache::MathOp::div;
+  std::int64_t result = 0;
+  const cache::Status status =
+      cache.math(vars.key, op, static_cast<std::int64_t>(raw), static_cast<std::int64_t>(expires), &result);
+  if (status != cache::Status::ok) {
+    note = fmt::format("cache magic {} {}: {}", vars.cmd, printable(vars.key), cache::describe(status));
+    return MagicOutcome::error;
+  }
+  reply.head.clear();
+  encode_header(reply.head, kModifierCache, 0, kMagic);
+  append_var(reply.head, "status", "ok");
+  append_var(reply.head, "value", fmt::format("{}", result));
+  patch_datasize(reply.head);
+  return MagicOutcome::ok_with_reply_built;
+}
+
 void handle_magic(cache::CacheSet& caches, const Request& request, Reply& reply, std::string& note) {
   MagicVars vars;
   VarsReader reader(request.payload);
@@ -298,6 +378,12 @@ void handle_magic(cache::CacheSet& caches, const Request& request, Reply& reply,
     outcome = magic_write(*target, vars, request, reply, note);
   } else if (vars.cmd == "exists" || vars.cmd == "del" || vars.cmd == "clear") {
     outcome = magic_simple(*target, vars, note);
+  } else if (vars.cmd == "keys") {
+    outcome = magic_keys(*target, reply);
+  } else if (vars.cmd == "stats") {
+    outcome = magic_stats(*target, reply);
+  } else if (vars.cmd == "inc" || vars.cmd == "dec" || vars.cmd == "mul" || vars.cmd == "div") {
+    outcome = magic_math(*target, vars, request, reply, note);
   } else {
     note = vars.cmd.empty() ? std::string("cache magic: no cmd")
                             : fmt::format("cache magic: unknown cmd {}", printable(vars.cmd));

@@ -2,6 +2,10 @@
 // the default cache, until the Python host is configured.
 #include <fmt/format.h>
 
+#include <charconv>
+#include <chrono>
+#include <thread>
+
 #include "server/dispatcher.hpp"
 
 namespace server {
@@ -9,6 +13,8 @@ namespace server {
 namespace {
 
 inline constexpr std::string_view kCachePrefix = "/cache/";
+inline constexpr std::string_view kSleepPrefix = "/sleep/";
+inline constexpr unsigned kMaxSleepMs = 60000;
 
 class DemoApplication final : public Application {
  public:
@@ -35,6 +41,19 @@ class DemoApplication final : public Application {
       return respond(reply, protocol, "404 Not Found", "text/plain", "Not Found\n", false);
     if (path == "/")
       return respond(reply, protocol, "200 OK", "text/plain; charset=utf-8", home_page(), head_only);
+    if (path.starts_with(kSleepPrefix)) {
+      // A deliberately slow request: shows what --harakiri and graceful stops do with a stuck worker
+      // (the demo app runs on the worker's loop, so the whole worker is stuck while it sleeps).
+      std::string_view digits = path.substr(kSleepPrefix.size());
+      unsigned ms = 0;
+      auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), ms);
+      if (error != std::errc() || end != digits.data() + digits.size() || ms > kMaxSleepMs) {
+        return respond(reply, protocol, "400 Bad Request", "text/plain",
+                       fmt::format("expected /sleep/<milliseconds up to {}>\n", kMaxSleepMs), head_only);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      return respond(reply, protocol, "200 OK", "text/plain", fmt::format("slept {} ms\n", ms), head_only);
+    }
     if (path.starts_with(kCachePrefix) && path.size() > kCachePrefix.size()) {
       cache::Cache* cache = caches_.default_cache();
       std::string stored;  // per call: the worker may run the application on several threads at once
@@ -73,6 +92,7 @@ class DemoApplication final : public Application {
     page +=
         "\nTry:\n"
         "  GET /cache/<key>   the value of <key> in the default cache (404 if absent)\n"
+        "  GET /sleep/<ms>    answer after sleeping (the worker is stuck meanwhile: try --harakiri)\n"
         "  store one from the uWSGI Python API (uwsgi.cache_set) or with a modifier1 111 modifier2 17 set:\n"
         "  printf "
         "'\\x6f\\x1c\\x00\\x11\\x03\\x00cmd\\x03\\x00set\\x03\\x00key\\x02\\x00m1\\x04\\x00size\\x01\\x005hel"

@@ -232,7 +232,8 @@ bool app_body_length(std::string_view vars, const FrameLimits& limits, std::uint
   return true;
 }
 
-// Body length of a magic (modifier2 17) request: `size` bytes for set/update when 0 < size <=
+// Body length of a magic (modifier2 17) request: `size` bytes for set/update (and our inc/dec/mul/div)
+// when 0 < size <=
 // max_body. Anything else carries no body for framing purposes; the handler then refuses the request
 // without reading on, as uWSGI leaves an unwanted body unread.
 bool magic_body_length(std::string_view vars, std::uint64_t max_body, std::uint64_t& body,
@@ -254,7 +255,9 @@ bool magic_body_length(std::string_view vars, std::uint64_t max_body, std::uint6
     return false;
   }
   body = 0;
-  if (cmd != "set" && cmd != "update") return true;
+  const bool carries_body = cmd == "set" || cmd == "update" || cmd == "inc" || cmd == "dec" || cmd == "mul" ||
+                            cmd == "div";  // the last four: our math extension, an 8-byte operand
+  if (!carries_body) return true;
   std::uint64_t announced = 0;
   if (parse_decimal(size, announced) && announced > 0 && announced <= max_body) body = announced;
   return true;
