@@ -444,3 +444,59 @@ TEST_CASE("modifier1 0 and others", "[dispatcher]") {
     CHECK(note == "empty application request (modifier1 0, datasize 0), skipped");
   }
 }
+
+TEST_CASE("magic extensions: keys, stats, inc/dec/mul/div", "[cache-commands]") {
+  Server server;
+  REQUIRE(server.main->set("k2", "v2") == cache::Status::ok);
+
+  SECTION("keys lists every live key, length-prefixed, with count and size vars") {
+    const std::string reply = server.send(wire::packet(111, 17, wire::vars({{"cmd", "keys"}})));
+    REQUIRE(reply.size() >= 4);
+    const std::size_t vars_len = static_cast<unsigned char>(reply[1]) | (static_cast<unsigned char>(reply[2]) << 8);
+    std::map<std::string, std::string> got;
+    parse_vars(std::string_view(reply).substr(4, vars_len),
+               [&](std::string_view k, std::string_view v) { got[std::string(k)] = std::string(v); });
+    CHECK(got["status"] == "ok");
+    CHECK(got["count"] == "2");
+    std::vector<std::string> keys;
+    std::string_view list = std::string_view(reply).substr(4 + vars_len);
+    CHECK(got["size"] == std::to_string(list.size()));
+    while (list.size() >= 2) {
+      const std::size_t n = static_cast<unsigned char>(list[0]) | (static_cast<unsigned char>(list[1]) << 8);
+      keys.emplace_back(list.substr(2, n));
+      list.remove_prefix(2 + n);
+    }
+    std::sort(keys.begin(), keys.end());
+    CHECK(keys == std::vector<std::string>{"k1", "k2"});
+  }
+  SECTION("stats reports the target cache's counters") {
+    const std::string reply =
+        server.send(wire::packet(111, 17, wire::vars({{"cmd", "stats"}, {"cache", "small"}})));
+    std::map<std::string, std::string> got;
+    parse_vars(std::string_view(reply).substr(4),
+               [&](std::string_view k, std::string_view v) { got[std::string(k)] = std::string(v); });
+    CHECK(got["status"] == "ok");
+    CHECK(got["name"] == "small");
+    CHECK(got["capacity"] == "4");
+    CHECK(got["blocksize"] == "16");
+    CHECK(got["items"] == "0");
+  }
+  SECTION("inc really adds on the server, atomically; the operand is an 8-byte LE body") {
+    const std::string five = bytes({5, 0, 0, 0, 0, 0, 0, 0});
+    const std::string inc = wire::packet(111, 17, wire::vars({{"cmd", "inc"}, {"key", "n"}, {"size", "8"}}), five);
+    server.send(inc);
+    const std::string reply = server.send(inc);
+    CHECK(reply.find(std::string("\x05\x00value\x02\x00" "10", 11)) != std::string::npos);
+    CHECK(server.value_of(*server.main, "n") == bytes({10, 0, 0, 0, 0, 0, 0, 0}));
+    const std::string mul = wire::packet(111, 17, wire::vars({{"cmd", "mul"}, {"key", "n"}, {"size", "8"}}),
+                                         bytes({3, 0, 0, 0, 0, 0, 0, 0}));
+    server.send(mul);
+    CHECK(server.value_of(*server.main, "n") == bytes({30, 0, 0, 0, 0, 0, 0, 0}));
+  }
+  SECTION("a math operand that is not 8 bytes is refused with a note, nothing stored") {
+    CHECK(server.send(wire::packet(111, 17, wire::vars({{"cmd", "dec"}, {"key", "n"}, {"size", "3"}}), "abc"))
+              .empty());
+    CHECK(server.note.find("8-byte") != std::string::npos);
+    CHECK(server.value_of(*server.main, "n") == "<miss>");
+  }
+}
