@@ -83,6 +83,7 @@ struct Config {
   // sockets and processes
   std::vector<std::string> sockets;       // --socket: host:port, :port, or a UNIX path
   std::vector<std::string> http_sockets;  // --http-socket
+  std::vector<std::string> persistent_sockets;  // --persistent-socket: our framed, kept-alive mode
   int processes = 1;
   bool master = true;  // accepted for compatibility: the master always runs
   int listen_backlog = 100;

@@ -278,6 +278,10 @@ std::vector<OptionSpec> build_table() {
            "bind a uwsgi-protocol socket: host:port, :port (all interfaces) or a UNIX path", check_socket),
       list("http-socket", "", &C::http_sockets, g1, "ADDR", "bind an HTTP socket (same forms as --socket)",
            check_socket),
+      list("persistent-socket", "", &C::persistent_sockets, g1, "ADDR",
+           "bind a uwsgi-protocol socket whose connections carry many requests, every cache reply framed "
+           "[111, length, modifier2] (ours; for our clients and benchmarks, never for nginx)",
+           check_socket),
       integer("processes", "workers -p", &C::processes, {1, 1024}, g1, "N", "number of worker processes"),
       flag("master", "-M", &C::master, g1, "accepted for uWSGI compatibility: the master always runs"),
       integer("listen", "-l", &C::listen_backlog, {1, 65535}, g1, "N", "listen(2) backlog of every socket"),

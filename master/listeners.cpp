@@ -104,7 +104,8 @@ int bind_tcp(const std::string& spec) {
 }  // namespace
 
 std::string Listener::describe() const {
-  return unix_path.empty() ? fmt::format("{} (tcp, fd {})", spec, fd) : fmt::format("{} (unix, fd {})", spec, fd);
+  return fmt::format("{} ({}{}, fd {})", spec, unix_path.empty() ? "tcp" : "unix", persistent ? ", persistent" : "",
+                     fd);
 }
 
 std::vector<Listener> bind_listeners(const std::vector<std::string>& specs, const ListenOptions& options) {

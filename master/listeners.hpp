@@ -11,6 +11,7 @@ struct Listener {
   std::string spec;       // as the user wrote it
   std::string unix_path;  // non-empty for a UNIX socket (removed at exit)
   int fd = -1;
+  bool persistent = false;  // --persistent-socket
   std::string describe() const;
 };
 

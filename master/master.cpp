@@ -27,6 +27,9 @@
 #include "common/log.hpp"
 #include "master/listeners.hpp"
 #include "master/signals.hpp"
+#ifdef HAVE_PYHOST
+#include "pyhost/pyhost.hpp"
+#endif
 #include "server/dispatcher.hpp"
 #include "workers/scoreboard.hpp"
 #include "workers/worker.hpp"
@@ -283,7 +286,10 @@ void Master::become_worker(int id, int slot) {
   close(ready_pipe_[0]);
   workers::WorkerSettings settings;
   settings.id = id;
-  for (const Listener& listener : listeners_) settings.listen_fds.push_back(listener.fd);
+  for (const Listener& listener : listeners_) {
+    settings.listen_fds.push_back(listener.fd);
+    if (listener.persistent) settings.persistent_fds.push_back(listener.fd);
+  }
   settings.ready_fd = ready_pipe_[1];
   settings.buffer_size = config_.buffer_size;
   settings.socket_timeout_s = config_.socket_timeout;
@@ -535,15 +541,31 @@ void Master::log_stats() {
 int Master::run() {
   common::set_log_level(config_.debug_log ? common::LogLevel::debug : common::LogLevel::info);
   create_caches();  // geometry errors surface before any socket is bound
+#ifdef HAVE_PYHOST
+  if (!config_.module.empty() || !config_.wsgi_file.empty()) {
+    application_ = pyhost::create_application(config_, caches_);
+  } else {
+    application_ = server::make_demo_application(caches_);
+  }
+#else
+  if (!config_.module.empty() || !config_.wsgi_file.empty()) {
+    throw std::runtime_error("--module/--wsgi-file: this server was built without the Python host (libpython3.11-dev)");
+  }
   application_ = server::make_demo_application(caches_);
+#endif
   ListenOptions listen_options;
   listen_options.backlog = config_.listen_backlog;
   listen_options.chmod_socket = config_.chmod_socket;
-  if (config_.sockets.empty()) throw std::runtime_error("no --socket given: nothing to listen on (try --socket 127.0.0.1:3031)");
+  if (config_.sockets.empty() && config_.persistent_sockets.empty()) throw std::runtime_error("no --socket given: nothing to listen on (try --socket 127.0.0.1:3031)");
   if (!config_.http_sockets.empty()) {
     throw std::runtime_error("--http-socket is not built yet: put nginx in front of a --socket (see docs/nginx.md)");
   }
   listeners_ = bind_listeners(config_.sockets, listen_options);
+  std::vector<Listener> persistent = bind_listeners(config_.persistent_sockets, listen_options);
+  for (Listener& listener : persistent) {
+    listener.persistent = true;
+    listeners_.push_back(listener);
+  }
   write_pidfile();
 
   sigset_t set = master_signal_set();

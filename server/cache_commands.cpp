@@ -93,7 +93,8 @@ void handle_set(cache::Cache& cache, const Request& request, std::string& note) 
     return;
   }
   const cache::Status status = cache.set(items[0], items[1], 0);
-  if (status != cache::Status::ok) {
+  // A present key is set's normal outcome, not a problem worth a log line (a full cache logs itself).
+  if (status != cache::Status::ok && status != cache::Status::exists) {
     note = fmt::format("cache set {} in \"{}\": {}", printable(items[0]), cache_name(cache),
                        cache::describe(status));
   }
@@ -220,8 +221,10 @@ MagicOutcome magic_write(cache::Cache& cache, const MagicVars& vars, const Reque
   const cache::Status status = update ? cache.update(vars.key, request.body, expires_in)
                                       : cache.set(vars.key, request.body, expires_in);
   if (status == cache::Status::ok) return MagicOutcome::ok;
-  note = fmt::format("cache magic {} {} in \"{}\": {}", vars.cmd, printable(vars.key), cache_name(cache),
-                     cache::describe(status));
+  if (status != cache::Status::exists) {
+    note = fmt::format("cache magic {} {} in \"{}\": {}", vars.cmd, printable(vars.key), cache_name(cache),
+                       cache::describe(status));
+  }
   return MagicOutcome::error;
 }
 
@@ -364,6 +367,7 @@ void handle_magic(cache::CacheSet& caches, const Request& request, Reply& reply,
     note = fmt::format("cache magic: {}", reader.error());
     return;
   }
+  vars.keepalive = vars.keepalive || request.persistent;
   if (vars.keepalive) reply.close_after = false;
 
   MagicOutcome outcome = MagicOutcome::error;
@@ -405,9 +409,28 @@ void handle_magic(cache::CacheSet& caches, const Request& request, Reply& reply,
   }
 }
 
-}  // namespace
+// On a --persistent-socket every reply of modifier2 0..5 (and an unknown one) is framed
+// [111, length, modifier2] + bytes, length 0 meaning a miss or "done": a kept connection cannot
+// signal a miss by closing. A value over 65535 bytes cannot be framed: the connection closes instead.
+void frame_for_persistent_connection(const Request& request, Reply& reply, std::string& note) {
+  const std::uint8_t command = request.header.modifier2;
+  if (command == static_cast<std::uint8_t>(CacheCommand::dump)) return;  // its own framing; closes
+  if (command == kMagic) return;                                          // keepalive framing
+  const bool drops_head = command == static_cast<std::uint8_t>(CacheCommand::get) ||
+                          command == static_cast<std::uint8_t>(CacheCommand::stream_get);
+  if (drops_head) reply.head.clear();  // 0 and 5 carry their own 4-byte head; it becomes the frame
+  if (!reply.head.empty() || reply.body.size() > 0xffff) {
+    note = fmt::format("persistent connection: a {}-byte reply to modifier2 {} cannot be framed (max 65535); "
+                       "closing",
+                       reply.head.size() + reply.body.size(), command);
+    reply.clear();
+    return;
+  }
+  encode_header(reply.head, kModifierCache, static_cast<std::uint16_t>(reply.body.size()), command);
+  reply.close_after = false;
+}
 
-void handle_cache_request(cache::CacheSet& caches, const Request& request, Reply& reply,
+void handle_cache_command(cache::CacheSet& caches, const Request& request, Reply& reply,
                           CacheScratch& scratch, std::string& note) {
   const std::uint8_t command = request.header.modifier2;
   if (command == static_cast<std::uint8_t>(CacheCommand::dump)) {
@@ -455,6 +478,14 @@ void handle_cache_request(cache::CacheSet& caches, const Request& request, Reply
     default:
       return;
   }
+}
+
+}  // namespace
+
+void handle_cache_request(cache::CacheSet& caches, const Request& request, Reply& reply,
+                          CacheScratch& scratch, std::string& note) {
+  handle_cache_command(caches, request, reply, scratch, note);
+  if (request.persistent) frame_for_persistent_connection(request, reply, note);
 }
 
 }  // namespace server

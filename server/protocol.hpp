@@ -133,6 +133,9 @@ struct Request {
   PacketHeader header;
   std::string_view payload;  // datasize bytes after the header
   std::string_view body;     // what followed the payload (announced length)
+  // Arrived on a --persistent-socket: the connection carries many requests and every cache reply is
+  // framed (see docs/protocol.md, persistent mode).
+  bool persistent = false;
 };
 
 // The reply: head then body, written with one writev. Both buffers are reused across requests.

@@ -196,6 +196,7 @@ struct Connection {
   bool writing = false;
   bool persistent = false;        // the client asked to keep the connection (our opt-in mode)
   bool peer_closed = false;       // read returned EOF
+  bool persistent_socket = false; // accepted on a --persistent-socket: framed replies, kept open
   bool in_application = false;    // an application thread owns the request and the reply right now
   std::size_t request_bytes = 0;  // size of the request being handled (consumed once replied)
   std::int64_t deadline_ms = 0;   // socket timeout: when we give up waiting for the client
@@ -408,6 +409,8 @@ void Worker::accept_from(int listen_fd) {
     slot->accepted.fetch_add(1, std::memory_order_relaxed);
     Connection* conn = acquire();
     conn->fd = fd;
+    conn->persistent_socket = std::find(settings_.persistent_fds.begin(), settings_.persistent_fds.end(),
+                                        listen_fd) != settings_.persistent_fds.end();
     conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
     serve(conn);
   }
@@ -437,6 +440,7 @@ void Worker::release(Connection* conn) {
   conn->writing = false;
   conn->persistent = false;
   conn->peer_closed = false;
+  conn->persistent_socket = false;
   conn->in_application = false;
   conn->request_bytes = 0;
   if (conn->reply.body.capacity() > kRetainedBuffer) conn->reply.body.shrink_to_fit();
@@ -536,6 +540,7 @@ server::Request Worker::request_view(const Connection* conn, const server::Frame
   request.header = frame.header;
   request.payload = bytes.substr(server::kHeaderSize, frame.payload_end - server::kHeaderSize);
   request.body = bytes.substr(frame.payload_end, frame.total - frame.payload_end);
+  request.persistent = conn->persistent_socket;
   return request;
 }
 

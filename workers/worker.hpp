@@ -18,6 +18,7 @@ inline constexpr int kExitFatalConfig = 78;
 struct WorkerSettings {
   int id = 1;                      // 1..processes
   std::vector<int> listen_fds;     // inherited, non-blocking
+  std::vector<int> persistent_fds; // those of listen_fds that are --persistent-socket
   int ready_fd = -1;               // write end of the master's readiness pipe
   std::uint32_t buffer_size = 65535;
   std::uint64_t max_body = 16u << 20;
