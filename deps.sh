@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and testing need, from Debian 12's packages. Idempotent and quiet when
-# everything is already there. Usage: ./deps.sh [build|test]  (test = build + the test peers)
+# everything is already there. Usage: ./deps.sh [build|test|bench]
+#   test = build + the test peers; bench = test + what the benchmarks compare against
 set -euo pipefail
 want=(cmake ninja-build g++ pkg-config libuv1-dev libfmt-dev libtomlplusplus-dev catch2)
-if [ "${1:-build}" = test ]; then
+if [ "${1:-build}" = test ] || [ "${1:-build}" = bench ]; then
   # Real peers the tests start: uWSGI 2.0.21 (compatibility oracle), nginx, Debian's Python 3.11.
-  want+=(uwsgi-core nginx-light python3 python3-django libpython3.11-dev)
+  want+=(uwsgi-core uwsgi-plugin-python3 nginx-light python3 python3-django libpython3.11-dev)
+fi
+if [ "${1:-build}" = bench ]; then
+  want+=(memcached wrk linux-perf)
 fi
 missing=()
 for pkg in "${want[@]}"; do

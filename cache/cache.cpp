@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -33,15 +34,24 @@ namespace cache {
 
 std::string_view describe(Status status) {
   switch (status) {
-    case Status::ok: return "ok";
-    case Status::miss: return "not found";
-    case Status::exists: return "key already exists";
-    case Status::full: return "cache is full";
-    case Status::key_empty: return "empty key";
-    case Status::key_too_long: return "key longer than keysize";
-    case Status::value_empty: return "empty value";
-    case Status::value_too_large: return "value larger than blocksize";
-    case Status::not_a_number: return "value is not a number";
+    case Status::ok:
+      return "ok";
+    case Status::miss:
+      return "not found";
+    case Status::exists:
+      return "key already exists";
+    case Status::full:
+      return "cache is full";
+    case Status::key_empty:
+      return "empty key";
+    case Status::key_too_long:
+      return "key longer than keysize";
+    case Status::value_empty:
+      return "empty value";
+    case Status::value_too_large:
+      return "value larger than blocksize";
+    case Status::not_a_number:
+      return "value is not a number";
   }
   return "unknown status";
 }
@@ -82,6 +92,8 @@ constexpr int kOddSeqSpins = 64;
 // Hit counting for reordering is sampled: one hit in kHitSample (a power of two) writes the item.
 constexpr std::uint32_t kHitSample = 4;
 thread_local std::uint32_t t_hit_tick = 0;
+// Contended locks: trylock rounds (pauses doubling up to 32) before sleeping in the kernel.
+constexpr int kLockSpins = 16;
 // Bounded lock holds for the background jobs.
 constexpr std::uint64_t kSweepBucketsPerHold = 256;
 constexpr std::uint64_t kReorderBucketsPerHold = 64;
@@ -97,7 +109,8 @@ constexpr unsigned kFullLogIntervalSeconds = 60;
 
 std::uint32_t djb33x(std::string_view key) {
   std::uint32_t h = 5381;
-  for (char c : key) h = (h * 33) ^ static_cast<std::uint32_t>(static_cast<std::int32_t>(static_cast<signed char>(c)));
+  for (char c : key)
+    h = (h * 33) ^ static_cast<std::uint32_t>(static_cast<std::int32_t>(static_cast<signed char>(c)));
   return h;
 }
 
@@ -138,7 +151,9 @@ std::uint32_t stripe_index() {
 
 std::uint64_t xorshift() {
   thread_local std::uint64_t state = 0;
-  if (state == 0) state = static_cast<std::uint64_t>(monotonic_ns()) ^ (static_cast<std::uint64_t>(getpid()) << 32) ^ 0x9E3779B97F4A7C15ULL;
+  if (state == 0)
+    state = static_cast<std::uint64_t>(monotonic_ns()) ^ (static_cast<std::uint64_t>(getpid()) << 32) ^
+            0x9E3779B97F4A7C15ULL;
   state ^= state << 13;
   state ^= state >> 7;
   state ^= state << 17;
@@ -191,12 +206,19 @@ class ShmCache final : public Cache {
     return store(Mode::math, key, {}, expires_in, op, operand, result);
   }
   void for_each_key(const std::function<void(std::string_view key)>& visit) override;
-  std::uint64_t count() const override { return alloc_->primaries.load(std::memory_order_relaxed); }
+  std::uint64_t count() const override {
+    std::uint64_t n = 0;
+    for (std::uint32_t s = 0; s < shards_n_; ++s) n += shards_[s].items.load(std::memory_order_relaxed);
+    return n;
+  }
   Stats stats() const override;
   std::uint64_t sweep_expired() override;
   std::uint64_t reorder_hot_items() override;
+  void prefault() override;
   void set_clock(Clock clock) override { clock_ = std::move(clock); }
-  void set_mutation_delay_for_tests(std::uint32_t microseconds) override { mutation_delay_us_ = microseconds; }
+  void set_mutation_delay_for_tests(std::uint32_t microseconds) override {
+    mutation_delay_us_ = microseconds;
+  }
 
  private:
   enum class Mode { set, update, math };
@@ -217,7 +239,9 @@ class ShmCache final : public Cache {
   bool expired_now(std::int64_t expires) const { return !no_expire_ && expires != 0 && expires <= now(); }
   std::int64_t absolute_expiry(std::int64_t expires_in) const {
     if (no_expire_ || expires_in == 0) return 0;
-    std::int64_t at = now() + expires_in;
+    const std::int64_t now_s = now();
+    if (expires_in > 0 && now_s > INT64_MAX - expires_in) return INT64_MAX;  // "forever", no overflow
+    std::int64_t at = now_s + expires_in;
     return at <= 0 ? 1 : at;  // negative: already expired, but never the "0 = never" marker
   }
 
@@ -230,6 +254,7 @@ class ShmCache final : public Cache {
   void map_and_init();
 
   // ---- locks ----
+  int acquire(pthread_mutex_t* m);  // trylock, spin, then block; returns pthread_mutex_lock's result
   void lock_shard(std::uint32_t s);
   void unlock_shard(std::uint32_t s) { pthread_mutex_unlock(&shard(s).mutex); }
   void lock_alloc();
@@ -257,10 +282,13 @@ class ShmCache final : public Cache {
       if (sh != nullptr) return;
       sh = &shard;
       sh->seq.store(sh->seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-      std::atomic_thread_fence(std::memory_order_release);
+#if !CACHE_TSAN  // TSan builds have no optimistic readers (and GCC's TSan rejects fences)
+      std::atomic_thread_fence(std::memory_order_release);  // the odd seq is visible before any data store
+#endif
     }
     ~Mutation() {
-      if (sh != nullptr) sh->seq.store(sh->seq.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+      if (sh != nullptr)
+        sh->seq.store(sh->seq.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     }
   };
 
@@ -275,9 +303,12 @@ class ShmCache final : public Cache {
   }
   Found find_locked(std::uint32_t b, std::uint32_t h, std::string_view key);
   void unlink_locked(std::uint32_t b, std::uint32_t slot, std::uint32_t prev);
-  void free_item_locked(std::uint32_t slot);  // frees the slot and its ext (alloc lock inside)
+  // Frees an item's slot and its ext. park: the primary slot may go to shard s's stash.
+  void free_item_locked(std::uint32_t s, std::uint32_t slot, bool park = true);
   bool alloc_slots_locked(std::uint32_t s, bool primary, std::uint32_t* out);
-  void free_slots_locked(const std::uint32_t* slots, std::size_t n);
+  void free_slots_locked(std::uint32_t s, const std::uint32_t* slots, std::size_t n, bool park = true);
+  void push_global_alloc_locked(std::uint32_t slot);
+  std::uint64_t drain_stashes();  // no lock held: returns stashed slots moved to the global stack
   // Writes key+value into slot `i` (layout per needs_ext); false if an ext slot was needed and none was free.
   bool write_item_locked(std::uint32_t s, std::uint32_t i, std::string_view key, std::string_view value,
                          bool key_in_place);
@@ -291,13 +322,18 @@ class ShmCache final : public Cache {
 
   Status store(Mode mode, std::string_view key, std::string_view value, std::int64_t expires_in, MathOp op,
                std::int64_t operand, std::int64_t* result);
+  bool log_allowed(unsigned long long* suppressed) {
+    std::lock_guard<std::mutex> guard(full_log_mutex_);
+    return full_log_.allow(suppressed);
+  }
   bool handle_full();  // true if room was made and the write should be retried
   bool evict_lru_one();
   template <bool kCopy>
   Status lookup(std::string_view key, std::string* value, std::int64_t* expires_at);
 
   Geometry geometry_;
-  common::RateLimitedLog full_log_;
+  std::mutex full_log_mutex_;        // process-local: RateLimitedLog is not thread safe
+  common::RateLimitedLog full_log_;  // full_log_mutex_
   Clock clock_;
   std::uint32_t mutation_delay_us_ = 0;
 
@@ -320,6 +356,7 @@ class ShmCache final : public Cache {
   std::uint32_t keysize_ = 0;
   std::uint32_t shards_n_ = 0;
   std::uint32_t shard_mask_ = 0;
+  std::uint32_t stash_cap_ = 0;  // per-shard stash size in use (<= kStashMax)
   bool purge_lru_ = false;
   bool no_expire_ = false;
 };
@@ -336,11 +373,14 @@ void ShmCache::map_and_init() {
   items_cap_ = g.items;
   blocksize_ = g.blocksize;
   keysize_ = g.keysize;
-  block_size_ = align_up(std::max<std::uint64_t>(g.blocksize + std::min<std::uint64_t>(g.keysize, kInlineKeyBudget), g.keysize), kBlockAlign);
+  block_size_ = align_up(
+      std::max<std::uint64_t>(g.blocksize + std::min<std::uint64_t>(g.keysize, kInlineKeyBudget), g.keysize),
+      kBlockAlign);
   // Oversized items (key + value > block) need a key-extension slot; reserve some so N items fit.
   std::uint64_t reserve = 0;
   if (g.keysize + g.blocksize > block_size_)
-    reserve = std::min(g.items, std::max(kMinExtReserve, (g.items + kExtReserveDivisor - 1) / kExtReserveDivisor));
+    reserve =
+        std::min(g.items, std::max(kMinExtReserve, (g.items + kExtReserveDivisor - 1) / kExtReserveDivisor));
   std::uint64_t slots = g.items + reserve;
   if (slots >= kNil) throw std::runtime_error("cache \"" + g.name + "\": too many items");
   slots_ = static_cast<std::uint32_t>(slots);
@@ -353,6 +393,7 @@ void ShmCache::map_and_init() {
   shards_n_ = 1;
   while (shards_n_ < kMaxShards && shards_n_ * 2 <= hashsize_) shards_n_ <<= 1;
   shard_mask_ = shards_n_ - 1;
+  stash_cap_ = static_cast<std::uint32_t>(std::min<std::uint64_t>(kStashMax, g.items / (2ULL * shards_n_)));
   purge_lru_ = g.purge_lru;
   no_expire_ = g.no_expire;
 
@@ -375,7 +416,8 @@ void ShmCache::map_and_init() {
   size_ = off;
   void* p = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED)
-    throw std::runtime_error(fmt::format("cache \"{}\": mmap of {} bytes failed: {}", g.name, size_, strerror(errno)));
+    throw std::runtime_error(
+        fmt::format("cache \"{}\": mmap of {} bytes failed: {}", g.name, size_, strerror(errno)));
   base_ = static_cast<char*>(p);
   hdr_ = reinterpret_cast<RegionHeader*>(base_);
   shards_ = reinterpret_cast<Shard*>(base_ + shards_off);
@@ -397,8 +439,16 @@ void ShmCache::map_and_init() {
   hdr_->free_offset = free_off;
   hdr_->items_offset = items_off;
   hdr_->blocks_offset = blocks_off;
-  hdr_->geometry = RegionGeometry{g.items, slots, g.blocksize, block_size_, hashsize_, g.keysize, shards_n_, kStripes,
-                                  (g.purge_lru ? kFlagPurgeLru : 0u) | (g.no_expire ? kFlagNoExpire : 0u), 0};
+  hdr_->geometry = RegionGeometry{g.items,
+                                  slots,
+                                  g.blocksize,
+                                  block_size_,
+                                  hashsize_,
+                                  g.keysize,
+                                  shards_n_,
+                                  kStripes,
+                                  (g.purge_lru ? kFlagPurgeLru : 0u) | (g.no_expire ? kFlagNoExpire : 0u),
+                                  0};
   for (std::uint32_t s = 0; s < shards_n_; ++s) init_robust_mutex(&shards_[s].mutex);
   init_robust_mutex(&alloc_->mutex);
   for (std::uint64_t b = 0; b < hashsize_; ++b) heads_[b].store(kNil, std::memory_order_relaxed);
@@ -406,9 +456,21 @@ void ShmCache::map_and_init() {
     item(i).next.store(kNil, std::memory_order_relaxed);
     item(i).ext.store(kNil, std::memory_order_relaxed);
     item(i).owner.store(kNoOwner, std::memory_order_relaxed);
-    free_[i] = slots_ - 1 - i;  // slot 0 on top: the first insert takes slot 0
   }
-  alloc_->top = slots_;
+  // Lowest slot on top of each stack: the first insert takes slot 0.
+  const auto items32 = static_cast<std::uint32_t>(items_cap_);
+  for (std::uint32_t k = 0; k < items32; ++k) free_[k] = items32 - 1 - k;
+  for (std::uint32_t k = 0; k < slots_ - items32; ++k) free_[items32 + k] = slots_ - 1 - k;
+  alloc_->top = items32;
+  alloc_->ext_top = slots_ - items32;
+}
+
+void ShmCache::prefault() {
+#ifdef MADV_POPULATE_READ
+  if (madvise(base_, size_, MADV_POPULATE_READ) == 0) return;
+#endif
+  volatile const char* p = base_;  // older kernels: touch one byte per page
+  for (std::size_t off = 0; off < size_; off += kPage) (void)p[off];
 }
 
 // ---- locks and crash recovery -----------------------------------------------------------------------
@@ -424,13 +486,23 @@ void ShmCache::map_and_init() {
 //    per-slot `kind`, which is the single source of truth for "is this slot in use".
 // Lock order: shard -> alloc. Nothing takes a shard lock while holding the alloc lock.
 
+// Critical sections are a few hundred nanoseconds, shorter than a futex sleep and wake-up, so a
+// contended lock is first retried kLockSpins times with growing pauses before blocking.
+int ShmCache::acquire(pthread_mutex_t* m) {
+  int rc = pthread_mutex_trylock(m);
+  if (rc != EBUSY) return rc;
+  counters().lock_waits.fetch_add(1, std::memory_order_relaxed);
+  for (int spin = 0; spin < kLockSpins; ++spin) {
+    for (int k = 0; k < (1 << std::min(spin, 5)); ++k) cpu_relax();
+    rc = pthread_mutex_trylock(m);
+    if (rc != EBUSY) return rc;
+  }
+  return pthread_mutex_lock(m);
+}
+
 void ShmCache::lock_shard(std::uint32_t s) {
   pthread_mutex_t* m = &shard(s).mutex;
-  int rc = pthread_mutex_trylock(m);
-  if (rc == EBUSY) {
-    counters().lock_waits.fetch_add(1, std::memory_order_relaxed);
-    rc = pthread_mutex_lock(m);
-  }
+  int rc = acquire(m);
   if (rc == EOWNERDEAD) {
     recover_shard_after_owner_death_locked(s);
     pthread_mutex_consistent(m);
@@ -442,11 +514,7 @@ void ShmCache::lock_shard(std::uint32_t s) {
 
 void ShmCache::lock_alloc() {
   pthread_mutex_t* m = &alloc_->mutex;
-  int rc = pthread_mutex_trylock(m);
-  if (rc == EBUSY) {
-    counters().lock_waits.fetch_add(1, std::memory_order_relaxed);
-    rc = pthread_mutex_lock(m);
-  }
+  int rc = acquire(m);
   if (rc == EOWNERDEAD) {
     if (alloc_->dirty.load(std::memory_order_relaxed) != 0) rebuild_free_stack_alloc_locked();
     pthread_mutex_consistent(m);
@@ -457,21 +525,14 @@ void ShmCache::lock_alloc() {
 }
 
 void ShmCache::rebuild_free_stack_alloc_locked() {
-  std::uint32_t top = 0;
-  std::uint64_t primaries = 0;
-  for (std::uint32_t i = slots_; i-- > 0;) {
-    std::uint32_t k = item(i).kind.load(std::memory_order_relaxed);
-    if (k == kFree) {
-      item(i).owner.store(kNoOwner, std::memory_order_relaxed);
-      free_[top++] = i;
-    } else if (k == kPrimary) {
-      ++primaries;
-    }
-  }
-  alloc_->top = top;
-  alloc_->primaries.store(primaries, std::memory_order_relaxed);
+  alloc_->top = 0;
+  alloc_->ext_top = 0;
+  for (std::uint32_t i = slots_; i-- > 0;)
+    if (item(i).kind.load(std::memory_order_relaxed) == kFree) push_global_alloc_locked(i);
+  std::uint32_t top = alloc_->top + alloc_->ext_top;
   alloc_->dirty.store(0, std::memory_order_relaxed);
-  common::log("cache \"{}\": allocator rebuilt after a process died holding it ({} free slots)", geometry_.name, top);
+  common::log("cache \"{}\": allocator rebuilt after a process died holding it ({} free slots)",
+              geometry_.name, top);
 }
 
 void ShmCache::recover_shard_after_owner_death_locked(std::uint32_t s) {
@@ -484,63 +545,123 @@ void ShmCache::recover_shard_after_owner_death_locked(std::uint32_t s) {
   alloc_->dirty.store(1, std::memory_order_relaxed);
   for (std::uint32_t i = 0; i < slots_; ++i) {
     Item& it = item(i);
-    if (it.kind.load(std::memory_order_relaxed) == kFree || it.owner.load(std::memory_order_relaxed) != s) continue;
-    if (it.kind.load(std::memory_order_relaxed) == kPrimary) {
-      ++dropped;
-      alloc_->primaries.fetch_sub(1, std::memory_order_relaxed);
-    }
-    it.kind.store(kFree, std::memory_order_relaxed);
-    it.owner.store(kNoOwner, std::memory_order_relaxed);
+    if (it.kind.load(std::memory_order_relaxed) == kFree || it.owner.load(std::memory_order_relaxed) != s)
+      continue;
+    if (it.kind.load(std::memory_order_relaxed) == kPrimary) ++dropped;
     it.keylen.store(0, std::memory_order_relaxed);
     it.ext.store(kNil, std::memory_order_relaxed);
     it.next.store(kNil, std::memory_order_relaxed);
-    free_[alloc_->top++] = i;
+    push_global_alloc_locked(i);
   }
   alloc_->dirty.store(0, std::memory_order_relaxed);
   unlock_alloc();
+  sh.items.store(0, std::memory_order_relaxed);
+  sh.stash_count.store(0, std::memory_order_relaxed);
   sh.next_expiry.store(0, std::memory_order_relaxed);
   sh.seq.store(seq + 1, std::memory_order_release);
   counters().shard_recoveries.fetch_add(1, std::memory_order_relaxed);
-  common::log("cache \"{}\": a process died inside shard {}: shard wiped ({} items dropped)", geometry_.name, s,
-              dropped);
+  common::log("cache \"{}\": a process died inside shard {}: shard wiped ({} items dropped)", geometry_.name,
+              s, dropped);
 }
 
 // ---- allocation (shard lock held; alloc lock inside) -----------------------------------------------
+//
+// Free slots live on two global stacks (primary pool, key-extension pool) under the allocator lock.
+// So that writers on different shards do not all meet on that one lock, each shard parks up to
+// stash_cap_ free primary-pool slots in its own stash (kind kStashed, guarded by the shard lock):
+// an insert pops from its shard's stash, refilling it with half a stash per allocator-lock hold, and
+// a delete parks the slot there, spilling half the stash back when it is full. A stash only changes
+// inside a mutation, so a writer dying mid-way is repaired by the shard wipe (which frees every slot
+// owned by the shard, stashed ones included). Parked slots must never make the cache look full:
+// a write that finds no free slot first drains every stash back to the global stack and retries.
 
-// Takes a primary slot (primary=true, counted against `items`) or a key-extension slot, owned by shard s.
-bool ShmCache::alloc_slots_locked(std::uint32_t s, bool primary, std::uint32_t* out) {
-  lock_alloc();
-  bool ok = alloc_->top > 0 && (!primary || alloc_->primaries.load(std::memory_order_relaxed) < items_cap_);
-  if (ok) {
-    alloc_->dirty.store(1, std::memory_order_relaxed);
-    std::uint32_t i = free_[alloc_->top - 1];
-    item(i).owner.store(s, std::memory_order_relaxed);
-    item(i).kind.store(primary ? kPrimary : kKeyExt, std::memory_order_relaxed);
-    --alloc_->top;
-    if (primary) alloc_->primaries.fetch_add(1, std::memory_order_relaxed);
-    alloc_->dirty.store(0, std::memory_order_relaxed);
-    *out = i;
-  }
-  unlock_alloc();
-  return ok;
+void ShmCache::push_global_alloc_locked(std::uint32_t slot) {
+  Item& it = item(slot);
+  it.kind.store(kFree, std::memory_order_relaxed);
+  it.owner.store(kNoOwner, std::memory_order_relaxed);
+  if (slot < items_cap_)
+    free_[alloc_->top++] = slot;
+  else
+    free_[items_cap_ + alloc_->ext_top++] = slot;
 }
 
-void ShmCache::free_slots_locked(const std::uint32_t* slots, std::size_t n) {
-  if (n == 0) return;
+// Takes a primary slot (from the pool of `items`) or a key-extension slot, owned by shard s.
+bool ShmCache::alloc_slots_locked(std::uint32_t s, bool primary, std::uint32_t* out) {
+  Shard& sh = shard(s);
+  if (!primary) {
+    lock_alloc();
+    bool ok = alloc_->ext_top > 0;
+    if (ok) {
+      alloc_->dirty.store(1, std::memory_order_relaxed);
+      std::uint32_t i = free_[items_cap_ + alloc_->ext_top - 1];
+      item(i).owner.store(s, std::memory_order_relaxed);
+      item(i).kind.store(kKeyExt, std::memory_order_relaxed);
+      --alloc_->ext_top;
+      alloc_->dirty.store(0, std::memory_order_relaxed);
+      *out = i;
+    }
+    unlock_alloc();
+    return ok;
+  }
+  std::uint32_t n = sh.stash_count.load(std::memory_order_relaxed);
+  if (n == 0) {
+    lock_alloc();
+    std::uint32_t take = std::min(alloc_->top, std::max<std::uint32_t>(1, (stash_cap_ + 1) / 2));
+    if (take > 0) {
+      alloc_->dirty.store(1, std::memory_order_relaxed);
+      for (std::uint32_t k = 0; k < take; ++k) {
+        std::uint32_t i = free_[alloc_->top - 1];
+        item(i).owner.store(s, std::memory_order_relaxed);
+        item(i).kind.store(kStashed, std::memory_order_relaxed);
+        --alloc_->top;
+        sh.stash[n++] = i;
+      }
+      alloc_->dirty.store(0, std::memory_order_relaxed);
+    }
+    unlock_alloc();
+    if (n == 0) return false;
+  }
+  std::uint32_t i = sh.stash[--n];
+  sh.stash_count.store(n, std::memory_order_relaxed);
+  item(i).kind.store(kPrimary, std::memory_order_relaxed);
+  sh.items.store(sh.items.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  *out = i;
+  return true;
+}
+
+void ShmCache::free_slots_locked(std::uint32_t s, const std::uint32_t* slots, std::size_t n, bool park) {
+  thread_local std::vector<std::uint32_t> to_global;
+  to_global.clear();
+  Shard& sh = shard(s);
+  std::uint32_t cnt = sh.stash_count.load(std::memory_order_relaxed);
+  std::uint32_t live = sh.items.load(std::memory_order_relaxed);
+  for (std::size_t k = 0; k < n; ++k) {
+    std::uint32_t i = slots[k];
+    if (item(i).kind.load(std::memory_order_relaxed) == kPrimary) --live;
+    if (!park || i >= items_cap_ || stash_cap_ == 0) {
+      to_global.push_back(i);
+      continue;
+    }
+    if (cnt == stash_cap_) {  // full: spill the older half
+      std::uint32_t spill = (stash_cap_ + 1) / 2;
+      to_global.insert(to_global.end(), sh.stash, sh.stash + spill);
+      std::memmove(sh.stash, sh.stash + spill, (cnt - spill) * sizeof(std::uint32_t));
+      cnt -= spill;
+    }
+    item(i).kind.store(kStashed, std::memory_order_relaxed);
+    sh.stash[cnt++] = i;
+  }
+  sh.stash_count.store(cnt, std::memory_order_relaxed);
+  sh.items.store(live, std::memory_order_relaxed);
+  if (to_global.empty()) return;
   lock_alloc();
   alloc_->dirty.store(1, std::memory_order_relaxed);
-  for (std::size_t k = 0; k < n; ++k) {
-    Item& it = item(slots[k]);
-    if (it.kind.load(std::memory_order_relaxed) == kPrimary) alloc_->primaries.fetch_sub(1, std::memory_order_relaxed);
-    it.kind.store(kFree, std::memory_order_relaxed);
-    it.owner.store(kNoOwner, std::memory_order_relaxed);
-    free_[alloc_->top++] = slots[k];
-  }
+  for (std::uint32_t i : to_global) push_global_alloc_locked(i);
   alloc_->dirty.store(0, std::memory_order_relaxed);
   unlock_alloc();
 }
 
-void ShmCache::free_item_locked(std::uint32_t slot) {
+void ShmCache::free_item_locked(std::uint32_t s, std::uint32_t slot, bool park) {
   Item& it = item(slot);
   std::uint32_t list[2] = {slot, it.ext.load(std::memory_order_relaxed)};
   it.keylen.store(0, std::memory_order_relaxed);
@@ -548,7 +669,28 @@ void ShmCache::free_item_locked(std::uint32_t slot) {
   it.hash.store(0, std::memory_order_relaxed);
   it.next.store(kNil, std::memory_order_relaxed);
   it.ext.store(kNil, std::memory_order_relaxed);
-  free_slots_locked(list, list[1] == kNil ? 1 : 2);
+  free_slots_locked(s, list, list[1] == kNil ? 1 : 2, park);
+}
+
+std::uint64_t ShmCache::drain_stashes() {
+  std::uint64_t drained = 0;
+  for (std::uint32_t s = 0; s < shards_n_; ++s) {
+    if (shard(s).stash_count.load(std::memory_order_relaxed) == 0) continue;
+    ShardLock lock(*this, s);
+    Shard& sh = shard(s);
+    std::uint32_t cnt = sh.stash_count.load(std::memory_order_relaxed);
+    if (cnt == 0) continue;
+    Mutation mutation;
+    mutation.begin(sh);
+    lock_alloc();
+    alloc_->dirty.store(1, std::memory_order_relaxed);
+    for (std::uint32_t k = 0; k < cnt; ++k) push_global_alloc_locked(sh.stash[k]);
+    alloc_->dirty.store(0, std::memory_order_relaxed);
+    unlock_alloc();
+    sh.stash_count.store(0, std::memory_order_relaxed);
+    drained += cnt;
+  }
+  return drained;
 }
 
 // ---- chains -----------------------------------------------------------------------------------------
@@ -561,7 +703,8 @@ Found ShmCache::find_locked(std::uint32_t b, std::uint32_t h, std::string_view k
        prev = i, i = item(i).next.load(std::memory_order_relaxed)) {
     ++probes;
     const Item& it = item(i);
-    if (it.hash.load(std::memory_order_relaxed) == h && it.keylen.load(std::memory_order_relaxed) == key.size() &&
+    if (it.hash.load(std::memory_order_relaxed) == h &&
+        it.keylen.load(std::memory_order_relaxed) == key.size() &&
         std::memcmp(key_ptr_locked(i), key.data(), key.size()) == 0) {
       f.slot = i;
       f.prev = prev;
@@ -595,8 +738,8 @@ void ShmCache::copy_value_bytes(char* dst, std::string_view value) const {
   std::memcpy(dst + half, value.data() + half, value.size() - half);
 }
 
-bool ShmCache::write_item_locked(std::uint32_t s, std::uint32_t i, std::string_view key, std::string_view value,
-                                 bool key_in_place) {
+bool ShmCache::write_item_locked(std::uint32_t s, std::uint32_t i, std::string_view key,
+                                 std::string_view value, bool key_in_place) {
   Item& it = item(i);
   std::uint32_t ext = it.ext.load(std::memory_order_relaxed);
   bool need = needs_ext(key.size(), value.size());
@@ -604,7 +747,7 @@ bool ShmCache::write_item_locked(std::uint32_t s, std::uint32_t i, std::string_v
     if (!alloc_slots_locked(s, false, &ext)) return false;
     std::memcpy(block(ext), key.data(), key.size());
   } else if (!need && ext != kNil) {
-    free_slots_locked(&ext, 1);
+    free_slots_locked(s, &ext, 1);
     ext = kNil;
     std::memcpy(block(i), key.data(), key.size());
   } else if (!key_in_place) {
@@ -635,12 +778,12 @@ Status ShmCache::lookup(std::string_view key, std::string* value, std::int64_t* 
   const std::uint32_t h = djb33x(key);
   const std::uint32_t b = bucket_of(h);
   const std::uint32_t s = shard_of_bucket(b);
-  Shard& sh = shard(s);
+  [[maybe_unused]] Shard& sh = shard(s);
   std::uint32_t found = kNil;
   std::int64_t expires = 0;
   std::uint64_t probes = 0;
   bool done = false;
-#if !CACHE_TSAN
+#if !CACHE_TSAN && !defined(CACHE_LOCKED_READS)  // -DCACHE_LOCKED_READS: measure the mutex-only read path
   for (int attempt = 0; attempt < kOptimisticAttempts && !done; ++attempt) {
     std::uint64_t s1 = sh.seq.load(std::memory_order_acquire);
     for (int spin = 0; (s1 & 1) != 0 && spin < kOddSeqSpins; ++spin) {
@@ -658,7 +801,8 @@ Status ShmCache::lookup(std::string_view key, std::string* value, std::int64_t* 
         break;
       }
       const Item& it = item(i);
-      if (it.hash.load(std::memory_order_relaxed) == h && it.keylen.load(std::memory_order_relaxed) == key.size()) {
+      if (it.hash.load(std::memory_order_relaxed) == h &&
+          it.keylen.load(std::memory_order_relaxed) == key.size()) {
         std::uint32_t ext = it.ext.load(std::memory_order_relaxed);
         if (ext != kNil && ext >= slots_) {
           sane = false;
@@ -716,7 +860,8 @@ Status ShmCache::lookup(std::string_view key, std::string* value, std::int64_t* 
     std::uint32_t hits = it.hits.load(std::memory_order_relaxed);
     if (hits <= UINT32_MAX - kHitSample) it.hits.store(hits + kHitSample, std::memory_order_relaxed);
   }
-  if (purge_lru_) it.last_used_ns.store(static_cast<std::uint64_t>(monotonic_ns()), std::memory_order_relaxed);
+  if (purge_lru_)
+    it.last_used_ns.store(static_cast<std::uint64_t>(monotonic_ns()), std::memory_order_relaxed);
   if (expires_at != nullptr) *expires_at = expires;
   return Status::ok;
 }
@@ -733,9 +878,12 @@ namespace {
 std::int64_t apply_math(Cache::MathOp op, std::int64_t a, std::int64_t b) {
   auto ua = static_cast<std::uint64_t>(a), ub = static_cast<std::uint64_t>(b);
   switch (op) {
-    case Cache::MathOp::inc: return static_cast<std::int64_t>(ua + ub);
-    case Cache::MathOp::dec: return static_cast<std::int64_t>(ua - ub);
-    case Cache::MathOp::mul: return static_cast<std::int64_t>(ua * ub);
+    case Cache::MathOp::inc:
+      return static_cast<std::int64_t>(ua + ub);
+    case Cache::MathOp::dec:
+      return static_cast<std::int64_t>(ua - ub);
+    case Cache::MathOp::mul:
+      return static_cast<std::int64_t>(ua * ub);
     case Cache::MathOp::div:
       if (b == 0) return 0;
       if (b == -1) return static_cast<std::int64_t>(0 - ua);  // INT64_MIN / -1 wraps
@@ -745,8 +893,8 @@ std::int64_t apply_math(Cache::MathOp op, std::int64_t a, std::int64_t b) {
 }
 }  // namespace
 
-Status ShmCache::store(Mode mode, std::string_view key, std::string_view value, std::int64_t expires_in, MathOp op,
-                       std::int64_t operand, std::int64_t* result) {
+Status ShmCache::store(Mode mode, std::string_view key, std::string_view value, std::int64_t expires_in,
+                       MathOp op, std::int64_t operand, std::int64_t* result) {
   if (Status st = check_key(key); st != Status::ok) return st;
   if (mode != Mode::math) {
     if (value.empty()) return Status::value_empty;
@@ -770,7 +918,6 @@ Status ShmCache::store(Mode mode, std::string_view key, std::string_view value, 
       if (f.slot != kNil) {
         std::int64_t exp = item(f.slot).expires.load(std::memory_order_relaxed);
         live = !expired(exp, now_s);
-        if (!live) counters().expirations.fetch_add(1, std::memory_order_relaxed);
       }
       if (live && mode == Mode::set) return Status::exists;
 
@@ -815,7 +962,7 @@ Status ShmCache::store(Mode mode, std::string_view key, std::string_view value, 
         it.hits.store(0, std::memory_order_relaxed);
         if (!write_item_locked(s, slot, key, value, false)) {
           it.keylen.store(0, std::memory_order_relaxed);
-          free_slots_locked(&slot, 1);
+          free_slots_locked(s, &slot, 1);
           out_of_room = true;
         } else {
           it.expires.store(expires, std::memory_order_relaxed);
@@ -827,7 +974,10 @@ Status ShmCache::store(Mode mode, std::string_view key, std::string_view value, 
         }
       }
       if (!out_of_room) {
-        if (slot != kNil) item(slot).last_used_ns.store(static_cast<std::uint64_t>(monotonic_ns()), std::memory_order_relaxed);
+        if (f.slot != kNil && !live) counters().expirations.fetch_add(1, std::memory_order_relaxed);
+        if (slot != kNil)
+          item(slot).last_used_ns.store(static_cast<std::uint64_t>(monotonic_ns()),
+                                        std::memory_order_relaxed);
         note_expiry_locked(s, expires);
         return Status::ok;
       }
@@ -840,14 +990,19 @@ Status ShmCache::store(Mode mode, std::string_view key, std::string_view value, 
 // Called with no lock held after a write found no free slot.
 bool ShmCache::handle_full() {
   CounterStripe& c = counters();
+  if (drain_stashes() > 0) return true;  // free slots were parked in other shards: not full
   if (!purge_lru_) {
     // Expired items never block a write: reclaim them before declaring the cache full.
-    if (sweep_expired() > 0) return true;
+    if (sweep_expired() > 0) {
+      drain_stashes();
+      return true;
+    }
     c.full.fetch_add(1, std::memory_order_relaxed);
     unsigned long long suppressed = 0;
-    if (!geometry_.ignore_full && full_log_.allow(&suppressed)) {
+    if (!geometry_.ignore_full && log_allowed(&suppressed)) {
       if (suppressed > 0)
-        common::log("*** DANGER cache \"{}\" is FULL !!! *** ({} similar messages suppressed)", geometry_.name, suppressed);
+        common::log("*** DANGER cache \"{}\" is FULL !!! *** ({} similar messages suppressed)",
+                    geometry_.name, suppressed);
       else
         common::log("*** DANGER cache \"{}\" is FULL !!! ***", geometry_.name);
     }
@@ -855,9 +1010,10 @@ bool ShmCache::handle_full() {
   }
   c.full.fetch_add(1, std::memory_order_relaxed);
   unsigned long long suppressed = 0;
-  if (!geometry_.ignore_full && full_log_.allow(&suppressed)) {
+  if (!geometry_.ignore_full && log_allowed(&suppressed)) {
     if (suppressed > 0)
-      common::log("LRU item will be purged from cache \"{}\" ({} similar messages suppressed)", geometry_.name, suppressed);
+      common::log("LRU item will be purged from cache \"{}\" ({} similar messages suppressed)",
+                  geometry_.name, suppressed);
     else
       common::log("LRU item will be purged from cache \"{}\"", geometry_.name);
   }
@@ -902,7 +1058,7 @@ bool ShmCache::evict_lru_one() {
     Mutation mutation;
     mutation.begin(shard(s));
     unlink_locked(b, victim, prev);
-    free_item_locked(victim);
+    free_item_locked(s, victim, false);  // to the global stack: the evicting writer needs it
     counters().evictions.fetch_add(1, std::memory_order_relaxed);
     return true;
   }
@@ -921,7 +1077,7 @@ Status ShmCache::del(std::string_view key) {
   Mutation mutation;
   mutation.begin(shard(s));
   unlink_locked(b, f.slot, f.prev);
-  free_item_locked(f.slot);
+  free_item_locked(s, f.slot);
   if (was_expired) {
     counters().expirations.fetch_add(1, std::memory_order_relaxed);
     return Status::miss;
@@ -940,7 +1096,8 @@ Status ShmCache::clear() {
       for (std::uint32_t i = heads_[b].load(std::memory_order_relaxed); i != kNil;) {
         std::uint32_t next = item(i).next.load(std::memory_order_relaxed);
         batch.push_back(i);
-        if (std::uint32_t ext = item(i).ext.load(std::memory_order_relaxed); ext != kNil) batch.push_back(ext);
+        if (std::uint32_t ext = item(i).ext.load(std::memory_order_relaxed); ext != kNil)
+          batch.push_back(ext);
         item(i).keylen.store(0, std::memory_order_relaxed);
         item(i).ext.store(kNil, std::memory_order_relaxed);
         item(i).next.store(kNil, std::memory_order_relaxed);
@@ -948,7 +1105,7 @@ Status ShmCache::clear() {
       }
       heads_[b].store(kNil, std::memory_order_relaxed);
     }
-    free_slots_locked(batch.data(), batch.size());
+    free_slots_locked(s, batch.data(), batch.size());
     shard(s).next_expiry.store(0, std::memory_order_relaxed);
   }
   return Status::ok;
@@ -1023,7 +1180,8 @@ std::uint64_t ShmCache::sweep_expired() {
             mutation.begin(sh);
             unlink_locked(static_cast<std::uint32_t>(b), i, prev);
             batch.push_back(i);
-            if (std::uint32_t ext = item(i).ext.load(std::memory_order_relaxed); ext != kNil) batch.push_back(ext);
+            if (std::uint32_t ext = item(i).ext.load(std::memory_order_relaxed); ext != kNil)
+              batch.push_back(ext);
             item(i).keylen.store(0, std::memory_order_relaxed);
             item(i).ext.store(kNil, std::memory_order_relaxed);
             item(i).next.store(kNil, std::memory_order_relaxed);
@@ -1036,7 +1194,7 @@ std::uint64_t ShmCache::sweep_expired() {
           i = next;
         }
       }
-      free_slots_locked(batch.data(), batch.size());
+      free_slots_locked(s, batch.data(), batch.size());
       if (start + kSweepBucketsPerHold * shards_n_ >= hashsize_) {
         // Last batch: writes since `due` was read could only have lowered next_expiry.
         std::int64_t cur = sh.next_expiry.load(std::memory_order_relaxed);
@@ -1099,6 +1257,8 @@ std::uint64_t ShmCache::reorder_hot_items() {
 
 }  // namespace
 
-std::unique_ptr<Cache> Cache::create(const Geometry& geometry) { return std::make_unique<ShmCache>(geometry); }
+std::unique_ptr<Cache> Cache::create(const Geometry& geometry) {
+  return std::make_unique<ShmCache>(geometry);
+}
 
 }  // namespace cache

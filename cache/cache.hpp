@@ -15,9 +15,9 @@ namespace cache {
 // Why an operation did what it did. Every failure has its own value and a text (describe()).
 enum class Status : std::uint8_t {
   ok,
-  miss,             // key absent (or expired)
-  exists,           // set on a key that is present and not expired
-  full,             // no free item (and purge_lru is off)
+  miss,    // key absent (or expired)
+  exists,  // set on a key that is present and not expired
+  full,    // no free item (and purge_lru is off)
   key_empty,
   key_too_long,     // over keysize
   value_empty,      // empty values are refused, as uWSGI does
@@ -50,9 +50,9 @@ struct Stats {
   std::uint64_t full = 0;
   std::uint64_t evictions = 0;
   std::uint64_t expirations = 0;
-  std::uint64_t lock_waits = 0;     // lock acquisitions that had to wait
-  std::uint64_t lookups = 0;        // hash lookups (for probes per lookup)
-  std::uint64_t probes = 0;         // chain entries examined by those lookups
+  std::uint64_t lock_waits = 0;  // lock acquisitions that had to wait
+  std::uint64_t lookups = 0;     // hash lookups (for probes per lookup)
+  std::uint64_t probes = 0;      // chain entries examined by those lookups
   std::uint64_t shard_recoveries = 0;
 };
 
@@ -99,6 +99,11 @@ class Cache {
   virtual std::uint64_t sweep_expired() = 0;
   // Moves the most requested items to the cheapest place to find them; returns how many moved.
   virtual std::uint64_t reorder_hot_items() = 0;
+
+  // Maps every page of the region into this process's page tables now (a forked worker otherwise
+  // takes one minor fault per page on first touch). Allocates any page not yet allocated: use it
+  // when the cache is expected to fill. Benchmarks call it in each process before timing.
+  virtual void prefault() {}
 
   // For tests only: replaces the engine's clock in this process.
   virtual void set_clock(Clock clock) = 0;

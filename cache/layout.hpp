@@ -2,17 +2,19 @@
 // nowhere else. The region is position independent: it holds offsets and slot indices, never pointers,
 // so it can be mapped at any address (and, later, from a --cache-store file).
 //
-//   offset 0            RegionHeader      magic, version, geometry, offsets of every area (4 KiB page)
-//   shards_offset       Shard[shards]     robust mutex + seqlock + "mutation in progress" per shard
+//   offset 0            RegionHeader      magic, version, geometry, offsets of every area (4 KiB)
+//   shards_offset       Shard[shards]     robust mutex, seqlock ("mutation in progress"), item count, stash
 //   stripes_offset      CounterStripe[k]  statistics, striped by process/thread to avoid shared lines
 //   alloc_offset        AllocState        robust mutex guarding the free-slot stack and the item count
 //   heads_offset        u32[hashsize]     bucket -> first slot of its chain (kNil = empty)
-//   free_offset         u32[slots]        free-slot stack (alloc lock)
+//   free_offset         u32[slots]        free-slot stacks: primary pool, then ext pool (alloc lock)
 //   items_offset        Item[slots]       48-byte item headers
 //   blocks_offset       slots x block_size  key and value bytes of each slot (page aligned)
 //
 // Bucket b belongs to shard (b & (shards - 1)); the shard's mutex guards the chains of its buckets and
-// every field of the items linked in them. A slot's `owner` and `kind` are guarded by the alloc lock.
+// every field of the items linked in them. A slot's `owner` and `kind` change under the alloc lock
+// when the slot enters or leaves a global free stack, and under the owning shard's lock otherwise
+// (kStashed <-> kPrimary/kKeyExt); kFree is only ever set or cleared under the alloc lock.
 #pragma once
 
 #include <pthread.h>
@@ -34,12 +36,17 @@ static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "shared atomics m
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared atomics must be lock free");
 static_assert(std::atomic<std::int64_t>::is_always_lock_free, "shared atomics must be lock free");
 
-// What a slot holds (AllocState lock guards Item::kind and Item::owner).
+// What a slot holds (Item::kind; see the top of this file for which lock guards it).
 enum SlotKind : std::uint32_t {
   kFree = 0,
   kPrimary = 1,  // a live item: linked in a chain of shard `owner`
   kKeyExt = 2,   // holds the key of an oversized primary (key + value > block_size); never in a chain
+  kStashed = 3,  // free, parked in shard `owner`'s stash (shard lock); not on the global stack
 };
+
+// Slots [0, items) form the primary pool, [items, slots) the key-extension pool: each pool has its own
+// free stack, so primaries can never exceed `items` and no global item counter is needed.
+inline constexpr std::uint32_t kStashMax = 14;
 
 // Geometry as laid out (derived from cache::Geometry at creation, never changes afterwards).
 struct RegionGeometry {
@@ -72,8 +79,8 @@ struct RegionHeader {
   std::uint64_t items_offset;
   std::uint64_t blocks_offset;
   RegionGeometry geometry;
-  std::atomic<std::uint32_t> sweep_shard_cursor;  // next shard sweep_expired starts at (relaxed)
-  std::atomic<std::uint32_t> reorder_shard_cursor;
+  std::atomic<std::uint32_t> sweep_shard_cursor;    // reserved for a time-budgeted sweep (unused)
+  std::atomic<std::uint32_t> reorder_shard_cursor;  // reserved (unused)
   std::uint8_t reserved[kPage - 144 - 8];
 };
 static_assert(sizeof(RegionHeader) == kPage);
@@ -91,10 +98,17 @@ struct alignas(kCacheLine) Shard {
   // mutex to change, relaxed to peek: earliest expiry of an item of the shard (0 = none known).
   std::atomic<std::int64_t> next_expiry;
   std::uint8_t pad1[kCacheLine - 16];
+  // Line 2, writers only. mutex to change, relaxed to read: live items of the shard (count() sums them).
+  std::atomic<std::uint32_t> items;
+  // mutex to change, relaxed to peek: free primary-pool slots parked here (kStashed), so most inserts
+  // and deletes do not take the allocator lock.
+  std::atomic<std::uint32_t> stash_count;
+  std::uint32_t stash[kStashMax];  // mutex
 };
 static_assert(sizeof(pthread_mutex_t) <= kCacheLine);
-static_assert(sizeof(Shard) == 2 * kCacheLine);
+static_assert(sizeof(Shard) == 3 * kCacheLine);
 static_assert(offsetof(Shard, seq) == kCacheLine);
+static_assert(offsetof(Shard, items) == 2 * kCacheLine);
 
 // Statistics: each process/thread adds to one stripe (relaxed); stats() sums them.
 struct alignas(kCacheLine) CounterStripe {
@@ -111,13 +125,15 @@ struct alignas(kCacheLine) CounterStripe {
 };
 static_assert(sizeof(CounterStripe) == 2 * kCacheLine);
 
+// The global free stacks: free_[0, top) holds free primary-pool slots, free_[items, items + ext_top)
+// free key-extension slots.
 struct alignas(kCacheLine) AllocState {
   pthread_mutex_t mutex;  // robust, process shared
   std::uint8_t pad0[kCacheLine - sizeof(pthread_mutex_t)];
-  std::atomic<std::uint32_t> dirty;      // mutex: 1 while the stack is being changed
-  std::uint32_t top;                     // mutex: entries in the free stack
-  std::atomic<std::uint64_t> primaries;  // mutex to change, relaxed to read: live items (count())
-  std::uint8_t pad1[kCacheLine - 16];
+  std::atomic<std::uint32_t> dirty;  // mutex: 1 while a stack is being changed
+  std::uint32_t top;                 // mutex: entries in the primary free stack
+  std::uint32_t ext_top;             // mutex: entries in the key-extension free stack
+  std::uint8_t pad1[kCacheLine - 12];
 };
 static_assert(sizeof(AllocState) == 2 * kCacheLine);
 static_assert(offsetof(AllocState, dirty) == kCacheLine);
@@ -125,16 +141,18 @@ static_assert(offsetof(AllocState, dirty) == kCacheLine);
 // One slot header. Fields are atomics because optimistic (seqlock) readers load them while a writer
 // may change them; such a reader validates the sequence afterwards and bounds-checks every index.
 struct Item {
-  std::atomic<std::uint32_t> next;    // shard lock: next slot in the chain
-  std::atomic<std::uint32_t> hash;    // shard lock: djb33x of the key
-  std::atomic<std::uint32_t> keylen;  // shard lock
-  std::atomic<std::uint32_t> vallen;  // shard lock
-  std::atomic<std::int64_t> expires;  // shard lock: absolute unix seconds, 0 = never
-  std::atomic<std::uint32_t> ext;     // shard lock: kNil, or the kKeyExt slot holding the key
-  std::atomic<std::uint32_t> hits;    // any process, relaxed, lossy: decayed by reorder_hot_items
+  std::atomic<std::uint32_t> next;          // shard lock: next slot in the chain
+  std::atomic<std::uint32_t> hash;          // shard lock: djb33x of the key
+  std::atomic<std::uint32_t> keylen;        // shard lock
+  std::atomic<std::uint32_t> vallen;        // shard lock
+  std::atomic<std::int64_t> expires;        // shard lock: absolute unix seconds, 0 = never
+  std::atomic<std::uint32_t> ext;           // shard lock: kNil, or the kKeyExt slot holding the key
+  std::atomic<std::uint32_t> hits;          // any process, relaxed, lossy: decayed by reorder_hot_items
   std::atomic<std::uint64_t> last_used_ns;  // any process, relaxed: CLOCK_MONOTONIC of last use (LRU)
-  std::atomic<std::uint32_t> owner;   // alloc lock: shard index for kPrimary/kKeyExt, else kNoOwner
-  std::atomic<std::uint32_t> kind;    // alloc lock: SlotKind
+  // owner and kind: alloc lock when entering/leaving a global free stack (kFree), else the owner's shard
+  // lock.
+  std::atomic<std::uint32_t> owner;  // shard index unless kFree (then kNoOwner)
+  std::atomic<std::uint32_t> kind;   // SlotKind
 };
 static_assert(sizeof(Item) == 48);
 static_assert(sizeof(std::atomic<std::uint32_t>) == 4, "heads[] are u32 atomics");

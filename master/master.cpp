@@ -549,7 +549,8 @@ int Master::run() {
   }
 #else
   if (!config_.module.empty() || !config_.wsgi_file.empty()) {
-    throw std::runtime_error("--module/--wsgi-file: this server was built without the Python host (libpython3.11-dev)");
+    throw std::runtime_error(
+        "--module/--wsgi-file: this server was built without the Python host (install libpython3.11-dev)");
   }
   application_ = server::make_demo_application(caches_);
 #endif

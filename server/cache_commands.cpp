@@ -126,7 +126,9 @@ void handle_dict_get(cache::Cache& cache, const Request& request, Reply& reply, 
     if (status == cache::Status::ok) {
       reply.body.append(scratch.value);
     } else {
-      if (is_get) reply.body.append(kDictGetNotFound);
+      // uWSGI's writer starts an error page only while nothing has been written for the request:
+      // at most one 404 page, and never after a value.
+      if (is_get && reply.body.empty()) reply.body.append(kDictGetNotFound);
       if (status != cache::Status::miss) {
         note = fmt::format("cache dict get {}: {}", printable(value), cache::describe(status));
       }

@@ -142,7 +142,7 @@ def need_uwsgi():
 # --------------------------------------------------------------------------------------------------
 # the same CLI checks for any server
 
-def cli_suite(addr, label, tmp):
+def cli_suite(addr, label, tmp, ours=False):
     """set/get/update/del/exists/clear, binary values, expires, named cache, misses: exit codes and
     outputs that must be identical against our server and uWSGI."""
     S = ["--cache-server", addr]
@@ -211,9 +211,21 @@ def cli_suite(addr, label, tmp):
     expect(0, "get", key, "--no-persistent", *S, stdout=b"np")
     expect(1, "get", key + "-nope", "--no-persistent", *S)
 
-    # keys / stats: neither uWSGI nor (yet) our server has them over the wire
-    for command in ("keys", "stats"):
-        expect(2, command, *S, stdout=b"", stderr_has="not supported by this server")
+    # keys / stats: our magic extensions (protocol.md §2); uWSGI has nothing like them over the wire
+    if ours:
+        expect(0, "set", key + "-k1", "a", *S)
+        expect(0, "set", key + "-k2", "b", *S)
+        out, _ = expect(0, "keys", *S)
+        listed = set(out.split(b"\n")) - {b""}
+        check({(key + "-k1").encode(), (key + "-k2").encode()} <= listed, f"keys listed: {listed}")
+        check(key.encode() + b"-nope" not in listed, f"keys lists an absent key: {listed}")
+        out, _ = expect(0, "stats", *S)
+        stats = dict(line.split(b" ", 1) for line in out.splitlines() if b" " in line)
+        check(stats.get(b"capacity") == b"100" and stats.get(b"items") == str(len(listed)).encode(),
+              f"stats output {out[:300]!r} against {len(listed)} listed keys")
+    else:
+        for command in ("keys", "stats"):
+            expect(2, command, *S, stdout=b"", stderr_has="not supported by this server")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -397,8 +409,8 @@ def test_ours_tcp_and_unix():
     unix = os.path.join(tmp, "s.sock")
     with Server(["--socket", f"127.0.0.1:{port}", "--socket", unix, "--processes", "2", "--cache", "100",
                  "--cache2", "name=other,items=10", "--cache-expire-freq", "1"], workers=2):
-        cli_suite(f"127.0.0.1:{port}", "tcp", tmp)
-        cli_suite(unix, "unix", tmp)
+        cli_suite(f"127.0.0.1:{port}", "tcp", tmp, ours=True)
+        cli_suite(unix, "unix", tmp, ours=True)
         # [v6]:port form is parsed (the server listens on IPv4 only: refused, naming the address)
         expect(2, "get", "k", "--cache-server", f"[::1]:{port}", stderr_has=f"[::1]:{port}")
 

@@ -1,6 +1,8 @@
 // Every operation and status of the cache engine, in one process.
-#include <catch2/catch.hpp>
+#include <stdlib.h>
+#include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cstring>
 #include <set>
 #include <string>
@@ -34,8 +36,8 @@ struct FakeClock {
 }  // namespace
 
 TEST_CASE("describe gives a text for every status", "[cache]") {
-  for (auto st : {Status::ok, Status::miss, Status::exists, Status::full, Status::key_empty, Status::key_too_long,
-                  Status::value_empty, Status::value_too_large, Status::not_a_number})
+  for (auto st : {Status::ok, Status::miss, Status::exists, Status::full, Status::key_empty,
+                  Status::key_too_long, Status::value_empty, Status::value_too_large, Status::not_a_number})
     CHECK_FALSE(cache::describe(st).empty());
 }
 
@@ -175,6 +177,9 @@ TEST_CASE("expiry with an injected clock", "[cache]") {
   CHECK(v == "again");
   CHECK(c->set("n", "x", -1) == Status::ok);  // negative: already expired
   CHECK(c->get("n", v) == Status::miss);
+  CHECK(c->set("forever", "x", INT64_MAX) == Status::ok);  // no overflow: effectively never
+  CHECK(c->get("forever", v) == Status::ok);
+  CHECK(c->del("forever") == Status::ok);
   CHECK(c->update("b", "3", 2) == Status::ok);  // update resets expiry
   clock.t += 5;
   CHECK(c->count() == 3);
@@ -291,7 +296,8 @@ TEST_CASE("math keeps an existing item's expiry, sets it on creation", "[cache]"
 
 TEST_CASE("clear and for_each_key", "[cache]") {
   auto c = make(100);
-  for (int i = 0; i < 100; ++i) REQUIRE(c->set("key" + std::to_string(i), "v" + std::to_string(i)) == Status::ok);
+  for (int i = 0; i < 100; ++i)
+    REQUIRE(c->set("key" + std::to_string(i), "v" + std::to_string(i)) == Status::ok);
   std::set<std::string> keys;
   c->for_each_key([&](std::string_view k) { keys.emplace(k); });
   CHECK(keys.size() == 100);
@@ -320,4 +326,77 @@ TEST_CASE("CacheSet finds caches by name", "[cache]") {
 TEST_CASE("region layout header is filled", "[cache]") {
   STATIC_REQUIRE(sizeof(cache::layout::RegionHeader) == cache::layout::kPage);
   STATIC_REQUIRE(sizeof(cache::layout::Item) == 48);
+}
+
+namespace {
+// Runs fn with stderr redirected to a temporary file; returns what was written.
+template <typename Fn>
+std::string capture_stderr(Fn fn) {
+  char path[] = "/tmp/cache_test_stderr_XXXXXX";
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  unlink(path);
+  int saved = dup(2);
+  dup2(fd, 2);
+  fn();
+  dup2(saved, 2);
+  close(saved);
+  std::string out;
+  lseek(fd, 0, SEEK_SET);
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  close(fd);
+  return out;
+}
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + 1)) ++n;
+  return n;
+}
+}  // namespace
+
+TEST_CASE("cache full: uWSGI's log line, rate limited; ignore_full silences it", "[cache][log]") {
+  Geometry g;
+  g.name = "tiny";
+  g.items = 1;
+  g.blocksize = 16;
+  g.keysize = 16;
+  auto c = Cache::create(g);
+  REQUIRE(c->set("a", "1") == Status::ok);
+  std::string out = capture_stderr([&] {
+    for (int i = 0; i < 10; ++i) CHECK(c->set("k" + std::to_string(i), "v") == Status::full);
+  });
+  CHECK(count_of(out, "*** DANGER cache \"tiny\" is FULL !!! ***") == 3);
+  CHECK(c->stats().full == 10);
+
+  g.ignore_full = true;
+  auto quiet = Cache::create(g);
+  REQUIRE(quiet->set("a", "1") == Status::ok);
+  out = capture_stderr([&] { CHECK(quiet->set("b", "2") == Status::full); });
+  CHECK(out.empty());
+  CHECK(quiet->stats().full == 1);
+
+  g.ignore_full = false;
+  g.purge_lru = true;
+  auto lru = Cache::create(g);
+  REQUIRE(lru->set("a", "1") == Status::ok);
+  out = capture_stderr([&] { CHECK(lru->set("b", "2") == Status::ok); });
+  CHECK(count_of(out, "LRU item will be purged from cache \"tiny\"") == 1);
+}
+
+TEST_CASE("free slots parked in shard stashes never make the cache look full", "[cache]") {
+  auto c = make(1000, 16, 16);  // 128 shards, each may park a few free slots
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 1000; ++i)
+      REQUIRE(c->set("r" + std::to_string(round) + "-" + std::to_string(i), "v") == Status::ok);
+    CHECK(c->count() == 1000);
+    CHECK(c->set("one-too-many", "v") == Status::full);
+    // Delete in an order unrelated to the shards, so slots park all over the place.
+    for (int i = 999; i >= 0; i -= 2)
+      REQUIRE(c->del("r" + std::to_string(round) + "-" + std::to_string(i)) == Status::ok);
+    for (int i = 998; i >= 0; i -= 2)
+      REQUIRE(c->del("r" + std::to_string(round) + "-" + std::to_string(i)) == Status::ok);
+    CHECK(c->count() == 0);
+  }
 }

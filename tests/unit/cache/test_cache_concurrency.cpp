@@ -1,11 +1,12 @@
 // Many writers and readers on overlapping keys, across processes (fork) and threads: no read ever
 // returns a torn or foreign value, and the counts stay consistent.
-#include <catch2/catch.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdlib>
 #include <set>
 #include <thread>
 #include <vector>
@@ -59,7 +60,10 @@ void writer_loop(Cache& c, unsigned seed, std::chrono::steady_clock::time_point 
       } else {
         std::size_t filler = rng() % (600 - 2 - 16 - key.size());  // value up to blocksize
         auto v = make_value(key, ++stamp, filler);
-        if (op < 4) c.set(key, v); else c.update(key, v);
+        if (op < 4)
+          c.set(key, v);
+        else
+          c.update(key, v);
       }
     }
     if (rng() % 16 == 0) c.sweep_expired();
@@ -127,8 +131,12 @@ TEST_CASE("threads: purge_lru under contention keeps counts in bounds", "[cache]
 
 TEST_CASE("processes: readers never see torn or foreign values", "[cache][fork]") {
 #ifdef CACHE_TEST_TSAN
-  WARN("skipped under TSan: fork-based test (the threaded ones cover the engine)");
-  return;
+  // TSan cannot see across processes (it checks this process's side only); it handles these forks
+  // fine on glibc 2.36, and CACHE_TEST_SKIP_FORK_UNDER_TSAN=1 skips them should a TSan version not.
+  if (getenv("CACHE_TEST_SKIP_FORK_UNDER_TSAN") != nullptr) {
+    WARN("skipped under TSan: fork-based test (the threaded ones cover the engine)");
+    return;
+  }
 #endif
   auto c = make_cache(32);
   auto until = std::chrono::steady_clock::now() + kRunFor;

@@ -1,7 +1,6 @@
 // Hot-item reordering: with a deliberately small hashsize (long chains) and a Zipf workload, the
 // average probes per lookup (stats: probes / lookups) must drop after reorder_hot_items().
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <random>
 #include <vector>
@@ -35,7 +34,8 @@ double probes_per_lookup(Cache& c, Zipf& zipf, std::mt19937_64& rng, int gets) {
   std::string v;
   for (int i = 0; i < gets; ++i) REQUIRE(c.get("item-" + std::to_string(zipf(rng)), v) == Status::ok);
   auto after = c.stats();
-  return static_cast<double>(after.probes - before.probes) / static_cast<double>(after.lookups - before.lookups);
+  return static_cast<double>(after.probes - before.probes) /
+         static_cast<double>(after.lookups - before.lookups);
 }
 
 }  // namespace

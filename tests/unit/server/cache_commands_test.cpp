@@ -159,7 +159,8 @@ TEST_CASE("mod2 3/4 dictionary get: hits serve the raw value (fixing 2.0.21)", "
                                          {"key", "k1"},
                                          {"get", "nokey"},
                                          {"SERVER_NAME", ""}});
-    CHECK(server.send(wire::packet(111, 3, vars)) == "value1" + not_found);
+    // uWSGI's writer starts the 404 page only while nothing was written: after a value, a get miss adds nothing
+    CHECK(server.send(wire::packet(111, 3, vars)) == "value1");
   }
   SECTION("malformed vars: what came before is served, a note names the offset") {
     CHECK(server.send(wire::packet(111, 3, wire::vars({{"key", "k1"}}) + bytes({0, 0}))) == "value1");

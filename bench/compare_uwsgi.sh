@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Our server against uWSGI 2.0.21, memcached and the null-server ceiling, in one interleaved run.
+#  1. the shared baseline script with CANDIDATE=our binary: uwsgi protocol per request (TCP and UNIX),
+#     nginx in front, and the embedded Python API (PARTS, DURATION, REPS... pass through);
+#  2. our --persistent-socket against memcached's persistent connections, same mix, same load.
+# Prints the tables; copy them into docs/benchmarks.md with the date and the machine.
+# Usage: bench/compare_uwsgi.sh   (env: SHARED=../shared, SKIP_BASELINE=1 to run part 2 only)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+shared=${SHARED:-$root/../shared}
+"$root/deps.sh" bench
+cmake -S "$root" -B "$root/build-bench" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+ninja -C "$root/build-bench" server >/dev/null
+server=$root/build-bench/bin/server
+tmp=$(mktemp -d); pids=()
+trap 'for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null; done; rm -rf "$tmp"' EXIT
+
+if [ "${SKIP_BASELINE:-0}" != 1 ]; then
+  CANDIDATE=$server bash "$shared/bench/run-uwsgi-baseline.sh"
+fi
+
+# Part 2: persistent connections, ours vs memcached (both 2 workers/threads), interleaved.
+cc -O2 -o "$tmp/uwload" "$shared/bench/uwload.c"
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+mport=$(free_port); oport=$(free_port); oplain=$(free_port)
+memcached -t 2 -p "$mport" -l 127.0.0.1 -U 0 -m 256 & pids+=($!)
+"$server" --socket 127.0.0.1:$oplain --persistent-socket 127.0.0.1:$oport --processes 2 --cache 1000 \
+  2>"$tmp/server.log" & pids+=($!)
+sleep 1
+reps=${REPS:-3}; duration=${DURATION:-5}
+echo "| target | c | value B | ops/s (median of $reps) | p50 µs | p99 µs |"
+echo "|---|---|---|---|---|---|"
+for conc in ${CONCS:-16 64}; do
+  for vsize in ${VSIZES:-64 1024}; do
+    "$tmp/uwload" -P memcached -a 127.0.0.1:$mport -p -c "$conc" -v "$vsize" -w --warmup-only -q >/dev/null
+    "$tmp/uwload" -a 127.0.0.1:$oplain -c "$conc" -v "$vsize" -w --warmup-only -q >/dev/null
+    : >"$tmp/m"; : >"$tmp/o"
+    for _ in $(seq "$reps"); do
+      "$tmp/uwload" -P memcached -a 127.0.0.1:$mport -p -c "$conc" -v "$vsize" -d "$duration" -T 2 -q >>"$tmp/m"
+      "$tmp/uwload" -a 127.0.0.1:$oport -p -c "$conc" -v "$vsize" -d "$duration" -T 2 -q >>"$tmp/o"
+    done
+    for target in m o; do
+      name=$([ $target = m ] && echo "memcached -t 2, persistent" || echo "ours, --persistent-socket, 2 workers")
+      /usr/bin/python3 - "$tmp/$target" "$name" "$conc" "$vsize" <<'PY'
+import re, statistics, sys
+rows = [dict(re.findall(r"(\w+)=([\d.]+)", line)) for line in open(sys.argv[1]) if line.startswith("RESULT")]
+med = lambda k: statistics.median(float(r[k]) for r in rows)
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {med('ops_s'):,.0f} | {med('p50_us'):.0f} | {med('p99_us'):.0f} |")
+PY
+    done
+  done
+done

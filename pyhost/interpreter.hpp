@@ -1,0 +1,50 @@
+// The embedded CPython (Debian's libpython3.11): start-up, the GIL per thread, fork safety.
+// One interpreter per process, started in the master before the workers are forked.
+#pragma once
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <string>
+
+#include "config/config.hpp"
+
+namespace pyhost {
+
+// Starts the interpreter once: applies --env, --chdir, registers the built-in `uwsgi` module, sets
+// sys.path (--pythonpath first, then ".", "", the standard paths, the project's python/ dir) and the
+// fork handlers. Returns with the GIL released. Throws std::runtime_error with the reason.
+void start_interpreter(const config::Config& config);
+
+// Holds the GIL in the calling thread for its scope. Each thread keeps one PyThreadState for its
+// lifetime (threading.local and C extensions' per-thread state survive across requests). Not
+// reentrant: never nest two in one thread.
+class GilGuard {
+ public:
+  GilGuard();
+  ~GilGuard();
+  GilGuard(const GilGuard&) = delete;
+  GilGuard& operator=(const GilGuard&) = delete;
+};
+
+// Releases the GIL for its scope (around cache calls and socket I/O); exception-safe, unlike the
+// Py_BEGIN_ALLOW_THREADS macro pair.
+class GilRelease {
+ public:
+  GilRelease() : saved_(PyEval_SaveThread()) {}
+  ~GilRelease() { PyEval_RestoreThread(saved_); }
+  GilRelease(const GilRelease&) = delete;
+  GilRelease& operator=(const GilRelease&) = delete;
+
+ private:
+  PyThreadState* saved_;
+};
+
+// The pending Python exception as text, traceback included, and clears it. Needs the GIL.
+std::string take_exception_text();
+
+// A helper from the embedded bootstrap module `_pyhost` (load_module, load_file, FileWrapper, ...).
+// Borrowed reference, valid for the life of the process. Needs the GIL.
+PyObject* bootstrap(const char* name);
+
+}  // namespace pyhost

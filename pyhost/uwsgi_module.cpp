@@ -1,0 +1,516 @@
+// The uwsgi module's cache API, with uWSGI 2.0.21's signatures and results (spec §7): positional
+// arguments only, True / None (never False, never an exception for a cache-level failure), bytes
+// results, str keys and values encoded UTF-8. Deliberate differences (docs/python.md):
+// - a value or key that is neither str nor bytes raises TypeError naming the argument (uWSGI's
+//   message does not; issue #1678 reports workers dying on it);
+// - keys are never truncated to 16 bits (uWSGI aliases "a"*65537 to "a"): a key longer than the
+//   cache's keysize fails with None, and a remote call with a key over 65535 bytes fails with None;
+// - remote cache_inc/dec/mul/div really compute (get, then update: not atomic across clients);
+//   uWSGI stores the operand instead;
+// - a bare "host:port" or socket path as the cache argument means that server's default cache.
+// The GIL is released around every cache operation and every remote round trip.
+#include "pyhost/uwsgi_module.hpp"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <ctime>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+#include "common/log.hpp"
+#include "pyhost/cache_target.hpp"
+#include "pyhost/interpreter.hpp"
+#include "server/client.hpp"
+
+namespace pyhost {
+
+namespace {
+
+constexpr const char* kVersion = "2.0.21-ucached";  // uWSGI's API level, then who implements it
+
+struct Context {
+  config::Config config;
+  cache::CacheSet* caches = nullptr;
+  int timeout_ms = 4000;
+};
+Context g_context;
+std::atomic<int> g_worker_id{0};
+
+using Args = PyObject* const*;
+using MathOp = cache::Cache::MathOp;
+
+// ---- argument conversion (each sets a Python exception and returns false on error)
+
+// Positional only, with uWSGI's (PyArg_ParseTuple's) wording for the errors.
+bool check_count(const char* fn, Py_ssize_t nargs, PyObject* kwnames, Py_ssize_t min, Py_ssize_t max) {
+  if (kwnames != nullptr && PyTuple_GET_SIZE(kwnames) > 0) {
+    PyErr_Format(PyExc_TypeError, "%s() takes no keyword arguments", fn);
+    return false;
+  }
+  if (nargs >= min && nargs <= max) return true;
+  const Py_ssize_t bound = nargs < min ? min : max;
+  PyErr_Format(PyExc_TypeError, "%s() takes %s %zd argument%s (%zd given)", fn,
+               min == max    ? "exactly"
+               : nargs < min ? "at least"
+                             : "at most",
+               bound, bound == 1 ? "" : "s", nargs);
+  return false;
+}
+
+// str (as UTF-8) or bytes. The view stays valid while the argument is alive (the call's duration):
+// bytes are immutable and a str keeps its UTF-8 form cached in the object.
+bool to_blob(PyObject* object, const char* fn, int position, const char* what, std::string_view& out) {
+  if (PyBytes_Check(object)) {
+    out = std::string_view(PyBytes_AS_STRING(object), static_cast<std::size_t>(PyBytes_GET_SIZE(object)));
+    return true;
+  }
+  if (PyUnicode_Check(object)) {
+    Py_ssize_t size = 0;
+    const char* data = PyUnicode_AsUTF8AndSize(object, &size);
+    if (data == nullptr) return false;
+    out = std::string_view(data, static_cast<std::size_t>(size));
+    return true;
+  }
+  PyErr_Format(PyExc_TypeError, "%s() argument %d (%s) must be str or bytes, not %.100s", fn, position, what,
+               Py_TYPE(object)->tp_name);
+  return false;
+}
+
+// A C long, as uWSGI parses it: int (or anything with __index__); OverflowError beyond 64 bits.
+bool to_long(PyObject* object, std::int64_t& out) {
+  const long value = PyLong_AsLong(object);
+  if (value == -1 && PyErr_Occurred()) return false;
+  out = value;
+  return true;
+}
+
+bool to_cache_name(PyObject* object, const char* fn, int position, std::string_view& out) {
+  if (!PyUnicode_Check(object)) {
+    PyErr_Format(PyExc_TypeError, "%s() argument %d (cache) must be str, not %.100s", fn, position,
+                 Py_TYPE(object)->tp_name);
+    return false;
+  }
+  Py_ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(object, &size);
+  if (data == nullptr) return false;
+  out = std::string_view(data, static_cast<std::size_t>(size));
+  return true;
+}
+
+// ---- the operations (called without the GIL)
+
+// A reused buffer per thread: a get copies the value here, then into the bytes object.
+std::string& value_buffer() {
+  thread_local std::string buffer;
+  return buffer;
+}
+
+server::CacheClient remote_client(std::string_view address) {
+  server::ClientOptions options;
+  options.timeout_ms = g_context.timeout_ms;
+  options.persistent = false;  // one request per connection, as uWSGI's remote calls do
+  return server::CacheClient(std::string(address), options);
+}
+
+template <typename Local, typename Remote>
+bool dispatch(std::string_view spec, Local local, Remote remote) {
+  const CacheTarget target = parse_cache_target(spec);
+  try {
+    if (target.remote) {
+      server::CacheClient client = remote_client(target.address);
+      return remote(client, target.name) == server::ClientStatus::ok;
+    }
+    cache::Cache* cache = g_context.caches == nullptr ? nullptr : g_context.caches->find(target.name);
+    return cache != nullptr && local(*cache) == cache::Status::ok;
+  } catch (const std::exception&) {
+    return false;  // e.g. a remote key or value longer than the protocol's 16-bit lengths
+  }
+}
+
+bool do_get(std::string_view spec, std::string_view key, std::string& value) {
+  value.clear();
+  const bool hit = dispatch(
+      spec, [&](cache::Cache& cache) { return cache.get(key, value); },
+      [&](server::CacheClient& client, std::string_view name) { return client.get(key, value, name); });
+  return hit && !value.empty();  // uWSGI reads a remote size=0 reply as a miss
+}
+
+std::int64_t apply_math(MathOp op, std::int64_t a, std::int64_t b) {
+  // Two's complement wrap-around on overflow and 0 for a division by zero: the engine's semantics.
+  const auto ua = static_cast<std::uint64_t>(a);
+  const auto ub = static_cast<std::uint64_t>(b);
+  switch (op) {
+    case MathOp::inc:
+      return static_cast<std::int64_t>(ua + ub);
+    case MathOp::dec:
+      return static_cast<std::int64_t>(ua - ub);
+    case MathOp::mul:
+      return static_cast<std::int64_t>(ua * ub);
+    case MathOp::div:
+      if (b == 0) return 0;
+      if (b == -1) return static_cast<std::int64_t>(0 - ua);
+      return a / b;
+  }
+  return a;
+}
+
+// Remote math: uWSGI sends the operand as an update (the remote then stores the delta). We read the
+// number, compute, and write it back keeping the item's expiry; two clients racing can lose an update.
+server::ClientStatus remote_math(server::CacheClient& client, std::string_view name, std::string_view key,
+                                 MathOp op, std::int64_t operand, std::int64_t expires) {
+  std::string& current = value_buffer();
+  std::int64_t expires_at = 0;
+  const server::ClientStatus got = client.get(key, current, name, &expires_at);
+  if (got == server::ClientStatus::error) return got;
+  std::int64_t base = 0;
+  if (got == server::ClientStatus::ok && !current.empty()) {
+    std::memcpy(&base, current.data(), std::min<std::size_t>(current.size(), 8));  // LE host, zero padded
+    expires = 0;
+    if (expires_at > 0)
+      expires = std::max<std::int64_t>(1, expires_at - static_cast<std::int64_t>(std::time(nullptr)));
+  }
+  const std::int64_t result = apply_math(op, base, operand);
+  char number[8];
+  std::memcpy(number, &result, 8);
+  return client.update(key, std::string_view(number, 8), expires, name);
+}
+
+// ---- the module functions
+
+PyObject* py_cache_get(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
+  std::string_view key, spec;
+  if (!check_count("cache_get", nargs, kw, 1, 2) || !to_blob(args[0], "cache_get", 1, "key", key) ||
+      (nargs > 1 && !to_cache_name(args[1], "cache_get", 2, spec))) {
+    return nullptr;
+  }
+  std::string& value = value_buffer();
+  bool hit;
+  {
+    GilRelease unlocked;
+    hit = do_get(spec, key, value);
+  }
+  if (!hit) Py_RETURN_NONE;
+  return PyBytes_FromStringAndSize(value.data(), static_cast<Py_ssize_t>(value.size()));
+}
+
+PyObject* py_cache_num(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
+  std::string_view key, spec;
+  if (!check_count("cache_num", nargs, kw, 1, 2) || !to_blob(args[0], "cache_num", 1, "key", key) ||
+      (nargs > 1 && !to_cache_name(args[1], "cache_num", 2, spec))) {
+    return nullptr;
+  }
+  std::string& value = value_buffer();
+  std::int64_t number = 0;
+  {
+    GilRelease unlocked;
+    if (do_get(spec, key, value) && value.size() == 8) std::memcpy(&number, value.data(), 8);
+  }
+  return PyLong_FromLongLong(number);
+}
+
+enum class Store { set, update };
+
+PyObject* store(const char* fn, Store mode, Args args, Py_ssize_t nargs, PyObject* kw) {
+  std::string_view key, value, spec;
+  std::int64_t expires = 0;
+  if (!check_count(fn, nargs, kw, 2, 4) || !to_blob(args[0], fn, 1, "key", key) ||
+      !to_blob(args[1], fn, 2, "value", value) || (nargs > 2 && !to_long(args[2], expires)) ||
+      (nargs > 3 && !to_cache_name(args[3], fn, 4, spec))) {
+    return nullptr;
+  }
+  bool ok;
+  {
+    GilRelease unlocked;
+    ok = dispatch(
+        spec,
+        [&](cache::Cache& cache) {
+          return mode == Store::set ? cache.set(key, value, expires) : cache.update(key, value, expires);
+        },
+        [&](server::CacheClient& client, std::string_view name) {
+          return mode == Store::set ? client.set(key, value, expires, name)
+                                    : client.update(key, value, expires, name);
+        });
+  }
+  if (ok) Py_RETURN_TRUE;
+  Py_RETURN_NONE;
+}
+
+PyObject* py_cache_set(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
+  return store("cache_set", Store::set, args, nargs, kw);
+}
+PyObject* py_cache_update(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
+  return store("cache_update", Store::update, args, nargs, kw);
+}
+
+PyObject* py_cache_del(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
+  std::string_view key, spec;
+  if (!check_count("cache_del", nargs, kw, 1, 2) || !to_blob(args[0], "cache_del", 1, "key", key) ||
+      (nargs > 1 && !to_cache_name(args[1], "cache_del", 2, spec))) {
+    return nullptr;
+  }
+  bool ok;
+  {
+    GilRelease unlocked;
+    ok = dispatch(
+        spec, [&](cache::Cache& cache) { return cache.del(key); },
+        [&](server::CacheClient& client, std::string_view name) { return client.del(key, name); });
+  }
+  if (ok) Py_RETURN_TRUE;
+  Py_RETURN_NONE;
+}
+
+PyObject* py_cache_exists(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
+  std::string_view key, spec;
+  if (!check_count("cache_exists", nargs, kw, 1, 2) || !to_blob(args[0], "cache_exists", 1, "key", key) ||
+      (nargs > 1 && !to_cache_name(args[1], "cache_exists", 2, spec))) {
+    return nullptr;
+  }
+  bool ok;
+  {
+    GilRelease unlocked;
+    ok = dispatch(
+        spec, [&](cache::Cache& cache) { return cache.exists(key); },
+        [&](server::CacheClient& client, std::string_view name) { return client.exists(key, name); });
+  }
+  if (ok) Py_RETURN_TRUE;
+  Py_RETURN_NONE;
+}
+
+PyObject* py_cache_clear(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
+  std::string_view spec;
+  if (!check_count("cache_clear", nargs, kw, 0, 1) ||
+      (nargs > 0 && !to_cache_name(args[0], "cache_clear", 1, spec))) {
+    return nullptr;
+  }
+  bool ok;
+  {
+    GilRelease unlocked;
+    ok = dispatch(
+        spec, [&](cache::Cache& cache) { return cache.clear(); },
+        [&](server::CacheClient& client, std::string_view name) { return client.clear(name); });
+  }
+  if (ok) Py_RETURN_TRUE;
+  Py_RETURN_NONE;
+}
+
+PyObject* math(const char* fn, MathOp op, std::int64_t default_operand, Args args, Py_ssize_t nargs,
+               PyObject* kw) {
+  std::string_view key, spec;
+  std::int64_t operand = default_operand;
+  std::int64_t expires = 0;
+  if (!check_count(fn, nargs, kw, 1, 4) || !to_blob(args[0], fn, 1, "key", key) ||
+      (nargs > 1 && !to_long(args[1], operand)) || (nargs > 2 && !to_long(args[2], expires)) ||
+      (nargs > 3 && !to_cache_name(args[3], fn, 4, spec))) {
+    return nullptr;
+  }
+  bool ok;
+  {
+    GilRelease unlocked;
+    ok = dispatch(
+        spec, [&](cache::Cache& cache) { return cache.math(key, op, operand, expires); },
+        [&](server::CacheClient& client, std::string_view name) {
+          return remote_math(client, name, key, op, operand, expires);
+        });
+  }
+  if (ok) Py_RETURN_TRUE;
+  Py_RETURN_NONE;
+}
+
+PyObject* py_cache_inc(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
+  return math("cache_inc", MathOp::inc, 1, args, nargs, kw);
+}
+PyObject* py_cache_dec(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
+  return math("cache_dec", MathOp::dec, 1, args, nargs, kw);
+}
+PyObject* py_cache_mul(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
+  return math("cache_mul", MathOp::mul, 2, args, nargs, kw);
+}
+PyObject* py_cache_div(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
+  return math("cache_div", MathOp::div, 2, args, nargs, kw);
+}
+
+PyObject* py_cache_keys(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
+  std::string_view spec;
+  if (!check_count("cache_keys", nargs, kw, 0, 1) ||
+      (nargs > 0 && !to_cache_name(args[0], "cache_keys", 1, spec))) {
+    return nullptr;
+  }
+  const CacheTarget target = parse_cache_target(spec);
+  cache::Cache* cache =
+      target.remote || g_context.caches == nullptr ? nullptr : g_context.caches->find(target.name);
+  if (cache == nullptr) {
+    PyErr_SetString(PyExc_ValueError, "no local uWSGI cache available");
+    return nullptr;
+  }
+  std::vector<std::string> keys;
+  {
+    GilRelease unlocked;
+    cache->for_each_key([&](std::string_view key) { keys.emplace_back(key); });
+  }
+  PyObject* list = PyList_New(static_cast<Py_ssize_t>(keys.size()));
+  if (list == nullptr) return nullptr;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    PyObject* item = PyBytes_FromStringAndSize(keys[i].data(), static_cast<Py_ssize_t>(keys[i].size()));
+    if (item == nullptr) {
+      Py_DECREF(list);
+      return nullptr;
+    }
+    PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), item);  // steals
+  }
+  return list;
+}
+
+PyObject* py_worker_id(PyObject*, PyObject*) {
+  return PyLong_FromLong(g_worker_id.load(std::memory_order_relaxed));
+}
+
+PyObject* py_masterpid(PyObject*, PyObject*) {
+  return PyLong_FromLong(g_worker_id.load(std::memory_order_relaxed) == 0 ? getpid() : getppid());
+}
+
+PyObject* py_log(PyObject*, PyObject* message) {
+  Py_ssize_t size = 0;
+  const char* text = PyUnicode_Check(message) ? PyUnicode_AsUTF8AndSize(message, &size) : nullptr;
+  if (text == nullptr) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "log() argument must be str");
+    return nullptr;
+  }
+  common::log_write(std::string_view(text, static_cast<std::size_t>(size)));
+  Py_RETURN_TRUE;
+}
+
+#define FASTCALL(name, fn, doc)                                                                           \
+  {                                                                                                       \
+    name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fn)), METH_FASTCALL | METH_KEYWORDS, \
+        doc                                                                                               \
+  }
+
+PyMethodDef g_methods[] = {
+    FASTCALL("cache_get", py_cache_get, "cache_get(key[, cache]) -> bytes or None"),
+    FASTCALL("cache_set", py_cache_set,
+             "cache_set(key, value[, expires[, cache]]) -> True or None (never overwrites)"),
+    FASTCALL("cache_update", py_cache_update, "cache_update(key, value[, expires[, cache]]) -> True or None"),
+    FASTCALL("cache_del", py_cache_del, "cache_del(key[, cache]) -> True or None"),
+    FASTCALL("cache_exists", py_cache_exists, "cache_exists(key[, cache]) -> True or None"),
+    FASTCALL("cache_clear", py_cache_clear, "cache_clear([cache]) -> True or None"),
+    FASTCALL("cache_inc", py_cache_inc, "cache_inc(key[, delta=1[, expires[, cache]]]) -> True or None"),
+    FASTCALL("cache_dec", py_cache_dec, "cache_dec(key[, delta=1[, expires[, cache]]]) -> True or None"),
+    FASTCALL("cache_mul", py_cache_mul, "cache_mul(key[, factor=2[, expires[, cache]]]) -> True or None"),
+    FASTCALL("cache_div", py_cache_div, "cache_div(key[, divisor=2[, expires[, cache]]]) -> True or None"),
+    FASTCALL("cache_num", py_cache_num, "cache_num(key[, cache]) -> int (0 if missing or not 8 bytes)"),
+    FASTCALL("cache_keys", py_cache_keys, "cache_keys([cache]) -> list of bytes (local caches only)"),
+    {"worker_id", py_worker_id, METH_NOARGS, "worker_id() -> 0 in the master, 1..N in a worker"},
+    {"masterpid", py_masterpid, METH_NOARGS, "masterpid() -> the master's pid"},
+    {"log", py_log, METH_O, "log(message): one line in the server log"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef g_module = {
+    PyModuleDef_HEAD_INIT,
+    "uwsgi",
+    "The server's uWSGI-compatible API (cache functions, options, worker id).",
+    -1,
+    g_methods,
+    nullptr,
+    nullptr,
+    nullptr,
+    nullptr,
+};
+
+// uwsgi.opt as uWSGI 2.0.21 builds it: the options that were given, flags as True, values as bytes; a
+// repeated option keeps only its last value. We have the parsed Config, not the raw arguments, so
+// "given" means "differs from the default".
+PyObject* build_opt_dict(const config::Config& config) {
+  static const config::Config defaults;
+  PyObject* dict = PyDict_New();
+  if (dict == nullptr) return nullptr;
+  for (const config::OptionSpec& spec : config::option_table()) {
+    PyObject* value = std::visit(
+        [&](auto member) -> PyObject* {
+          using Member = decltype(member);
+          if constexpr (std::is_same_v<Member, std::monostate>) {
+            return nullptr;
+          } else {
+            const auto& mine = config.*member;
+            const auto& other = defaults.*member;
+            if (mine == other) return nullptr;
+            using Value = std::remove_cvref_t<decltype(mine)>;
+            if constexpr (std::is_same_v<Value, bool>) {
+              return PyBool_FromLong(mine);
+            } else if constexpr (std::is_same_v<Value, std::string>) {
+              return PyBytes_FromStringAndSize(mine.data(), static_cast<Py_ssize_t>(mine.size()));
+            } else if constexpr (std::is_same_v<Value, std::vector<std::string>>) {
+              if (mine.empty()) return nullptr;
+              return PyBytes_FromStringAndSize(mine.back().data(),
+                                               static_cast<Py_ssize_t>(mine.back().size()));
+            } else {
+              const std::string text = std::to_string(mine);
+              return PyBytes_FromStringAndSize(text.data(), static_cast<Py_ssize_t>(text.size()));
+            }
+          }
+        },
+        spec.target);
+    if (value == nullptr) {
+      if (PyErr_Occurred()) {
+        Py_DECREF(dict);
+        return nullptr;
+      }
+      continue;
+    }
+    const std::string name(spec.name);
+    const int rc = PyDict_SetItemString(dict, name.c_str(), value);
+    Py_DECREF(value);
+    if (rc != 0) {
+      Py_DECREF(dict);
+      return nullptr;
+    }
+  }
+  return dict;
+}
+
+// PyModule_AddObject steals only on success.
+bool add_object(PyObject* module, const char* name, PyObject* value) {
+  if (value == nullptr) return false;
+  if (PyModule_AddObject(module, name, value) != 0) {
+    Py_DECREF(value);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void configure_uwsgi_module(const config::Config& config, cache::CacheSet* caches) {
+  g_context.config = config;
+  g_context.caches = caches;
+  g_context.timeout_ms = std::max(1, config.socket_timeout) * 1000;
+}
+
+void set_worker_id(int id) { g_worker_id.store(id, std::memory_order_relaxed); }
+
+PyObject* init_uwsgi_module() {
+  PyObject* module = PyModule_Create(&g_module);
+  if (module == nullptr) return nullptr;
+  const config::Config& config = g_context.config;
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  const bool ok = add_object(module, "opt", build_opt_dict(config)) &&
+                  add_object(module, "version", PyBytes_FromString(kVersion)) &&
+                  add_object(module, "version_info", Py_BuildValue("(iiiis)", 2, 0, 21, 0, "ucached")) &&
+                  add_object(module, "hostname", PyBytes_FromString(host)) &&
+                  PyModule_AddIntConstant(module, "numproc", config.processes) == 0 &&
+                  PyModule_AddIntConstant(module, "cores", config.threads) == 0 &&
+                  PyModule_AddIntConstant(module, "buffer_size", static_cast<long>(config.buffer_size)) == 0;
+  if (!ok) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
+}
+
+}  // namespace pyhost
