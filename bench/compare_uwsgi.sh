@@ -24,7 +24,7 @@ fi
 cc -O2 -o "$tmp/uwload" "$shared/bench/uwload.c"
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mport=$(free_port); oport=$(free_port); oplain=$(free_port)
-memcached -t 2 -p "$mport" -l 127.0.0.1 -U 0 -m 256 & pids+=($!)
+memcached -t 2 -p "$mport" -l 127.0.0.1 -U 0 -m 256 -u nobody & pids+=($!)
 "$server" --socket 127.0.0.1:$oplain --persistent-socket 127.0.0.1:$oport --processes 2 --cache 1000 \
   2>"$tmp/server.log" & pids+=($!)
 sleep 1
