@@ -159,10 +159,17 @@ std::int64_t apply_math(MathOp op, std::int64_t a, std::int64_t b) {
   return a;
 }
 
-// Remote math: uWSGI sends the operand as an update (the remote then stores the delta). We read the
-// number, compute, and write it back keeping the item's expiry; two clients racing can lose an update.
+// Remote math: uWSGI sends the operand as an update (the remote then stores the delta). Against our
+// server the operation is atomic; against uWSGI we read the number, compute, and write it back keeping
+// the item's expiry (two clients racing there can lose an update).
 server::ClientStatus remote_math(server::CacheClient& client, std::string_view name, std::string_view key,
                                  MathOp op, std::int64_t operand, std::int64_t expires) {
+  // Our server applies the operation atomically (magic cmd=inc/dec/mul/div); a server that does not
+  // answer it (uWSGI) gets the read-compute-write below.
+  static constexpr std::string_view kCommands[] = {"inc", "dec", "mul", "div"};
+  if (client.math(kCommands[static_cast<int>(op)], key, operand, expires, name) == server::ClientStatus::ok) {
+    return server::ClientStatus::ok;
+  }
   std::string& current = value_buffer();
   std::int64_t expires_at = 0;
   const server::ClientStatus got = client.get(key, current, name, &expires_at);

@@ -10,6 +10,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <charconv>
+
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
@@ -519,6 +521,33 @@ ClientStatus CacheClient::clear(std::string_view cache) {
   MagicCall call{.cmd = "clear", .cache = cache, .with_key = false};
   MagicReply reply;
   return exchange(call, reply);
+}
+
+ClientStatus CacheClient::math(std::string_view cmd, std::string_view key, std::int64_t operand,
+                               std::int64_t expires, std::string_view cache, std::int64_t* result) {
+  char operand_bytes[8];
+  auto bits = static_cast<std::uint64_t>(operand);
+  for (char& byte : operand_bytes) {  // little-endian whatever the host
+    byte = static_cast<char>(bits & 0xff);
+    bits >>= 8;
+  }
+  MagicCall call{.cmd = cmd,
+                 .key = key,
+                 .cache = cache,
+                 .value = std::string_view(operand_bytes, sizeof operand_bytes),
+                 .expires = expires,
+                 .with_value = true};
+  MagicReply reply;
+  const ClientStatus status = exchange(call, reply);
+  if (status != ClientStatus::ok || result == nullptr) return status;
+  const std::string* number = find_var(reply, "value");
+  std::int64_t parsed = 0;
+  if (number == nullptr || std::from_chars(number->data(), number->data() + number->size(), parsed).ec != std::errc()) {
+    fail(fmt::format("{}: the reply has no decimal value var", cmd));
+    return ClientStatus::error;
+  }
+  *result = parsed;
+  return ClientStatus::ok;
 }
 
 ClientStatus CacheClient::keys(std::vector<std::string>& out, std::string_view cache) {

@@ -61,6 +61,11 @@ class CacheClient {
   // them (no status=ok reply) gives error with last_error() saying "not supported by this server".
   ClientStatus keys(std::vector<std::string>& out, std::string_view cache = {});
   ClientStatus stats(std::vector<std::pair<std::string, std::string>>& out, std::string_view cache = {});
+  // cmd: "inc", "dec", "mul" or "div", applied atomically by our server (the operand travels as the
+  // 8-byte little-endian body, as uWSGI's client sends it); result receives the new number. uWSGI
+  // does not know these commands and closes without a reply: miss (callers then fall back).
+  ClientStatus math(std::string_view cmd, std::string_view key, std::int64_t operand, std::int64_t expires = 0,
+                    std::string_view cache = {}, std::int64_t* result = nullptr);
 
   const std::string& address() const { return address_; }
   const std::string& last_error() const { return last_error_; }

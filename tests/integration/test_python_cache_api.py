@@ -217,6 +217,20 @@ def application(environ, start_response):
         body = {"before": before, "after": rss_kib()}
     elif path == "/gil":
         body = gil_check()
+    elif path == "/race":
+        # 4 threads x 200 remote cache_inc on one key of the given server, at once
+        import threading
+        target = "remote@" + q
+        uwsgi.cache_del("race", target)
+        def bump():
+            for _ in range(200):
+                uwsgi.cache_inc("race", 1, 0, target)
+        threads = [threading.Thread(target=bump) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        body = {"total": uwsgi.cache_num("race", target)}
     else:
         body = None
     start_response("200 OK", [("Content-Type", "application/json")])
@@ -360,6 +374,14 @@ def test_remote_calls_to_our_own_socket():
     check_eq(results["cache_get('x', 'remote@127.0.0.1:1')"], "None", "a dead remote is a miss")
 
 
+def test_remote_math_is_atomic_on_our_server():
+    # Our server applies remote inc atomically (magic cmd=inc); uWSGI gets read-compute-write instead.
+    srv, addr = our_server()
+    r = app_get(addr, "/race", f"127.0.0.1:{addr[1]}")
+    print(f"4 threads x 200 remote cache_inc: total {r['total']}")
+    check_eq(r["total"], 800, "remote increments from 4 concurrent threads (none lost)")
+
+
 def test_reference_counting_100k_calls():
     srv, addr = our_server()
     r = app_get(addr, "/leak", "100000", timeout=120)
@@ -376,5 +398,6 @@ def test_gil_released_during_cache_calls():
 
 
 if __name__ == "__main__":
-    run_tests([test_same_results_as_uwsgi, test_remote_calls_to_our_own_socket, test_reference_counting_100k_calls,
+    run_tests([test_same_results_as_uwsgi, test_remote_calls_to_our_own_socket, test_remote_math_is_atomic_on_our_server,
+               test_reference_counting_100k_calls,
                test_gil_released_during_cache_calls], budget=200)
