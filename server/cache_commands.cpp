@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include <charconv>
 
 #include "server/cache_dump.hpp"
@@ -188,6 +190,19 @@ struct MagicVars {
 // only `ok` is ever sent; everything else closes without a reply.
 enum class MagicOutcome { ok, ok_with_reply_built, notfound, error };
 
+// The `expires` var: relative seconds, strict decimal (uWSGI parses it loosely), absent = never,
+// clamped so that now + expires cannot overflow.
+bool parse_magic_expires(const MagicVars& vars, std::int64_t& expires_in, std::string& note) {
+  std::uint64_t expires = 0;
+  if (!vars.expires.empty() && !parse_decimal(vars.expires, expires)) {
+    note = fmt::format("cache magic {} {}: expires {} is not a decimal number", vars.cmd, printable(vars.key),
+                       printable(vars.expires));
+    return false;
+  }
+  expires_in = static_cast<std::int64_t>(std::min<std::uint64_t>(expires, kMaxExpiresSeconds));
+  return true;
+}
+
 MagicOutcome magic_write(cache::Cache& cache, const MagicVars& vars, const Request& request, Reply& reply,
                          std::string& note) {
   const bool update = vars.cmd == "update";
@@ -212,14 +227,8 @@ MagicOutcome magic_write(cache::Cache& cache, const MagicVars& vars, const Reque
     reply.close_after = true;
     return MagicOutcome::error;
   }
-  std::uint64_t expires = 0;
-  if (!vars.expires.empty() && !parse_decimal(vars.expires, expires)) {
-    note = fmt::format("cache magic {} {}: expires {} is not a decimal number", vars.cmd, printable(vars.key),
-                       printable(vars.expires));
-    return MagicOutcome::error;
-  }
-  if (expires > kMaxExpiresSeconds) expires = kMaxExpiresSeconds;
-  const auto expires_in = static_cast<std::int64_t>(expires);
+  std::int64_t expires_in = 0;
+  if (!parse_magic_expires(vars, expires_in, note)) return MagicOutcome::error;
   const cache::Status status = update ? cache.update(vars.key, request.body, expires_in)
                                       : cache.set(vars.key, request.body, expires_in);
   if (status == cache::Status::ok) return MagicOutcome::ok;
@@ -318,20 +327,15 @@ MagicOutcome magic_math(cache::Cache& cache, const MagicVars& vars, const Reques
   }
   std::uint64_t raw = 0;
   for (int i = 7; i >= 0; --i) raw = (raw << 8) | static_cast<unsigned char>(request.body[static_cast<std::size_t>(i)]);
-  std::uint64_t expires = 0;
-  if (!vars.expires.empty() && !parse_decimal(vars.expires, expires)) {
-    note = fmt::format("cache magic {} {}: expires {} is not a decimal number", vars.cmd, printable(vars.key),
-                       printable(vars.expires));
-    return MagicOutcome::error;
-  }
-  if (expires > kMaxExpiresSeconds) expires = kMaxExpiresSeconds;
+  std::int64_t expires = 0;
+  if (!parse_magic_expires(vars, expires, note)) return MagicOutcome::error;
   const cache::Cache::MathOp op = vars.cmd == "inc"   ? cache::Cache::MathOp::inc
                                   : vars.cmd == "dec" ? cache::Cache::MathOp::dec
                                   : vars.cmd == "mul" ? cache::Cache::MathOp::mul
                                                       : cache::Cache::MathOp::div;
   std::int64_t result = 0;
   const cache::Status status =
-      cache.math(vars.key, op, static_cast<std::int64_t>(raw), static_cast<std::int64_t>(expires), &result);
+      cache.math(vars.key, op, static_cast<std::int64_t>(raw), expires, &result);
   if (status != cache::Status::ok) {
     note = fmt::format("cache magic {} {}: {}", vars.cmd, printable(vars.key), cache::describe(status));
     return MagicOutcome::error;

@@ -43,6 +43,50 @@ class Skip(Exception):
     """Raised by a test to mark itself skipped (with the reason)."""
 
 
+# --------------------------------------------------------------------------------------------------
+# real peers: installed from Debian when missing (once, as root)
+
+UWSGI = "/usr/bin/uwsgi"
+UWSGI_PLUGIN_DIRS = ("/usr/lib/uwsgi/plugins", "/usr/lib/uwsgi")
+
+
+def apt_install(package):
+    """`apt-get install PACKAGE` (with an `apt-get update` retry); quiet; no-op unless root."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for args in (["apt-get", "install", "-y", "-q", package], ["apt-get", "update", "-q"],
+                 ["apt-get", "install", "-y", "-q", package]):
+        try:
+            rc = subprocess.run(args, capture_output=True, timeout=240, env=env).returncode
+        except (subprocess.TimeoutExpired, OSError):
+            return
+        if rc == 0 and args[1] == "install":
+            return
+
+
+def uwsgi_plugin(name):
+    return any(os.path.exists(os.path.join(d, f"{name}_plugin.so")) for d in UWSGI_PLUGIN_DIRS)
+
+
+def uwsgi_available(plugins=("cache",)):
+    """True when uWSGI 2.0.21 and the plugins exist; installs uwsgi-core (and uwsgi-plugin-python3 for
+    python3) once when they do not."""
+    def present():
+        return os.access(UWSGI, os.X_OK) and all(uwsgi_plugin(p) for p in plugins)
+    if not present():
+        apt_install("uwsgi-core")
+        if "python3" in plugins:
+            apt_install("uwsgi-plugin-python3")
+    return present()
+
+
+def need_uwsgi(plugins=("cache",)):
+    if not uwsgi_available(plugins):
+        raise Skip(f"uWSGI 2.0.21 not available ({UWSGI} with the {', '.join(plugins)} plugin(s); "
+                   "apt-get install uwsgi-core failed or is not possible here)")
+
+
 def require_server():
     if not (os.path.isfile(SERVER_BIN) and os.access(SERVER_BIN, os.X_OK)):
         print(f"SKIP: server binary not found or not executable: {SERVER_BIN}")

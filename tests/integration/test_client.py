@@ -7,8 +7,8 @@ how many connections were used and which requests carried keepalive=1.
 """
 
 import os
-import shutil
 import signal
+import shutil
 import socket
 import struct
 import subprocess
@@ -18,11 +18,10 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (SERVER_BIN, SOURCE_DIR, Server, Skip, _child_setup, can_connect, check, check_eq,  # noqa: E402
+from harness import (UWSGI, need_uwsgi, SERVER_BIN, SOURCE_DIR, Server, Skip, _child_setup, can_connect, check, check_eq,  # noqa: E402
                      free_port, header, magic_get_req, magic_req, make_temp_dir, parse_magic_get_reply, parse_vars,
                      request, run_tests, vars_block, wait_until)
 
-UWSGI = "/usr/bin/uwsgi"
 BUILD_DIR = os.environ.get("BUILD_DIR") or os.path.dirname(os.path.dirname(os.path.abspath(SERVER_BIN)))
 BINARY = b"\x00\x01NUL\x00inside\xff\xfe\r\n\x00" + bytes(range(256)) + b"\x00"
 
@@ -118,25 +117,8 @@ def _kill_uwsgis():
         u.kill()
 
 
-def uwsgi_available():
-    """True when /usr/bin/uwsgi and its cache plugin exist; tries `apt-get install uwsgi-core` once."""
-    def present():
-        return os.access(UWSGI, os.X_OK) and any(
-            os.path.exists(os.path.join(d, "cache_plugin.so")) for d in ("/usr/lib/uwsgi/plugins", "/usr/lib/uwsgi"))
-    if present():
-        return True
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        try:
-            subprocess.run(["apt-get", "install", "-y", "-q", "uwsgi-core"], capture_output=True, timeout=240,
-                           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-        except (subprocess.TimeoutExpired, OSError):
-            pass
-    return present()
 
 
-def need_uwsgi():
-    if not uwsgi_available():
-        raise Skip(f"uWSGI 2.0.21 not available ({UWSGI} with the cache plugin; `apt-get install uwsgi-core` failed)")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,56 +14,32 @@ import hashlib
 import http.client
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (SERVER_BIN, Server, Skip, _child_setup, can_connect, check, check_eq, free_port,  # noqa: E402
+from harness import (UWSGI, apt_install, need_uwsgi, uwsgi_plugin, SERVER_BIN, Server, Skip, _child_setup, can_connect, check, check_eq, free_port,  # noqa: E402
                      in_thread, magic_get, magic_get_req, magic_set, make_temp_dir, request, run_tests, wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NGINX = "/usr/sbin/nginx"
-UWSGI = "/usr/bin/uwsgi"
-UWSGI_PLUGIN_DIRS = ("/usr/lib/uwsgi/plugins", "/usr/lib/uwsgi")
 
 
 # --------------------------------------------------------------------------------------------------
 # installing what is missing (once, as root, through apt-get)
 
-def _apt_install(package):
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for args in (["apt-get", "install", "-y", "-q", package], ["apt-get", "update", "-q"],
-                 ["apt-get", "install", "-y", "-q", package]):
-        try:
-            rc = subprocess.run(args, capture_output=True, timeout=240, env=env).returncode
-        except (subprocess.TimeoutExpired, OSError):
-            return
-        if rc == 0 and args[1] == "install":
-            return
 
 
 def nginx_present():
     if not os.access(NGINX, os.X_OK):
-        _apt_install("nginx-light")
+        apt_install("nginx-light")
     return os.access(NGINX, os.X_OK)
 
 
-def uwsgi_plugin(name):
-    for d in UWSGI_PLUGIN_DIRS:
-        if os.path.exists(os.path.join(d, f"{name}_plugin.so")):
-            return True
-    return False
 
 
-def uwsgi_present():
-    if not (os.access(UWSGI, os.X_OK) and uwsgi_plugin("cache")):
-        _apt_install("uwsgi-core")
-    return os.access(UWSGI, os.X_OK) and uwsgi_plugin("cache")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -525,8 +501,7 @@ def test_uwsgi_2021_never_serves_the_page():
     """uWSGI 2.0.21 behind the same configuration: the page is stored (a magic get finds it), yet nginx
     never gets it: `key` → empty reply → 502 / the application; `get` → always 404 (spec §2.3, §8.2).
     This records uWSGI's known bug; the checks above show that ours serves the page."""
-    if not uwsgi_present():
-        raise Skip(f"uWSGI 2.0.21 not available ({UWSGI} with the cache plugin; apt-get install uwsgi-core failed)")
+    need_uwsgi()
     uw = Uwsgi().start()
     ngx = None
     try:

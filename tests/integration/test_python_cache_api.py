@@ -9,16 +9,14 @@ released (another Python thread keeps running while cache calls go on).
 Skips the comparison (not the rest) when uWSGI or its python3 plugin is missing."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Server, Skip, _child_setup, can_connect, check, check_eq, free_port, make_temp_dir, packet,
+from harness import (UWSGI, need_uwsgi, Server, Skip, _child_setup, can_connect, check, check_eq, free_port, make_temp_dir, packet,
                      request, run_tests, vars_block)
 
-UWSGI = "/usr/bin/uwsgi"
 
 APP = r'''
 import json, os, sys, threading, time
@@ -308,9 +306,6 @@ class Uwsgi:
         return False
 
 
-def uwsgi_available():
-    return os.access(UWSGI, os.X_OK) and os.path.exists("/usr/lib/uwsgi/plugins/python3_plugin.so") and \
-        os.path.exists("/usr/lib/uwsgi/plugins/cache_plugin.so")
 
 
 def setup_app():
@@ -321,8 +316,7 @@ def setup_app():
 
 
 def test_same_results_as_uwsgi():
-    if not uwsgi_available():
-        raise Skip("uWSGI 2.0 with the python3 and cache plugins is not installed")
+    need_uwsgi(("cache", "python3"))
     d = setup_app()
     rport, uport, oport = free_port(), free_port(), free_port()
     remote = f"127.0.0.1:{rport}"

@@ -35,7 +35,6 @@ Exit 0 pass, 1 fail, 77 skip (no server binary, or uWSGI cannot be installed).
 """
 
 import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -45,11 +44,10 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (OK_REPLY, Server, Skip, _child_setup, array_block, can_connect, free_port,  # noqa: E402
+from harness import (UWSGI, need_uwsgi, OK_REPLY, Server, Skip, _child_setup, array_block, can_connect, free_port,  # noqa: E402
                      header, live_in_group, magic_get_req, make_temp_dir, packet, parse_vars, request,
                      run_tests, vars_block, wait_until)
 
-UWSGI = "/usr/bin/uwsgi"
 HOST = "127.0.0.1"
 REQ_TIMEOUT = 4.0          # per request; both servers run with --socket-timeout 2
 SOCKET_TIMEOUT = 2
@@ -79,26 +77,8 @@ def b(x):
 # --------------------------------------------------------------------------------------------------
 # uWSGI
 
-def uwsgi_available():
-    """True when /usr/bin/uwsgi and its cache plugin exist; tries `apt-get install uwsgi-core` once."""
-    def present():
-        return os.access(UWSGI, os.X_OK) and any(
-            os.path.exists(os.path.join(d, "cache_plugin.so")) for d in ("/usr/lib/uwsgi/plugins", "/usr/lib/uwsgi"))
-    if present():
-        return True
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        try:
-            subprocess.run(["apt-get", "install", "-y", "-q", "uwsgi-core"], capture_output=True, timeout=240,
-                           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-        except (subprocess.TimeoutExpired, OSError):
-            pass
-    return present()
 
 
-def need_uwsgi():
-    if not uwsgi_available():
-        raise Skip(f"uWSGI 2.0.21 not available ({UWSGI} with the cache plugin; "
-                   "`apt-get install -y uwsgi-core` failed or is not possible here)")
 
 
 _UWSGIS = []
