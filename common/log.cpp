@@ -15,7 +15,9 @@ std::atomic<int> g_level{static_cast<int>(LogLevel::info)};
 
 void set_log_level(LogLevel level) { g_level.store(static_cast<int>(level), std::memory_order_relaxed); }
 
-bool log_enabled(LogLevel level) { return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed); }
+bool log_enabled(LogLevel level) {
+  return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed);
+}
 
 void log_write(std::string_view message) {
   struct timeval now {};

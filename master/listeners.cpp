@@ -1,6 +1,7 @@
 #include "master/listeners.hpp"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -12,8 +13,6 @@
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
-
-#include <fmt/format.h>
 
 namespace master {
 
@@ -35,7 +34,8 @@ int bind_unix(const std::string& spec, const ListenOptions& options) {
   struct sockaddr_un addr {};
   addr.sun_family = AF_UNIX;
   if (spec.size() >= sizeof addr.sun_path) {
-    fail(spec, fmt::format("UNIX socket path is {} bytes, the limit is {}", spec.size(), sizeof addr.sun_path - 1));
+    fail(spec,
+         fmt::format("UNIX socket path is {} bytes, the limit is {}", spec.size(), sizeof addr.sun_path - 1));
   }
   std::memcpy(addr.sun_path, spec.data(), spec.size());
   // A socket file left by a previous run is stale (we are about to own the name); anything else is not ours.
@@ -104,8 +104,8 @@ int bind_tcp(const std::string& spec) {
 }  // namespace
 
 std::string Listener::describe() const {
-  return fmt::format("{} ({}{}, fd {})", spec, unix_path.empty() ? "tcp" : "unix", persistent ? ", persistent" : "",
-                     fd);
+  const char* protocol = kind == Kind::http ? ", http" : kind == Kind::persistent ? ", persistent" : "";
+  return fmt::format("{} ({}{}, fd {})", spec, unix_path.empty() ? "tcp" : "unix", protocol, fd);
 }
 
 std::vector<Listener> bind_listeners(const std::vector<std::string>& specs, const ListenOptions& options) {
@@ -121,7 +121,8 @@ std::vector<Listener> bind_listeners(const std::vector<std::string>& specs, cons
         listener.fd = bind_tcp(spec);
       }
       bound.push_back(listener);
-      if (listen(listener.fd, options.backlog) != 0) fail(spec, fmt::format("listen: {}", std::strerror(errno)));
+      if (listen(listener.fd, options.backlog) != 0)
+        fail(spec, fmt::format("listen: {}", std::strerror(errno)));
     }
   } catch (...) {
     close_listeners(bound, true);

@@ -11,7 +11,8 @@ struct Listener {
   std::string spec;       // as the user wrote it
   std::string unix_path;  // non-empty for a UNIX socket (removed at exit)
   int fd = -1;
-  bool persistent = false;  // --persistent-socket
+  enum class Kind { uwsgi, persistent, http };  // --socket, --persistent-socket, --http-socket
+  Kind kind = Kind::uwsgi;
   std::string describe() const;
 };
 

@@ -288,7 +288,8 @@ void Master::become_worker(int id, int slot) {
   settings.id = id;
   for (const Listener& listener : listeners_) {
     settings.listen_fds.push_back(listener.fd);
-    if (listener.persistent) settings.persistent_fds.push_back(listener.fd);
+    if (listener.kind == Listener::Kind::persistent) settings.persistent_fds.push_back(listener.fd);
+    if (listener.kind == Listener::Kind::http) settings.http_fds.push_back(listener.fd);
   }
   settings.ready_fd = ready_pipe_[1];
   settings.buffer_size = config_.buffer_size;
@@ -557,14 +558,14 @@ int Master::run() {
   ListenOptions listen_options;
   listen_options.backlog = config_.listen_backlog;
   listen_options.chmod_socket = config_.chmod_socket;
-  if (config_.sockets.empty() && config_.persistent_sockets.empty()) throw std::runtime_error("no --socket given: nothing to listen on (try --socket 127.0.0.1:3031)");
-  if (!config_.http_sockets.empty()) {
-    throw std::runtime_error("--http-socket is not built yet: put nginx in front of a --socket (see docs/nginx.md)");
-  }
+  if (config_.sockets.empty() && config_.persistent_sockets.empty() && config_.http_sockets.empty()) throw std::runtime_error("no --socket given: nothing to listen on (try --socket 127.0.0.1:3031)");
   listeners_ = bind_listeners(config_.sockets, listen_options);
-  std::vector<Listener> persistent = bind_listeners(config_.persistent_sockets, listen_options);
-  for (Listener& listener : persistent) {
-    listener.persistent = true;
+  for (Listener& listener : bind_listeners(config_.persistent_sockets, listen_options)) {
+    listener.kind = Listener::Kind::persistent;
+    listeners_.push_back(listener);
+  }
+  for (Listener& listener : bind_listeners(config_.http_sockets, listen_options)) {
+    listener.kind = Listener::Kind::http;
     listeners_.push_back(listener);
   }
   write_pidfile();

@@ -24,7 +24,8 @@ struct SignalSpec {
 inline constexpr std::array<SignalSpec, 6> kSignalTable{{
     {SIGTERM, "SIGTERM", SignalAction::graceful_stop,
      "graceful stop: workers stop accepting and finish in-flight requests (bounded by --reload-mercy), "
-     "stores are flushed, exit 0 (uWSGI 2.0 reloads on SIGTERM unless --die-on-term; we stop, as containers expect)",
+     "stores are flushed, exit 0 (uWSGI 2.0 reloads on SIGTERM unless --die-on-term; we stop, as containers "
+     "expect)",
      "stop accepting, finish in-flight requests, exit 0"},
     {SIGINT, "SIGINT", SignalAction::immediate_stop,
      "immediate stop: in-flight requests are cut, stores flushed, exit 0, no process left behind",

@@ -187,6 +187,9 @@ server::ClientStatus remote_math(server::CacheClient& client, std::string_view n
   return client.update(key, std::string_view(number, 8), expires, name);
 }
 
+// Only a call that goes over the network lets other Python threads run meanwhile (see GilRelease).
+bool is_remote(std::string_view spec) { return parse_cache_target(spec).remote; }
+
 // ---- the module functions
 
 PyObject* py_cache_get(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
@@ -198,7 +201,7 @@ PyObject* py_cache_get(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
   std::string& value = value_buffer();
   bool hit;
   {
-    GilRelease unlocked;
+    GilRelease unlocked(is_remote(spec));
     hit = do_get(spec, key, value);
   }
   if (!hit) Py_RETURN_NONE;
@@ -214,7 +217,7 @@ PyObject* py_cache_num(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
   std::string& value = value_buffer();
   std::int64_t number = 0;
   {
-    GilRelease unlocked;
+    GilRelease unlocked(is_remote(spec));
     if (do_get(spec, key, value) && value.size() == 8) std::memcpy(&number, value.data(), 8);
   }
   return PyLong_FromLongLong(number);
@@ -232,7 +235,7 @@ PyObject* store(const char* fn, Store mode, Args args, Py_ssize_t nargs, PyObjec
   }
   bool ok;
   {
-    GilRelease unlocked;
+    GilRelease unlocked(is_remote(spec));
     ok = dispatch(
         spec,
         [&](cache::Cache& cache) {
@@ -262,7 +265,7 @@ PyObject* py_cache_del(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
   }
   bool ok;
   {
-    GilRelease unlocked;
+    GilRelease unlocked(is_remote(spec));
     ok = dispatch(
         spec, [&](cache::Cache& cache) { return cache.del(key); },
         [&](server::CacheClient& client, std::string_view name) { return client.del(key, name); });
@@ -279,7 +282,7 @@ PyObject* py_cache_exists(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) 
   }
   bool ok;
   {
-    GilRelease unlocked;
+    GilRelease unlocked(is_remote(spec));
     ok = dispatch(
         spec, [&](cache::Cache& cache) { return cache.exists(key); },
         [&](server::CacheClient& client, std::string_view name) { return client.exists(key, name); });
@@ -317,7 +320,7 @@ PyObject* math(const char* fn, MathOp op, std::int64_t default_operand, Args arg
   }
   bool ok;
   {
-    GilRelease unlocked;
+    GilRelease unlocked(is_remote(spec));
     ok = dispatch(
         spec, [&](cache::Cache& cache) { return cache.math(key, op, operand, expires); },
         [&](server::CacheClient& client, std::string_view name) {

@@ -21,7 +21,7 @@ inline constexpr std::uint8_t kMagic = static_cast<std::uint8_t>(CacheCommand::m
 
 // Decimal text of a number without allocating; the view lives as long as the buffer.
 struct DecimalText {
-  char digits[24];
+  char digits[24] = {};
   std::size_t length = 0;
   explicit DecimalText(std::uint64_t value) {
     length = static_cast<std::size_t>(std::to_chars(digits, digits + sizeof digits, value).ptr - digits);

@@ -15,18 +15,19 @@ struct WorkerSlot {
   // Milliseconds (CLOCK_MONOTONIC) at which the current request started; 0 = idle. Harakiri reads it.
   std::atomic<std::int64_t> busy_since_ms;
   // Accept accounting, for the thundering-herd figures in docs/architecture.md.
-  std::atomic<std::uint64_t> wakeups;        // times the accept sockets woke this worker
-  std::atomic<std::uint64_t> accepted;       // connections accepted
-  std::atomic<std::uint64_t> wasted_wakeups; // wake-ups whose first accept found nothing
-  std::atomic<std::uint64_t> requests;       // requests handled
-  std::atomic<std::uint64_t> bad_requests;   // closed for bad input or timeout
-  std::atomic<std::uint32_t> request_len;    // bytes of `request` in use
-  char request[132];                         // what the busy request is, for the harakiri log line
+  std::atomic<std::uint64_t> wakeups;         // times the accept sockets woke this worker
+  std::atomic<std::uint64_t> accepted;        // connections accepted
+  std::atomic<std::uint64_t> wasted_wakeups;  // wake-ups whose first accept found nothing
+  std::atomic<std::uint64_t> requests;        // requests handled
+  std::atomic<std::uint64_t> bad_requests;    // closed for bad input or timeout
+  std::atomic<std::uint32_t> request_len;     // bytes of `request` in use
+  char request[132];                          // what the busy request is, for the harakiri log line
 };
 
 static_assert(std::is_standard_layout_v<WorkerSlot>);
 static_assert(sizeof(WorkerSlot) == 192, "WorkerSlot is shared between processes: keep its layout fixed");
-static_assert(std::atomic<std::int64_t>::is_always_lock_free && std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic<std::int64_t>::is_always_lock_free &&
+              std::atomic<std::uint64_t>::is_always_lock_free);
 
 std::int64_t monotonic_ms();
 

@@ -14,9 +14,9 @@
 // whose reply does not fit the socket buffer) is handed to libuv with a uv_poll_t.
 #include "workers/worker.hpp"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -30,15 +30,16 @@
 
 #include <algorithm>
 #include <condition_variable>
-#include <deque>
-#include <mutex>
-#include <thread>
 #include <cstring>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/log.hpp"
+#include "server/http.hpp"
 #include "server/protocol.hpp"
 
 namespace workers {
@@ -51,13 +52,13 @@ std::int64_t monotonic_ms() {
 
 namespace {
 
-constexpr int kAcceptBatch = 16;            // connections taken per wake-up before looking at the rest
+constexpr int kAcceptBatch = 16;  // connections taken per wake-up before looking at the rest
 constexpr int kMaxEvents = 32;
-constexpr std::size_t kInitialBuffer = 4096;          // most cache requests are far smaller
-constexpr std::size_t kRetainedBuffer = 128 * 1024;   // pooled buffers above this are shrunk
-constexpr int kTickMs = 250;                          // timeout checks
-constexpr int kBackendTag = -1;                       // epoll data for libuv's backend fd
-constexpr int kAcceptPauseMs = 100;                   // accept pause when out of descriptors
+constexpr std::size_t kInitialBuffer = 4096;         // most cache requests are far smaller
+constexpr std::size_t kRetainedBuffer = std::size_t{128} * 1024;  // pooled buffers above this are shrunk
+constexpr int kTickMs = 250;                         // timeout checks
+constexpr int kBackendTag = -1;                      // epoll data for libuv's backend fd
+constexpr int kAcceptPauseMs = 100;                  // accept pause when out of descriptors
 
 // A growable byte buffer that does not zero what it is about to receive (std::string::resize would
 // memset every read).
@@ -102,6 +103,40 @@ class ByteBuffer {
 
 class Worker;
 struct Connection;
+
+// Numeric host and port of a socket's peer (or of the socket itself), for CGI's REMOTE_ADDR and
+// SERVER_PORT. A UNIX socket has neither: both stay empty.
+void describe_address(const sockaddr_storage& addr, std::string& host, std::string& port) {
+  char text[INET6_ADDRSTRLEN] = "";
+  if (addr.ss_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&addr);
+    inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
+    host = text;
+    port = std::to_string(ntohs(in->sin_port));
+  } else if (addr.ss_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&addr);
+    inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
+    host = text;
+    port = std::to_string(ntohs(in6->sin6_port));
+  } else {
+    host.clear();
+    port.clear();
+  }
+}
+
+void describe_peer(int fd, std::string& host, std::string& port) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) addr.ss_family = AF_UNSPEC;
+  describe_address(addr, host, port);
+}
+
+void describe_local(int fd, std::string& host, std::string& port) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) addr.ss_family = AF_UNSPEC;
+  describe_address(addr, host, port);
+}
 
 // Application threads (--threads): a blocking application (the hosted Python app) runs here, off the
 // event loop, so a slow request never delays the cache requests the loop keeps serving. The loop hands
@@ -179,9 +214,9 @@ class ApplicationThreads {
   std::vector<std::thread> threads_;
   std::mutex mutex_;
   std::condition_variable ready_;
-  std::deque<Connection*> queue_;        // guarded by mutex_
-  std::vector<Connection*> finished_;    // guarded by mutex_
-  bool stopping_ = false;                // guarded by mutex_
+  std::deque<Connection*> queue_;      // guarded by mutex_
+  std::vector<Connection*> finished_;  // guarded by mutex_
+  bool stopping_ = false;              // guarded by mutex_
 };
 
 struct Connection {
@@ -194,9 +229,21 @@ struct Connection {
   server::Reply reply;
   std::size_t reply_written = 0;  // bytes of head+body already sent
   bool writing = false;
-  bool persistent = false;        // the client asked to keep the connection (our opt-in mode)
-  bool peer_closed = false;       // read returned EOF
-  bool persistent_socket = false; // accepted on a --persistent-socket: framed replies, kept open
+  bool persistent = false;         // the client asked to keep the connection (our opt-in mode)
+  bool peer_closed = false;        // read returned EOF
+  bool persistent_socket = false;  // accepted on a --persistent-socket: framed replies, kept open
+  server::Request pending;         // the request being handled (views into `in` or the http buffers)
+  // --http-socket connections: the resumable HTTP frame, the request turned into a uwsgi packet, and
+  // what the response must honour (keep-alive, HEAD).
+  bool http = false;
+  bool sent_continue = false;
+  server::HttpFrame http_frame;
+  server::HttpRequestInfo http_info;
+  std::string http_packet;
+  std::string http_body;
+  std::string peer_host;
+  std::string peer_port;
+  std::string_view server_port;   // of the listening socket (the worker's table outlives connections)
   bool in_application = false;    // an application thread owns the request and the reply right now
   std::size_t request_bytes = 0;  // size of the request being handled (consumed once replied)
   std::int64_t deadline_ms = 0;   // socket timeout: when we give up waiting for the client
@@ -209,6 +256,8 @@ class Worker {
       : settings_(settings), dispatcher_(*settings.caches, settings.application) {
     limits_.buffer_size = settings.buffer_size;
     limits_.max_body = settings.max_body;
+    http_limits_.max_header_bytes = settings.buffer_size;  // one knob bounds both protocols' heads
+    http_limits_.max_body = settings.max_body;
   }
 
   int run();
@@ -224,10 +273,14 @@ class Worker {
  private:
   bool setup();
   void accept_from(int listen_fd);
-  void serve(Connection* conn);          // read what is there, handle complete requests, write replies
+  void serve(Connection* conn);           // read what is there, handle complete requests, write replies
   bool read_available(Connection* conn);  // false = connection failed and was closed
+  server::FrameStatus frame_state(Connection* conn, std::size_t* want);
+  void serve_http(Connection* conn);
+  void dispatch(Connection* conn);      // runs conn->pending inline or on an application thread
+  bool finish_reply(Connection* conn);  // true when the connection was closed
   bool reply_done(Connection* conn);
-  bool write_reply(Connection* conn);    // false = connection failed and was closed
+  bool write_reply(Connection* conn);  // false = connection failed and was closed
   void wait_for(Connection* conn, int events);
   void close_connection(Connection* conn, bool orderly);
   void log_problem(Connection* conn, std::string_view what);
@@ -235,7 +288,7 @@ class Worker {
   void watch_listeners(bool on);
   void publish_busy(const server::Request& request);
   server::Request request_view(const Connection* conn, const server::Frame& frame) const;
-  void hand_to_application(Connection* conn, std::size_t request_bytes);
+  void hand_to_application(Connection* conn);
   bool start_reply(Connection* conn);  // true when the connection was closed
 
   Connection* acquire();
@@ -248,7 +301,7 @@ class Worker {
   int epoll_fd_ = -1;
   uv_signal_t signals_[4]{};
   uv_timer_t tick_{};
-  std::vector<Connection*> active_;      // connections waiting on the loop
+  std::vector<Connection*> active_;  // connections waiting on the loop
   std::vector<std::unique_ptr<Connection>> all_;
   std::vector<Connection*> free_;
   bool stopping_ = false;
@@ -256,11 +309,13 @@ class Worker {
   std::int64_t stop_deadline_ms_ = 0;
   common::RateLimitedLog problem_log_{20, 1};
   common::RateLimitedLog resource_log_{1, 10};
-  bool libuv_changed_ = false;          // a libuv call made outside uv_run awaits a pass
+  bool libuv_changed_ = false;  // a libuv call made outside uv_run awaits a pass
   std::int64_t accept_paused_until_ms_ = 0;
   std::string note_;
   ApplicationThreads app_threads_;
-  std::size_t in_application_ = 0;  // connections an application thread holds
+  server::HttpLimits http_limits_;
+  std::vector<std::pair<int, std::string>> http_ports_;  // --http-socket fd → its port, for SERVER_PORT
+  std::size_t in_application_ = 0;                       // connections an application thread holds
 };
 
 Worker* worker_of(uv_handle_t* handle) { return static_cast<Worker*>(handle->data); }
@@ -318,6 +373,11 @@ bool Worker::setup() {
     return false;
   }
   watch_listeners(true);
+  for (int fd : settings_.http_fds) {
+    std::string host, port;
+    describe_local(fd, host, port);
+    http_ports_.emplace_back(fd, port);
+  }
   // Signals were blocked by the master across fork so none sent during start-up is lost: now that
   // libuv handles them, let them in.
   sigset_t all;
@@ -398,10 +458,11 @@ void Worker::accept_from(int listen_fd) {
         watch_listeners(false);
         unsigned long long suppressed = 0;
         if (resource_log_.allow(&suppressed)) {
-          common::log("worker {}: accept: {}: pausing accepts for {} ms with {} connection(s) open "
-                      "(raise the file limit: ulimit -n){}",
-                      settings_.id, std::strerror(errno), kAcceptPauseMs, active_.size(),
-                      suppressed > 0 ? fmt::format(" ({} similar line(s) suppressed)", suppressed) : "");
+          common::log(
+              "worker {}: accept: {}: pausing accepts for {} ms with {} connection(s) open "
+              "(raise the file limit: ulimit -n){}",
+              settings_.id, std::strerror(errno), kAcceptPauseMs, active_.size(),
+              suppressed > 0 ? fmt::format(" ({} similar line(s) suppressed)", suppressed) : "");
         }
       }
       return;
@@ -411,6 +472,12 @@ void Worker::accept_from(int listen_fd) {
     conn->fd = fd;
     conn->persistent_socket = std::find(settings_.persistent_fds.begin(), settings_.persistent_fds.end(),
                                         listen_fd) != settings_.persistent_fds.end();
+    for (const auto& [fd_of_listener, port] : http_ports_) {
+      if (fd_of_listener != listen_fd) continue;
+      conn->http = true;
+      conn->server_port = port;
+      describe_peer(fd, conn->peer_host, conn->peer_port);
+    }
     conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
     serve(conn);
   }
@@ -441,19 +508,38 @@ void Worker::release(Connection* conn) {
   conn->persistent = false;
   conn->peer_closed = false;
   conn->persistent_socket = false;
+  conn->http = false;
+  conn->sent_continue = false;
+  conn->http_frame = server::HttpFrame{};
+  conn->pending = server::Request{};
+  conn->server_port = {};
   conn->in_application = false;
   conn->request_bytes = 0;
   if (conn->reply.body.capacity() > kRetainedBuffer) conn->reply.body.shrink_to_fit();
   free_.push_back(conn);
 }
 
+// Frames what arrived so far (uwsgi packet or HTTP request) and says how many bytes to make room for.
+server::FrameStatus Worker::frame_state(Connection* conn, std::size_t* want) {
+  if (conn->http) {
+    conn->http_frame = server::frame_http_request(conn->in.view(), http_limits_, std::move(conn->http_frame));
+    *want = conn->in.size() + kInitialBuffer;
+    if (conn->http_frame.head_end != 0 && !conn->http_frame.chunked) {
+      *want = std::max<std::size_t>(*want, conn->http_frame.head_end + conn->http_frame.body_length);
+    }
+    return conn->http_frame.status;
+  }
+  const server::Frame frame = server::frame_request(conn->in.view(), limits_);
+  // Grow to what the request announced (known once the header is in), else by a page.
+  *want = std::max<std::size_t>(frame.total, frame.payload_end);
+  if (*want <= conn->in.size()) *want = conn->in.size() + kInitialBuffer;
+  return frame.status;
+}
+
 bool Worker::read_available(Connection* conn) {
   for (;;) {
-    // Grow to what the request announced (known once the header is in), else by a page.
-    server::Frame frame = server::frame_request(conn->in.view(), limits_);
-    if (frame.status != server::FrameStatus::incomplete) return true;
-    std::size_t want = std::max<std::size_t>(frame.total, frame.payload_end);
-    if (want <= conn->in.size()) want = conn->in.size() + kInitialBuffer;
+    std::size_t want = 0;
+    if (frame_state(conn, &want) != server::FrameStatus::incomplete) return true;
     conn->in.reserve(want);
     ssize_t n = ::read(conn->fd, conn->in.spare(), conn->in.spare_size());
     if (n > 0) {
@@ -492,6 +578,7 @@ void Worker::publish_busy(const server::Request& request) {
 }
 
 void Worker::serve(Connection* conn) {
+  if (conn->http) return serve_http(conn);
   for (;;) {
     if (conn->writing) {
       if (!write_reply(conn)) return;
@@ -510,28 +597,117 @@ void Worker::serve(Connection* conn) {
       if (conn->peer_closed) {
         if (conn->in.size() > 0) {
           settings_.slot->bad_requests.fetch_add(1, std::memory_order_relaxed);
-          log_problem(conn, fmt::format("client closed the connection after {} byte(s) of an incomplete request",
-                                        conn->in.size()));
+          log_problem(conn,
+                      fmt::format("client closed the connection after {} byte(s) of an incomplete request",
+                                  conn->in.size()));
         }
         return close_connection(conn, true);
       }
       return wait_for(conn, UV_READABLE);
     }
 
-    if (frame.header.modifier1 == server::kModifierApp && app_threads_.started()) {
-      return hand_to_application(conn, frame.total);
-    }
-    const server::Request request = request_view(conn, frame);
-    conn->reply.clear();
-    note_.clear();
-    publish_busy(request);
-    dispatcher_.handle(request, conn->reply, &note_);
-    settings_.slot->busy_since_ms.store(0, std::memory_order_relaxed);
-    settings_.slot->requests.fetch_add(1, std::memory_order_relaxed);
-    if (!note_.empty()) log_problem(conn, note_);
+    conn->pending = request_view(conn, frame);
     conn->request_bytes = frame.total;
-    if (start_reply(conn)) return;
+    dispatch(conn);
+    if (conn->in_application) return;
+    if (finish_reply(conn)) return;
   }
+}
+
+// An --http-socket connection: HTTP/1.1 requests, kept alive, turned into modifier1 0 requests for
+// the application; its raw response is made safe for a kept connection (server/http.hpp).
+void Worker::serve_http(Connection* conn) {
+  for (;;) {
+    if (conn->writing) {
+      if (!write_reply(conn)) return;
+      if (conn->writing) return wait_for(conn, UV_WRITABLE);
+      if (reply_done(conn)) return;
+      continue;
+    }
+    if (!conn->peer_closed && !read_available(conn)) return;
+    std::size_t want = 0;
+    const server::FrameStatus status = frame_state(conn, &want);
+    server::HttpFrame& frame = conn->http_frame;
+    if (status == server::FrameStatus::incomplete) {
+      if (conn->peer_closed) {
+        if (conn->in.size() > 0) {
+          log_problem(conn, fmt::format("client closed the connection after {} byte(s) of an incomplete HTTP "
+                                        "request",
+                                        conn->in.size()));
+        }
+        return close_connection(conn, true);
+      }
+      if (frame.head_end != 0 && frame.expect_continue && !conn->sent_continue) {
+        conn->sent_continue = true;  // a short write is harmless: the client sends its body after 1 s anyway
+        [[maybe_unused]] ssize_t n =
+            ::write(conn->fd, server::kContinueResponse.data(), server::kContinueResponse.size());
+      }
+      return wait_for(conn, UV_READABLE);
+    }
+    conn->reply.clear();
+    std::string error;
+    if (status == server::FrameStatus::complete) {
+      const server::HttpConnectionInfo info{.remote_addr = conn->peer_host,
+                                            .remote_port = conn->peer_port,
+                                            .server_name = {},
+                                            .server_port = conn->server_port};
+      if (server::http_to_uwsgi(conn->in.view(), frame, info, conn->http_packet, conn->http_body,
+                                conn->http_info, error)) {
+        conn->pending = server::Request{};
+        conn->pending.header = server::decode_header(conn->http_packet.data());
+        conn->pending.payload = std::string_view(conn->http_packet).substr(server::kHeaderSize);
+        conn->pending.body = conn->http_body;
+        conn->request_bytes = frame.total;
+        dispatch(conn);
+        if (conn->in_application) return;
+        if (finish_reply(conn)) return;
+        continue;
+      }
+      frame.error_status = 431;
+      frame.error = error;
+    }
+    settings_.slot->bad_requests.fetch_add(1, std::memory_order_relaxed);
+    log_problem(conn, fmt::format("HTTP {}: {}", frame.error_status, frame.error));
+    server::http_error_response(conn->reply.body, frame.error_status, frame.error);
+    conn->reply.close_after = true;
+    conn->request_bytes = conn->in.size();
+    conn->writing = true;
+    conn->reply_written = 0;
+  }
+}
+
+// Handles conn->pending: inline, or on an application thread for a blocking application (the loop
+// then leaves the connection alone until on_application_finished).
+void Worker::dispatch(Connection* conn) {
+  if (conn->pending.header.modifier1 == server::kModifierApp && app_threads_.started()) {
+    return hand_to_application(conn);
+  }
+  conn->reply.clear();
+  note_.clear();
+  publish_busy(conn->pending);
+  dispatcher_.handle(conn->pending, conn->reply, &note_);
+  settings_.slot->busy_since_ms.store(0, std::memory_order_relaxed);
+  settings_.slot->requests.fetch_add(1, std::memory_order_relaxed);
+  if (!note_.empty()) log_problem(conn, note_);
+}
+
+// The request was handled: fix an HTTP response up for its connection, then start writing.
+bool Worker::finish_reply(Connection* conn) {
+  if (conn->http) {
+    server::Reply& reply = conn->reply;
+    if (!reply.head.empty()) {  // an application may hand back its status and headers apart
+      reply.head.append(reply.body);
+      reply.body.swap(reply.head);
+      reply.head.clear();
+    }
+    note_.clear();
+    const bool keep = server::finish_http_response(reply.body, conn->http_info, &note_);
+    if (!note_.empty()) log_problem(conn, note_);
+    conn->reply.close_after = !keep;
+    conn->http_frame = server::HttpFrame{};
+    conn->sent_continue = false;
+  }
+  return start_reply(conn);
 }
 
 server::Request Worker::request_view(const Connection* conn, const server::Frame& frame) const {
@@ -566,8 +742,7 @@ bool Worker::start_reply(Connection* conn) {
   return reply_done(conn);
 }
 
-void Worker::hand_to_application(Connection* conn, std::size_t request_bytes) {
-  conn->request_bytes = request_bytes;
+void Worker::hand_to_application(Connection* conn) {
   conn->in_application = true;
   ++in_application_;
   if (conn->poll_initialised && conn->poll_events != 0) {
@@ -580,8 +755,7 @@ void Worker::hand_to_application(Connection* conn, std::size_t request_bytes) {
 }
 
 void Worker::run_application(Worker* self, Connection* conn) {
-  server::Frame frame = server::frame_request(conn->in.view(), self->limits_);
-  const server::Request request = self->request_view(conn, frame);
+  const server::Request& request = conn->pending;
   self->publish_busy(request);
   try {
     self->settings_.application->handle(request, conn->reply);
@@ -598,7 +772,7 @@ void Worker::on_application_finished() {
     conn->in_application = false;
     --in_application_;
     conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
-    if (!start_reply(conn)) serve(conn);
+    if (!finish_reply(conn)) serve(conn);
   }
 }
 
@@ -714,7 +888,8 @@ void Worker::log_problem(Connection* conn, std::string_view what) {
     }
   }
   if (suppressed > 0) {
-    common::log("worker {}: client {}: {} ({} similar line(s) suppressed)", settings_.id, peer, what, suppressed);
+    common::log("worker {}: client {}: {} ({} similar line(s) suppressed)", settings_.id, peer, what,
+                suppressed);
   } else {
     common::log("worker {}: client {}: {}", settings_.id, peer, what);
   }
@@ -732,9 +907,9 @@ void Worker::on_tick() {
       continue;
     }
     settings_.slot->bad_requests.fetch_add(1, std::memory_order_relaxed);
-    log_problem(conn, fmt::format("socket timeout ({} s) {} with {} byte(s) received", settings_.socket_timeout_s,
-                                  conn->writing ? "writing the reply" : "waiting for the request",
-                                  conn->in.size()));
+    log_problem(
+        conn, fmt::format("socket timeout ({} s) {} with {} byte(s) received", settings_.socket_timeout_s,
+                          conn->writing ? "writing the reply" : "waiting for the request", conn->in.size()));
     close_connection(conn, true);
   }
 }

@@ -16,19 +16,21 @@ namespace workers {
 inline constexpr int kExitFatalConfig = 78;
 
 struct WorkerSettings {
-  int id = 1;                      // 1..processes
-  std::vector<int> listen_fds;     // inherited, non-blocking
-  std::vector<int> persistent_fds; // those of listen_fds that are --persistent-socket
-  int ready_fd = -1;               // write end of the master's readiness pipe
+  int id = 1;                       // 1..processes
+  std::vector<int> listen_fds;      // inherited, non-blocking
+  std::vector<int> persistent_fds;  // those of listen_fds that are --persistent-socket
+  std::vector<int> http_fds;        // those of listen_fds that are --http-socket
+  int ready_fd = -1;                // write end of the master's readiness pipe
   std::uint32_t buffer_size = 65535;
   std::uint64_t max_body = 16u << 20;
   int socket_timeout_s = 4;
-  int stop_mercy_s = 60;           // how long a graceful stop waits for in-flight requests
-  WorkerSlot* slot = nullptr;      // this worker's scoreboard slot (shared with the master)
+  int stop_mercy_s = 60;       // how long a graceful stop waits for in-flight requests
+  WorkerSlot* slot = nullptr;  // this worker's scoreboard slot (shared with the master)
   cache::CacheSet* caches = nullptr;
   server::Application* application = nullptr;
   int application_threads = 1;
-  bool exclusive_accept = true;    // EPOLLEXCLUSIVE on the listening sockets (false: every worker wakes)     // --threads: threads running a blocking application
+  bool exclusive_accept = true;  // EPOLLEXCLUSIVE on the listening sockets (false: every worker wakes)     //
+                                 // --threads: threads running a blocking application
 };
 
 // Runs the worker until it is told to stop; returns the process exit status.
