@@ -4,15 +4,19 @@
 #     nginx in front, and the embedded Python API (PARTS, DURATION, REPS... pass through);
 #  2. our --persistent-socket against memcached's persistent connections, same mix, same load.
 # Prints the tables; copy them into docs/benchmarks.md with the date and the machine.
-# Usage: bench/compare_uwsgi.sh   (env: SHARED=../shared, SKIP_BASELINE=1 to run part 2 only)
+# Usage: bench/compare_uwsgi.sh   (env: SHARED=../shared, SERVER=binary, SKIP_BASELINE=1 to run part 2 only;
+#        PARTS, DURATION, REPS, CONCS, VSIZES as the shared script)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 shared=${SHARED:-$root/../shared}
 "$root/deps.sh" bench
-cmake -S "$root" -B "$root/build-bench" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-ninja -C "$root/build-bench" server >/dev/null
-server=$root/build-bench/bin/server
+server=${SERVER:-}
+if [ -z "$server" ]; then  # SERVER=path/to/server measures an existing binary instead
+  cmake -S "$root" -B "$root/build-bench" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  ninja -C "$root/build-bench" server >/dev/null
+  server=$root/build-bench/bin/server
+fi
 tmp=$(mktemp -d); pids=()
 trap 'for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null; done; rm -rf "$tmp"' EXIT
 
