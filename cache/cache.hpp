@@ -37,9 +37,11 @@ struct Geometry {
   bool ignore_full = false;    // no "cache is FULL" log lines (the counter still counts)
   bool no_expire = false;      // expiry is a no-op: items live until deleted (--cache-no-expire)
   std::int64_t math_initial = 0;
-  // Persistence (issue 5): "" = anonymous shared memory.
+  // Persistence (docs/persistence.md): "" = anonymous shared memory; otherwise the region is a
+  // MAP_SHARED mapping of this file, validated and rebuilt at create().
   std::string store;
-  bool store_delete = false;
+  bool store_delete = false;  // discard a store file of another geometry/version, or a damaged one
+  int store_sync = 0;         // for the master: sync_store() every N cycles (0 = leave it to the kernel)
 };
 
 struct Stats {
@@ -54,6 +56,9 @@ struct Stats {
   std::uint64_t lookups = 0;     // hash lookups (for probes per lookup)
   std::uint64_t probes = 0;      // chain entries examined by those lookups
   std::uint64_t shard_recoveries = 0;
+  // Store load (this process's view of the load done at create(); 0 without a store).
+  std::uint64_t store_restored = 0;  // items restored from the file
+  std::uint64_t store_dropped = 0;   // items found damaged (torn write, corruption) and dropped
 };
 
 // Seconds since the epoch; the engine's only notion of time. Tests may replace it.
@@ -63,8 +68,10 @@ using Clock = std::function<std::int64_t()>;
 // from any process and any thread that shares the region.
 class Cache {
  public:
-  // Maps and initialises the region. Throws std::runtime_error with a reason on bad geometry or
-  // mmap failure.
+  // Maps and initialises the region. With geometry.store, maps that file instead: an existing store is
+  // validated (header, geometry) and its index rebuilt from the intact items; a new one is created.
+  // Throws std::runtime_error with a reason (bad geometry, mmap failure, a store file that cannot be
+  // used and why, with what to do about it).
   static std::unique_ptr<Cache> create(const Geometry& geometry);
   virtual ~Cache() = default;
 
@@ -99,6 +106,13 @@ class Cache {
   virtual std::uint64_t sweep_expired() = 0;
   // Moves the most requested items to the cheapest place to find them; returns how many moved.
   virtual std::uint64_t reorder_hot_items() = 0;
+
+  // True when the region is backed by a store file.
+  virtual bool has_store() const { return false; }
+  // Writes the region's dirty pages to the store file and waits for the device (msync MS_SYNC). Takes
+  // no lock: items being written meanwhile may reach the disk torn, and are dropped at load (their seal
+  // does not match). Returns false (and logs why) on failure; true without a store (nothing to do).
+  virtual bool sync_store() { return true; }
 
   // Maps every page of the region into this process's page tables now (a forked worker otherwise
   // takes one minor fault per page on first touch). Allocates any page not yet allocated: use it

@@ -1,6 +1,6 @@
 // The shared-memory layout of one cache: every struct that lives in the region is declared here and
 // nowhere else. The region is position independent: it holds offsets and slot indices, never pointers,
-// so it can be mapped at any address (and, later, from a --cache-store file).
+// so it can be mapped at any address, and from a --cache-store file (docs/persistence.md).
 //
 //   offset 0            RegionHeader      magic, version, geometry, offsets of every area (4 KiB)
 //   shards_offset       Shard[shards]     robust mutex, seqlock ("mutation in progress"), item count, stash
@@ -9,6 +9,7 @@
 //   heads_offset        u32[hashsize]     bucket -> first slot of its chain (kNil = empty)
 //   free_offset         u32[slots]        free-slot stacks: primary pool, then ext pool (alloc lock)
 //   items_offset        Item[slots]       48-byte item headers
+//   seals_offset        ItemSeal[slots]   store only: checksum + stamp per item (torn-write detection)
 //   blocks_offset       slots x block_size  key and value bytes of each slot (page aligned)
 //
 // Bucket b belongs to shard (b & (shards - 1)); the shard's mutex guards the chains of its buckets and
@@ -26,7 +27,9 @@
 namespace cache::layout {
 
 inline constexpr std::uint64_t kMagic = 0x3165686361637575ULL;  // "uucache1" little-endian
-inline constexpr std::uint32_t kFormatVersion = 1;
+// 2: RegionHeader gained seals_offset and header_checksum (store files). A store file written by another
+// format version is refused at load (docs/persistence.md).
+inline constexpr std::uint32_t kFormatVersion = 2;
 inline constexpr std::uint32_t kNil = 0xFFFFFFFFu;  // "no slot" in chains, heads and ext links
 inline constexpr std::uint32_t kNoOwner = 0xFFFFFFFFu;
 inline constexpr std::size_t kCacheLine = 64;
@@ -81,11 +84,20 @@ struct RegionHeader {
   RegionGeometry geometry;
   std::atomic<std::uint32_t> sweep_shard_cursor;    // reserved for a time-budgeted sweep (unused)
   std::atomic<std::uint32_t> reorder_shard_cursor;  // reserved (unused)
-  std::uint8_t reserved[kPage - 144 - 8];
+  // Store files only (0 in an anonymous region): offset of ItemSeal[slots].
+  std::uint64_t seals_offset;
+  // Store files only: checksum of bytes [0, kHeaderSummedBytes) and of seals_offset. Written once when
+  // the file is created; the header never changes afterwards, so a mismatch means damage.
+  std::uint64_t header_checksum;
+  std::uint8_t reserved[kPage - 168];
 };
+// The immutable prefix of the header covered by header_checksum (everything before the cursors).
+inline constexpr std::size_t kHeaderSummedBytes = 144;
 static_assert(sizeof(RegionHeader) == kPage);
 static_assert(offsetof(RegionHeader, geometry) == 80);
-static_assert(offsetof(RegionHeader, sweep_shard_cursor) == 144);
+static_assert(offsetof(RegionHeader, sweep_shard_cursor) == kHeaderSummedBytes);
+static_assert(offsetof(RegionHeader, seals_offset) == 152);
+static_assert(offsetof(RegionHeader, header_checksum) == 160);
 
 // One shard: the mutex on its own cache line so optimistic readers (which only read `seq`) do not
 // share a line with lockers.
@@ -159,6 +171,18 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == 4, "heads[] are u32 atomics"
 static_assert(offsetof(Item, expires) == 16);
 static_assert(offsetof(Item, last_used_ns) == 32);
 static_assert(offsetof(Item, kind) == 44);
+
+// Store files only: what makes a primary item self-validating after a crash. `sum` is a 64-bit checksum
+// of the item's stamp, key and value lengths, expiry, ext link, hash, key bytes and value bytes,
+// written (under the shard lock) after everything it covers. `stamp` is the shard's seqlock value at
+// that write: all versions of one key live in one shard, so after a power loss that left two intact
+// copies of a key (a delete whose page never reached the disk), the larger stamp is the newer one.
+// Nothing reads seals except the store load and the write that refreshes them.
+struct ItemSeal {
+  std::uint64_t sum;    // shard lock
+  std::uint64_t stamp;  // shard lock
+};
+static_assert(sizeof(ItemSeal) == 16);
 
 // Block contents of a primary slot: without ext, key bytes then value bytes; with ext, the value
 // alone (the key is at the start of the ext slot's block).

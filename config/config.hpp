@@ -81,8 +81,8 @@ struct CacheSpec {
 
 struct Config {
   // sockets and processes
-  std::vector<std::string> sockets;       // --socket: host:port, :port, or a UNIX path
-  std::vector<std::string> http_sockets;  // --http-socket
+  std::vector<std::string> sockets;             // --socket: host:port, :port, or a UNIX path
+  std::vector<std::string> http_sockets;        // --http-socket
   std::vector<std::string> persistent_sockets;  // --persistent-socket: our framed, kept-alive mode
   int processes = 1;
   bool master = true;  // accepted for compatibility: the master always runs
@@ -94,7 +94,8 @@ struct Config {
   int socket_timeout = 4;  // seconds
   int reload_mercy = 60;   // seconds a worker may take to finish in-flight requests on stop/reload
   bool debug_log = false;
-  std::string accept_mode = "exclusive";  // how workers wait on the listening sockets  // --log-debug: master jobs log their timings
+  std::string accept_mode = "exclusive";  // how workers wait on the listening sockets  // --log-debug: master
+                                          // jobs log their timings
 
   // the default cache (--cache and friends); items == 0 means no default cache
   std::uint64_t cache_items = 0;

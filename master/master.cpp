@@ -40,8 +40,8 @@ namespace {
 
 using workers::monotonic_ms;
 
-constexpr int kCycleMs = 1000;              // the master cycle the cache jobs hang on
-constexpr int kPollMs = 100;                // how often the loop looks at deadlines between cycles
+constexpr int kCycleMs = 1000;                // the master cycle the cache jobs hang on
+constexpr int kPollMs = 100;                  // how often the loop looks at deadlines between cycles
 constexpr std::int64_t kQuickDeathMs = 1000;  // a worker dying sooner than this "died at start"
 constexpr int kQuickDeathsBeforeThrottle = 3;
 constexpr std::int64_t kThrottleFirstMs = 500;
@@ -80,6 +80,7 @@ cache::Geometry geometry_from(const config::CacheSpec& spec) {
   geometry.math_initial = spec.math_initial;
   geometry.store = spec.store;
   geometry.store_delete = spec.store_delete;
+  geometry.store_sync = spec.store_sync;
   return geometry;
 }
 
@@ -87,8 +88,8 @@ cache::Geometry geometry_from(const config::CacheSpec& spec) {
 // cache to free its expired items (the engine bounds the work per lock hold).
 class Sweeper {
  public:
-  Sweeper(cache::CacheSet& caches, int interval_s, bool report) : caches_(caches), interval_s_(interval_s),
-                                                                   report_(report) {}
+  Sweeper(cache::CacheSet& caches, int interval_s, bool report)
+      : caches_(caches), interval_s_(interval_s), report_(report) {}
   ~Sweeper() { stop(); }
 
   void start() {
@@ -114,7 +115,8 @@ class Sweeper {
         if (cache->geometry().no_expire) continue;
         std::int64_t started = monotonic_ms();
         std::uint64_t freed = cache->sweep_expired();
-        if (report_ && freed > 0) common::log("freed {} items for cache \"{}\"", freed, cache->geometry().name);
+        if (report_ && freed > 0)
+          common::log("freed {} items for cache \"{}\"", freed, cache->geometry().name);
         common::log_debug("sweeper: cache \"{}\": freed {} item(s) in {} ms", cache->geometry().name, freed,
                           monotonic_ms() - started);
       }
@@ -147,7 +149,7 @@ class Master {
     int slot = -1;
     std::int64_t started_ms = 0;
     bool ready = false;
-    bool retiring = false;       // told to stop (reload or server stop); no respawn when it exits
+    bool retiring = false;        // told to stop (reload or server stop); no respawn when it exits
     std::int64_t kill_at_ms = 0;  // SIGKILL deadline once told to stop (0 = none)
     bool harakiri = false;
   };
@@ -194,6 +196,7 @@ class Master {
   int exit_status_ = 0;
   std::int64_t stop_deadline_ms_ = 0;
   std::int64_t next_cycle_ms_ = 0;
+  std::uint64_t cycles_ = 0;  // master cycles run so far (store_sync counts them)
   // Graceful reload: ids still to replace, and the replacement under way.
   std::deque<int> reload_queue_;
   int reload_id_ = 0;
@@ -222,8 +225,8 @@ void Master::create_caches() {
   for (const config::CacheSpec& spec : config_.caches) {
     cache::Cache& created = caches_.add(cache::Cache::create(geometry_from(spec)));
     const cache::Geometry& g = created.geometry();
-    common::log("cache \"{}\" ready: items={} blocksize={} keysize={} hashsize={} purge_lru={} store={}", g.name,
-                g.items, g.blocksize, g.keysize, g.hashsize, g.purge_lru ? "yes" : "no",
+    common::log("cache \"{}\" ready: items={} blocksize={} keysize={} hashsize={} purge_lru={} store={}",
+                g.name, g.items, g.blocksize, g.keysize, g.hashsize, g.purge_lru ? "yes" : "no",
                 g.store.empty() ? "none" : g.store);
   }
 }
@@ -233,7 +236,8 @@ void Master::create_scoreboard() {
   slot_count_ = static_cast<std::size_t>(config_.processes) * 2;
   void* area = mmap(nullptr, slot_count_ * sizeof(workers::WorkerSlot), PROT_READ | PROT_WRITE,
                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (area == MAP_FAILED) throw std::runtime_error(fmt::format("cannot map the worker scoreboard: {}", std::strerror(errno)));
+  if (area == MAP_FAILED)
+    throw std::runtime_error(fmt::format("cannot map the worker scoreboard: {}", std::strerror(errno)));
   slots_ = static_cast<workers::WorkerSlot*>(area);  // zero-filled by mmap: every atomic starts at 0
   slot_used_.assign(slot_count_, false);
 }
@@ -242,7 +246,9 @@ void Master::write_pidfile() {
   if (config_.pidfile.empty()) return;
   std::ofstream out(config_.pidfile, std::ios::trunc);
   out << getpid() << '\n';
-  if (!out) throw std::runtime_error(fmt::format("cannot write --pidfile {}: {}", config_.pidfile, std::strerror(errno)));
+  if (!out)
+    throw std::runtime_error(
+        fmt::format("cannot write --pidfile {}: {}", config_.pidfile, std::strerror(errno)));
 }
 
 std::optional<pid_t> Master::spawn(int id) {
@@ -314,7 +320,8 @@ Master::Child* Master::find_child(pid_t pid) {
 Master::Child* Master::active_child(int id) {
   Child* newest = nullptr;
   for (Child& child : children_) {
-    if (child.id == id && !child.retiring && (newest == nullptr || child.started_ms >= newest->started_ms)) newest = &child;
+    if (child.id == id && !child.retiring && (newest == nullptr || child.started_ms >= newest->started_ms))
+      newest = &child;
   }
   return newest;
 }
@@ -397,14 +404,16 @@ void Master::signal_children(int signum, std::int64_t kill_after_ms) {
 }
 
 void Master::begin_stop(bool graceful, int exit_status) {
-  if (phase_ == Phase::stopping && graceful) return;  // already stopping; an immediate stop may still hurry it
+  if (phase_ == Phase::stopping && graceful)
+    return;  // already stopping; an immediate stop may still hurry it
   phase_ = Phase::stopping;
   exit_status_ = std::max(exit_status_, exit_status);
   reload_queue_.clear();
   reload_id_ = 0;
   if (graceful) {
     const std::int64_t mercy = config_.reload_mercy * 1000LL;
-    common::log("graceful stop: waiting up to {} s for workers to finish in-flight requests", config_.reload_mercy);
+    common::log("graceful stop: waiting up to {} s for workers to finish in-flight requests",
+                config_.reload_mercy);
     signal_children(SIGTERM, mercy);
     stop_deadline_ms_ = monotonic_ms() + mercy + 2000;
   } else {
@@ -437,7 +446,8 @@ void Master::handle_signals() {
         break;
       case SignalAction::graceful_reload:
         if (phase_ != Phase::running) break;
-        common::log("{} received: graceful reload of {} worker(s), one at a time", spec->name, config_.processes);
+        common::log("{} received: graceful reload of {} worker(s), one at a time", spec->name,
+                    config_.processes);
         reload_queue_.clear();
         for (int id = 1; id <= config_.processes; ++id) reload_queue_.push_back(id);
         break;
@@ -459,7 +469,8 @@ void Master::advance_reload() {
     if (fresh != nullptr && !fresh->ready && !waited_enough) return;
     if (Child* old = find_child(reload_old_pid_)) {
       if (fresh == nullptr) {
-        common::log("reload: the replacement of worker {} did not start; keeping pid {}", reload_id_, old->pid);
+        common::log("reload: the replacement of worker {} did not start; keeping pid {}", reload_id_,
+                    old->pid);
       } else {
         kill(old->pid, SIGTERM);
         old->retiring = true;
@@ -502,11 +513,11 @@ void Master::check_harakiri() {
     workers::WorkerSlot& slot = slots_[child.slot];
     const std::int64_t busy_since = slot.busy_since_ms.load(std::memory_order_relaxed);
     if (busy_since == 0 || now - busy_since < config_.harakiri * 1000LL) continue;
-    const std::uint32_t len = std::min<std::uint32_t>(slot.request_len.load(std::memory_order_acquire),
-                                                       sizeof slot.request);
+    const std::uint32_t len =
+        std::min<std::uint32_t>(slot.request_len.load(std::memory_order_acquire), sizeof slot.request);
     std::string request(slot.request, len);
-    common::log("HARAKIRI: worker {} (pid {}) stuck for {} s on request \"{}\": SIGTERM, SIGKILL in {} ms", child.id,
-                child.pid, (now - busy_since) / 1000, request, kHarakiriGraceMs);
+    common::log("HARAKIRI: worker {} (pid {}) stuck for {} s on request \"{}\": SIGTERM, SIGKILL in {} ms",
+                child.id, child.pid, (now - busy_since) / 1000, request, kHarakiriGraceMs);
     child.harakiri = true;
     kill(child.pid, SIGTERM);
     child.kill_at_ms = now + kHarakiriGraceMs;
@@ -514,28 +525,40 @@ void Master::check_harakiri() {
 }
 
 void Master::run_cycle_jobs() {
+  ++cycles_;
   for (const auto& cache : caches_.all()) {
     std::int64_t started = monotonic_ms();
     std::uint64_t moved = cache->reorder_hot_items();
     common::log_debug("reorder: cache \"{}\": moved {} item(s) in {} ms", cache->geometry().name, moved,
                       monotonic_ms() - started);
+    // Store sync: msync(MS_SYNC) of the whole region, outside every lock (the engine takes none).
+    const int every = cache->geometry().store_sync;
+    if (cache->has_store() && every > 0 && cycles_ % static_cast<std::uint64_t>(every) == 0) {
+      started = monotonic_ms();
+      common::log_debug("store sync: cache \"{}\": started", cache->geometry().name);
+      bool ok = cache->sync_store();
+      common::log_debug("store sync: cache \"{}\": {} in {} ms", cache->geometry().name,
+                        ok ? "done" : "FAILED", monotonic_ms() - started);
+    }
   }
 }
 
 void Master::log_stats() {
   for (const Child& child : children_) {
     const workers::WorkerSlot& slot = slots_[child.slot];
-    common::log("stats: worker {} (pid {}): requests {}, accepted {}, wake-ups {} ({} wasted), bad requests {}{}",
-                child.id, child.pid, slot.requests.load(), slot.accepted.load(), slot.wakeups.load(),
-                slot.wasted_wakeups.load(), slot.bad_requests.load(), child.retiring ? ", retiring" : "");
+    common::log(
+        "stats: worker {} (pid {}): requests {}, accepted {}, wake-ups {} ({} wasted), bad requests {}{}",
+        child.id, child.pid, slot.requests.load(), slot.accepted.load(), slot.wakeups.load(),
+        slot.wasted_wakeups.load(), slot.bad_requests.load(), child.retiring ? ", retiring" : "");
   }
   for (const auto& cache : caches_.all()) {
     cache::Stats s = cache->stats();
-    common::log("stats: cache \"{}\": items {}/{}, hits {}, misses {}, full {}, evictions {}, expirations {}, "
-                "lock waits {}, probes/lookup {:.2f}, shard recoveries {}",
-                cache->geometry().name, s.items, s.capacity, s.hits, s.misses, s.full, s.evictions, s.expirations,
-                s.lock_waits, s.lookups == 0 ? 0.0 : static_cast<double>(s.probes) / static_cast<double>(s.lookups),
-                s.shard_recoveries);
+    common::log(
+        "stats: cache \"{}\": items {}/{}, hits {}, misses {}, full {}, evictions {}, expirations {}, "
+        "lock waits {}, probes/lookup {:.2f}, shard recoveries {}",
+        cache->geometry().name, s.items, s.capacity, s.hits, s.misses, s.full, s.evictions, s.expirations,
+        s.lock_waits, s.lookups == 0 ? 0.0 : static_cast<double>(s.probes) / static_cast<double>(s.lookups),
+        s.shard_recoveries);
   }
 }
 
@@ -558,7 +581,8 @@ int Master::run() {
   ListenOptions listen_options;
   listen_options.backlog = config_.listen_backlog;
   listen_options.chmod_socket = config_.chmod_socket;
-  if (config_.sockets.empty() && config_.persistent_sockets.empty() && config_.http_sockets.empty()) throw std::runtime_error("no --socket given: nothing to listen on (try --socket 127.0.0.1:3031)");
+  if (config_.sockets.empty() && config_.persistent_sockets.empty() && config_.http_sockets.empty())
+    throw std::runtime_error("no --socket given: nothing to listen on (try --socket 127.0.0.1:3031)");
   listeners_ = bind_listeners(config_.sockets, listen_options);
   for (Listener& listener : bind_listeners(config_.persistent_sockets, listen_options)) {
     listener.kind = Listener::Kind::persistent;
@@ -573,17 +597,19 @@ int Master::run() {
   sigset_t set = master_signal_set();
   signal_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
   if (signal_fd_ < 0) throw std::runtime_error(fmt::format("signalfd: {}", std::strerror(errno)));
-  if (pipe2(ready_pipe_, O_NONBLOCK | O_CLOEXEC) != 0) throw std::runtime_error(fmt::format("pipe2: {}", std::strerror(errno)));
+  if (pipe2(ready_pipe_, O_NONBLOCK | O_CLOEXEC) != 0)
+    throw std::runtime_error(fmt::format("pipe2: {}", std::strerror(errno)));
   create_scoreboard();
   ids_.assign(static_cast<std::size_t>(config_.processes) + 1, IdState{});
 
-  common::log("master pid {}: {} worker(s), buffer-size {}, socket-timeout {} s{}", getpid(), config_.processes,
-              config_.buffer_size, config_.socket_timeout,
+  common::log("master pid {}: {} worker(s), buffer-size {}, socket-timeout {} s{}", getpid(),
+              config_.processes, config_.buffer_size, config_.socket_timeout,
               config_.harakiri > 0 ? fmt::format(", harakiri {} s", config_.harakiri) : std::string());
   for (const Listener& listener : listeners_) common::log("listening on {}", listener.describe());
 
   if (!caches_.empty() && !config_.cache_no_expire) {
-    sweeper_ = std::make_unique<Sweeper>(caches_, config_.cache_expire_freq, config_.cache_report_freed_items);
+    sweeper_ =
+        std::make_unique<Sweeper>(caches_, config_.cache_expire_freq, config_.cache_report_freed_items);
   }
   ensure_workers();
   // Started after the first fork so the workers never inherit a half-copied thread state.
@@ -610,6 +636,14 @@ int Master::run() {
     }
   }
   if (sweeper_) sweeper_->stop();
+  // Every worker is gone: flush each store so a graceful or immediate stop leaves it on the disk.
+  for (const auto& cache : caches_.all()) {
+    if (!cache->has_store()) continue;
+    std::int64_t started = monotonic_ms();
+    bool ok = cache->sync_store();
+    common::log("cache \"{}\": store {} {} in {} ms", cache->geometry().name, cache->geometry().store,
+                ok ? "flushed" : "flush FAILED", monotonic_ms() - started);
+  }
   common::log("server stopped (exit status {})", exit_status_);
   cleanup();
   return exit_status_;

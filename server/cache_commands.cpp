@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-
 #include <charconv>
 
 #include "server/cache_dump.hpp"
@@ -303,12 +302,18 @@ MagicOutcome magic_stats(cache::Cache& cache, Reply& reply) {
   append_var(reply.head, "status", "ok");
   append_var(reply.head, "name", geometry.name);
   const std::pair<std::string_view, std::uint64_t> counters[] = {
-      {"items", stats.items},           {"capacity", stats.capacity},
-      {"blocksize", geometry.blocksize}, {"keysize", geometry.keysize},
-      {"hits", stats.hits},             {"misses", stats.misses},
-      {"full", stats.full},             {"evictions", stats.evictions},
-      {"expirations", stats.expirations}, {"lock_waits", stats.lock_waits},
-      {"lookups", stats.lookups},       {"probes", stats.probes},
+      {"items", stats.items},
+      {"capacity", stats.capacity},
+      {"blocksize", geometry.blocksize},
+      {"keysize", geometry.keysize},
+      {"hits", stats.hits},
+      {"misses", stats.misses},
+      {"full", stats.full},
+      {"evictions", stats.evictions},
+      {"expirations", stats.expirations},
+      {"lock_waits", stats.lock_waits},
+      {"lookups", stats.lookups},
+      {"probes", stats.probes},
       {"shard_recoveries", stats.shard_recoveries}};
   for (const auto& [name, value] : counters) append_var(reply.head, name, DecimalText(value).view());
   patch_datasize(reply.head);
@@ -326,7 +331,8 @@ MagicOutcome magic_math(cache::Cache& cache, const MagicVars& vars, const Reques
     return MagicOutcome::error;
   }
   std::uint64_t raw = 0;
-  for (int i = 7; i >= 0; --i) raw = (raw << 8) | static_cast<unsigned char>(request.body[static_cast<std::size_t>(i)]);
+  for (int i = 7; i >= 0; --i)
+    raw = (raw << 8) | static_cast<unsigned char>(request.body[static_cast<std::size_t>(i)]);
   std::int64_t expires = 0;
   if (!parse_magic_expires(vars, expires, note)) return MagicOutcome::error;
   const cache::Cache::MathOp op = vars.cmd == "inc"   ? cache::Cache::MathOp::inc
@@ -334,8 +340,7 @@ MagicOutcome magic_math(cache::Cache& cache, const MagicVars& vars, const Reques
                                   : vars.cmd == "mul" ? cache::Cache::MathOp::mul
                                                       : cache::Cache::MathOp::div;
   std::int64_t result = 0;
-  const cache::Status status =
-      cache.math(vars.key, op, static_cast<std::int64_t>(raw), expires, &result);
+  const cache::Status status = cache.math(vars.key, op, static_cast<std::int64_t>(raw), expires, &result);
   if (status != cache::Status::ok) {
     note = fmt::format("cache magic {} {}: {}", vars.cmd, printable(vars.key), cache::describe(status));
     return MagicOutcome::error;
@@ -421,14 +426,15 @@ void handle_magic(cache::CacheSet& caches, const Request& request, Reply& reply,
 void frame_for_persistent_connection(const Request& request, Reply& reply, std::string& note) {
   const std::uint8_t command = request.header.modifier2;
   if (command == static_cast<std::uint8_t>(CacheCommand::dump)) return;  // its own framing; closes
-  if (command == kMagic) return;                                          // keepalive framing
+  if (command == kMagic) return;                                         // keepalive framing
   const bool drops_head = command == static_cast<std::uint8_t>(CacheCommand::get) ||
                           command == static_cast<std::uint8_t>(CacheCommand::stream_get);
   if (drops_head) reply.head.clear();  // 0 and 5 carry their own 4-byte head; it becomes the frame
   if (!reply.head.empty() || reply.body.size() > 0xffff) {
-    note = fmt::format("persistent connection: a {}-byte reply to modifier2 {} cannot be framed (max 65535); "
-                       "closing",
-                       reply.head.size() + reply.body.size(), command);
+    note = fmt::format(
+        "persistent connection: a {}-byte reply to modifier2 {} cannot be framed (max 65535); "
+        "closing",
+        reply.head.size() + reply.body.size(), command);
     reply.clear();
     return;
   }

@@ -10,9 +10,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <charconv>
-
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstddef>
 #include <cstring>
@@ -542,7 +541,8 @@ ClientStatus CacheClient::math(std::string_view cmd, std::string_view key, std::
   if (status != ClientStatus::ok || result == nullptr) return status;
   const std::string* number = find_var(reply, "value");
   std::int64_t parsed = 0;
-  if (number == nullptr || std::from_chars(number->data(), number->data() + number->size(), parsed).ec != std::errc()) {
+  if (number == nullptr ||
+      std::from_chars(number->data(), number->data() + number->size(), parsed).ec != std::errc()) {
     fail(fmt::format("{}: the reply has no decimal value var", cmd));
     return ClientStatus::error;
   }

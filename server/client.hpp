@@ -64,8 +64,8 @@ class CacheClient {
   // cmd: "inc", "dec", "mul" or "div", applied atomically by our server (the operand travels as the
   // 8-byte little-endian body, as uWSGI's client sends it); result receives the new number. uWSGI
   // does not know these commands and closes without a reply: miss (callers then fall back).
-  ClientStatus math(std::string_view cmd, std::string_view key, std::int64_t operand, std::int64_t expires = 0,
-                    std::string_view cache = {}, std::int64_t* result = nullptr);
+  ClientStatus math(std::string_view cmd, std::string_view key, std::int64_t operand,
+                    std::int64_t expires = 0, std::string_view cache = {}, std::int64_t* result = nullptr);
 
   const std::string& address() const { return address_; }
   const std::string& last_error() const { return last_error_; }

@@ -54,11 +54,11 @@ namespace {
 
 constexpr int kAcceptBatch = 16;  // connections taken per wake-up before looking at the rest
 constexpr int kMaxEvents = 32;
-constexpr std::size_t kInitialBuffer = 4096;         // most cache requests are far smaller
+constexpr std::size_t kInitialBuffer = 4096;                      // most cache requests are far smaller
 constexpr std::size_t kRetainedBuffer = std::size_t{128} * 1024;  // pooled buffers above this are shrunk
-constexpr int kTickMs = 250;                         // timeout checks
-constexpr int kBackendTag = -1;                      // epoll data for libuv's backend fd
-constexpr int kAcceptPauseMs = 100;                  // accept pause when out of descriptors
+constexpr int kTickMs = 250;                                      // timeout checks
+constexpr int kBackendTag = -1;                                   // epoll data for libuv's backend fd
+constexpr int kAcceptPauseMs = 100;                               // accept pause when out of descriptors
 
 // A growable byte buffer that does not zero what it is about to receive (std::string::resize would
 // memset every read).

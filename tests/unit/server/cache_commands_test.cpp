@@ -159,7 +159,8 @@ TEST_CASE("mod2 3/4 dictionary get: hits serve the raw value (fixing 2.0.21)", "
                                          {"key", "k1"},
                                          {"get", "nokey"},
                                          {"SERVER_NAME", ""}});
-    // uWSGI's writer starts the 404 page only while nothing was written: after a value, a get miss adds nothing
+    // uWSGI's writer starts the 404 page only while nothing was written: after a value, a get miss adds
+    // nothing
     CHECK(server.send(wire::packet(111, 3, vars)) == "value1");
   }
   SECTION("malformed vars: what came before is served, a note names the offset") {
@@ -453,7 +454,8 @@ TEST_CASE("magic extensions: keys, stats, inc/dec/mul/div", "[cache-commands]") 
   SECTION("keys lists every live key, length-prefixed, with count and size vars") {
     const std::string reply = server.send(wire::packet(111, 17, wire::vars({{"cmd", "keys"}})));
     REQUIRE(reply.size() >= 4);
-    const std::size_t vars_len = static_cast<unsigned char>(reply[1]) | (static_cast<unsigned char>(reply[2]) << 8);
+    const std::size_t vars_len =
+        static_cast<unsigned char>(reply[1]) | (static_cast<unsigned char>(reply[2]) << 8);
     std::map<std::string, std::string> got;
     parse_vars(std::string_view(reply).substr(4, vars_len),
                [&](std::string_view k, std::string_view v) { got[std::string(k)] = std::string(v); });
@@ -484,10 +486,13 @@ TEST_CASE("magic extensions: keys, stats, inc/dec/mul/div", "[cache-commands]") 
   }
   SECTION("inc really adds on the server, atomically; the operand is an 8-byte LE body") {
     const std::string five = bytes({5, 0, 0, 0, 0, 0, 0, 0});
-    const std::string inc = wire::packet(111, 17, wire::vars({{"cmd", "inc"}, {"key", "n"}, {"size", "8"}}), five);
+    const std::string inc =
+        wire::packet(111, 17, wire::vars({{"cmd", "inc"}, {"key", "n"}, {"size", "8"}}), five);
     server.send(inc);
     const std::string reply = server.send(inc);
-    CHECK(reply.find(std::string("\x05\x00value\x02\x00" "10", 11)) != std::string::npos);
+    CHECK(reply.find(std::string("\x05\x00value\x02\x00"
+                                 "10",
+                                 11)) != std::string::npos);
     CHECK(server.value_of(*server.main, "n") == bytes({10, 0, 0, 0, 0, 0, 0, 0}));
     const std::string mul = wire::packet(111, 17, wire::vars({{"cmd", "mul"}, {"key", "n"}, {"size", "8"}}),
                                          bytes({3, 0, 0, 0, 0, 0, 0, 0}));

@@ -1,0 +1,175 @@
+"""Fault test for --cache-store: N rounds (STORE_FAULT_ROUNDS, default 8) of
+  start the server on one store file (--cache-store-sync 1, --log-debug), write self-checking values from
+  several clients (modifier2 17 set/update), SIGKILL the whole process group at a random moment -- in
+  every other round while the master is inside a store sync --, restart, read every key back.
+Every value read must be exactly one written for that key (it encodes its key and a checksum, and must be
+the last acknowledged value or the one in flight at the kill); a key whose last write was acknowledged and
+had nothing in flight must be there (a process kill loses nothing that was acknowledged: the pages are
+the kernel's); in particular every item acknowledged before the last completed sync must be there.
+Reports rounds, items checked, items dropped at load. See docs/persistence.md."""
+
+import hashlib
+import os
+import random
+import re
+import signal
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Server, check, free_port, magic_get, magic_set, make_temp_dir, run_tests  # noqa: E402
+
+ROUNDS = int(os.environ.get("STORE_FAULT_ROUNDS", "8"))
+CLIENTS = 4
+KEYS_PER_CLIENT = 250
+SEED = int(os.environ.get("STORE_FAULT_SEED", str(int(time.time()))))
+
+
+def make_value(key, writer, seq, rng):
+    body = f"{key}|{writer}|{seq}|".encode() + bytes(rng.getrandbits(8) for _ in range(rng.choice((8, 200, 3000))))
+    return body + hashlib.sha1(key.encode() + body).digest()
+
+
+def value_ok(key, value):
+    body, digest = value[:-20], value[-20:]
+    return body.startswith(key.encode() + b"|") and hashlib.sha1(key.encode() + body).digest() == digest
+
+
+class Model:
+    """Per key: the last acknowledged value (None = absent) and the value in flight, if any."""
+
+    def __init__(self):
+        self.acked = {}
+        self.inflight = {}
+        self.acked_at = {}  # key -> monotonic time of the last ack
+        self.lock = threading.Lock()
+
+
+def writer(addr, model, writer_id, stop, rng, counts):
+    keys = [f"k{writer_id}-{i}" for i in range(KEYS_PER_CLIENT)]
+    seq = 0
+    while not stop.is_set():
+        key = rng.choice(keys)
+        seq += 1
+        value = make_value(key, writer_id, seq, rng)
+        cmd = "set" if rng.random() < 0.2 else "update"
+        with model.lock:
+            model.inflight[key] = value
+        try:
+            ok = magic_set(addr, key, value, timeout=3.0, cmd=cmd)
+        except (AssertionError, OSError):
+            return  # the server died under us: this write stays "in flight"
+        with model.lock:
+            del model.inflight[key]
+            if ok:
+                model.acked[key] = value
+                model.acked_at[key] = time.monotonic()
+                counts["acked"] += 1
+
+
+def server_args(port, store):
+    return ["--socket", f"127.0.0.1:{port}", "--processes", "2", "--cache", "2000", "--cache-blocksize", "4096",
+            "--cache-keysize", "64", "--cache-store", store, "--cache-store-sync", "1", "--log-debug"]
+
+
+SYNC_RE = re.compile(r'store sync: cache "default": (started|done)')
+
+
+def test_sigkill_rounds():
+    rng = random.Random(SEED)
+    print(f"seed {SEED}, {ROUNDS} rounds, {CLIENTS} clients x {KEYS_PER_CLIENT} keys")
+    store = os.path.join(make_temp_dir("stf-"), "fault.store")
+    port = free_port()
+    addr = ("127.0.0.1", port)
+    model = Model()
+    totals = {"checked": 0, "dropped": 0, "acked": 0, "during_sync": 0, "protected_by_sync": 0, "inflight_lost": 0}
+    for rnd in range(ROUNDS):
+        srv = Server(server_args(port, store), workers=2)
+        with srv:
+            stop = threading.Event()
+            counts = {"acked": 0}
+            threads = [threading.Thread(target=writer, args=(addr, model, w, stop, random.Random(rng.random()), counts),
+                                        daemon=True) for w in range(CLIENTS)]
+            for t in threads:
+                t.start()
+            # Watch the sync lines: a sync's start lies after the last poll that did not see it.
+            off = srv.log_size()
+            last_sync_floor = None  # every ack before this time was followed by a completed sync
+            pending_floor = None
+            prev_poll = time.monotonic()
+            deadline = time.monotonic() + rng.uniform(1.2, 2.5)
+            want_in_sync = rnd % 2 == 1
+            in_sync = False
+            while True:
+                now = time.monotonic()
+                chunk = srv.log_since(off)
+                off += len(chunk.encode())
+                for m in SYNC_RE.finditer(chunk):
+                    if m.group(1) == "started":
+                        pending_floor = prev_poll
+                        in_sync = True
+                    else:
+                        if pending_floor is not None:
+                            last_sync_floor = pending_floor
+                        in_sync = False
+                prev_poll = now
+                if now >= deadline and (not want_in_sync or in_sync or now >= deadline + 3.0):
+                    break
+                time.sleep(0.002 if want_in_sync and now >= deadline else 0.02)
+            srv.kill_all()  # SIGKILL of the process group and every worker seen
+            totals["during_sync"] += in_sync
+            stop.set()
+            for t in threads:
+                t.join(10.0)
+            totals["acked"] += counts["acked"]
+        protected = set()
+        if last_sync_floor is not None:
+            protected = {k for k, at in model.acked_at.items() if at < last_sync_floor and k not in model.inflight}
+        # Restart and check every key.
+        srv = Server(server_args(port, store), workers=2)
+        with srv:
+            log = srv.log()
+            m = re.search(r"\[uwsgi-cache\] restored (\d+) items", log)
+            check(m, "no restored line after restart:\n" + srv.log_tail())
+            d = re.search(r"dropped (\d+) damaged item", log)
+            dropped = int(d.group(1)) if d else 0
+            totals["dropped"] += dropped
+            errors = []
+            for w in range(CLIENTS):
+                for i in range(KEYS_PER_CLIENT):
+                    key = f"k{w}-{i}"
+                    got = magic_get(addr, key)
+                    acked = model.acked.get(key)
+                    inflight = model.inflight.get(key)
+                    totals["checked"] += 1
+                    if got is not None and not value_ok(key, got):
+                        errors.append(f"{key}: corrupt or foreign value {got[:60]!r}")
+                    elif got is None and acked is not None and inflight is None:
+                        errors.append(f"{key}: acknowledged item lost (nothing in flight)"
+                                      + (" -- acknowledged before a completed sync" if key in protected else ""))
+                    elif got is not None and got != acked and got != inflight:
+                        errors.append(f"{key}: value is neither the last acknowledged nor the one in flight")
+                    elif key in protected and got is None:
+                        errors.append(f"{key}: acknowledged before the last completed sync, but missing")
+                    if got is None and acked is not None:
+                        totals["inflight_lost"] += 1
+                    # What the store holds now is the truth for the next round.
+                    model.acked[key] = got
+                    model.inflight.pop(key, None)
+            totals["protected_by_sync"] += len(protected)
+            check(not errors, f"round {rnd}: {len(errors)} bad keys, e.g. {errors[:5]}")
+            check(m and int(m.group(1)) == sum(1 for v in model.acked.values() if v is not None),
+                  f"round {rnd}: restored count {m.group(1)} differs from the keys present")
+            srv.kill_all()
+        print(f"round {rnd}: kill {'during a sync' if in_sync else 'at a random moment'}, "
+              f"{counts['acked']} writes acknowledged, {len(protected)} keys covered by a completed sync, "
+              f"restored {m.group(1)}, dropped {dropped}")
+    print(f"fault test: {ROUNDS} rounds, {totals['checked']} items checked, {totals['acked']} writes acknowledged, "
+          f"{totals['protected_by_sync']} item checks covered by a completed sync, {totals['dropped']} items dropped "
+          f"at load (torn), {totals['inflight_lost']} in-flight keys absent, {totals['during_sync']} kills during a sync")
+
+
+if __name__ == "__main__":
+    run_tests([test_sigkill_rounds], budget=int(os.environ.get("STORE_FAULT_BUDGET", "90")))
