@@ -29,7 +29,7 @@ cc -O2 -o "$tmp/uwload" "$shared/bench/uwload.c"
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mport=$(free_port); oport=$(free_port); oplain=$(free_port)
 memcached -t 2 -p "$mport" -l 127.0.0.1 -U 0 -m 256 -u nobody & pids+=($!)
-"$server" --socket 127.0.0.1:$oplain --persistent-socket 127.0.0.1:$oport --processes 2 --cache 1000 \
+"$server" --socket 127.0.0.1:$oplain --persistent-socket 127.0.0.1:$oport --processes 2 --cache 10000 \
   2>"$tmp/server.log" & pids+=($!)
 sleep 1
 reps=${REPS:-3}; duration=${DURATION:-5}
@@ -37,12 +37,14 @@ echo "| target | c | value B | ops/s (median of $reps) | p50 µs | p99 µs |"
 echo "|---|---|---|---|---|---|"
 for conc in ${CONCS:-16 64}; do
   for vsize in ${VSIZES:-64 1024}; do
-    "$tmp/uwload" -P memcached -a 127.0.0.1:$mport -p -c "$conc" -v "$vsize" -w --warmup-only -q >/dev/null
-    "$tmp/uwload" -a 127.0.0.1:$oplain -c "$conc" -v "$vsize" -w --warmup-only -q >/dev/null
+    # Keys of their own per cell: a uwsgi set never overwrites, so the previous cell's values would stay.
+    kp="c${conc}v${vsize}:"
+    "$tmp/uwload" -P memcached -a 127.0.0.1:$mport -p -c "$conc" -v "$vsize" --key-prefix "$kp" -w --warmup-only -q >/dev/null
+    "$tmp/uwload" -a 127.0.0.1:$oplain -c "$conc" -v "$vsize" --key-prefix "$kp" -w --warmup-only -q >/dev/null
     : >"$tmp/m"; : >"$tmp/o"
     for _ in $(seq "$reps"); do
-      "$tmp/uwload" -P memcached -a 127.0.0.1:$mport -p -c "$conc" -v "$vsize" -d "$duration" -T 2 -q >>"$tmp/m"
-      "$tmp/uwload" -a 127.0.0.1:$oport -p -c "$conc" -v "$vsize" -d "$duration" -T 2 -q >>"$tmp/o"
+      "$tmp/uwload" -P memcached -a 127.0.0.1:$mport -p -c "$conc" -v "$vsize" --key-prefix "$kp" -d "$duration" -T 2 -q >>"$tmp/m"
+      "$tmp/uwload" -a 127.0.0.1:$oport -p -c "$conc" -v "$vsize" --key-prefix "$kp" -d "$duration" -T 2 -q >>"$tmp/o"
     done
     for target in m o; do
       name=$([ $target = m ] && echo "memcached -t 2, persistent" || echo "ours, --persistent-socket, 2 workers")

@@ -231,6 +231,7 @@ struct Connection {
   bool writing = false;
   bool persistent = false;         // the client asked to keep the connection (our opt-in mode)
   bool peer_closed = false;        // read returned EOF
+  bool socket_drained = false;     // the last read returned less than asked: wait for readability
   bool persistent_socket = false;  // accepted on a --persistent-socket: framed replies, kept open
   server::Request pending;         // the request being handled (views into `in` or the http buffers)
   // --http-socket connections: the resumable HTTP frame, the request turned into a uwsgi packet, and
@@ -507,6 +508,7 @@ void Worker::release(Connection* conn) {
   conn->writing = false;
   conn->persistent = false;
   conn->peer_closed = false;
+  conn->socket_drained = false;
   conn->persistent_socket = false;
   conn->http = false;
   conn->sent_continue = false;
@@ -540,10 +542,15 @@ bool Worker::read_available(Connection* conn) {
   for (;;) {
     std::size_t want = 0;
     if (frame_state(conn, &want) != server::FrameStatus::incomplete) return true;
+    // A short read means the socket had nothing more: reading again would only return EAGAIN (one
+    // wasted syscall per request on a kept connection). Level-triggered polling reports what comes next.
+    if (conn->socket_drained) return true;
     conn->in.reserve(want);
-    ssize_t n = ::read(conn->fd, conn->in.spare(), conn->in.spare_size());
+    const std::size_t asked = conn->in.spare_size();
+    ssize_t n = ::read(conn->fd, conn->in.spare(), asked);
     if (n > 0) {
       conn->in.commit(static_cast<std::size_t>(n));
+      conn->socket_drained = static_cast<std::size_t>(n) < asked;
       continue;
     }
     if (n == 0) {
@@ -551,7 +558,10 @@ bool Worker::read_available(Connection* conn) {
       return true;
     }
     if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      conn->socket_drained = true;
+      return true;
+    }
     log_problem(conn, fmt::format("read failed: {}", std::strerror(errno)));
     close_connection(conn, false);
     return false;
@@ -838,7 +848,7 @@ void Worker::on_poll(Connection* conn, int status, int events) {
     log_problem(conn, fmt::format("poll error: {}", uv_strerror(status)));
     return close_connection(conn, false);
   }
-  (void)events;
+  if (events & UV_READABLE) conn->socket_drained = false;
   conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
   serve(conn);
 }
