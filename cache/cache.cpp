@@ -523,6 +523,7 @@ void ShmCache::map_and_init() {
     while (hashsize_ < g.items) hashsize_ <<= 1;
   }
   if (hashsize_ >= kNil) throw std::runtime_error("cache \"" + g.name + "\": hashsize too large");
+  geometry_.hashsize = hashsize_;  // what the engine chose, for the start-up log and stats
   shards_n_ = 1;
   while (shards_n_ < kMaxShards && shards_n_ * 2 <= hashsize_) shards_n_ <<= 1;
   shard_mask_ = shards_n_ - 1;
