@@ -11,7 +11,10 @@
 // The fast path needs no libuv at all: the listening sockets use TCP_DEFER_ACCEPT, so an accepted
 // connection usually already holds its whole request; the worker reads it, dispatches it, writes the
 // reply with one writev, half-closes and closes. Only a connection whose request is incomplete (or
-// whose reply does not fit the socket buffer) is handed to libuv with a uv_poll_t.
+// whose reply does not fit the socket buffer) is added to the worker's epoll set, next to the listening
+// sockets, so one epoll_wait serves accepts and kept connections alike (a uv_poll_t per connection
+// would cost a second epoll_wait inside libuv for every wake-up). libuv keeps the rest: signals, the
+// timeout tick and the application threads' completions.
 #include "workers/worker.hpp"
 
 #include <arpa/inet.h>
@@ -57,8 +60,10 @@ constexpr int kMaxEvents = 32;
 constexpr std::size_t kInitialBuffer = 4096;                      // most cache requests are far smaller
 constexpr std::size_t kRetainedBuffer = std::size_t{128} * 1024;  // pooled buffers above this are shrunk
 constexpr int kTickMs = 250;                                      // timeout checks
-constexpr int kBackendTag = -1;                                   // epoll data for libuv's backend fd
-constexpr int kAcceptPauseMs = 100;                               // accept pause when out of descriptors
+// epoll data: a Connection*, or one of these tags (user-space pointers never have bit 62 or 63 set).
+constexpr std::uint64_t kBackendTag = std::uint64_t{1} << 63;   // libuv's backend fd
+constexpr std::uint64_t kListenerTag = std::uint64_t{1} << 62;  // | the listening fd
+constexpr int kAcceptPauseMs = 100;                             // accept pause when out of descriptors
 
 // A growable byte buffer that does not zero what it is about to receive (std::string::resize would
 // memset every read).
@@ -222,9 +227,9 @@ class ApplicationThreads {
 struct Connection {
   Worker* owner = nullptr;
   int fd = -1;
-  uv_poll_t poll{};
-  bool poll_initialised = false;  // uv_poll_init done for this fd
-  int poll_events = 0;            // what we currently wait for
+  bool registered = false;     // waited on by the loop: in Worker::active_ (timeouts, stop)
+  bool in_epoll = false;       // in the worker's epoll set
+  std::uint32_t watching = 0;  // the epoll events asked for: EPOLLIN or EPOLLOUT
   ByteBuffer in;
   server::Reply reply;
   std::size_t reply_written = 0;  // bytes of head+body already sent
@@ -264,10 +269,9 @@ class Worker {
   int run();
 
   // libuv callbacks (static trampolines call these)
-  void on_poll(Connection* conn, int status, int events);
+  void on_ready(Connection* conn, std::uint32_t events);
   void on_signal(int signum);
   void on_tick();
-  void on_poll_closed(Connection* conn);
   void on_application_finished();
   static void run_application(Worker* self, Connection* conn);  // on an application thread
 
@@ -281,8 +285,9 @@ class Worker {
   void dispatch(Connection* conn);      // runs conn->pending inline or on an application thread
   bool finish_reply(Connection* conn);  // true when the connection was closed
   bool reply_done(Connection* conn);
-  bool write_reply(Connection* conn);  // false = connection failed and was closed
-  void wait_for(Connection* conn, int events);
+  bool write_reply(Connection* conn);                     // false = connection failed and was closed
+  void wait_for(Connection* conn, std::uint32_t events);  // EPOLLIN or EPOLLOUT
+  void release_closed();
   void close_connection(Connection* conn, bool orderly);
   void log_problem(Connection* conn, std::string_view what);
   void begin_graceful_stop();
@@ -310,7 +315,7 @@ class Worker {
   std::int64_t stop_deadline_ms_ = 0;
   common::RateLimitedLog problem_log_{20, 1};
   common::RateLimitedLog resource_log_{1, 10};
-  bool libuv_changed_ = false;  // a libuv call made outside uv_run awaits a pass
+  std::vector<Connection*> closed_;  // closed during the current batch, released after it
   std::int64_t accept_paused_until_ms_ = 0;
   std::string note_;
   ApplicationThreads app_threads_;
@@ -320,16 +325,6 @@ class Worker {
 };
 
 Worker* worker_of(uv_handle_t* handle) { return static_cast<Worker*>(handle->data); }
-
-void poll_trampoline(uv_poll_t* handle, int status, int events) {
-  auto* conn = static_cast<Connection*>(handle->data);
-  conn->owner->on_poll(conn, status, events);
-}
-
-void poll_closed_trampoline(uv_handle_t* handle) {
-  auto* conn = static_cast<Connection*>(handle->data);
-  conn->owner->on_poll_closed(conn);
-}
 
 void signal_trampoline(uv_signal_t* handle, int signum) {
   worker_of(reinterpret_cast<uv_handle_t*>(handle))->on_signal(signum);
@@ -368,7 +363,7 @@ bool Worker::setup() {
   }
   struct epoll_event backend {};
   backend.events = EPOLLIN;
-  backend.data.fd = kBackendTag;
+  backend.data.u64 = kBackendTag;
   if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, uv_backend_fd(&loop_), &backend) != 0) {
     common::log("worker {}: cannot watch the libuv backend: {}", settings_.id, std::strerror(errno));
     return false;
@@ -421,23 +416,23 @@ int Worker::run() {
     }
     bool run_libuv = (n == 0);
     for (int i = 0; i < n; ++i) {
-      if (events[i].data.fd == kBackendTag) {
+      const std::uint64_t tag = events[i].data.u64;
+      if (tag == kBackendTag) {
         run_libuv = true;
-      } else if (!stopping_) {
-        accept_from(events[i].data.fd);
+      } else if (tag & kListenerTag) {
+        if (!stopping_) accept_from(static_cast<int>(tag & 0xffffffffu));
+      } else {
+        on_ready(static_cast<Connection*>(events[i].data.ptr), events[i].events);
       }
     }
-    // libuv applies watcher changes (a new uv_poll_t, a close) and fires timers only inside uv_run:
-    // run a pass whenever we changed something or a timer is due, not only when its fd is readable,
-    // or a worker kept busy by accepting would never poll its slow connections nor time them out.
-    if (!run_libuv && !libuv_changed_) {
+    // libuv fires timers only inside uv_run: run a pass when one is due, not only when its fd is
+    // readable, or a worker kept busy by its connections would never time them out.
+    if (!run_libuv) {
       uv_update_time(&loop_);
       run_libuv = uv_backend_timeout(&loop_) == 0;
     }
-    if (run_libuv || libuv_changed_) {
-      libuv_changed_ = false;
-      uv_run(&loop_, UV_RUN_NOWAIT);
-    }
+    if (run_libuv) uv_run(&loop_, UV_RUN_NOWAIT);
+    release_closed();
   }
   app_threads_.shutdown(/*wait=*/in_application_ == 0);
   return 0;
@@ -500,8 +495,9 @@ Connection* Worker::acquire() {
 
 void Worker::release(Connection* conn) {
   conn->fd = -1;
-  conn->poll_initialised = false;
-  conn->poll_events = 0;
+  conn->registered = false;
+  conn->in_epoll = false;
+  conn->watching = 0;
   conn->in.reset_for_reuse();
   conn->reply.clear();
   conn->reply_written = 0;
@@ -592,7 +588,7 @@ void Worker::serve(Connection* conn) {
   for (;;) {
     if (conn->writing) {
       if (!write_reply(conn)) return;
-      if (conn->writing) return wait_for(conn, UV_WRITABLE);
+      if (conn->writing) return wait_for(conn, EPOLLOUT);
       if (reply_done(conn)) return;
       continue;
     }
@@ -613,7 +609,7 @@ void Worker::serve(Connection* conn) {
         }
         return close_connection(conn, true);
       }
-      return wait_for(conn, UV_READABLE);
+      return wait_for(conn, EPOLLIN);
     }
 
     conn->pending = request_view(conn, frame);
@@ -630,7 +626,7 @@ void Worker::serve_http(Connection* conn) {
   for (;;) {
     if (conn->writing) {
       if (!write_reply(conn)) return;
-      if (conn->writing) return wait_for(conn, UV_WRITABLE);
+      if (conn->writing) return wait_for(conn, EPOLLOUT);
       if (reply_done(conn)) return;
       continue;
     }
@@ -652,7 +648,7 @@ void Worker::serve_http(Connection* conn) {
         [[maybe_unused]] ssize_t n =
             ::write(conn->fd, server::kContinueResponse.data(), server::kContinueResponse.size());
       }
-      return wait_for(conn, UV_READABLE);
+      return wait_for(conn, EPOLLIN);
     }
     conn->reply.clear();
     std::string error;
@@ -745,7 +741,7 @@ bool Worker::start_reply(Connection* conn) {
   if (conn->writing) {
     if (!write_reply(conn)) return true;
     if (conn->writing) {
-      wait_for(conn, UV_WRITABLE);
+      wait_for(conn, EPOLLOUT);
       return true;
     }
   }
@@ -755,10 +751,11 @@ bool Worker::start_reply(Connection* conn) {
 void Worker::hand_to_application(Connection* conn) {
   conn->in_application = true;
   ++in_application_;
-  if (conn->poll_initialised && conn->poll_events != 0) {
-    uv_poll_stop(&conn->poll);  // the loop leaves the socket alone until the reply is ready
-    conn->poll_events = 0;
-    libuv_changed_ = true;
+  if (conn->in_epoll) {
+    // The loop leaves the socket alone until the reply is ready (out of the set: epoll would report
+    // a hang-up over and over even with no events asked for).
+    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, conn->fd, nullptr);
+    conn->in_epoll = false;
   }
   conn->reply.clear();
   app_threads_.submit(conn);
@@ -828,53 +825,52 @@ bool Worker::write_reply(Connection* conn) {
   return true;
 }
 
-void Worker::wait_for(Connection* conn, int events) {
-  if (!conn->poll_initialised) {
-    uv_poll_init(&loop_, &conn->poll, conn->fd);
-    conn->poll.data = conn;
-    conn->poll_initialised = true;
+void Worker::wait_for(Connection* conn, std::uint32_t events) {
+  if (conn->in_epoll && conn->watching == events) return;
+  struct epoll_event ev {};
+  ev.events = events;
+  ev.data.ptr = conn;
+  if (epoll_ctl(epoll_fd_, conn->in_epoll ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, conn->fd, &ev) != 0) {
+    log_problem(conn, fmt::format("cannot watch the connection: {}", std::strerror(errno)));
+    return close_connection(conn, false);
+  }
+  conn->in_epoll = true;
+  conn->watching = events;
+  if (!conn->registered) {
+    conn->registered = true;
     conn->active_index = active_.size();
     active_.push_back(conn);
   }
-  if (conn->poll_events != events) {
-    uv_poll_start(&conn->poll, events, poll_trampoline);
-    conn->poll_events = events;
-    libuv_changed_ = true;
-  }
 }
 
-void Worker::on_poll(Connection* conn, int status, int events) {
-  if (status < 0) {
-    log_problem(conn, fmt::format("poll error: {}", uv_strerror(status)));
-    return close_connection(conn, false);
-  }
-  if (events & UV_READABLE) conn->socket_drained = false;
+void Worker::on_ready(Connection* conn, std::uint32_t events) {
+  // Closed earlier in this batch (released only after it), or owned by an application thread.
+  if (conn->fd < 0 || conn->in_application) return;
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) conn->socket_drained = false;
   conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
   serve(conn);
 }
 
 // Orderly close: half-close first so the peer reads our whole reply and an EOF, never a reset.
+// close() also takes the fd out of the epoll set (nothing else holds it). The Connection is released
+// only after the current batch of events, one of which may still name it.
 void Worker::close_connection(Connection* conn, bool orderly) {
   if (conn->fd < 0) return;
   if (orderly) ::shutdown(conn->fd, SHUT_WR);
-  if (conn->poll_initialised) {
-    // Unlink from the active list now; the fd is closed once libuv has let go of the handle.
+  if (conn->registered) {
     Connection* last = active_.back();
     active_[conn->active_index] = last;
     last->active_index = conn->active_index;
     active_.pop_back();
-    uv_poll_stop(&conn->poll);
-    uv_close(reinterpret_cast<uv_handle_t*>(&conn->poll), poll_closed_trampoline);
-    libuv_changed_ = true;
-    return;
   }
   ::close(conn->fd);
-  release(conn);
+  conn->fd = -1;
+  closed_.push_back(conn);
 }
 
-void Worker::on_poll_closed(Connection* conn) {
-  ::close(conn->fd);
-  release(conn);
+void Worker::release_closed() {
+  for (Connection* conn : closed_) release(conn);
+  closed_.clear();
 }
 
 void Worker::log_problem(Connection* conn, std::string_view what) {
@@ -932,7 +928,7 @@ void Worker::watch_listeners(bool on) {
     }
     struct epoll_event ev {};
     ev.events = EPOLLIN | (settings_.exclusive_accept ? static_cast<std::uint32_t>(EPOLLEXCLUSIVE) : 0u);
-    ev.data.fd = fd;
+    ev.data.u64 = kListenerTag | static_cast<std::uint32_t>(fd);
     if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST) {
       common::log("worker {}: cannot watch listening fd {}: {}", settings_.id, fd, std::strerror(errno));
     }
