@@ -282,6 +282,7 @@ class Worker {
   bool read_available(Connection* conn);  // false = connection failed and was closed
   server::FrameStatus frame_state(Connection* conn, std::size_t* want);
   void serve_http(Connection* conn);
+  bool ready_for_next_request(Connection* conn);
   void dispatch(Connection* conn);      // runs conn->pending inline or on an application thread
   bool finish_reply(Connection* conn);  // true when the connection was closed
   bool reply_done(Connection* conn);
@@ -583,16 +584,24 @@ void Worker::publish_busy(const server::Request& request) {
   }
 }
 
+// Finishes a pending reply and reads what arrived. False when the connection is closed or waits for
+// the socket; true when the buffer may hold the next request (serve and serve_http frame it).
+bool Worker::ready_for_next_request(Connection* conn) {
+  while (conn->writing) {
+    if (!write_reply(conn)) return false;
+    if (conn->writing) {
+      wait_for(conn, EPOLLOUT);
+      return false;
+    }
+    if (reply_done(conn)) return false;
+  }
+  return conn->peer_closed || read_available(conn);
+}
+
 void Worker::serve(Connection* conn) {
   if (conn->http) return serve_http(conn);
   for (;;) {
-    if (conn->writing) {
-      if (!write_reply(conn)) return;
-      if (conn->writing) return wait_for(conn, EPOLLOUT);
-      if (reply_done(conn)) return;
-      continue;
-    }
-    if (!conn->peer_closed && !read_available(conn)) return;
+    if (!ready_for_next_request(conn)) return;
     server::Frame frame = server::frame_request(conn->in.view(), limits_);
     if (frame.status == server::FrameStatus::invalid) {
       settings_.slot->bad_requests.fetch_add(1, std::memory_order_relaxed);
@@ -624,13 +633,7 @@ void Worker::serve(Connection* conn) {
 // the application; its raw response is made safe for a kept connection (server/http.hpp).
 void Worker::serve_http(Connection* conn) {
   for (;;) {
-    if (conn->writing) {
-      if (!write_reply(conn)) return;
-      if (conn->writing) return wait_for(conn, EPOLLOUT);
-      if (reply_done(conn)) return;
-      continue;
-    }
-    if (!conn->peer_closed && !read_available(conn)) return;
+    if (!ready_for_next_request(conn)) return;
     std::size_t want = 0;
     const server::FrameStatus status = frame_state(conn, &want);
     server::HttpFrame& frame = conn->http_frame;
@@ -970,6 +973,9 @@ void Worker::on_signal(int signum) {
 int run_worker(const WorkerSettings& settings) {
   // Outlive no master: if it dies, so do we (no orphan keeps the socket or the cache busy).
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // A client that closes before reading its reply must cost an EPIPE, not the worker (and after a
+  // respawn, the next queued connection of the same client would kill the new worker too).
+  signal(SIGPIPE, SIG_IGN);
   if (settings.application != nullptr) settings.application->worker_started(settings.id);
   Worker worker(settings);
   return worker.run();

@@ -1,0 +1,53 @@
+"""Clients that close (or reset) before reading their reply: the worker's write fails with EPIPE or
+ECONNRESET and the worker goes on. Regression: workers did not ignore SIGPIPE, so such a client killed
+its worker, and the clients queued behind it killed each respawned one (then the fork-bomb guard kept
+the server down for 30 s at a time). TCP and UNIX sockets, one-shot and persistent sockets."""
+
+import os
+import socket
+import struct
+import sys
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Server, check, check_eq, free_port, magic_get, magic_set, make_temp_dir, run_tests,  # noqa: E402
+                     simple_get_req)
+
+BIG = b"v" * 60000  # larger than a socket buffer: the reply cannot be written in one go
+
+
+def vanish(addr, request, rounds):
+    family = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
+    for _ in range(rounds):
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.settimeout(2)
+        s.connect(addr)
+        s.sendall(request)
+        if family == socket.AF_INET:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+        s.close()
+
+
+def test_vanishing_clients_do_not_kill_workers():
+    port, persistent = free_port(), free_port()
+    unix = os.path.join(make_temp_dir("vanish-"), "s.sock")
+    srv = Server(["--socket", f"127.0.0.1:{port}", "--socket", unix, "--persistent-socket",
+                  f"127.0.0.1:{persistent}", "--processes", "2", "--cache", "100"], workers=2)
+    with srv:
+        addr = ("127.0.0.1", port)
+        check(magic_set(addr, "big", BIG), "set a 60000-byte value")
+        before = srv.workers()
+        get = simple_get_req(b"big")
+        vanish(addr, get, 200)
+        vanish(unix, get, 200)
+        vanish(("127.0.0.1", persistent), get * 20, 50)  # many pipelined replies, nobody reading
+        time.sleep(0.5)
+        check_eq(srv.workers(), before, "worker pids after 450 vanished clients")
+        check("died" not in srv.log(), f"a worker died:\n{srv.log_tail(10)}")
+        check_eq(magic_get(addr, "big"), BIG, "the server still serves")
+        check_eq(srv.stop(), 0, "exit status after SIGTERM")
+
+
+if __name__ == "__main__":
+    run_tests([test_vanishing_clients_do_not_kill_workers])
