@@ -16,9 +16,10 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
     return [b"Hello, World!"]
 PY
+# THREADS=0 runs the application on the worker's loop, as uWSGI does (default 1: an application thread).
 ours=$(free_port); theirs=$(free_port); web_ours=$(free_port); web_theirs=$(free_port)
-"$server" --socket 127.0.0.1:$ours --processes "$processes" --cache 100 --module hello --chdir "$tmp" \
-  2>"$tmp/ours.log" & pids+=($!)
+"$server" --socket 127.0.0.1:$ours --processes "$processes" --threads "${THREADS:-1}" --cache 100 --module hello \
+  --chdir "$tmp" 2>"$tmp/ours.log" & pids+=($!)
 /usr/bin/uwsgi --plugin python3 --master --processes "$processes" --socket 127.0.0.1:$theirs --module hello \
   --chdir "$tmp" --disable-logging >"$tmp/uwsgi.log" 2>&1 & pids+=($!)
 mkdir -p "$tmp/ngx"
@@ -45,7 +46,7 @@ for c in $concs; do
     wrk -t1 -c"$c" -d"${duration}s" --latency "http://127.0.0.1:$web_theirs/" >>"$tmp/t"
   done
   for f in o t; do
-    name=$([ $f = o ] && echo "ours" || echo "uWSGI 2.0.21")
+    name=$([ $f = o ] && echo "ours, --threads ${THREADS:-1}" || echo "uWSGI 2.0.21")
     /usr/bin/python3 - "$tmp/$f" "$name" "$c" <<'PY'
 import re, statistics, sys
 text = open(sys.argv[1]).read()

@@ -343,7 +343,9 @@ std::vector<OptionSpec> build_table() {
       list("pythonpath", "", &C::pythonpath, g4, "DIR", "add a directory to sys.path"),
       list("env", "", &C::env, g4, "KEY=VALUE", "set an environment variable", check_key_value),
       flag("lazy-apps", "", &C::lazy_apps, g4, "load the application in each worker instead of the master"),
-      integer("threads", "", &C::threads, {1, 1024}, g4, "N", "application threads per worker"),
+      integer("threads", "", &C::threads, {0, 1024}, g4, "N",
+              "application threads per worker (0: run the application on the event loop, as uWSGI does: "
+              "faster, but a slow request holds up that worker's cache requests)"),
 
       action("ini", "", OptionType::list, "FILE[:SECTION]",
              "load options from an ini file ([uwsgi] section unless SECTION is given)"),

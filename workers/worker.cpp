@@ -352,8 +352,10 @@ bool Worker::setup() {
   tick_.data = this;
   uv_timer_start(&tick_, tick_trampoline, kTickMs, kTickMs);
 
-  if (settings_.application != nullptr && settings_.application->blocking()) {
-    app_threads_.start(std::max(1, settings_.application_threads), &loop_, this, &Worker::run_application,
+  // --threads 0 keeps even a blocking application on the loop (no hand-off: uWSGI's model).
+  if (settings_.application != nullptr && settings_.application->blocking() &&
+      settings_.application_threads > 0) {
+    app_threads_.start(settings_.application_threads, &loop_, this, &Worker::run_application,
                        application_finished_trampoline);
   }
 
