@@ -32,8 +32,8 @@ import traceback
 # --------------------------------------------------------------------------------------------------
 # environment
 
-SERVER_BIN = os.environ.get("SERVER_BIN") or "/work/build/bin/server"
 SOURCE_DIR = os.environ.get("SOURCE_DIR") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SERVER_BIN = os.environ.get("SERVER_BIN") or os.path.join(SOURCE_DIR, "build", "bin", "server")  # ctest sets it
 BUILD_DIR = os.environ.get("BUILD_DIR") or ""
 
 LOG_LINE_RE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\] \[pid (\d+)\] (.*)$")
