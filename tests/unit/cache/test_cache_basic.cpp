@@ -9,6 +9,7 @@
 
 #include "cache/cache.hpp"
 #include "cache/layout.hpp"
+#include "capture_stderr.hpp"
 
 using cache::Cache;
 using cache::Geometry;
@@ -329,25 +330,7 @@ TEST_CASE("region layout header is filled", "[cache]") {
 }
 
 namespace {
-// Runs fn with stderr redirected to a temporary file; returns what was written.
-template <typename Fn>
-std::string capture_stderr(Fn fn) {
-  char path[] = "/tmp/cache_test_stderr_XXXXXX";
-  int fd = mkstemp(path);
-  REQUIRE(fd >= 0);
-  unlink(path);
-  int saved = dup(2);
-  dup2(fd, 2);
-  fn();
-  dup2(saved, 2);
-  close(saved);
-  std::string out;
-  lseek(fd, 0, SEEK_SET);
-  char buf[4096];
-  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
-  close(fd);
-  return out;
-}
+using cachetest::capture_stderr;
 
 std::size_t count_of(const std::string& text, const std::string& what) {
   std::size_t n = 0;

@@ -17,6 +17,7 @@
 
 #include "cache/cache.hpp"
 #include "cache/layout.hpp"
+#include "capture_stderr.hpp"
 #include "checked_value.hpp"
 
 using cache::Cache;
@@ -117,24 +118,7 @@ std::uint32_t slot_of(const std::string& path, const std::string& key) {
   return 0;
 }
 
-template <typename Fn>
-std::string capture_stderr(Fn fn) {
-  char path[] = "/tmp/cache_store_stderr_XXXXXX";
-  int fd = mkstemp(path);
-  REQUIRE(fd >= 0);
-  unlink(path);
-  int saved = dup(2);
-  dup2(fd, 2);
-  fn();
-  dup2(saved, 2);
-  close(saved);
-  std::string out;
-  lseek(fd, 0, SEEK_SET);
-  char buf[4096];
-  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
-  close(fd);
-  return out;
-}
+using cachetest::capture_stderr;
 
 std::string create_error(const Geometry& g) {
   try {
