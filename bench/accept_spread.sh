@@ -10,6 +10,7 @@ workers=${WORKERS:-4}; duration=${DURATION:-5}; conc=${CONC:-16}
 shared=${SHARED_DIR:-$here/../../shared}
 tmp=$(mktemp -d); master=
 trap '[ -n "$master" ] && kill -INT $master 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM  # so that the EXIT trap stops what we started
 procs=$(( conc < 2 ? conc : 2 ))
 cc -O2 -o "$tmp/uwload" "$shared/bench/uwload.c"
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -19,6 +19,7 @@ if [ -z "$server" ]; then  # SERVER=path/to/server measures an existing binary i
 fi
 tmp=$(mktemp -d); pids=()
 trap 'for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null; done; rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM  # so that the EXIT trap stops what we started
 
 if [ "${SKIP_BASELINE:-0}" != 1 ]; then
   CANDIDATE=$server bash "$shared/bench/run-uwsgi-baseline.sh"

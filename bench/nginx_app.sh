@@ -10,6 +10,7 @@ processes=${PROCESSES:-2}; duration=${DURATION:-5}; reps=${REPS:-3}; concs=${CON
 tmp=$(mktemp -d); pids=()
 cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; sleep 0.5; rm -rf "$tmp"; }
 trap cleanup EXIT
+trap 'exit 130' INT TERM  # so that the EXIT trap stops what we started
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cat >"$tmp/hello.py" <<'PY'
 def application(environ, start_response):
