@@ -302,6 +302,7 @@ void Master::become_worker(int id, int slot) {
   settings.socket_timeout_s = config_.socket_timeout;
   settings.stop_mercy_s = config_.reload_mercy;
   settings.slot = &slots_[slot];
+  settings.publish_busy = config_.harakiri > 0;
   settings.caches = &caches_;
   settings.application = application_.get();
   settings.application_threads = config_.threads;

@@ -243,7 +243,8 @@ struct Connection {
   // what the response must honour (keep-alive, HEAD).
   bool http = false;
   bool sent_continue = false;
-  server::HttpFrame http_frame;
+  server::Frame frame;           // the uwsgi frame of what `in` holds (frame_state keeps it current)
+  server::HttpFrame http_frame;  // the same for an --http-socket connection (resumable)
   server::HttpRequestInfo http_info;
   std::string http_packet;
   std::string http_body;
@@ -511,6 +512,7 @@ void Worker::release(Connection* conn) {
   conn->persistent_socket = false;
   conn->http = false;
   conn->sent_continue = false;
+  conn->frame = server::Frame{};
   conn->http_frame = server::HttpFrame{};
   conn->pending = server::Request{};
   conn->server_port = {};
@@ -530,11 +532,11 @@ server::FrameStatus Worker::frame_state(Connection* conn, std::size_t* want) {
     }
     return conn->http_frame.status;
   }
-  const server::Frame frame = server::frame_request(conn->in.view(), limits_);
+  conn->frame = server::frame_request(conn->in.view(), limits_);
   // Grow to what the request announced (known once the header is in), else by a page.
-  *want = std::max<std::size_t>(frame.total, frame.payload_end);
+  *want = std::max<std::size_t>(conn->frame.total, conn->frame.payload_end);
   if (*want <= conn->in.size()) *want = conn->in.size() + kInitialBuffer;
-  return frame.status;
+  return conn->frame.status;
 }
 
 bool Worker::read_available(Connection* conn) {
@@ -567,7 +569,9 @@ bool Worker::read_available(Connection* conn) {
   }
 }
 
+// Only harakiri reads it: without --harakiri the request path skips the clock and the description.
 void Worker::publish_busy(const server::Request& request) {
+  if (!settings_.publish_busy) return;
   WorkerSlot* slot = settings_.slot;
   slot->busy_since_ms.store(monotonic_ms(), std::memory_order_relaxed);
   // Only application requests can run long; describe them for the harakiri line.
@@ -587,7 +591,8 @@ void Worker::publish_busy(const server::Request& request) {
 }
 
 // Finishes a pending reply and reads what arrived. False when the connection is closed or waits for
-// the socket; true when the buffer may hold the next request (serve and serve_http frame it).
+// the socket; true when conn->frame (or conn->http_frame) describes what the buffer holds now: every
+// way out of read_available frames after the last byte it added, so nobody frames the bytes twice.
 bool Worker::ready_for_next_request(Connection* conn) {
   while (conn->writing) {
     if (!write_reply(conn)) return false;
@@ -597,14 +602,17 @@ bool Worker::ready_for_next_request(Connection* conn) {
     }
     if (reply_done(conn)) return false;
   }
-  return conn->peer_closed || read_available(conn);
+  if (!conn->peer_closed) return read_available(conn);
+  std::size_t want = 0;  // nothing more will arrive: frame what is there
+  frame_state(conn, &want);
+  return true;
 }
 
 void Worker::serve(Connection* conn) {
   if (conn->http) return serve_http(conn);
   for (;;) {
     if (!ready_for_next_request(conn)) return;
-    server::Frame frame = server::frame_request(conn->in.view(), limits_);
+    const server::Frame& frame = conn->frame;
     if (frame.status == server::FrameStatus::invalid) {
       settings_.slot->bad_requests.fetch_add(1, std::memory_order_relaxed);
       log_problem(conn, frame.error);
@@ -636,9 +644,8 @@ void Worker::serve(Connection* conn) {
 void Worker::serve_http(Connection* conn) {
   for (;;) {
     if (!ready_for_next_request(conn)) return;
-    std::size_t want = 0;
-    const server::FrameStatus status = frame_state(conn, &want);
     server::HttpFrame& frame = conn->http_frame;
+    const server::FrameStatus status = frame.status;
     if (status == server::FrameStatus::incomplete) {
       if (conn->peer_closed) {
         if (conn->in.size() > 0) {
@@ -693,11 +700,9 @@ void Worker::dispatch(Connection* conn) {
   if (conn->pending.header.modifier1 == server::kModifierApp && app_threads_.started()) {
     return hand_to_application(conn);
   }
-  conn->reply.clear();
-  note_.clear();
   publish_busy(conn->pending);
-  dispatcher_.handle(conn->pending, conn->reply, &note_);
-  settings_.slot->busy_since_ms.store(0, std::memory_order_relaxed);
+  dispatcher_.handle(conn->pending, conn->reply, &note_);  // clears the reply and the note first
+  if (settings_.publish_busy) settings_.slot->busy_since_ms.store(0, std::memory_order_relaxed);
   settings_.slot->requests.fetch_add(1, std::memory_order_relaxed);
   if (!note_.empty()) log_problem(conn, note_);
 }
@@ -775,7 +780,7 @@ void Worker::run_application(Worker* self, Connection* conn) {
     conn->reply.clear();
     common::log("worker {}: application failed: {}", self->settings_.id, error.what());
   }
-  self->settings_.slot->busy_since_ms.store(0, std::memory_order_relaxed);
+  if (self->settings_.publish_busy) self->settings_.slot->busy_since_ms.store(0, std::memory_order_relaxed);
   self->settings_.slot->requests.fetch_add(1, std::memory_order_relaxed);
 }
 

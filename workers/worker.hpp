@@ -26,6 +26,7 @@ struct WorkerSettings {
   int socket_timeout_s = 4;
   int stop_mercy_s = 60;       // how long a graceful stop waits for in-flight requests
   WorkerSlot* slot = nullptr;  // this worker's scoreboard slot (shared with the master)
+  bool publish_busy = false;   // --harakiri is on: publish when each request starts, and what it is
   cache::CacheSet* caches = nullptr;
   server::Application* application = nullptr;
   int application_threads = 1;
