@@ -493,7 +493,82 @@ def run_server_to_exit(args, timeout=5.0, env=None):
         srv.kill_all()
 
 
+class UwsgiProcess:
+    """The real uWSGI 2.0.21 in its own session (args after /usr/bin/uwsgi), ready once its sockets
+    `addrs` accept and a worker answers a magic get (a miss: a clean EOF). Stopped with SIGINT (SIGTERM
+    makes uWSGI 2.0 reload), then SIGKILL of its whole process group."""
+
+    def __init__(self, args, addrs, prefix="uw-"):
+        self.addrs = list(addrs)
+        self.tmp = make_temp_dir(prefix)
+        self.log_path = os.path.join(self.tmp, "uwsgi.log")
+        self.args = [UWSGI, *args]
+        self.proc = None
+        self.logf = None
+
+    def start(self):
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf,
+                                     start_new_session=True, preexec_fn=_child_setup(), close_fds=True)
+        _UWSGIS.append(self)
+        try:
+            ok = wait_until(lambda: all(can_connect(a) for a in self.addrs) or self.proc.poll() is not None, 10)
+            if not ok or self.proc.poll() is not None:
+                raise AssertionError(f"uWSGI did not start (status {self.proc.poll()})\n{self.tail()}")
+            if not wait_until(lambda: request(self.addrs[0], magic_get_req("warmup"), 2.0) == (b"", "eof"), 10):
+                raise AssertionError("uWSGI does not answer a magic get\n" + self.tail())
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def tail(self, n=3000):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-n:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        for sig in (signal.SIGINT, signal.SIGKILL):
+            try:
+                os.killpg(pgid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            if self.proc.poll() is not None and not live_in_group(pgid):
+                break
+        wait_until(lambda: not live_in_group(pgid), 3)
+        self.logf.close()
+        if self in _UWSGIS:
+            _UWSGIS.remove(self)
+        self.proc = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            print("---- uWSGI log tail\n" + self.tail())
+        self.stop()
+        return False
+
+
+_UWSGIS = []
+
+
 def _cleanup():
+    for uw in list(_UWSGIS):
+        try:
+            uw.stop()
+        except Exception:
+            pass
     for srv in list(_SERVERS):
         try:
             srv.kill_all()

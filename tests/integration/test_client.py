@@ -7,7 +7,6 @@ how many connections were used and which requests carried keepalive=1.
 """
 
 import os
-import signal
 import shutil
 import socket
 import struct
@@ -18,7 +17,7 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (UWSGI, need_uwsgi, SERVER_BIN, SOURCE_DIR, Server, Skip, _child_setup, can_connect, check, check_eq,  # noqa: E402
+from harness import (UwsgiProcess, need_uwsgi, SERVER_BIN, SOURCE_DIR, Server, Skip, check, check_eq,  # noqa: E402
                      free_port, header, magic_get_req, magic_req, make_temp_dir, parse_magic_get_reply, parse_vars,
                      request, run_tests, vars_block, wait_until)
 
@@ -52,69 +51,15 @@ def expect(want_rc, *args, stdout=None, stderr_has=None, stdin=b""):
 # --------------------------------------------------------------------------------------------------
 # uWSGI
 
-class Uwsgi:
-    """The real uWSGI 2.0.21 with the cache plugin, in its own session; killed as a group on exit."""
+class Uwsgi(UwsgiProcess):
+    """uWSGI 2.0.21 with a default cache of 100 items and a cache "other", on the given sockets."""
 
     def __init__(self, sockets, extra=()):
-        self.sockets = sockets
-        self.tmp = make_temp_dir("uw-")
-        self.log_path = os.path.join(self.tmp, "uwsgi.log")
-        args = [UWSGI, "--plugin", "cache", "--master", "--cache", "100", "--cache-expire-freq", "1",
+        args = ["--plugin", "cache", "--master", "--cache", "100", "--cache-expire-freq", "1",
                 "--cache2", "name=other,items=10", *extra]
         for s in sockets:
             args += ["--socket", s if isinstance(s, str) else f"{s[0]}:{s[1]}"]
-        self.args = args
-        self.proc = None
-
-    def __enter__(self):
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-                                     start_new_session=True, preexec_fn=_child_setup(), close_fds=True)
-        _UWSGIS.append(self)
-        if not wait_until(lambda: all(can_connect(s) for s in self.sockets) or self.proc.poll() is not None, 10):
-            raise AssertionError("uWSGI did not start listening within 10 s\n" + self.tail())
-        if self.proc.poll() is not None:
-            raise AssertionError(f"uWSGI exited with {self.proc.returncode}\n" + self.tail())
-        # the worker must be up to answer: a first exists round trip (a miss is a clean EOF)
-        wait_until(lambda: request(self.sockets[0], magic_get_req("warmup"), 2.0)[1] == "eof", 10)
-        return self
-
-    def tail(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read()[-3000:].decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def kill(self):
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        self.log.close()
-        if self in _UWSGIS:
-            _UWSGIS.remove(self)
-        self.proc = None
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            print("---- uWSGI log tail\n" + self.tail())
-        self.kill()
-        return False
-
-
-_UWSGIS = []
-
-
-def _kill_uwsgis():
-    for u in list(_UWSGIS):
-        u.kill()
+        super().__init__(args, sockets)
 
 
 
@@ -627,8 +572,6 @@ def test_persistent_mode_falls_back_against_uwsgi():
 
 
 if __name__ == "__main__":
-    import atexit
-    atexit.register(_kill_uwsgis)
     run_tests([test_usage_errors, test_unreachable_server, test_exact_request_bytes, test_malformed_and_odd_replies,
                test_ours_tcp_and_unix, test_uwsgi_tcp_and_unix,
                test_persistent_mode_ours, test_persistent_mode_falls_back_against_uwsgi], budget=240)

@@ -35,17 +35,15 @@ Exit 0 pass, 1 fail, 77 skip (no server binary, or uWSGI cannot be installed).
 """
 
 import os
-import signal
 import struct
-import subprocess
 import sys
 import threading
 import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (UWSGI, need_uwsgi, OK_REPLY, Server, Skip, _child_setup, array_block, can_connect, free_port,  # noqa: E402
-                     header, live_in_group, magic_get_req, make_temp_dir, packet, parse_vars, request,
+from harness import (_UWSGIS, UwsgiProcess, need_uwsgi, OK_REPLY, Server, Skip, array_block, free_port,  # noqa: E402
+                     header, live_in_group, magic_get_req, packet, parse_vars, request,
                      run_tests, vars_block, wait_until)
 
 HOST = "127.0.0.1"
@@ -81,88 +79,26 @@ def b(x):
 
 
 
-_UWSGIS = []
 _PGIDS = []   # process groups of every uWSGI and server we started (checked at the end)
 
 
-class Uwsgi:
-    """The real uWSGI in its own session. Stopped with SIGINT (SIGTERM = reload in 2.0), then SIGKILL."""
+class Uwsgi(UwsgiProcess):
+    """uWSGI 2.0.21 with one worker and the given caches (items + 1: uWSGI keeps slot 0 for itself)."""
 
     def __init__(self, port, caches, buffer_size=None):
         self.addr = (HOST, port)
-        self.tmp = make_temp_dir("uwc-")
-        self.log_path = os.path.join(self.tmp, "uwsgi.log")
-        args = [UWSGI, "--plugin", "cache", "--master", "--processes", "1", "--socket", f"{HOST}:{port}",
+        args = ["--plugin", "cache", "--master", "--processes", "1", "--socket", f"{HOST}:{port}",
                 "--socket-timeout", str(SOCKET_TIMEOUT), "--cache-expire-freq", "1"]
         if buffer_size is not None:
             args += ["--buffer-size", str(buffer_size)]
         for name, items, bs, ks in caches:
             args += ["--cache2", f"name={name},items={items + 1},blocksize={bs},keysize={ks}"]
-        self.args = args
-        self.proc = None
+        super().__init__(args, [self.addr], prefix="uwc-")
 
-    def __enter__(self):
-        self.logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf,
-                                     start_new_session=True, preexec_fn=_child_setup(), close_fds=True)
-        _UWSGIS.append(self)
+    def start(self):
+        super().start()
         _PGIDS.append(("uWSGI", self.proc.pid))
-        try:
-            ok = wait_until(lambda: can_connect(self.addr) or self.proc.poll() is not None, 10)
-            if not ok or self.proc.poll() is not None:
-                raise AssertionError(f"uWSGI did not start (status {self.proc.poll()})\n{self.tail()}")
-            # a worker must answer: a magic get miss is a clean EOF
-            if not wait_until(lambda: request(self.addr, magic_get_req("warmup"), 2.0) == (b"", "eof"), 10):
-                raise AssertionError("uWSGI does not answer a magic get\n" + self.tail())
-        except BaseException:
-            self.stop()
-            raise
         return self
-
-    def tail(self, n=3000):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read()[-n:].decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def stop(self):
-        if self.proc is None:
-            return
-        pgid = self.proc.pid
-        try:
-            os.killpg(pgid, signal.SIGINT)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        if self.proc.poll() is None or live_in_group(pgid):
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        wait_until(lambda: not live_in_group(pgid), 3)
-        self.logf.close()
-        if self in _UWSGIS:
-            _UWSGIS.remove(self)
-        self.proc = None
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            print("---- uWSGI log tail\n" + self.tail())
-        self.stop()
-        return False
-
-
-def _stop_uwsgis():
-    for u in list(_UWSGIS):
-        u.stop()
 
 
 def ours_args(port, caches, buffer_size=65535):
@@ -361,7 +297,6 @@ class Table:
 
 def build_cases(t):
     """The whole table, in order (both servers go through the same states)."""
-    items_small = GEOMETRY["small"][0]
 
     # ---- empty caches: every command misses
     t.get0("k1", None)
@@ -1222,6 +1157,4 @@ def test_no_process_left():
 
 
 if __name__ == "__main__":
-    import atexit
-    atexit.register(_stop_uwsgis)
     run_tests([test_protocol_table, test_buffer_size_4096, test_no_process_left], budget=150)
