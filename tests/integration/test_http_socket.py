@@ -9,7 +9,6 @@ built yet"): every check then skips (exit 77)."""
 import http.client
 import json
 import os
-import socket
 import sys
 import time
 

@@ -14,7 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (UWSGI, need_uwsgi, Server, Skip, _child_setup, can_connect, check, check_eq, free_port, make_temp_dir, packet,
+from harness import (UWSGI, need_uwsgi, Server, _child_setup, can_connect, check, check_eq, free_port, make_temp_dir, packet,
                      request, run_tests, vars_block)
 
 

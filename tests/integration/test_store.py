@@ -9,12 +9,11 @@ import re
 import signal
 import struct
 import sys
-import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Server, check, check_eq, free_port, magic_get, magic_set, make_temp_dir,  # noqa: E402
-                     run_server_to_exit, run_tests, wait_until)
+                     run_server_to_exit, run_tests)
 
 N = 500
 

@@ -12,7 +12,6 @@ import hashlib
 import os
 import random
 import re
-import signal
 import sys
 import threading
 import time
