@@ -116,10 +116,12 @@ def cli_suite(addr, label, tmp, ours=False):
     check_eq(value, b"soon", "value of the item set with --expires 100")
     at = int(d.get(b"expires", b"0"))
     check(now + 95 <= at <= now + 105, f"expires var {at} is not about now+100 ({now:.0f}+100)")
-    expect(0, "set", key + "-gone", "brief", "--expires", "1", *S)
+    # Expiry has one-second resolution: "--expires 1" set at x.999 may be gone at (x+1).001, so the item
+    # gets 3 s (at least 2 s of life) before the get that must still find it.
+    expect(0, "set", key + "-gone", "brief", "--expires", "3", *S)
     expect(0, "get", key + "-gone", *S, stdout=b"brief")
-    gone = wait_until(lambda: cli("get", key + "-gone", *S)[0] == 1, 8, interval=0.25)
-    check(gone, "an item set with --expires 1 still there after 8 s (sweeper every 1 s)")
+    gone = wait_until(lambda: cli("get", key + "-gone", *S)[0] == 1, 10, interval=0.25)
+    check(gone, "an item set with --expires 3 still there after 10 s (sweeper every 1 s)")
 
     # named cache
     expect(0, "set", key, "in-other", "--cache", "other", *S)
