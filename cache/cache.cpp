@@ -56,6 +56,8 @@ std::string_view describe(Status status) {
       return "value larger than blocksize";
     case Status::not_a_number:
       return "value is not a number";
+    case Status::out_of_memory:
+      return "no memory for the value";
   }
   return "unknown status";
 }
@@ -81,8 +83,10 @@ using namespace layout;
 // Shards: enough that two workers on different keys almost never meet on one mutex (memcached uses
 // 2^10+ item locks for many threads; we have few processes and keep the per-shard state small).
 constexpr std::uint32_t kMaxShards = 128;
-// Counter stripes: each thread/process adds to its own cache line instead of one shared line.
-constexpr std::uint32_t kStripes = 32;
+// Counter stripes: stripe 0 is shared, the others are owned by one thread each (layout.hpp).
+constexpr std::uint32_t kStripes = 128;
+// Caches a thread remembers its stripe for (a thread using more caches alternately re-claims).
+constexpr std::size_t kClaimMemory = 4;
 // Key bytes a block holds beside a full-size value; longer keys of a full-size value spill into a
 // key-extension slot taken from a reserve of max(items/kExtReserveDivisor, kMinExtReserve) slots
 // (capped at items; see docs/cache.md).
@@ -111,11 +115,47 @@ constexpr int kInsertAttempts = 4;
 constexpr unsigned kFullLogBurst = 3;
 constexpr unsigned kFullLogIntervalSeconds = 60;
 
-std::uint32_t djb33x(std::string_view key) {
-  std::uint32_t h = 5381;
-  for (char c : key)
-    h = (h * 33) ^ static_cast<std::uint32_t>(static_cast<std::int32_t>(static_cast<signed char>(c)));
-  return h;
+// The key hash: 8 bytes per multiply (uWSGI's djb33x takes a dependent multiply-xor per byte, ~2.5x
+// slower on a 16-byte key and poorly mixed for keys that differ only in their last bytes). Bucket
+// placement is internal (stored in store files, whose format version pins it), so any good mix works.
+std::uint32_t key_hash(std::string_view key) {
+  const char* p = key.data();
+  std::size_t n = key.size();
+  std::uint64_t h = 0x9E3779B97F4A7C15ULL ^ n;
+  for (; n >= 8; p += 8, n -= 8) {
+    std::uint64_t word;
+    std::memcpy(&word, p, 8);
+    h = (h ^ word) * 0xBF58476D1CE4E5B9ULL;
+    h ^= h >> 29;
+  }
+  if (n > 0) {
+    std::uint64_t word = 0;
+    if (key.size() >= 8) {  // the last n bytes, from one load that ends at the key's end
+      std::memcpy(&word, p + n - 8, 8);
+      word >>= 8 * (8 - n);
+    } else {
+      for (std::size_t k = 0; k < n; ++k)
+        word |= static_cast<std::uint64_t>(static_cast<unsigned char>(p[k])) << (8 * k);
+    }
+    h = (h ^ word) * 0x94D049BB133111EBULL;
+  }
+  h ^= h >> 32;
+  h *= 0xBF58476D1CE4E5B9ULL;
+  return static_cast<std::uint32_t>(h >> 32);
+}
+
+// Key equality for the lookup: keys up to 16 bytes (most cache keys) compare as two overlapping
+// words, without a call into the library's memcmp.
+inline bool same_key(const char* a, const char* b, std::size_t n) {
+  if (n >= 8 && n <= 16) {
+    std::uint64_t a0, a1, b0, b1;
+    std::memcpy(&a0, a, 8);
+    std::memcpy(&b0, b, 8);
+    std::memcpy(&a1, a + n - 8, 8);
+    std::memcpy(&b1, b + n - 8, 8);
+    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+  }
+  return std::memcmp(a, b, n) == 0;
 }
 
 std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
@@ -235,25 +275,45 @@ inline void cpu_relax() {
 #endif
 }
 
-// Which counter stripe this thread adds to. A forked child inherits its parent's thread_local, so a
-// fork generation (bumped by an atfork handler) makes every process pick its own stripe from its tid.
+// Which counter stripe this thread adds to, per cache (layout.hpp: CounterStripe). A forked child
+// inherits its parent's thread_local claims, so a fork generation (bumped by an atfork handler) makes
+// each process claim its own.
 std::atomic<std::uint32_t> g_fork_generation{1};
 void bump_fork_generation() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
-struct StripeChoice {
-  std::uint32_t generation = 0;
-  std::uint32_t stripe = 0;
-};
-thread_local StripeChoice t_stripe;
 [[maybe_unused]] const int g_atfork_registered = pthread_atfork(nullptr, nullptr, bump_fork_generation);
+// Process-unique id of each cache object, so a claim is never taken for another cache mapped later at
+// the same address.
+std::atomic<std::uint64_t> g_next_instance{1};
 
-std::uint32_t stripe_index() {
-  std::uint32_t gen = g_fork_generation.load(std::memory_order_relaxed);
-  if (t_stripe.generation != gen) {
-    auto tid = static_cast<std::uint32_t>(syscall(SYS_gettid));
-    t_stripe.generation = gen;
-    t_stripe.stripe = (tid * 2654435761u) >> 16;
+// A thread's handle on its stripe: plain adds when it owns the stripe, atomic ones on the shared one.
+struct Counters {
+  layout::CounterStripe* stripe = nullptr;
+  bool owned = false;
+  void add(std::atomic<std::uint64_t> layout::CounterStripe::*field, std::uint64_t n) const {
+    std::atomic<std::uint64_t>& a = stripe->*field;
+    if (owned)
+      a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    else
+      a.fetch_add(n, std::memory_order_relaxed);
   }
-  return t_stripe.stripe;
+};
+
+struct StripeClaim {
+  std::uint64_t instance = 0;  // 0 = empty
+  std::uint32_t generation = 0;
+  Counters counters;
+};
+thread_local StripeClaim t_claims[kClaimMemory];
+
+std::uint64_t stripe_owner_id() {
+  return static_cast<std::uint64_t>(getpid()) << 32 | static_cast<std::uint32_t>(syscall(SYS_gettid));
+}
+
+// True when the owner's thread is gone (its stripe may be taken over; its counts stay in the sums).
+bool stripe_owner_gone(std::uint64_t owner) {
+  const auto pid = static_cast<pid_t>(owner >> 32);
+  const auto tid = static_cast<pid_t>(owner & 0xFFFFFFFFu);
+  return syscall(SYS_tgkill, pid, tid, 0) == -1 && errno == ESRCH;
 }
 
 std::uint64_t xorshift() {
@@ -299,7 +359,8 @@ class ShmCache final : public Cache {
 
   const Geometry& geometry() const override { return geometry_; }
 
-  Status get(std::string_view key, std::string& value, std::int64_t* expires_at) override;
+  using Cache::get;
+  Status get(std::string_view key, ValueSink& sink, std::int64_t* expires_at) override;
   Status exists(std::string_view key) override;
   Status set(std::string_view key, std::string_view value, std::int64_t expires_in) override {
     return store(Mode::set, key, value, expires_in, MathOp::inc, 0, nullptr);
@@ -337,8 +398,17 @@ class ShmCache final : public Cache {
   Item& item(std::uint32_t i) const { return items_[i]; }
   char* block(std::uint32_t i) const { return blocks_ + static_cast<std::uint64_t>(i) * block_size_; }
   Shard& shard(std::uint32_t s) const { return shards_[s]; }
-  CounterStripe& counters() const { return stripes_[stripe_index() & (kStripes - 1)]; }
-  std::uint32_t bucket_of(std::uint32_t h) const { return static_cast<std::uint32_t>(h % hashsize_); }
+  Counters counters() const {
+    const StripeClaim& c = t_claims[0];
+    if (c.instance == instance_ && c.generation == g_fork_generation.load(std::memory_order_relaxed))
+      return c.counters;
+    return claim_stripe();
+  }
+  Counters claim_stripe() const;
+  // Multiply-shift instead of h % hashsize (a division on every lookup's critical path).
+  std::uint32_t bucket_of(std::uint32_t h) const {
+    return static_cast<std::uint32_t>((static_cast<std::uint64_t>(h) * hashsize_) >> 32);
+  }
   std::uint32_t shard_of_bucket(std::uint32_t b) const { return b & shard_mask_; }
   bool needs_ext(std::uint64_t klen, std::uint64_t vlen) const { return klen + vlen > block_size_; }
 
@@ -458,7 +528,7 @@ class ShmCache final : public Cache {
   bool handle_full();  // true if room was made and the write should be retried
   bool evict_lru_one();
   template <bool kCopy>
-  Status lookup(std::string_view key, std::string* value, std::int64_t* expires_at);
+  Status lookup(std::string_view key, ValueSink* sink, std::int64_t* expires_at);
 
   Geometry geometry_;
   std::mutex full_log_mutex_;        // process-local: RateLimitedLog is not thread safe
@@ -466,6 +536,7 @@ class ShmCache final : public Cache {
   Clock clock_;
   std::uint32_t mutation_delay_us_ = 0;
 
+  const std::uint64_t instance_ = g_next_instance.fetch_add(1, std::memory_order_relaxed);
   char* base_ = nullptr;
   std::size_t size_ = 0;
   RegionHeader* hdr_ = nullptr;
@@ -869,7 +940,7 @@ void ShmCache::load_store() {
   for (std::uint32_t k = 0; k < kStripes; ++k) {
     CounterStripe& c = stripes_[k];
     for (auto* a : {&c.hits, &c.misses, &c.full, &c.evictions, &c.expirations, &c.lock_waits, &c.lookups,
-                    &c.probes, &c.shard_recoveries})
+                    &c.probes, &c.shard_recoveries, &c.owner})
       a->store(0, std::memory_order_relaxed);
   }
   for (std::uint64_t b = 0; b < hashsize_; ++b) heads_[b].store(kNil, std::memory_order_relaxed);
@@ -913,7 +984,7 @@ void ShmCache::load_store() {
     ok = ok &&
          seals_[i].sum ==
              seal_sum(stamp, kl, vl, it.expires.load(std::memory_order_relaxed), ext, h, kp, vp) &&
-         djb33x(std::string_view(kp, kl)) == h;
+         key_hash(std::string_view(kp, kl)) == h;
     if (!ok) {
       ++dropped;
       clear_slot_for_load(i);
@@ -1074,7 +1145,7 @@ bool ShmCache::sync_store() {
 int ShmCache::acquire(pthread_mutex_t* m) {
   int rc = pthread_mutex_trylock(m);
   if (rc != EBUSY) return rc;
-  counters().lock_waits.fetch_add(1, std::memory_order_relaxed);
+  counters().add(&CounterStripe::lock_waits, 1);
   for (int spin = 0; spin < kLockSpins; ++spin) {
     for (int k = 0; k < (1 << std::min(spin, 5)); ++k) cpu_relax();
     rc = pthread_mutex_trylock(m);
@@ -1142,7 +1213,7 @@ void ShmCache::recover_shard_after_owner_death_locked(std::uint32_t s) {
   sh.stash_count.store(0, std::memory_order_relaxed);
   sh.next_expiry.store(0, std::memory_order_relaxed);
   sh.seq.store(seq + 1, std::memory_order_release);
-  counters().shard_recoveries.fetch_add(1, std::memory_order_relaxed);
+  counters().add(&CounterStripe::shard_recoveries, 1);
   common::log("cache \"{}\": a process died inside shard {}: shard wiped ({} items dropped)", geometry_.name,
               s, dropped);
 }
@@ -1288,16 +1359,16 @@ Found ShmCache::find_locked(std::uint32_t b, std::uint32_t h, std::string_view k
     const Item& it = item(i);
     if (it.hash.load(std::memory_order_relaxed) == h &&
         it.keylen.load(std::memory_order_relaxed) == key.size() &&
-        std::memcmp(key_ptr_locked(i), key.data(), key.size()) == 0) {
+        same_key(key_ptr_locked(i), key.data(), key.size())) {
       f.slot = i;
       f.prev = prev;
       break;
     }
   }
   if (f.slot == kNil) f.tail = prev;
-  CounterStripe& c = counters();
-  c.lookups.fetch_add(1, std::memory_order_relaxed);
-  c.probes.fetch_add(probes, std::memory_order_relaxed);
+  const Counters c = counters();
+  c.add(&CounterStripe::lookups, 1);
+  c.add(&CounterStripe::probes, probes);
   return f;
 }
 
@@ -1356,9 +1427,9 @@ bool ShmCache::write_item_locked(std::uint32_t s, std::uint32_t i, std::string_v
 // Under TSan the optimistic path is compiled out: its deliberate racy byte copies would be reported.
 
 template <bool kCopy>
-Status ShmCache::lookup(std::string_view key, std::string* value, std::int64_t* expires_at) {
+Status ShmCache::lookup(std::string_view key, ValueSink* sink, std::int64_t* expires_at) {
   if (Status st = check_key(key); st != Status::ok) return st;
-  const std::uint32_t h = djb33x(key);
+  const std::uint32_t h = key_hash(key);
   const std::uint32_t b = bucket_of(h);
   const std::uint32_t s = shard_of_bucket(b);
   [[maybe_unused]] Shard& sh = shard(s);
@@ -1392,7 +1463,7 @@ Status ShmCache::lookup(std::string_view key, std::string* value, std::int64_t* 
           break;
         }
         const char* kp = ext != kNil ? block(ext) : block(i);
-        if (std::memcmp(kp, key.data(), key.size()) == 0) {
+        if (same_key(kp, key.data(), key.size())) {
           found = i;
           expires = it.expires.load(std::memory_order_relaxed);
           if (kCopy && !expired_now(expires)) {
@@ -1402,7 +1473,9 @@ Status ShmCache::lookup(std::string_view key, std::string* value, std::int64_t* 
               sane = false;
               break;
             }
-            value->assign(block(i) + voff, vlen);
+            char* dst = sink->reserve(vlen);
+            if (dst == nullptr) return Status::out_of_memory;
+            std::memcpy(dst, block(i) + voff, vlen);
           }
           break;
         }
@@ -1419,22 +1492,26 @@ Status ShmCache::lookup(std::string_view key, std::string* value, std::int64_t* 
     found = f.slot;
     if (found != kNil) {
       expires = item(found).expires.load(std::memory_order_relaxed);
-      if (kCopy && !expired_now(expires))
-        value->assign(value_ptr_locked(found), item(found).vallen.load(std::memory_order_relaxed));
+      if (kCopy && !expired_now(expires)) {
+        const std::uint32_t vlen = item(found).vallen.load(std::memory_order_relaxed);
+        char* dst = sink->reserve(vlen);
+        if (dst == nullptr) return Status::out_of_memory;
+        std::memcpy(dst, value_ptr_locked(found), vlen);
+      }
     }
-  } else {
-    CounterStripe& c = counters();
-    c.lookups.fetch_add(1, std::memory_order_relaxed);
-    c.probes.fetch_add(probes, std::memory_order_relaxed);
+  }
+  const Counters c = counters();
+  if (done) {
+    c.add(&CounterStripe::lookups, 1);
+    c.add(&CounterStripe::probes, probes);
   }
   if (found != kNil && expired_now(expires)) found = kNil;
   if (!kCopy) return found != kNil ? Status::ok : Status::miss;
-  CounterStripe& c = counters();
   if (found == kNil) {
-    c.misses.fetch_add(1, std::memory_order_relaxed);
+    c.add(&CounterStripe::misses, 1);
     return Status::miss;
   }
-  c.hits.fetch_add(1, std::memory_order_relaxed);
+  c.add(&CounterStripe::hits, 1);
   // Popularity and recency: relaxed, lossy, possibly on a slot reused meanwhile (harmless). Only one
   // hit in kHitSample writes the item (adding kHitSample), so processes hitting the same hot key do
   // not bounce its cache line on every read.
@@ -1449,8 +1526,8 @@ Status ShmCache::lookup(std::string_view key, std::string* value, std::int64_t* 
   return Status::ok;
 }
 
-Status ShmCache::get(std::string_view key, std::string& value, std::int64_t* expires_at) {
-  return lookup<true>(key, &value, expires_at);
+Status ShmCache::get(std::string_view key, ValueSink& sink, std::int64_t* expires_at) {
+  return lookup<true>(key, &sink, expires_at);
 }
 
 Status ShmCache::exists(std::string_view key) { return lookup<false>(key, nullptr, nullptr); }
@@ -1485,7 +1562,7 @@ Status ShmCache::store(Mode mode, std::string_view key, std::string_view value, 
   } else if (blocksize_ < 8) {
     return Status::value_too_large;
   }
-  const std::uint32_t h = djb33x(key);
+  const std::uint32_t h = key_hash(key);
   const std::uint32_t b = bucket_of(h);
   const std::uint32_t s = shard_of_bucket(b);
   char number[8];
@@ -1496,12 +1573,8 @@ Status ShmCache::store(Mode mode, std::string_view key, std::string_view value, 
       ShardLock lock(*this, s);
       Mutation mutation;
       Found f = find_locked(b, h, key);
-      const std::int64_t now_s = now();
-      bool live = false;
-      if (f.slot != kNil) {
-        std::int64_t exp = item(f.slot).expires.load(std::memory_order_relaxed);
-        live = !expired(exp, now_s);
-      }
+      // The clock is read only for an item that has an expiry (a vDSO call costs ~20 ns a write).
+      const bool live = f.slot != kNil && !expired_now(item(f.slot).expires.load(std::memory_order_relaxed));
       if (live && mode == Mode::set) return Status::exists;
 
       std::int64_t expires = 0;
@@ -1558,8 +1631,8 @@ Status ShmCache::store(Mode mode, std::string_view key, std::string_view value, 
       }
       if (!out_of_room) {
         seal_locked(s, slot, key, value);
-        if (f.slot != kNil && !live) counters().expirations.fetch_add(1, std::memory_order_relaxed);
-        if (slot != kNil)
+        if (f.slot != kNil && !live) counters().add(&CounterStripe::expirations, 1);
+        if (purge_lru_)  // recency matters only to the LRU victim choice
           item(slot).last_used_ns.store(static_cast<std::uint64_t>(monotonic_ns()),
                                         std::memory_order_relaxed);
         note_expiry_locked(s, expires);
@@ -1573,7 +1646,7 @@ Status ShmCache::store(Mode mode, std::string_view key, std::string_view value, 
 
 // Called with no lock held after a write found no free slot.
 bool ShmCache::handle_full() {
-  CounterStripe& c = counters();
+  const Counters c = counters();
   if (drain_stashes() > 0) return true;  // free slots were parked in other shards: not full
   if (!purge_lru_) {
     // Expired items never block a write: reclaim them before declaring the cache full.
@@ -1581,7 +1654,7 @@ bool ShmCache::handle_full() {
       drain_stashes();
       return true;
     }
-    c.full.fetch_add(1, std::memory_order_relaxed);
+    c.add(&CounterStripe::full, 1);
     unsigned long long suppressed = 0;
     if (!geometry_.ignore_full && log_allowed(&suppressed)) {
       if (suppressed > 0)
@@ -1592,7 +1665,7 @@ bool ShmCache::handle_full() {
     }
     return false;
   }
-  c.full.fetch_add(1, std::memory_order_relaxed);
+  c.add(&CounterStripe::full, 1);
   unsigned long long suppressed = 0;
   if (!geometry_.ignore_full && log_allowed(&suppressed)) {
     if (suppressed > 0)
@@ -1643,7 +1716,7 @@ bool ShmCache::evict_lru_one() {
     mutation.begin(shard(s));
     unlink_locked(b, victim, prev);
     free_item_locked(s, victim, false);  // to the global stack: the evicting writer needs it
-    counters().evictions.fetch_add(1, std::memory_order_relaxed);
+    counters().add(&CounterStripe::evictions, 1);
     return true;
   }
   return false;
@@ -1651,7 +1724,7 @@ bool ShmCache::evict_lru_one() {
 
 Status ShmCache::del(std::string_view key) {
   if (Status st = check_key(key); st != Status::ok) return st;
-  const std::uint32_t h = djb33x(key);
+  const std::uint32_t h = key_hash(key);
   const std::uint32_t b = bucket_of(h);
   const std::uint32_t s = shard_of_bucket(b);
   ShardLock lock(*this, s);
@@ -1663,7 +1736,7 @@ Status ShmCache::del(std::string_view key) {
   unlink_locked(b, f.slot, f.prev);
   free_item_locked(s, f.slot);
   if (was_expired) {
-    counters().expirations.fetch_add(1, std::memory_order_relaxed);
+    counters().add(&CounterStripe::expirations, 1);
     return Status::miss;
   }
   return Status::ok;
@@ -1711,6 +1784,35 @@ void ShmCache::for_each_key(const std::function<void(std::string_view key)>& vis
     // The callback runs with no lock held: it may call back into the cache.
     for (const auto& k : keys) visit(k);
   }
+}
+
+// Slow path of counters(): this thread's claim on this cache among the remembered ones (moved to the
+// front), or a new claim: a free stripe or one this thread already owns, else one whose owner thread is
+// gone, else the shared stripe 0. The claim pushed out of memory stays owned until its thread is gone.
+Counters ShmCache::claim_stripe() const {
+  const std::uint32_t gen = g_fork_generation.load(std::memory_order_relaxed);
+  for (std::size_t k = 1; k < kClaimMemory; ++k) {
+    if (t_claims[k].instance == instance_ && t_claims[k].generation == gen) {
+      std::swap(t_claims[0], t_claims[k]);
+      return t_claims[0].counters;
+    }
+  }
+  Counters got{&stripes_[0], false};
+  const std::uint64_t me = stripe_owner_id();
+  for (int pass = 0; pass < 2 && !got.owned; ++pass) {
+    for (std::uint32_t k = 1; k < kStripes; ++k) {
+      std::atomic<std::uint64_t>& owner = stripes_[k].owner;
+      std::uint64_t seen = owner.load(std::memory_order_relaxed);
+      const bool takeable = pass == 0 ? (seen == 0 || seen == me) : stripe_owner_gone(seen);
+      if (takeable && (seen == me || owner.compare_exchange_strong(seen, me, std::memory_order_acq_rel))) {
+        got = Counters{&stripes_[k], true};
+        break;
+      }
+    }
+  }
+  for (std::size_t k = kClaimMemory - 1; k > 0; --k) t_claims[k] = t_claims[k - 1];
+  t_claims[0] = StripeClaim{instance_, gen, got};
+  return got;
 }
 
 Stats ShmCache::stats() const {
@@ -1772,7 +1874,7 @@ std::uint64_t ShmCache::sweep_expired() {
             item(i).ext.store(kNil, std::memory_order_relaxed);
             item(i).next.store(kNil, std::memory_order_relaxed);
             ++freed;
-            counters().expirations.fetch_add(1, std::memory_order_relaxed);
+            counters().add(&CounterStripe::expirations, 1);
           } else {
             if (exp != 0 && (remaining_min == 0 || exp < remaining_min)) remaining_min = exp;
             prev = i;

@@ -23,6 +23,7 @@ enum class Status : std::uint8_t {
   value_empty,      // empty values are refused, as uWSGI does
   value_too_large,  // over blocksize
   not_a_number,     // reserved: math on a value that is not 8 bytes is still applied (uWSGI semantics)
+  out_of_memory,    // a get's ValueSink could not make room for the value
 };
 
 std::string_view describe(Status status);
@@ -61,6 +62,30 @@ struct Stats {
   std::uint64_t store_dropped = 0;   // items found damaged (torn write, corruption) and dropped
 };
 
+// Where a get puts the value. The engine asks for room for exactly `size` bytes, then copies the value
+// there; it may ask again (a concurrent write made it read again), and the last answer holds the value.
+// Lets a caller build its result (e.g. a Python bytes object) with no intermediate copy.
+class ValueSink {
+ public:
+  virtual char* reserve(std::size_t size) = 0;  // nullptr: no room (the get returns out_of_memory)
+
+ protected:
+  ~ValueSink() = default;
+};
+
+// A sink into a std::string (reused: no allocation once its capacity suffices).
+class StringSink final : public ValueSink {
+ public:
+  explicit StringSink(std::string& out) : out_(out) {}
+  char* reserve(std::size_t size) override {
+    out_.resize(size);
+    return out_.data();
+  }
+
+ private:
+  std::string& out_;
+};
+
 // Seconds since the epoch; the engine's only notion of time. Tests may replace it.
 using Clock = std::function<std::int64_t()>;
 
@@ -77,9 +102,14 @@ class Cache {
 
   virtual const Geometry& geometry() const = 0;
 
+  // Copies the value into the sink. expires_at receives the absolute expiry (unix seconds, 0 = never)
+  // when not null.
+  virtual Status get(std::string_view key, ValueSink& sink, std::int64_t* expires_at = nullptr) = 0;
   // Copies the value into `value` (reused buffer, no allocation when it is large enough).
-  // expires_at receives the absolute expiry (unix seconds, 0 = never) when not null.
-  virtual Status get(std::string_view key, std::string& value, std::int64_t* expires_at = nullptr) = 0;
+  Status get(std::string_view key, std::string& value, std::int64_t* expires_at = nullptr) {
+    StringSink sink(value);
+    return get(key, sink, expires_at);
+  }
   virtual Status exists(std::string_view key) = 0;
   // set fails with Status::exists if the key is present; update inserts or overwrites and resets expiry.
   // expires_in: seconds from now, 0 = never; negative = already expired.

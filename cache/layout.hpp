@@ -29,7 +29,8 @@ namespace cache::layout {
 inline constexpr std::uint64_t kMagic = 0x3165686361637575ULL;  // "uucache1" little-endian
 // 2: RegionHeader gained seals_offset and header_checksum (store files). A store file written by another
 // format version is refused at load (docs/persistence.md).
-inline constexpr std::uint32_t kFormatVersion = 2;
+// 3: the key hash and the bucket mapping changed (key_hash, multiply-shift); CounterStripe gained owner.
+inline constexpr std::uint32_t kFormatVersion = 3;
 inline constexpr std::uint32_t kNil = 0xFFFFFFFFu;  // "no slot" in chains, heads and ext links
 inline constexpr std::uint32_t kNoOwner = 0xFFFFFFFFu;
 inline constexpr std::size_t kCacheLine = 64;
@@ -122,7 +123,10 @@ static_assert(sizeof(Shard) == 3 * kCacheLine);
 static_assert(offsetof(Shard, seq) == kCacheLine);
 static_assert(offsetof(Shard, items) == 2 * kCacheLine);
 
-// Statistics: each process/thread adds to one stripe (relaxed); stats() sums them.
+// Statistics: stats() sums the stripes. Stripe 0 is shared: whoever uses it adds atomically. Every other
+// stripe has at most one owner thread, which adds with plain relaxed loads and stores (a locked add
+// drains the store buffer: several ns on every hit). owner = pid << 32 | tid, 0 = free; a thread claims a
+// stripe with a CAS from 0, or from an owner whose thread no longer exists.
 struct alignas(kCacheLine) CounterStripe {
   std::atomic<std::uint64_t> hits;
   std::atomic<std::uint64_t> misses;
@@ -133,9 +137,11 @@ struct alignas(kCacheLine) CounterStripe {
   std::atomic<std::uint64_t> lookups;
   std::atomic<std::uint64_t> probes;
   std::atomic<std::uint64_t> shard_recoveries;
-  std::uint8_t pad[2 * kCacheLine - 72];
+  std::atomic<std::uint64_t> owner;
+  std::uint8_t pad[2 * kCacheLine - 80];
 };
 static_assert(sizeof(CounterStripe) == 2 * kCacheLine);
+static_assert(offsetof(CounterStripe, owner) == 72);
 
 // The global free stacks: free_[0, top) holds free primary-pool slots, free_[items, items + ext_top)
 // free key-extension slots.
@@ -154,7 +160,7 @@ static_assert(offsetof(AllocState, dirty) == kCacheLine);
 // may change them; such a reader validates the sequence afterwards and bounds-checks every index.
 struct Item {
   std::atomic<std::uint32_t> next;          // shard lock: next slot in the chain
-  std::atomic<std::uint32_t> hash;          // shard lock: djb33x of the key
+  std::atomic<std::uint32_t> hash;          // shard lock: key_hash of the key
   std::atomic<std::uint32_t> keylen;        // shard lock
   std::atomic<std::uint32_t> vallen;        // shard lock
   std::atomic<std::int64_t> expires;        // shard lock: absolute unix seconds, 0 = never

@@ -4,6 +4,7 @@ namespace pyhost {
 
 CacheTarget parse_cache_target(std::string_view spec) {
   CacheTarget target;
+  if (spec.empty()) return target;  // the common case: the local default cache
   if (const auto at = spec.find('@'); at != std::string_view::npos) {
     target.remote = true;
     target.name = spec.substr(0, at);

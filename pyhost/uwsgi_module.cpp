@@ -8,7 +8,8 @@
 // - remote cache_inc/dec/mul/div really compute (get, then update: not atomic across clients);
 //   uWSGI stores the operand instead;
 // - a bare "host:port" or socket path as the cache argument means that server's default cache.
-// The GIL is released around every cache operation and every remote round trip.
+// Local calls keep the GIL (a local operation takes tens of ns, less than releasing and retaking it);
+// remote round trips, cache_keys and cache_clear release it.
 #include "pyhost/uwsgi_module.hpp"
 
 #include <unistd.h>
@@ -117,28 +118,54 @@ server::CacheClient remote_client(std::string_view address) {
   return server::CacheClient(std::string(address), options);
 }
 
+// The local cache a target names; nullptr when unknown (or remote).
+cache::Cache* local_cache(const CacheTarget& target) {
+  if (target.remote || g_context.caches == nullptr) return nullptr;
+  return target.name.empty() ? g_context.caches->default_cache() : g_context.caches->find(target.name);
+}
+
 template <typename Local, typename Remote>
-bool dispatch(std::string_view spec, Local local, Remote remote) {
-  const CacheTarget target = parse_cache_target(spec);
+bool dispatch(const CacheTarget& target, Local local, Remote remote) {
   try {
     if (target.remote) {
       server::CacheClient client = remote_client(target.address);
       return remote(client, target.name) == server::ClientStatus::ok;
     }
-    cache::Cache* cache = g_context.caches == nullptr ? nullptr : g_context.caches->find(target.name);
+    cache::Cache* cache = local_cache(target);
     return cache != nullptr && local(*cache) == cache::Status::ok;
   } catch (const std::exception&) {
     return false;  // e.g. a remote key or value longer than the protocol's 16-bit lengths
   }
 }
 
-bool do_get(std::string_view spec, std::string_view key, std::string& value) {
+bool do_get(const CacheTarget& target, std::string_view key, std::string& value) {
   value.clear();
   const bool hit = dispatch(
-      spec, [&](cache::Cache& cache) { return cache.get(key, value); },
+      target, [&](cache::Cache& cache) { return cache.get(key, value); },
       [&](server::CacheClient& client, std::string_view name) { return client.get(key, value, name); });
   return hit && !value.empty();  // uWSGI reads a remote size=0 reply as a miss
 }
+
+// A local get builds its result bytes object straight from the cache: one copy of the value, no buffer
+// in between. Needs the GIL (local calls keep it).
+class BytesSink final : public cache::ValueSink {
+ public:
+  BytesSink() = default;
+  BytesSink(const BytesSink&) = delete;
+  BytesSink& operator=(const BytesSink&) = delete;
+  ~BytesSink() { Py_XDECREF(bytes_); }
+  char* reserve(std::size_t size) override {
+    if (bytes_ != nullptr && static_cast<std::size_t>(PyBytes_GET_SIZE(bytes_)) == size)
+      return PyBytes_AS_STRING(bytes_);
+    Py_CLEAR(bytes_);
+    bytes_ = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(size));
+    return bytes_ == nullptr ? nullptr : PyBytes_AS_STRING(bytes_);
+  }
+  PyObject* release() { return std::exchange(bytes_, nullptr); }
+
+ private:
+  PyObject* bytes_ = nullptr;
+};
 
 std::int64_t apply_math(MathOp op, std::int64_t a, std::int64_t b) {
   // Two's complement wrap-around on overflow and 0 for a division by zero: the engine's semantics.
@@ -187,9 +214,6 @@ server::ClientStatus remote_math(server::CacheClient& client, std::string_view n
   return client.update(key, std::string_view(number, 8), expires, name);
 }
 
-// Only a call that goes over the network lets other Python threads run meanwhile (see GilRelease).
-bool is_remote(std::string_view spec) { return parse_cache_target(spec).remote; }
-
 // ---- the module functions
 
 PyObject* py_cache_get(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
@@ -198,11 +222,25 @@ PyObject* py_cache_get(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
       (nargs > 1 && !to_cache_name(args[1], "cache_get", 2, spec))) {
     return nullptr;
   }
+  const CacheTarget target = parse_cache_target(spec);
+  if (!target.remote) {
+    cache::Cache* cache = local_cache(target);
+    if (cache == nullptr) Py_RETURN_NONE;
+    BytesSink sink;
+    switch (cache->get(key, sink)) {
+      case cache::Status::ok:
+        return sink.release();
+      case cache::Status::out_of_memory:
+        return nullptr;  // MemoryError, set by PyBytes
+      default:
+        Py_RETURN_NONE;
+    }
+  }
   std::string& value = value_buffer();
   bool hit;
   {
-    GilRelease unlocked(is_remote(spec));
-    hit = do_get(spec, key, value);
+    GilRelease unlocked;  // only a call over the network lets other Python threads run meanwhile
+    hit = do_get(target, key, value);
   }
   if (!hit) Py_RETURN_NONE;
   return PyBytes_FromStringAndSize(value.data(), static_cast<Py_ssize_t>(value.size()));
@@ -216,9 +254,10 @@ PyObject* py_cache_num(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
   }
   std::string& value = value_buffer();
   std::int64_t number = 0;
+  const CacheTarget target = parse_cache_target(spec);
   {
-    GilRelease unlocked(is_remote(spec));
-    if (do_get(spec, key, value) && value.size() == 8) std::memcpy(&number, value.data(), 8);
+    GilRelease unlocked(target.remote);
+    if (do_get(target, key, value) && value.size() == 8) std::memcpy(&number, value.data(), 8);
   }
   return PyLong_FromLongLong(number);
 }
@@ -234,10 +273,11 @@ PyObject* store(const char* fn, Store mode, Args args, Py_ssize_t nargs, PyObjec
     return nullptr;
   }
   bool ok;
+  const CacheTarget target = parse_cache_target(spec);
   {
-    GilRelease unlocked(is_remote(spec));
+    GilRelease unlocked(target.remote);
     ok = dispatch(
-        spec,
+        target,
         [&](cache::Cache& cache) {
           return mode == Store::set ? cache.set(key, value, expires) : cache.update(key, value, expires);
         },
@@ -264,10 +304,11 @@ PyObject* py_cache_del(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
     return nullptr;
   }
   bool ok;
+  const CacheTarget target = parse_cache_target(spec);
   {
-    GilRelease unlocked(is_remote(spec));
+    GilRelease unlocked(target.remote);
     ok = dispatch(
-        spec, [&](cache::Cache& cache) { return cache.del(key); },
+        target, [&](cache::Cache& cache) { return cache.del(key); },
         [&](server::CacheClient& client, std::string_view name) { return client.del(key, name); });
   }
   if (ok) Py_RETURN_TRUE;
@@ -281,10 +322,11 @@ PyObject* py_cache_exists(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) 
     return nullptr;
   }
   bool ok;
+  const CacheTarget target = parse_cache_target(spec);
   {
-    GilRelease unlocked(is_remote(spec));
+    GilRelease unlocked(target.remote);
     ok = dispatch(
-        spec, [&](cache::Cache& cache) { return cache.exists(key); },
+        target, [&](cache::Cache& cache) { return cache.exists(key); },
         [&](server::CacheClient& client, std::string_view name) { return client.exists(key, name); });
   }
   if (ok) Py_RETURN_TRUE;
@@ -297,11 +339,12 @@ PyObject* py_cache_clear(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
       (nargs > 0 && !to_cache_name(args[0], "cache_clear", 1, spec))) {
     return nullptr;
   }
+  const CacheTarget target = parse_cache_target(spec);
   bool ok;
   {
     GilRelease unlocked;
     ok = dispatch(
-        spec, [&](cache::Cache& cache) { return cache.clear(); },
+        target, [&](cache::Cache& cache) { return cache.clear(); },
         [&](server::CacheClient& client, std::string_view name) { return client.clear(name); });
   }
   if (ok) Py_RETURN_TRUE;
@@ -319,10 +362,11 @@ PyObject* math(const char* fn, MathOp op, std::int64_t default_operand, Args arg
     return nullptr;
   }
   bool ok;
+  const CacheTarget target = parse_cache_target(spec);
   {
-    GilRelease unlocked(is_remote(spec));
+    GilRelease unlocked(target.remote);
     ok = dispatch(
-        spec, [&](cache::Cache& cache) { return cache.math(key, op, operand, expires); },
+        target, [&](cache::Cache& cache) { return cache.math(key, op, operand, expires); },
         [&](server::CacheClient& client, std::string_view name) {
           return remote_math(client, name, key, op, operand, expires);
         });
