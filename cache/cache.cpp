@@ -118,7 +118,7 @@ constexpr unsigned kFullLogIntervalSeconds = 60;
 // The key hash: 8 bytes per multiply (uWSGI's djb33x takes a dependent multiply-xor per byte, ~2.5x
 // slower on a 16-byte key and poorly mixed for keys that differ only in their last bytes). Bucket
 // placement is internal (stored in store files, whose format version pins it), so any good mix works.
-std::uint32_t key_hash(std::string_view key) {
+inline std::uint32_t key_hash(std::string_view key) {
   const char* p = key.data();
   std::size_t n = key.size();
   std::uint64_t h = 0x9E3779B97F4A7C15ULL ^ n;

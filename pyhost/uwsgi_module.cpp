@@ -71,6 +71,11 @@ bool to_blob(PyObject* object, const char* fn, int position, const char* what, s
     return true;
   }
   if (PyUnicode_Check(object)) {
+    if (PyUnicode_IS_COMPACT_ASCII(object)) {  // most keys: the characters are their UTF-8, in place
+      out = std::string_view(static_cast<const char*>(PyUnicode_DATA(object)),
+                             static_cast<std::size_t>(PyUnicode_GET_LENGTH(object)));
+      return true;
+    }
     Py_ssize_t size = 0;
     const char* data = PyUnicode_AsUTF8AndSize(object, &size);
     if (data == nullptr) return false;
@@ -222,7 +227,7 @@ PyObject* py_cache_get(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
       (nargs > 1 && !to_cache_name(args[1], "cache_get", 2, spec))) {
     return nullptr;
   }
-  const CacheTarget target = parse_cache_target(spec);
+  const CacheTarget target = nargs > 1 ? parse_cache_target(spec) : CacheTarget{};
   if (!target.remote) {
     cache::Cache* cache = local_cache(target);
     if (cache == nullptr) Py_RETURN_NONE;
