@@ -123,6 +123,7 @@ struct Config {
   // the hosted application
   std::string module;
   std::string wsgi_file;
+  std::string pyrun;  // run this script (uwsgi module and caches ready), then exit: uWSGI's --pyrun
   std::string callable = "application";
   std::string chdir;
   std::vector<std::string> pythonpath;

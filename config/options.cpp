@@ -339,6 +339,9 @@ std::vector<OptionSpec> build_table() {
       text("module", "-w", &C::module, g4, "MODULE", "load the WSGI application from this Python module"),
       text("wsgi-file", "", &C::wsgi_file, g4, "PATH", "load the WSGI application from this file"),
       text("callable", "", &C::callable, g4, "NAME", "name of the WSGI callable in the module"),
+      text("pyrun", "", &C::pyrun, g4, "FILE",
+           "run this Python script in the server's interpreter (the uwsgi module, the caches), then exit "
+           "with its status; no socket needed"),
       text("chdir", "", &C::chdir, g4, "DIR", "change to this directory before loading the application"),
       list("pythonpath", "", &C::pythonpath, g4, "DIR", "add a directory to sys.path"),
       list("env", "", &C::env, g4, "KEY=VALUE", "set an environment variable", check_key_value),

@@ -175,6 +175,7 @@ class Master {
   void run_cycle_jobs();
   void log_stats();
   void begin_stop(bool graceful, int exit_status);
+  void flush_stores();  // sync every store file, logging each
   void signal_children(int signum, std::int64_t kill_after_ms);
   Child* find_child(pid_t pid);
   Child* active_child(int id);  // the non-retiring worker serving id (the newest)
@@ -563,9 +564,29 @@ void Master::log_stats() {
   }
 }
 
+void Master::flush_stores() {
+  for (const auto& cache : caches_.all()) {
+    if (!cache->has_store()) continue;
+    std::int64_t started = monotonic_ms();
+    bool ok = cache->sync_store();
+    common::log("cache \"{}\": store {} {} in {} ms", cache->geometry().name, cache->geometry().store,
+                ok ? "flushed" : "flush FAILED", monotonic_ms() - started);
+  }
+}
+
 int Master::run() {
   common::set_log_level(config_.debug_log ? common::LogLevel::debug : common::LogLevel::info);
-  create_caches();  // geometry errors surface before any socket is bound
+  create_caches();               // geometry errors surface before any socket is bound
+  if (!config_.pyrun.empty()) {  // uWSGI's --pyrun: a script with the caches, no server
+#ifdef HAVE_PYHOST
+    const int status = pyhost::run_script(config_, caches_, config_.pyrun);
+    flush_stores();
+    return status;
+#else
+    throw std::runtime_error(
+        "--pyrun: this server was built without the Python host (install libpython3.11-dev)");
+#endif
+  }
 #ifdef HAVE_PYHOST
   if (!config_.module.empty() || !config_.wsgi_file.empty()) {
     application_ = pyhost::create_application(config_, caches_);
@@ -638,13 +659,7 @@ int Master::run() {
   }
   if (sweeper_) sweeper_->stop();
   // Every worker is gone: flush each store so a graceful or immediate stop leaves it on the disk.
-  for (const auto& cache : caches_.all()) {
-    if (!cache->has_store()) continue;
-    std::int64_t started = monotonic_ms();
-    bool ok = cache->sync_store();
-    common::log("cache \"{}\": store {} {} in {} ms", cache->geometry().name, cache->geometry().store,
-                ok ? "flushed" : "flush FAILED", monotonic_ms() - started);
-  }
+  flush_stores();
   common::log("server stopped (exit status {})", exit_status_);
   cleanup();
   return exit_status_;

@@ -17,4 +17,8 @@ namespace pyhost {
 std::unique_ptr<server::Application> create_application(const config::Config& config,
                                                         cache::CacheSet& caches);
 
+// --pyrun: starts the interpreter with the uwsgi module serving `caches`, runs the script as __main__
+// and returns its exit status (SystemExit's code; 1 and the traceback on stderr for an exception).
+int run_script(const config::Config& config, cache::CacheSet& caches, const std::string& path);
+
 }  // namespace pyhost

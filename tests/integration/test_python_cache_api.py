@@ -14,7 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (UWSGI, need_uwsgi, Server, _child_setup, can_connect, check, check_eq, free_port, make_temp_dir, packet,
+from harness import (SERVER_BIN, UWSGI, need_uwsgi, Server, _child_setup, can_connect, check, check_eq, free_port, make_temp_dir, packet,
                      request, run_tests, vars_block)
 
 
@@ -391,7 +391,54 @@ def test_gil_released_during_cache_calls():
     check(r["calls"] > 1000 and r["spins"] > 1000, f"both threads progress: {r}")
 
 
+PYRUN_SCRIPT = r'''
+import os, sys
+import uwsgi
+runs = uwsgi.cache_get("runs")
+print("runs", runs, "numproc", uwsgi.numproc)
+uwsgi.cache_update("runs", b"%d" % (int(runs or 0) + 1))
+how = os.environ.get("HOW", "")
+if how == "raise":
+    raise ValueError("boom from the script")
+if how == "message":
+    sys.exit("leaving with a message")
+sys.exit(int(how or "0"))
+'''
+
+
+def test_pyrun():
+    """--pyrun FILE (uWSGI's option, as the shared api_bench.py uses it): the script runs with the uwsgi
+    module and the caches, no socket needed, the exit status is the script's, and a store is flushed
+    so the next run sees what this one wrote."""
+    d = make_temp_dir("pyrun-")
+    script = os.path.join(d, "script.py")
+    with open(script, "w") as f:
+        f.write(PYRUN_SCRIPT)
+    store = os.path.join(d, "runs.store")
+
+    def pyrun(how):
+        env = dict(os.environ, HOW=how)
+        p = subprocess.run([SERVER_BIN, "--cache2", f"name=default,items=10,blocksize=64,store={store}",
+                            "--pyrun", script], env=env, capture_output=True, timeout=60)
+        return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+    rc, out, err = pyrun("0")
+    check_eq((rc, out), (0, "runs None numproc 1\n"), f"first run (stderr: {err[-400:]})")
+    rc, out, err = pyrun("3")
+    check_eq((rc, out), (3, "runs b'1' numproc 1\n"), f"second run, sys.exit(3) (stderr: {err[-400:]})")
+    rc, out, err = pyrun("raise")
+    check_eq(rc, 1, "an uncaught exception exits 1 (uWSGI exits 0)")
+    check("ValueError: boom from the script" in err and "script.py" in err, f"traceback on stderr: {err[-600:]}")
+    rc, out, err = pyrun("message")
+    check_eq(rc, 1, "sys.exit(message) exits 1")
+    check("leaving with a message" in err, f"message on stderr: {err[-400:]}")
+    check_eq(out, "runs b'3' numproc 1\n", "every run, even the failing ones, reached the store")
+    p = subprocess.run([SERVER_BIN, "--cache", "10", "--pyrun", os.path.join(d, "missing.py")],
+                       capture_output=True, timeout=60)
+    check(p.returncode == 1 and "missing.py" in p.stderr.decode(), f"a missing script: {p.stderr.decode()[-300:]}")
+
+
 if __name__ == "__main__":
     run_tests([test_same_results_as_uwsgi, test_remote_calls_to_our_own_socket, test_remote_math_is_atomic_on_our_server,
                test_reference_counting_100k_calls,
-               test_gil_released_during_cache_calls], budget=200)
+               test_gil_released_during_cache_calls, test_pyrun], budget=200)
