@@ -7,22 +7,13 @@
 # Usage: bench/compare_uwsgi.sh   (env: SHARED=../shared, SERVER=binary, SKIP_BASELINE=1 to run part 2 only;
 #        PARTS, DURATION, REPS, CONCS, VSIZES as the shared script)
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
-shared=${SHARED:-$root/../shared}
-"$root/deps.sh" bench
-server=${SERVER:-}
-if [ -z "$server" ]; then  # SERVER=path/to/server measures an existing binary instead
-  cmake -S "$root" -B "$root/build-bench" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  ninja -C "$root/build-bench" server >/dev/null
-  server=$root/build-bench/bin/server
-fi
+. "$(dirname "$0")/lib.sh"  # root, shared, server
 tmp=$(mktemp -d); pids=()
 trap 'for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null; done; rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM  # so that the EXIT trap stops what we started
 
 if [ "${SKIP_BASELINE:-0}" != 1 ]; then
-  CANDIDATE=$server bash "$shared/bench/run-uwsgi-baseline.sh"
+  CANDIDATE_PYRUN=${CANDIDATE_PYRUN:-1} CANDIDATE=$server bash "$shared/bench/run-uwsgi-baseline.sh"
 fi
 
 # Part 2: persistent connections, ours vs memcached (both 2 workers/threads), interleaved.
