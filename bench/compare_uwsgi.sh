@@ -19,14 +19,36 @@ fi
 # Part 2: persistent connections, ours vs memcached (both 2 workers/threads), interleaved.
 cc -O2 -o "$tmp/uwload" "$shared/bench/uwload.c"
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Server CPU: user+system clock ticks of a process and all its descendants. On this 2-core machine the
+# load generator competes with the server for the cores, so ops/s alone can hide a cheaper server.
+descendants() { local c; echo "$1"; for c in $(ps -o pid= --ppid "$1"); do descendants "$c"; done; }
+cpu_ticks() {
+  local total=0 p fields
+  for p in $(descendants "$1"); do
+    fields=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+    set -- $fields  # split on purpose: after the command name, utime and stime are fields 12 and 13
+    total=$((total + ${12} + ${13}))
+  done
+  echo "$total"
+}
+tick_us=$((1000000 / $(getconf CLK_TCK)))
 mport=$(free_port); oport=$(free_port); oplain=$(free_port)
-memcached -t 2 -p "$mport" -l 127.0.0.1 -U 0 -m 256 -u nobody & pids+=($!)
+memcached -t 2 -p "$mport" -l 127.0.0.1 -U 0 -m 256 -u nobody & pids+=($!); mpid=$!
 "$server" --socket 127.0.0.1:$oplain --persistent-socket 127.0.0.1:$oport --processes 2 --cache 10000 \
-  2>"$tmp/server.log" & pids+=($!)
+  2>"$tmp/server.log" & pids+=($!); opid=$!
 sleep 1
 reps=${REPS:-3}; duration=${DURATION:-5}
-echo "| target | c | value B | ops/s (median of $reps) | p50 µs | p99 µs |"
-echo "|---|---|---|---|---|---|"
+# One load run; appends its RESULT line with the server's CPU ticks during the run.
+measure() {  # measure OUT PID uwload-args...
+  local out=$1 pid=$2 before after
+  shift 2
+  before=$(cpu_ticks "$pid")
+  line=$("$tmp/uwload" "$@" -q)
+  after=$(cpu_ticks "$pid")
+  echo "$line server_ticks=$((after - before)) tick_us=$tick_us" >>"$out"
+}
+echo "| target | c | value B | ops/s (median of $reps) | p50 µs | p99 µs | server CPU µs/op |"
+echo "|---|---|---|---|---|---|---|"
 for conc in ${CONCS:-16 64}; do
   for vsize in ${VSIZES:-64 1024}; do
     # Keys of their own per cell: a uwsgi set never overwrites, so the previous cell's values would stay.
@@ -35,8 +57,9 @@ for conc in ${CONCS:-16 64}; do
     "$tmp/uwload" -a 127.0.0.1:$oplain -c "$conc" -v "$vsize" --key-prefix "$kp" -w --warmup-only -q >/dev/null
     : >"$tmp/m"; : >"$tmp/o"
     for _ in $(seq "$reps"); do
-      "$tmp/uwload" -P memcached -a 127.0.0.1:$mport -p -c "$conc" -v "$vsize" --key-prefix "$kp" -d "$duration" -T 2 -q >>"$tmp/m"
-      "$tmp/uwload" -a 127.0.0.1:$oport -p -c "$conc" -v "$vsize" --key-prefix "$kp" -d "$duration" -T 2 -q >>"$tmp/o"
+      measure "$tmp/m" "$mpid" -P memcached -a 127.0.0.1:$mport -p -c "$conc" -v "$vsize" --key-prefix "$kp" \
+        -d "$duration" -T 2
+      measure "$tmp/o" "$opid" -a 127.0.0.1:$oport -p -c "$conc" -v "$vsize" --key-prefix "$kp" -d "$duration" -T 2
     done
     for target in m o; do
       name=$([ $target = m ] && echo "memcached -t 2, persistent" || echo "ours, --persistent-socket, 2 workers")
@@ -44,7 +67,9 @@ for conc in ${CONCS:-16 64}; do
 import re, statistics, sys
 rows = [dict(re.findall(r"(\w+)=([\d.]+)", line)) for line in open(sys.argv[1]) if line.startswith("RESULT")]
 med = lambda k: statistics.median(float(r[k]) for r in rows)
-print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {med('ops_s'):,.0f} | {med('p50_us'):.0f} | {med('p99_us'):.0f} |")
+cpu = statistics.median(float(r["server_ticks"]) * float(r["tick_us"]) / float(r["ops"]) for r in rows)
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {med('ops_s'):,.0f} | {med('p50_us'):.0f} | {med('p99_us'):.0f} "
+      f"| {cpu:.1f} |")
 PY
     done
   done
