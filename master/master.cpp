@@ -40,8 +40,8 @@ namespace {
 
 using workers::monotonic_ms;
 
-constexpr int kCycleMs = 1000;                // the master cycle the cache jobs hang on
-constexpr int kPollMs = 100;                  // how often the loop looks at deadlines between cycles
+constexpr int kCycleMs = 1000;                // the cycle of the cache jobs (reordering, store sync)
+constexpr int kPollMs = 100;                  // how often the master loop looks at deadlines
 constexpr std::int64_t kQuickDeathMs = 1000;  // a worker dying sooner than this "died at start"
 constexpr int kQuickDeathsBeforeThrottle = 3;
 constexpr std::int64_t kThrottleFirstMs = 500;
@@ -84,16 +84,23 @@ cache::Geometry geometry_from(const config::CacheSpec& spec) {
   return geometry;
 }
 
-// The expiry sweeper: a thread of the master, so no worker ever stalls on it. Each pass asks every
-// cache to free its expired items (the engine bounds the work per lock hold).
-class Sweeper {
+// The cache's background jobs, in one thread of the master so that neither a worker nor the master's
+// signal loop (respawns, stops, reloads) ever waits on them:
+//  - the expiry sweeper, every --cache-expire-freq seconds (unless --cache-no-expire);
+//  - every cycle (kCycleMs): hot-item reordering, and the store sync of each cache whose store_sync
+//    is N > 0, every N cycles (msync(MS_SYNC) of a large store can take seconds).
+// The engine bounds the work per lock hold; none of these holds a lock across a whole table.
+class CacheJobs {
  public:
-  Sweeper(cache::CacheSet& caches, int interval_s, bool report)
-      : caches_(caches), interval_s_(interval_s), report_(report) {}
-  ~Sweeper() { stop(); }
+  CacheJobs(cache::CacheSet& caches, bool sweep, int sweep_interval_s, bool report_freed)
+      : caches_(caches),
+        sweep_(sweep),
+        sweep_interval_ms_(sweep_interval_s * 1000LL),
+        report_freed_(report_freed) {}
+  ~CacheJobs() { stop(); }
 
   void start() {
-    common::log("cache sweeper thread enabled");
+    if (sweep_) common::log("cache sweeper thread enabled");
     thread_ = std::thread([this] { loop(); });
   }
 
@@ -108,26 +115,63 @@ class Sweeper {
 
  private:
   void loop() {
+    const std::int64_t start = monotonic_ms();
+    std::int64_t next_sweep = sweep_ ? start : INT64_MAX;
+    std::int64_t next_cycle = start + kCycleMs;
     std::unique_lock<std::mutex> lock(mutex_);
     while (!stopping_) {
       lock.unlock();
-      for (const auto& cache : caches_.all()) {
-        if (cache->geometry().no_expire) continue;
-        std::int64_t started = monotonic_ms();
-        std::uint64_t freed = cache->sweep_expired();
-        if (report_ && freed > 0)
-          common::log("freed {} items for cache \"{}\"", freed, cache->geometry().name);
-        common::log_debug("sweeper: cache \"{}\": freed {} item(s) in {} ms", cache->geometry().name, freed,
-                          monotonic_ms() - started);
+      const std::int64_t now = monotonic_ms();
+      if (now >= next_sweep) {
+        sweep();
+        next_sweep = monotonic_ms() + sweep_interval_ms_;
+      }
+      if (now >= next_cycle) {
+        cycle();
+        next_cycle = monotonic_ms() + kCycleMs;
       }
       lock.lock();
-      wake_.wait_for(lock, std::chrono::seconds(interval_s_), [this] { return stopping_; });
+      const std::int64_t wait_ms =
+          std::max<std::int64_t>(0, std::min(next_sweep, next_cycle) - monotonic_ms());
+      wake_.wait_for(lock, std::chrono::milliseconds(wait_ms), [this] { return stopping_; });
+    }
+  }
+
+  void sweep() {
+    for (const auto& cache : caches_.all()) {
+      if (cache->geometry().no_expire) continue;
+      const std::int64_t started = monotonic_ms();
+      const std::uint64_t freed = cache->sweep_expired();
+      if (report_freed_ && freed > 0)
+        common::log("freed {} items for cache \"{}\"", freed, cache->geometry().name);
+      common::log_debug("sweeper: cache \"{}\": freed {} item(s) in {} ms", cache->geometry().name, freed,
+                        monotonic_ms() - started);
+    }
+  }
+
+  void cycle() {
+    ++cycles_;
+    for (const auto& cache : caches_.all()) {
+      std::int64_t started = monotonic_ms();
+      const std::uint64_t moved = cache->reorder_hot_items();
+      common::log_debug("reorder: cache \"{}\": moved {} item(s) in {} ms", cache->geometry().name, moved,
+                        monotonic_ms() - started);
+      const int every = cache->geometry().store_sync;
+      if (cache->has_store() && every > 0 && cycles_ % static_cast<std::uint64_t>(every) == 0) {
+        started = monotonic_ms();
+        common::log_debug("store sync: cache \"{}\": started", cache->geometry().name);
+        const bool ok = cache->sync_store();
+        common::log_debug("store sync: cache \"{}\": {} in {} ms", cache->geometry().name,
+                          ok ? "done" : "FAILED", monotonic_ms() - started);
+      }
     }
   }
 
   cache::CacheSet& caches_;
-  int interval_s_;
-  bool report_;
+  const bool sweep_;
+  const std::int64_t sweep_interval_ms_;
+  const bool report_freed_;
+  std::uint64_t cycles_ = 0;  // cycles run so far (store_sync counts them)
   std::thread thread_;
   std::mutex mutex_;
   std::condition_variable wake_;
@@ -172,7 +216,6 @@ class Master {
   void advance_reload();
   void check_deadlines();
   void check_harakiri();
-  void run_cycle_jobs();
   void log_stats();
   void begin_stop(bool graceful, int exit_status);
   void flush_stores();  // sync every store file, logging each
@@ -192,12 +235,10 @@ class Master {
   std::vector<IdState> ids_;  // index = id
   int signal_fd_ = -1;
   int ready_pipe_[2] = {-1, -1};
-  std::unique_ptr<Sweeper> sweeper_;
+  std::unique_ptr<CacheJobs> cache_jobs_;
   Phase phase_ = Phase::running;
   int exit_status_ = 0;
   std::int64_t stop_deadline_ms_ = 0;
-  std::int64_t next_cycle_ms_ = 0;
-  std::uint64_t cycles_ = 0;  // master cycles run so far (store_sync counts them)
   // Graceful reload: ids still to replace, and the replacement under way.
   std::deque<int> reload_queue_;
   int reload_id_ = 0;
@@ -209,7 +250,7 @@ class Master {
 Master::~Master() { cleanup(); }
 
 void Master::cleanup() {
-  if (sweeper_) sweeper_->stop();
+  if (cache_jobs_) cache_jobs_->stop();
   close_listeners(listeners_, true);
   if (!config_.pidfile.empty()) unlink(config_.pidfile.c_str());
   if (signal_fd_ >= 0) close(signal_fd_);
@@ -526,25 +567,6 @@ void Master::check_harakiri() {
   }
 }
 
-void Master::run_cycle_jobs() {
-  ++cycles_;
-  for (const auto& cache : caches_.all()) {
-    std::int64_t started = monotonic_ms();
-    std::uint64_t moved = cache->reorder_hot_items();
-    common::log_debug("reorder: cache \"{}\": moved {} item(s) in {} ms", cache->geometry().name, moved,
-                      monotonic_ms() - started);
-    // Store sync: msync(MS_SYNC) of the whole region, outside every lock (the engine takes none).
-    const int every = cache->geometry().store_sync;
-    if (cache->has_store() && every > 0 && cycles_ % static_cast<std::uint64_t>(every) == 0) {
-      started = monotonic_ms();
-      common::log_debug("store sync: cache \"{}\": started", cache->geometry().name);
-      bool ok = cache->sync_store();
-      common::log_debug("store sync: cache \"{}\": {} in {} ms", cache->geometry().name,
-                        ok ? "done" : "FAILED", monotonic_ms() - started);
-    }
-  }
-}
-
 void Master::log_stats() {
   for (const Child& child : children_) {
     const workers::WorkerSlot& slot = slots_[child.slot];
@@ -629,20 +651,17 @@ int Master::run() {
               config_.harakiri > 0 ? fmt::format(", harakiri {} s", config_.harakiri) : std::string());
   for (const Listener& listener : listeners_) common::log("listening on {}", listener.describe());
 
-  if (!caches_.empty() && !config_.cache_no_expire) {
-    sweeper_ =
-        std::make_unique<Sweeper>(caches_, config_.cache_expire_freq, config_.cache_report_freed_items);
+  if (!caches_.empty()) {
+    cache_jobs_ = std::make_unique<CacheJobs>(caches_, !config_.cache_no_expire, config_.cache_expire_freq,
+                                              config_.cache_report_freed_items);
   }
   ensure_workers();
   // Started after the first fork so the workers never inherit a half-copied thread state.
-  if (sweeper_) sweeper_->start();
-  next_cycle_ms_ = monotonic_ms() + kCycleMs;
+  if (cache_jobs_) cache_jobs_->start();
 
   while (phase_ != Phase::stopped) {
     struct pollfd fds[2] = {{signal_fd_, POLLIN, 0}, {ready_pipe_[0], POLLIN, 0}};
-    const std::int64_t now = monotonic_ms();
-    const int timeout = static_cast<int>(std::clamp<std::int64_t>(next_cycle_ms_ - now, 0, kPollMs));
-    int n = poll(fds, 2, timeout);
+    int n = poll(fds, 2, kPollMs);
     if (n < 0 && errno != EINTR) throw std::runtime_error(fmt::format("poll: {}", std::strerror(errno)));
     if (fds[1].revents & POLLIN) read_ready_pipe();
     if (fds[0].revents & POLLIN) handle_signals();
@@ -652,12 +671,8 @@ int Master::run() {
     check_harakiri();
     check_deadlines();
     if (phase_ == Phase::stopping && children_.empty()) phase_ = Phase::stopped;
-    if (monotonic_ms() >= next_cycle_ms_) {
-      run_cycle_jobs();
-      next_cycle_ms_ = monotonic_ms() + kCycleMs;
-    }
   }
-  if (sweeper_) sweeper_->stop();
+  if (cache_jobs_) cache_jobs_->stop();
   // Every worker is gone: flush each store so a graceful or immediate stop leaves it on the disk.
   flush_stores();
   common::log("server stopped (exit status {})", exit_status_);
