@@ -525,7 +525,8 @@ class ShmCache final : public Cache {
     std::lock_guard<std::mutex> guard(full_log_mutex_);
     return full_log_.allow(suppressed);
   }
-  bool handle_full();  // true if room was made and the write should be retried
+  bool handle_full();
+  void log_full_event(const std::string& line);  // true if room was made and the write should be retried
   bool evict_lru_one();
   template <bool kCopy>
   Status lookup(std::string_view key, ValueSink* sink, std::int64_t* expires_at);
@@ -1644,6 +1645,16 @@ Status ShmCache::store(Mode mode, std::string_view key, std::string_view value, 
   return Status::full;
 }
 
+// uWSGI's line for a full cache (users grep for it), rate limited, with the count of lines held back.
+void ShmCache::log_full_event(const std::string& line) {
+  unsigned long long suppressed = 0;
+  if (geometry_.ignore_full || !log_allowed(&suppressed)) return;
+  if (suppressed > 0)
+    common::log("{} ({} similar messages suppressed)", line, suppressed);
+  else
+    common::log("{}", line);
+}
+
 // Called with no lock held after a write found no free slot.
 bool ShmCache::handle_full() {
   const Counters c = counters();
@@ -1655,25 +1666,11 @@ bool ShmCache::handle_full() {
       return true;
     }
     c.add(&CounterStripe::full, 1);
-    unsigned long long suppressed = 0;
-    if (!geometry_.ignore_full && log_allowed(&suppressed)) {
-      if (suppressed > 0)
-        common::log("*** DANGER cache \"{}\" is FULL !!! *** ({} similar messages suppressed)",
-                    geometry_.name, suppressed);
-      else
-        common::log("*** DANGER cache \"{}\" is FULL !!! ***", geometry_.name);
-    }
+    log_full_event("*** DANGER cache \"" + geometry_.name + "\" is FULL !!! ***");
     return false;
   }
   c.add(&CounterStripe::full, 1);
-  unsigned long long suppressed = 0;
-  if (!geometry_.ignore_full && log_allowed(&suppressed)) {
-    if (suppressed > 0)
-      common::log("LRU item will be purged from cache \"{}\" ({} similar messages suppressed)",
-                  geometry_.name, suppressed);
-    else
-      common::log("LRU item will be purged from cache \"{}\"", geometry_.name);
-  }
+  log_full_event("LRU item will be purged from cache \"" + geometry_.name + "\"");
   return evict_lru_one();
 }
 

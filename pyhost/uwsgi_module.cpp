@@ -302,10 +302,12 @@ PyObject* py_cache_update(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) 
   return store("cache_update", Store::update, args, nargs, kw);
 }
 
-PyObject* py_cache_del(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
+// The shape of cache_del and cache_exists: (key[, cache]) -> True or None.
+template <typename Local, typename Remote>
+PyObject* key_command(const char* fn, Args args, Py_ssize_t nargs, PyObject* kw, Local local, Remote remote) {
   std::string_view key, spec;
-  if (!check_count("cache_del", nargs, kw, 1, 2) || !to_blob(args[0], "cache_del", 1, "key", key) ||
-      (nargs > 1 && !to_cache_name(args[1], "cache_del", 2, spec))) {
+  if (!check_count(fn, nargs, kw, 1, 2) || !to_blob(args[0], fn, 1, "key", key) ||
+      (nargs > 1 && !to_cache_name(args[1], fn, 2, spec))) {
     return nullptr;
   }
   bool ok;
@@ -313,29 +315,28 @@ PyObject* py_cache_del(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
   {
     GilRelease unlocked(target.remote);
     ok = dispatch(
-        target, [&](cache::Cache& cache) { return cache.del(key); },
-        [&](server::CacheClient& client, std::string_view name) { return client.del(key, name); });
+        target, [&](cache::Cache& cache) { return local(cache, key); },
+        [&](server::CacheClient& client, std::string_view name) { return remote(client, key, name); });
   }
   if (ok) Py_RETURN_TRUE;
   Py_RETURN_NONE;
 }
 
+PyObject* py_cache_del(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
+  return key_command(
+      "cache_del", args, nargs, kw, [](cache::Cache& cache, std::string_view key) { return cache.del(key); },
+      [](server::CacheClient& client, std::string_view key, std::string_view name) {
+        return client.del(key, name);
+      });
+}
+
 PyObject* py_cache_exists(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
-  std::string_view key, spec;
-  if (!check_count("cache_exists", nargs, kw, 1, 2) || !to_blob(args[0], "cache_exists", 1, "key", key) ||
-      (nargs > 1 && !to_cache_name(args[1], "cache_exists", 2, spec))) {
-    return nullptr;
-  }
-  bool ok;
-  const CacheTarget target = parse_cache_target(spec);
-  {
-    GilRelease unlocked(target.remote);
-    ok = dispatch(
-        target, [&](cache::Cache& cache) { return cache.exists(key); },
-        [&](server::CacheClient& client, std::string_view name) { return client.exists(key, name); });
-  }
-  if (ok) Py_RETURN_TRUE;
-  Py_RETURN_NONE;
+  return key_command(
+      "cache_exists", args, nargs, kw,
+      [](cache::Cache& cache, std::string_view key) { return cache.exists(key); },
+      [](server::CacheClient& client, std::string_view key, std::string_view name) {
+        return client.exists(key, name);
+      });
 }
 
 PyObject* py_cache_clear(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {

@@ -20,6 +20,20 @@ STATE = {}
 _seq = [0]
 
 
+
+def closed_by_server(socks):
+    """How many of these client sockets the server has closed (EOF or reset), without waiting."""
+    closed = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            closed += s.recv(16) == b""
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            closed += 1
+    return closed
+
 def server():
     srv = STATE.get("srv")
     if srv is None or not srv.running():
@@ -211,15 +225,7 @@ def test_abandoned_connections():
         time.sleep(1.5)  # past TCP_DEFER_ACCEPT's timeout and --socket-timeout: accepted, then timed out
         dt = good_request(addr, max_latency=2.0)
         print(f"good requests 1.5 s later, 1000 idle connections still open on the client side: {dt:.3f}s")
-        eofs = 0
-        for s in socks:
-            s.setblocking(False)
-            try:
-                eofs += s.recv(16) == b""
-            except BlockingIOError:
-                pass
-            except ConnectionResetError:
-                eofs += 1
+        eofs = closed_by_server(socks)
         print(f"idle connections closed by the server (socket-timeout 1 s) after 1.5 s: {eofs} of 1000")
     finally:
         for s in socks:
@@ -323,15 +329,7 @@ def test_fd_exhaustion():
                 problems.append(f"the worker spins when out of fds ({ticks} of {hz} ticks in 1 s)")
             if log_bytes > 20000:
                 problems.append(f"log flood when out of fds: {log_bytes} bytes in 1 s, e.g. {srv.log_since(l0, 300).splitlines()[:1]!r}")
-            eofs = 0
-            for s in socks:
-                s.setblocking(False)
-                try:
-                    eofs += s.recv(16) == b""
-                except BlockingIOError:
-                    pass
-                except ConnectionResetError:
-                    eofs += 1
+            eofs = closed_by_server(socks)
             print(f"idle connections closed by the server after 2.5 s (socket-timeout 1 s): {eofs} of 150")
         finally:
             for s in socks:

@@ -121,23 +121,11 @@ TEST_CASE("threads: purge_lru under contention keeps counts in bounds", "[cache]
   check_consistent(*c);
 }
 
-#if defined(__SANITIZE_THREAD__)
-#define CACHE_TEST_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define CACHE_TEST_TSAN 1
-#endif
-#endif
-
 TEST_CASE("processes: readers never see torn or foreign values", "[cache][fork]") {
-#ifdef CACHE_TEST_TSAN
-  // TSan cannot see across processes (it checks this process's side only); it handles these forks
-  // fine on glibc 2.36, and CACHE_TEST_SKIP_FORK_UNDER_TSAN=1 skips them should a TSan version not.
-  if (getenv("CACHE_TEST_SKIP_FORK_UNDER_TSAN") != nullptr) {
-    WARN("skipped under TSan: fork-based test (the threaded ones cover the engine)");
+  if (skip_fork_test_under_tsan()) {
+    WARN("skipped under TSan (CACHE_TEST_SKIP_FORK_UNDER_TSAN): fork-based test");
     return;
   }
-#endif
   auto c = make_cache(32);
   auto until = std::chrono::steady_clock::now() + kRunFor;
   std::vector<pid_t> writers, readers;

@@ -20,14 +20,6 @@ using cache::Cache;
 using cache::Status;
 using namespace cachetest;
 
-#if defined(__SANITIZE_THREAD__)
-#define CACHE_TEST_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define CACHE_TEST_TSAN 1
-#endif
-#endif
-
 namespace {
 
 constexpr unsigned kKeys = 40;
@@ -70,14 +62,10 @@ unsigned reader_child(Cache& c, unsigned seed, std::chrono::steady_clock::time_p
 }  // namespace
 
 TEST_CASE("SIGKILLed writers neither wedge the cache nor leave torn values", "[cache][fork][crash]") {
-#ifdef CACHE_TEST_TSAN
-  // TSan cannot see across processes (it checks this process's side only); it handles these forks
-  // fine on glibc 2.36, and CACHE_TEST_SKIP_FORK_UNDER_TSAN=1 skips them should a TSan version not.
-  if (getenv("CACHE_TEST_SKIP_FORK_UNDER_TSAN") != nullptr) {
-    WARN("skipped under TSan: fork + SIGKILL test");
+  if (skip_fork_test_under_tsan()) {
+    WARN("skipped under TSan (CACHE_TEST_SKIP_FORK_UNDER_TSAN): fork + SIGKILL test");
     return;
   }
-#endif
   const bool purge_lru = GENERATE(false, true);  // eviction locks another shard: crash it too
   INFO("purge_lru: " << purge_lru);
   cache::Geometry g;
