@@ -504,6 +504,7 @@ class ShmCache final : public Cache {
   void unlink_locked(std::uint32_t b, std::uint32_t slot, std::uint32_t prev);
   // Frees an item's slot and its ext. park: the primary slot may go to shard s's stash.
   void free_item_locked(std::uint32_t s, std::uint32_t slot, bool park = true);
+  void retire_item_locked(std::uint32_t slot, std::vector<std::uint32_t>& batch);
   bool alloc_slots_locked(std::uint32_t s, bool primary, std::uint32_t* out);
   void free_slots_locked(std::uint32_t s, const std::uint32_t* slots, std::size_t n, bool park = true);
   void push_global_alloc_locked(std::uint32_t slot);
@@ -1316,6 +1317,17 @@ void ShmCache::free_slots_locked(std::uint32_t s, const std::uint32_t* slots, st
   unlock_alloc();
 }
 
+// Marks an unlinked item free-to-be (no key, no links) and adds its slots to a batch that the caller
+// hands to free_slots_locked, as clear and the sweeper free many items per lock hold.
+void ShmCache::retire_item_locked(std::uint32_t slot, std::vector<std::uint32_t>& batch) {
+  Item& it = item(slot);
+  batch.push_back(slot);
+  if (const std::uint32_t ext = it.ext.load(std::memory_order_relaxed); ext != kNil) batch.push_back(ext);
+  it.keylen.store(0, std::memory_order_relaxed);
+  it.ext.store(kNil, std::memory_order_relaxed);
+  it.next.store(kNil, std::memory_order_relaxed);
+}
+
 void ShmCache::free_item_locked(std::uint32_t s, std::uint32_t slot, bool park) {
   Item& it = item(slot);
   std::uint32_t list[2] = {slot, it.ext.load(std::memory_order_relaxed)};
@@ -1749,12 +1761,7 @@ Status ShmCache::clear() {
     for (std::uint64_t b = s; b < hashsize_; b += shards_n_) {
       for (std::uint32_t i = heads_[b].load(std::memory_order_relaxed); i != kNil;) {
         std::uint32_t next = item(i).next.load(std::memory_order_relaxed);
-        batch.push_back(i);
-        if (std::uint32_t ext = item(i).ext.load(std::memory_order_relaxed); ext != kNil)
-          batch.push_back(ext);
-        item(i).keylen.store(0, std::memory_order_relaxed);
-        item(i).ext.store(kNil, std::memory_order_relaxed);
-        item(i).next.store(kNil, std::memory_order_relaxed);
+        retire_item_locked(i, batch);
         i = next;
       }
       heads_[b].store(kNil, std::memory_order_relaxed);
@@ -1864,12 +1871,7 @@ std::uint64_t ShmCache::sweep_expired() {
           if (expired(exp, now_s)) {
             mutation.begin(sh);
             unlink_locked(static_cast<std::uint32_t>(b), i, prev);
-            batch.push_back(i);
-            if (std::uint32_t ext = item(i).ext.load(std::memory_order_relaxed); ext != kNil)
-              batch.push_back(ext);
-            item(i).keylen.store(0, std::memory_order_relaxed);
-            item(i).ext.store(kNil, std::memory_order_relaxed);
-            item(i).next.store(kNil, std::memory_order_relaxed);
+            retire_item_locked(i, batch);
             ++freed;
             counters().add(&CounterStripe::expirations, 1);
           } else {
