@@ -267,6 +267,20 @@ PyObject* py_cache_num(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
   return PyLong_FromLongLong(number);
 }
 
+// Runs an operation where the cache argument points (the GIL released only around a network round
+// trip) and answers uWSGI's way: True on success, None otherwise.
+template <typename Local, typename Remote>
+PyObject* true_or_none(std::string_view spec, Local local, Remote remote) {
+  const CacheTarget target = parse_cache_target(spec);
+  bool ok;
+  {
+    GilRelease unlocked(target.remote);
+    ok = dispatch(target, local, remote);
+  }
+  if (ok) Py_RETURN_TRUE;
+  Py_RETURN_NONE;
+}
+
 enum class Store { set, update };
 
 PyObject* store(const char* fn, Store mode, Args args, Py_ssize_t nargs, PyObject* kw) {
@@ -277,22 +291,15 @@ PyObject* store(const char* fn, Store mode, Args args, Py_ssize_t nargs, PyObjec
       (nargs > 3 && !to_cache_name(args[3], fn, 4, spec))) {
     return nullptr;
   }
-  bool ok;
-  const CacheTarget target = parse_cache_target(spec);
-  {
-    GilRelease unlocked(target.remote);
-    ok = dispatch(
-        target,
-        [&](cache::Cache& cache) {
-          return mode == Store::set ? cache.set(key, value, expires) : cache.update(key, value, expires);
-        },
-        [&](server::CacheClient& client, std::string_view name) {
-          return mode == Store::set ? client.set(key, value, expires, name)
-                                    : client.update(key, value, expires, name);
-        });
-  }
-  if (ok) Py_RETURN_TRUE;
-  Py_RETURN_NONE;
+  return true_or_none(
+      spec,
+      [&](cache::Cache& cache) {
+        return mode == Store::set ? cache.set(key, value, expires) : cache.update(key, value, expires);
+      },
+      [&](server::CacheClient& client, std::string_view name) {
+        return mode == Store::set ? client.set(key, value, expires, name)
+                                  : client.update(key, value, expires, name);
+      });
 }
 
 PyObject* py_cache_set(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
@@ -310,16 +317,9 @@ PyObject* key_command(const char* fn, Args args, Py_ssize_t nargs, PyObject* kw,
       (nargs > 1 && !to_cache_name(args[1], fn, 2, spec))) {
     return nullptr;
   }
-  bool ok;
-  const CacheTarget target = parse_cache_target(spec);
-  {
-    GilRelease unlocked(target.remote);
-    ok = dispatch(
-        target, [&](cache::Cache& cache) { return local(cache, key); },
-        [&](server::CacheClient& client, std::string_view name) { return remote(client, key, name); });
-  }
-  if (ok) Py_RETURN_TRUE;
-  Py_RETURN_NONE;
+  return true_or_none(
+      spec, [&](cache::Cache& cache) { return local(cache, key); },
+      [&](server::CacheClient& client, std::string_view name) { return remote(client, key, name); });
 }
 
 PyObject* py_cache_del(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
@@ -367,18 +367,11 @@ PyObject* math(const char* fn, MathOp op, std::int64_t default_operand, Args arg
       (nargs > 3 && !to_cache_name(args[3], fn, 4, spec))) {
     return nullptr;
   }
-  bool ok;
-  const CacheTarget target = parse_cache_target(spec);
-  {
-    GilRelease unlocked(target.remote);
-    ok = dispatch(
-        target, [&](cache::Cache& cache) { return cache.math(key, op, operand, expires); },
-        [&](server::CacheClient& client, std::string_view name) {
-          return remote_math(client, name, key, op, operand, expires);
-        });
-  }
-  if (ok) Py_RETURN_TRUE;
-  Py_RETURN_NONE;
+  return true_or_none(
+      spec, [&](cache::Cache& cache) { return cache.math(key, op, operand, expires); },
+      [&](server::CacheClient& client, std::string_view name) {
+        return remote_math(client, name, key, op, operand, expires);
+      });
 }
 
 PyObject* py_cache_inc(PyObject*, Args args, Py_ssize_t nargs, PyObject* kw) {
