@@ -263,6 +263,29 @@ void Master::cleanup() {
   slots_ = nullptr;
 }
 
+// uWSGI cache features that are parsed (so uWSGI configurations start) but not implemented: each one a
+// user asked for gets a line at start saying what it means for them, instead of silence.
+void warn_unsupported(const config::CacheSpec& spec) {
+  const auto warn = [&](const std::string& what) {
+    common::log("WARNING: cache \"{}\": {} (docs/differences.md)", spec.name, what);
+  };
+  if (spec.bitmap)
+    warn(fmt::format(
+        "bitmap mode (bitmap=1) is not supported: every value must still fit one block of {} bytes",
+        spec.blocksize));
+  if (spec.blocks > spec.items)
+    warn(fmt::format("blocks={} is ignored: without bitmap mode every item has exactly one block",
+                     spec.blocks));
+  if (spec.lastmod)
+    warn("lastmod / --cache-use-last-modified is not supported: no last-modified time is kept");
+  if (!spec.nodes.empty() || !spec.udp_servers.empty())
+    warn(
+        "UDP cache sync (node= / udp=, --cache-udp-node / --cache-udp-server) is not supported: updates are "
+        "neither sent nor received");
+  if (!spec.sync.empty())
+    warn("sync= / --cache-sync is not supported: the cache is not copied from another node at start");
+}
+
 void Master::create_caches() {
   for (const config::CacheSpec& spec : config_.caches) {
     cache::Cache& created = caches_.add(cache::Cache::create(geometry_from(spec)));
@@ -270,6 +293,7 @@ void Master::create_caches() {
     common::log("cache \"{}\" ready: items={} blocksize={} keysize={} hashsize={} purge_lru={} store={}",
                 g.name, g.items, g.blocksize, g.keysize, g.hashsize, g.purge_lru ? "yes" : "no",
                 g.store.empty() ? "none" : g.store);
+    warn_unsupported(spec);
   }
 }
 

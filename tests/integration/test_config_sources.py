@@ -169,6 +169,26 @@ def test_bad_configs_exit_1_before_binding():
         holder.close()
 
 
+def test_unsupported_uwsgi_cache_features_are_announced():
+    """uWSGI cache features we parse but do not implement start the server (a uWSGI configuration
+    keeps working) and each one asked for gets a WARNING line naming the cache and the consequence;
+    a configuration without them gets none."""
+    port = free_port()
+    args = ["--socket", f"127.0.0.1:{port}", "--cache", "5", "--cache-udp-server", "127.0.0.1:4001",
+            "--cache2", "name=a,items=10,bitmap=1,blocks=20,lastmod=1,node=127.0.0.1:4000,sync=127.0.0.1:3031"]
+    with Server(args, workers=1) as srv:
+        warnings = [line for line in srv.log().splitlines() if "WARNING" in line]
+        check(magic_set(("127.0.0.1", port), "k", "v", cache="a"), "the cache works despite the warnings")
+    want = [('cache "default"', "UDP cache sync"), ('cache "a"', "bitmap mode"), ('cache "a"', "blocks=20"),
+            ('cache "a"', "lastmod"), ('cache "a"', "UDP cache sync"), ('cache "a"', "--cache-sync")]
+    for cache, what in want:
+        check(any(cache in w and what in w for w in warnings), f"no warning for {cache} {what}: {warnings}")
+    check_eq(len(warnings), len(want), f"warning lines: {warnings}")
+    with Server(["--socket", f"127.0.0.1:{port}", "--cache2", "name=b,items=10,blocks=10"], workers=1) as srv:
+        check("WARNING" not in srv.log(), f"warnings without an unsupported feature: {srv.log_tail()}")
+
+
 if __name__ == "__main__":
     run_tests([test_same_geometry_from_cli_ini_toml, test_ini_section_and_precedence,
-               test_bad_configs_exit_1_before_binding], budget=55)
+               test_bad_configs_exit_1_before_binding, test_unsupported_uwsgi_cache_features_are_announced],
+              budget=55)
