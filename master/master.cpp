@@ -30,6 +30,7 @@
 #ifdef HAVE_PYHOST
 #include "pyhost/pyhost.hpp"
 #endif
+#include "server/cache_sync.hpp"
 #include "server/dispatcher.hpp"
 #include "workers/scoreboard.hpp"
 #include "workers/worker.hpp"
@@ -282,8 +283,6 @@ void warn_unsupported(const config::CacheSpec& spec) {
     warn(
         "UDP cache sync (node= / udp=, --cache-udp-node / --cache-udp-server) is not supported: updates are "
         "neither sent nor received");
-  if (!spec.sync.empty())
-    warn("sync= / --cache-sync is not supported: the cache is not copied from another node at start");
 }
 
 void Master::create_caches() {
@@ -294,6 +293,11 @@ void Master::create_caches() {
                 g.name, g.items, g.blocksize, g.keysize, g.hashsize, g.purge_lru ? "yes" : "no",
                 g.store.empty() ? "none" : g.store);
     warn_unsupported(spec);
+    if (!spec.sync.empty()) {  // uWSGI's cache-sync: copy another node's cache now; none usable = exit 1
+      const server::SyncResult synced =
+          server::sync_cache_from_nodes(created, spec.sync, config_.socket_timeout * 1000);
+      if (!synced.ok) throw std::runtime_error(synced.error);
+    }
   }
 }
 

@@ -75,4 +75,40 @@ bool parse_dump_image(
   return true;
 }
 
+bool parse_uwsgi_dump_image(
+    std::string_view image, std::uint64_t items, std::uint64_t blocksize,
+    const std::function<void(std::string_view key, std::string_view value, std::uint64_t expires)>& visit,
+    std::string* error) {
+  const auto fail = [&](std::string why) {
+    if (error) *error = "uWSGI dump image: " + std::move(why);
+    return false;
+  };
+  if (items == 0 || blocksize == 0 || items > image.size() || blocksize > image.size() / items)
+    return fail(
+        fmt::format("{} bytes cannot hold {} items of {}-byte blocks", image.size(), items, blocksize));
+  // keysize is not sent: the item table takes what the data blocks leave.
+  const std::uint64_t table = image.size() - items * blocksize;
+  if (table % items != 0 || table / items <= kUwsgiItemHeader)
+    return fail(fmt::format("{} bytes do not split into {} items of {}-byte blocks and an item table",
+                            image.size(), items, blocksize));
+  const std::uint64_t stride = table / items;
+  const std::uint64_t keysize = stride - kUwsgiItemHeader;
+  for (std::uint64_t slot = 1; slot < items; ++slot) {  // slot 0 is uWSGI's null item, never used
+    const char* item = image.data() + slot * stride;
+    const std::uint64_t key_length = load_le(item + 8, 8);
+    const std::uint64_t value_length = load_le(item + 24, 8);
+    const std::uint64_t first_block = load_le(item + 32, 8);
+    const std::uint64_t expires = load_le(item + 40, 8);
+    if (key_length == 0) continue;  // a free slot
+    if (key_length > keysize || value_length > blocksize || first_block >= items)
+      return fail(
+          fmt::format("item {}: key {} bytes (keysize {}), value {} bytes (blocksize {}), block {} of {}",
+                      slot, key_length, keysize, value_length, blocksize, first_block, items));
+    const std::uint64_t value_start = table + first_block * blocksize;
+    visit(image.substr(slot * stride + kUwsgiItemHeader, key_length), image.substr(value_start, value_length),
+          expires);
+  }
+  return true;
+}
+
 }  // namespace server

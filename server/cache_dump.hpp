@@ -37,4 +37,16 @@ bool parse_dump_image(
     const std::function<void(std::string_view key, std::string_view value, std::uint64_t expires)>& visit,
     std::string* error = nullptr);
 
+// uWSGI 2.0's dump image (its item table, then its data blocks; spec §4.1): `items` slots of
+// kUwsgiItemHeader + keysize bytes (u64 LE flags, key length, hash, value length, first block, expires,
+// then links we ignore, then the key), then `items` blocks of `blocksize` bytes. keysize is not in the
+// reply: it is what the image's size leaves. Slot 0 is never used. Bitmap-mode caches (a value spanning
+// blocks, or more blocks than items) are not readable: their image does not split this way and is
+// refused with a reason. Every length and index is checked against the image before use.
+inline constexpr std::uint64_t kUwsgiItemHeader = 88;
+bool parse_uwsgi_dump_image(
+    std::string_view image, std::uint64_t items, std::uint64_t blocksize,
+    const std::function<void(std::string_view key, std::string_view value, std::uint64_t expires)>& visit,
+    std::string* error = nullptr);
+
 }  // namespace server

@@ -53,6 +53,8 @@ using client_detail::MagicReply;
 using Clock = std::chrono::steady_clock;
 
 inline constexpr std::uint8_t kMagic = 17;
+inline constexpr std::uint8_t kDump = 6;       // request
+inline constexpr std::uint8_t kDumpReply = 7;  // its reply
 
 // Largest value accepted in a reply: our largest blocksize (1 GiB); a bigger size var is garbage, and
 // trusting it would allocate that much.
@@ -469,6 +471,79 @@ ClientStatus CacheClient::exchange(const MagicCall& call, MagicReply& reply) {
     return ClientStatus::miss;
   }
   return ClientStatus::error;  // not reached: the second attempt always returns
+}
+
+ClientStatus CacheClient::dump(std::string_view cache, std::vector<std::pair<std::string, std::string>>& vars,
+                               std::string& image, std::uint64_t max_image) {
+  vars.clear();
+  image.clear();
+  last_error_.clear();
+  if (cache.size() > 0xffff) {
+    fail(fmt::format("dump: cache name of {} bytes exceeds 65535", cache.size()));
+    return ClientStatus::error;
+  }
+  if (!open_connection()) return ClientStatus::error;
+  const std::unique_ptr<Connection> connection = std::move(connection_);  // never kept: the server closes
+  const int fd = connection->fd;
+  const int timeout = options_.timeout_ms;
+  std::string request;
+  encode_header(request, kModifierCache, static_cast<std::uint16_t>(cache.size()), kDump);
+  int error = 0;
+  std::size_t got = 0;
+  char head[kHeaderSize];
+  Io io = send_all(fd, request, cache, timeout, error);
+  if (io == Io::ok) io = read_exact(fd, head, kHeaderSize, timeout, got, error);
+  if (io == Io::eof && got == 0) {
+    last_error_ =
+        fmt::format("cache server {}: dump {}: no reply (unknown cache)", address_, printable(cache));
+    return ClientStatus::miss;
+  }
+  const auto io_problem = [&](std::string_view what) {
+    fail(fmt::format("dump: {} ({})", what,
+                     io == Io::timeout ? fmt::format("nothing within {} ms", timeout)
+                     : io == Io::eof   ? std::string("connection closed")
+                                       : errno_text(error)));
+    return ClientStatus::error;
+  };
+  if (io != Io::ok) return io_problem(fmt::format("reply header cut short after {} bytes", got));
+  const PacketHeader header = decode_header(head);
+  if (header.modifier1 != kModifierCache || header.modifier2 != kDumpReply) {
+    fail(fmt::format(
+        "dump: unexpected reply header {:02x} {:02x} {:02x} {:02x} (want modifier1 111, modifier2 7)",
+        static_cast<unsigned char>(head[0]), static_cast<unsigned char>(head[1]),
+        static_cast<unsigned char>(head[2]), static_cast<unsigned char>(head[3])));
+    return ClientStatus::error;
+  }
+  std::string block(header.datasize, '\0');
+  io = read_exact(fd, block.data(), block.size(), timeout, got, error);
+  if (io != Io::ok)
+    return io_problem(fmt::format("reply vars cut short after {} of {} bytes", got, block.size()));
+  VarsReader reader(block);
+  std::string_view key, value;
+  while (reader.next(key, value)) vars.emplace_back(key, value);
+  if (reader.failed()) {
+    fail(fmt::format("dump: malformed reply vars: {}", reader.error()));
+    return ClientStatus::error;
+  }
+  // The image runs until the server closes.
+  constexpr std::size_t kChunk = 1 << 20;
+  for (;;) {
+    const std::size_t at = image.size();
+    if (at > max_image) {
+      fail(fmt::format("dump: image larger than {} bytes", max_image));
+      return ClientStatus::error;
+    }
+    image.resize(at + kChunk);
+    io = read_exact(fd, image.data() + at, kChunk, timeout, got, error);
+    image.resize(at + got);
+    if (io == Io::eof) break;
+    if (io != Io::ok) return io_problem(fmt::format("image cut short after {} bytes", image.size()));
+  }
+  if (image.size() > max_image) {
+    fail(fmt::format("dump: image of {} bytes is larger than {}", image.size(), max_image));
+    return ClientStatus::error;
+  }
+  return ClientStatus::ok;
 }
 
 ClientStatus CacheClient::get(std::string_view key, std::string& value, std::string_view cache,

@@ -67,6 +67,12 @@ class CacheClient {
   ClientStatus math(std::string_view cmd, std::string_view key, std::int64_t operand,
                     std::int64_t expires = 0, std::string_view cache = {}, std::int64_t* result = nullptr);
 
+  // modifier2 6: the cache's dump (uWSGI's --cache-sync request), on a connection of its own. vars gets
+  // the reply's vars (items, blocksize; ours adds format, count, bytes), image what follows until the
+  // server closes. miss = no reply (unknown cache); error when the image exceeds max_image bytes.
+  ClientStatus dump(std::string_view cache, std::vector<std::pair<std::string, std::string>>& vars,
+                    std::string& image, std::uint64_t max_image);
+
   const std::string& address() const { return address_; }
   const std::string& last_error() const { return last_error_; }
 

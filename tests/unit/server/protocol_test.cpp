@@ -3,7 +3,10 @@
 
 #include <catch2/catch.hpp>
 #include <memory>
+#include <random>
 #include <stdexcept>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "server/cache_dump.hpp"
@@ -358,4 +361,74 @@ TEST_CASE("dump image round trip", "[protocol][dump]") {
   CHECK_FALSE(parse_dump_image("garbage!", collect, &error));
   CHECK(error.find("missing magic") != std::string::npos);
   CHECK(parse_dump_image(kDumpMagic, collect, &error));
+}
+
+namespace {
+
+// uWSGI 2.0's dump image (spec §4.1): `items` slots of 88 + keysize bytes, then `items` blocks.
+std::string uwsgi_image(std::uint64_t items, std::uint64_t keysize, std::uint64_t blocksize) {
+  return std::string(items * (88 + keysize + blocksize), '\0');
+}
+
+void put_u64(std::string& image, std::size_t at, std::uint64_t value) {
+  for (int i = 0; i < 8; ++i) image[at + i] = static_cast<char>((value >> (8 * i)) & 0xff);
+}
+
+}  // namespace
+
+TEST_CASE("uWSGI dump image: items read from the item table and the blocks, every field bounded",
+          "[protocol][dump]") {
+  const std::uint64_t items = 4, keysize = 32, blocksize = 16, stride = 88 + keysize, table = items * stride;
+  std::string image = uwsgi_image(items, keysize, blocksize);
+  // Slot 2: key "ab", 5-byte value in block 3, expires 1795642449. Slot 0 (uWSGI's null item) is ignored.
+  put_u64(image, 2 * stride + 8, 2);
+  put_u64(image, 2 * stride + 24, 5);
+  put_u64(image, 2 * stride + 32, 3);
+  put_u64(image, 2 * stride + 40, 1795642449);
+  image.replace(2 * stride + 88, 2, "ab");
+  image.replace(table + 3 * blocksize, 5, "hello");
+  put_u64(image, 8, 1);  // slot 0 "in use": never read
+  std::vector<std::tuple<std::string, std::string, std::uint64_t>> records;
+  const auto collect = [&](std::string_view key, std::string_view value, std::uint64_t expires) {
+    records.emplace_back(key, value, expires);
+  };
+  std::string error;
+  REQUIRE(parse_uwsgi_dump_image(image, items, blocksize, collect, &error));
+  REQUIRE(records.size() == 1);
+  CHECK(records[0] == std::tuple<std::string, std::string, std::uint64_t>{"ab", "hello", 1795642449});
+
+  SECTION("a value longer than a block") {
+    put_u64(image, 2 * stride + 24, blocksize + 1);
+    CHECK_FALSE(parse_uwsgi_dump_image(image, items, blocksize, collect, &error));
+    CHECK(error ==
+          "uWSGI dump image: item 2: key 2 bytes (keysize 32), value 17 bytes (blocksize 16), block 3 of 4");
+  }
+  SECTION("a block index past the data area") {
+    put_u64(image, 2 * stride + 32, items);
+    CHECK_FALSE(parse_uwsgi_dump_image(image, items, blocksize, collect, &error));
+  }
+  SECTION("a key longer than the slot") {
+    put_u64(image, 2 * stride + 8, keysize + 1);
+    CHECK_FALSE(parse_uwsgi_dump_image(image, items, blocksize, collect, &error));
+  }
+  SECTION("a size that does not split into the geometry") {
+    CHECK_FALSE(parse_uwsgi_dump_image(image + "x", items, blocksize, collect, &error));
+    CHECK(error.find("do not split") != std::string::npos);
+    CHECK_FALSE(parse_uwsgi_dump_image(image, 0, blocksize, collect, &error));
+    CHECK_FALSE(parse_uwsgi_dump_image(image, items, 1u << 30, collect, &error));
+    CHECK_FALSE(parse_uwsgi_dump_image("", items, blocksize, collect, &error));
+  }
+  SECTION("random bytes never read out of bounds") {
+    std::mt19937_64 rng(7);
+    for (int round = 0; round < 2000; ++round) {
+      std::string noise = uwsgi_image(items, keysize, blocksize);
+      for (auto& c : noise) c = static_cast<char>(rng() % 4 == 0 ? rng() : 0);
+      records.clear();
+      parse_uwsgi_dump_image(noise, items, blocksize, collect, &error);  // ASan checks the reads
+      for (const auto& [key, value, expires] : records) {
+        CHECK(key.size() <= keysize);
+        CHECK(value.size() <= blocksize);
+      }
+    }
+  }
 }
