@@ -32,6 +32,7 @@
 #endif
 #include "server/cache_sync.hpp"
 #include "server/dispatcher.hpp"
+#include "server/udp_sync.hpp"
 #include "workers/scoreboard.hpp"
 #include "workers/worker.hpp"
 
@@ -237,6 +238,7 @@ class Master {
   int signal_fd_ = -1;
   int ready_pipe_[2] = {-1, -1};
   std::unique_ptr<CacheJobs> cache_jobs_;
+  std::vector<std::unique_ptr<server::UdpReceiver>> udp_receivers_;  // threads, started with cache_jobs_
   Phase phase_ = Phase::running;
   int exit_status_ = 0;
   std::int64_t stop_deadline_ms_ = 0;
@@ -252,6 +254,7 @@ Master::~Master() { cleanup(); }
 
 void Master::cleanup() {
   if (cache_jobs_) cache_jobs_->stop();
+  for (auto& receiver : udp_receivers_) receiver->stop();
   close_listeners(listeners_, true);
   if (!config_.pidfile.empty()) unlink(config_.pidfile.c_str());
   if (signal_fd_ >= 0) close(signal_fd_);
@@ -279,15 +282,16 @@ void warn_unsupported(const config::CacheSpec& spec) {
                      spec.blocks));
   if (spec.lastmod)
     warn("lastmod / --cache-use-last-modified is not supported: no last-modified time is kept");
-  if (!spec.nodes.empty() || !spec.udp_servers.empty())
-    warn(
-        "UDP cache sync (node= / udp=, --cache-udp-node / --cache-udp-server) is not supported: updates are "
-        "neither sent nor received");
 }
 
 void Master::create_caches() {
   for (const config::CacheSpec& spec : config_.caches) {
-    cache::Cache& created = caches_.add(cache::Cache::create(geometry_from(spec)));
+    std::unique_ptr<cache::Cache> made = cache::Cache::create(geometry_from(spec));
+    // What the UDP receiver and the start-up sync write to: the cache itself, never sent on to nodes
+    // (two nodes sending to each other would bounce every update forever).
+    cache::Cache& local = *made;
+    if (!spec.nodes.empty()) made = server::replicate_to_nodes(std::move(made), spec.nodes);
+    cache::Cache& created = caches_.add(std::move(made));
     const cache::Geometry& g = created.geometry();
     common::log("cache \"{}\" ready: items={} blocksize={} keysize={} hashsize={} purge_lru={} store={}",
                 g.name, g.items, g.blocksize, g.keysize, g.hashsize, g.purge_lru ? "yes" : "no",
@@ -295,9 +299,14 @@ void Master::create_caches() {
     warn_unsupported(spec);
     if (!spec.sync.empty()) {  // uWSGI's cache-sync: copy another node's cache now; none usable = exit 1
       const server::SyncResult synced =
-          server::sync_cache_from_nodes(created, spec.sync, config_.socket_timeout * 1000);
+          server::sync_cache_from_nodes(local, spec.sync, config_.socket_timeout * 1000);
       if (!synced.ok) throw std::runtime_error(synced.error);
     }
+    if (!spec.udp_servers.empty())
+      udp_receivers_.push_back(std::make_unique<server::UdpReceiver>(local, spec.udp_servers));
+    if (!spec.nodes.empty())
+      common::log("UDP cache sync: cache \"{}\" sends its updates to {}", spec.name,
+                  fmt::join(spec.nodes, ", "));
   }
 }
 
@@ -686,6 +695,7 @@ int Master::run() {
   ensure_workers();
   // Started after the first fork so the workers never inherit a half-copied thread state.
   if (cache_jobs_) cache_jobs_->start();
+  for (auto& receiver : udp_receivers_) receiver->start();
 
   while (phase_ != Phase::stopped) {
     struct pollfd fds[2] = {{signal_fd_, POLLIN, 0}, {ready_pipe_[0], POLLIN, 0}};
@@ -701,6 +711,7 @@ int Master::run() {
     if (phase_ == Phase::stopping && children_.empty()) phase_ = Phase::stopped;
   }
   if (cache_jobs_) cache_jobs_->stop();
+  for (auto& receiver : udp_receivers_) receiver->stop();
   // Every worker is gone: flush each store so a graceful or immediate stop leaves it on the disk.
   flush_stores();
   common::log("server stopped (exit status {})", exit_status_);
