@@ -412,6 +412,10 @@ class ShmCache final : public Cache {
   std::uint32_t shard_of_bucket(std::uint32_t b) const { return b & shard_mask_; }
   bool needs_ext(std::uint64_t klen, std::uint64_t vlen) const { return klen + vlen > block_size_; }
 
+  // lastmod caches: the time of this write (a clock read, which is why it is opt-in, as in uWSGI).
+  void note_modified() {
+    if (lastmod_) hdr_->last_modified_at.store(now(), std::memory_order_relaxed);
+  }
   std::int64_t now() const { return clock_ ? clock_() : static_cast<std::int64_t>(time(nullptr)); }
   bool expired(std::int64_t expires, std::int64_t now_s) const {
     return !no_expire_ && expires != 0 && expires <= now_s;
@@ -565,6 +569,7 @@ class ShmCache final : public Cache {
   std::uint32_t stash_cap_ = 0;  // per-shard stash size in use (<= kStashMax)
   bool purge_lru_ = false;
   bool no_expire_ = false;
+  bool lastmod_ = false;
 };
 
 // ---- creation ---------------------------------------------------------------------------------------
@@ -603,6 +608,7 @@ void ShmCache::map_and_init() {
   stash_cap_ = static_cast<std::uint32_t>(std::min<std::uint64_t>(kStashMax, g.items / (2ULL * shards_n_)));
   purge_lru_ = g.purge_lru;
   no_expire_ = g.no_expire;
+  lastmod_ = g.lastmod;
 
   Plan plan;
   std::uint64_t off = sizeof(RegionHeader);
@@ -1649,6 +1655,7 @@ Status ShmCache::store(Mode mode, std::string_view key, std::string_view value, 
           item(slot).last_used_ns.store(static_cast<std::uint64_t>(monotonic_ns()),
                                         std::memory_order_relaxed);
         note_expiry_locked(s, expires);
+        note_modified();
         return Status::ok;
       }
     }
@@ -1748,6 +1755,7 @@ Status ShmCache::del(std::string_view key) {
     counters().add(&CounterStripe::expirations, 1);
     return Status::miss;
   }
+  note_modified();
   return Status::ok;
 }
 
@@ -1769,6 +1777,7 @@ Status ShmCache::clear() {
     free_slots_locked(s, batch.data(), batch.size());
     shard(s).next_expiry.store(0, std::memory_order_relaxed);
   }
+  note_modified();
   return Status::ok;
 }
 
@@ -1835,6 +1844,7 @@ Stats ShmCache::stats() const {
   }
   st.items = count();
   st.capacity = items_cap_;
+  st.last_modified_at = hdr_->last_modified_at.load(std::memory_order_relaxed);
   st.store_restored = store_restored_;
   st.store_dropped = store_dropped_;
   return st;

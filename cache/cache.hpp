@@ -37,6 +37,7 @@ struct Geometry {
   bool purge_lru = false;      // when full, evict the least recently used item instead of failing
   bool ignore_full = false;    // no "cache is FULL" log lines (the counter still counts)
   bool no_expire = false;      // expiry is a no-op: items live until deleted (--cache-no-expire)
+  bool lastmod = false;  // keep the time of the last modification (uWSGI's lastmod=1): a clock read per write
   std::int64_t math_initial = 0;
   // Persistence (docs/persistence.md): "" = anonymous shared memory; otherwise the region is a
   // MAP_SHARED mapping of this file, validated and rebuilt at create().
@@ -57,6 +58,7 @@ struct Stats {
   std::uint64_t lookups = 0;     // hash lookups (for probes per lookup)
   std::uint64_t probes = 0;      // chain entries examined by those lookups
   std::uint64_t shard_recoveries = 0;
+  std::int64_t last_modified_at = 0;  // unix seconds of the last write (lastmod caches; 0 otherwise)
   // Store load (this process's view of the load done at create(); 0 without a store).
   std::uint64_t store_restored = 0;  // items restored from the file
   std::uint64_t store_dropped = 0;   // items found damaged (torn write, corruption) and dropped

@@ -90,7 +90,10 @@ struct RegionHeader {
   // Store files only: checksum of bytes [0, kHeaderSummedBytes) and of seals_offset. Written once when
   // the file is created; the header never changes afterwards, so a mismatch means damage.
   std::uint64_t header_checksum;
-  std::uint8_t reserved[kPage - 168];
+  // lastmod caches only: unix seconds of the last set/update/math/del/clear (0 = none yet). Changes at
+  // run time, so outside the checksummed prefix; a store keeps it across restarts.
+  std::atomic<std::int64_t> last_modified_at;
+  std::uint8_t reserved[kPage - 176];
 };
 // The immutable prefix of the header covered by header_checksum (everything before the cursors).
 inline constexpr std::size_t kHeaderSummedBytes = 144;
@@ -99,6 +102,7 @@ static_assert(offsetof(RegionHeader, geometry) == 80);
 static_assert(offsetof(RegionHeader, sweep_shard_cursor) == kHeaderSummedBytes);
 static_assert(offsetof(RegionHeader, seals_offset) == 152);
 static_assert(offsetof(RegionHeader, header_checksum) == 160);
+static_assert(offsetof(RegionHeader, last_modified_at) == 168);
 
 // One shard: the mutex on its own cache line so optimistic readers (which only read `seq`) do not
 // share a line with lockers.

@@ -79,6 +79,7 @@ cache::Geometry geometry_from(const config::CacheSpec& spec) {
   geometry.purge_lru = spec.purge_lru;
   geometry.ignore_full = spec.ignore_full;
   geometry.no_expire = spec.no_expire;
+  geometry.lastmod = spec.lastmod;
   geometry.math_initial = spec.math_initial;
   geometry.store = spec.store;
   geometry.store_delete = spec.store_delete;
@@ -280,8 +281,6 @@ void warn_unsupported(const config::CacheSpec& spec) {
   if (spec.blocks > spec.items)
     warn(fmt::format("blocks={} is ignored: without bitmap mode every item has exactly one block",
                      spec.blocks));
-  if (spec.lastmod)
-    warn("lastmod / --cache-use-last-modified is not supported: no last-modified time is kept");
 }
 
 void Master::create_caches() {
@@ -616,10 +615,11 @@ void Master::log_stats() {
     cache::Stats s = cache->stats();
     common::log(
         "stats: cache \"{}\": items {}/{}, hits {}, misses {}, full {}, evictions {}, expirations {}, "
-        "lock waits {}, probes/lookup {:.2f}, shard recoveries {}",
+        "lock waits {}, probes/lookup {:.2f}, shard recoveries {}{}",
         cache->geometry().name, s.items, s.capacity, s.hits, s.misses, s.full, s.evictions, s.expirations,
         s.lock_waits, s.lookups == 0 ? 0.0 : static_cast<double>(s.probes) / static_cast<double>(s.lookups),
-        s.shard_recoveries);
+        s.shard_recoveries,
+        cache->geometry().lastmod ? fmt::format(", last modified at {}", s.last_modified_at) : std::string());
   }
 }
 

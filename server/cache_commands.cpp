@@ -314,7 +314,8 @@ MagicOutcome magic_stats(cache::Cache& cache, Reply& reply) {
       {"lock_waits", stats.lock_waits},
       {"lookups", stats.lookups},
       {"probes", stats.probes},
-      {"shard_recoveries", stats.shard_recoveries}};
+      {"shard_recoveries", stats.shard_recoveries},
+      {"last_modified_at", static_cast<std::uint64_t>(stats.last_modified_at)}};
   for (const auto& [name, value] : counters) append_var(reply.head, name, DecimalText(value).view());
   patch_datasize(reply.head);
   return MagicOutcome::ok_with_reply_built;

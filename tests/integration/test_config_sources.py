@@ -6,11 +6,12 @@ import os
 import re
 import socket
 import sys
+import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Server, app_get, check, check_eq, free_port, magic_get, magic_set,  # noqa: E402
-                     make_temp_dir, port_is_free, run_server_to_exit, run_tests)
+from harness import (Server, app_get, check, check_eq, free_port, magic_get, magic_req, magic_set,  # noqa: E402
+                     make_temp_dir, parse_vars, port_is_free, request, run_server_to_exit, run_tests)
 
 GEOMETRY_RE = re.compile(r'cache "default" ready: (.*)$', re.M)
 
@@ -177,8 +178,13 @@ def test_unsupported_uwsgi_cache_features_are_announced():
     args = ["--socket", f"127.0.0.1:{port}", "--cache", "5", "--cache2", "name=a,items=10,bitmap=1,blocks=20,lastmod=1"]
     with Server(args, workers=1) as srv:
         warnings = [line for line in srv.log().splitlines() if "WARNING" in line]
+        t0 = int(time.time())
         check(magic_set(("127.0.0.1", port), "k", "v", cache="a"), "the cache works despite the warnings")
-    want = [('cache "a"', "bitmap mode"), ('cache "a"', "blocks=20"), ('cache "a"', "lastmod")]
+        # lastmod=1 is implemented: the stats extension shows the time of the last write.
+        reply, _ = request(("127.0.0.1", port), magic_req([("cmd", "stats"), ("cache", "a")]))
+        stats = dict(parse_vars(reply[4:4 + int.from_bytes(reply[1:3], "little")]))
+        check(t0 <= int(stats[b"last_modified_at"]) <= time.time() + 1, f"last_modified_at of a lastmod cache: {stats}")
+    want = [('cache "a"', "bitmap mode"), ('cache "a"', "blocks=20")]
     for cache, what in want:
         check(any(cache in w and what in w for w in warnings), f"no warning for {cache} {what}: {warnings}")
     check_eq(len(warnings), len(want), f"warning lines: {warnings}")

@@ -994,7 +994,7 @@ def ext_stats_check(cache):
         items, bs, ks = GEOMETRY[cache]
         want_names = [b"status", b"name", b"items", b"capacity", b"blocksize", b"keysize", b"hits", b"misses",
                       b"full", b"evictions", b"expirations", b"lock_waits", b"lookups", b"probes",
-                      b"shard_recoveries"]
+                      b"shard_recoveries", b"last_modified_at"]
         try:
             d, body = parse_magic_reply(ours[0])
             size = struct.unpack_from("<H", ours[0], 1)[0]

@@ -383,3 +383,38 @@ TEST_CASE("free slots parked in shard stashes never make the cache look full", "
     CHECK(c->count() == 0);
   }
 }
+
+TEST_CASE("lastmod keeps the time of the last write; without it nothing is kept", "[cache]") {
+  FakeClock clock;
+  for (const bool lastmod : {false, true}) {
+    Geometry g;
+    g.name = "lastmod";
+    g.items = 8;
+    g.blocksize = 64;
+    g.keysize = 16;
+    g.lastmod = lastmod;
+    auto c = Cache::create(g);
+    c->set_clock([&clock] { return clock.t; });
+    const auto at = [&] { return c->stats().last_modified_at; };
+    CHECK(at() == 0);
+    clock.t = 1'700'000'100;
+    REQUIRE(c->set("a", "1") == Status::ok);
+    CHECK(at() == (lastmod ? 1'700'000'100 : 0));
+    clock.t = 1'700'000'200;
+    std::string v;
+    REQUIRE(c->get("a", v) == Status::ok);        // a read is no modification
+    REQUIRE(c->set("a", "2") == Status::exists);  // nor a refused write
+    CHECK(at() == (lastmod ? 1'700'000'100 : 0));
+    REQUIRE(c->update("a", "3") == Status::ok);
+    CHECK(at() == (lastmod ? 1'700'000'200 : 0));
+    clock.t = 1'700'000'300;
+    REQUIRE(c->math("n", Cache::MathOp::inc, 1) == Status::ok);
+    CHECK(at() == (lastmod ? 1'700'000'300 : 0));
+    clock.t = 1'700'000'400;
+    REQUIRE(c->del("a") == Status::ok);
+    CHECK(at() == (lastmod ? 1'700'000'400 : 0));
+    clock.t = 1'700'000'500;
+    REQUIRE(c->clear() == Status::ok);
+    CHECK(at() == (lastmod ? 1'700'000'500 : 0));
+  }
+}
