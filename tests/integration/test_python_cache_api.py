@@ -11,11 +11,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (SERVER_BIN, UWSGI, need_uwsgi, Server, _child_setup, can_connect, check, check_eq, free_port, make_temp_dir, packet,
-                     request, run_tests, vars_block)
+from harness import (SERVER_BIN, Server, UwsgiProcess, check, check_eq, free_port, make_temp_dir,  # noqa: E402
+                     need_uwsgi, packet, request, run_tests, vars_block)
 
 
 APP = r'''
@@ -274,40 +273,6 @@ def app_get(addr, path, query="", timeout=60):
     return json.loads(reply.partition(b"\r\n\r\n")[2])
 
 
-class Uwsgi:
-    """A uWSGI 2.0 process, killed (with its workers: own process group) on exit."""
-
-    def __init__(self, args, addr, tmpdir):
-        self.args, self.addr = args, addr
-        self.log_path = os.path.join(tmpdir, "uwsgi-%d.log" % addr[1])
-
-    def __enter__(self):
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([UWSGI] + self.args, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=self.log, start_new_session=True, preexec_fn=_child_setup())
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not can_connect(self.addr):
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        if not can_connect(self.addr):
-            self.__exit__(None, None, None)
-            raise AssertionError("uWSGI did not start: " + open(self.log_path, "rb").read()[-2000:].decode("replace"))
-        time.sleep(0.3)  # its worker(s) forked
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            os.killpg(self.proc.pid, 9)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=5)
-        self.log.close()
-        return False
-
-
-
-
 def setup_app():
     d = make_temp_dir("pyc-")
     with open(os.path.join(d, "capp.py"), "w") as f:
@@ -320,11 +285,12 @@ def test_same_results_as_uwsgi():
     d = setup_app()
     rport, uport, oport = free_port(), free_port(), free_port()
     remote = f"127.0.0.1:{rport}"
-    with Uwsgi(["--plugin", "cache", "--master", "--socket", remote, "--cache2", "name=remote,items=100"],
-               ("127.0.0.1", rport), d):
-        with Uwsgi(["--plugin", "python3,cache", "--master", "--socket", f"127.0.0.1:{uport}", "--cache", "100",
-                    "--module", "capp", "--chdir", d, "--processes", "1", "--threads", "2"],
-                   ("127.0.0.1", uport), d):
+    # Each ready once a worker answers (harness.UwsgiProcess), not after a fixed sleep.
+    with UwsgiProcess(["--plugin", "cache", "--master", "--socket", remote, "--cache2", "name=remote,items=100"],
+                      [("127.0.0.1", rport)]):
+        with UwsgiProcess(["--plugin", "python3,cache", "--master", "--socket", f"127.0.0.1:{uport}", "--cache",
+                           "100", "--module", "capp", "--chdir", d, "--processes", "1", "--threads", "2"],
+                          [("127.0.0.1", uport)]):
             theirs = normalise(app_get(("127.0.0.1", uport), "/run", remote), remote)
         with Server(["--socket", f"127.0.0.1:{oport}", "--cache", "100", "--module", "capp", "--chdir", d,
                      "--processes", "1", "--threads", "2"], workers=1):
