@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <ctime>
 #include <string_view>
 #include <utility>
@@ -59,6 +60,12 @@ SyncResult sync_cache_from_nodes(cache::Cache& cache, const std::vector<std::str
   SyncResult result;
   const std::string& name = cache.geometry().name;
   std::vector<std::string> failures;
+  // A node's dump is held in memory while it loads: refuse one over 4 times what this cache can hold
+  // (uWSGI's images carry a keysize slot per item, so a same-size cache's image is somewhat larger)
+  // rather than let a misconfigured or hostile node exhaust memory.
+  const cache::Geometry& g = cache.geometry();
+  const std::uint64_t max_image = std::max<std::uint64_t>(
+      std::uint64_t{64} << 20, 4 * g.items * (kUwsgiItemHeader + g.keysize + g.blocksize));
   for (std::size_t i = 0; i < nodes.size(); ++i) {
     const std::string& node = nodes[i];
     common::log("[cache-sync] getting cache dump from {} ...", node);
@@ -68,8 +75,7 @@ SyncResult sync_cache_from_nodes(cache::Cache& cache, const std::vector<std::str
     CacheClient client(node, options);
     std::vector<std::pair<std::string, std::string>> vars;
     std::string image;
-    // Bounds the image by what the reply's geometry can hold (uWSGI's keysize is not sent: at most 64 KiB).
-    const ClientStatus got = client.dump(name, vars, image, std::uint64_t{1} << 40);
+    const ClientStatus got = client.dump(name, vars, image, max_image);
     std::string error;
     if (got == ClientStatus::ok) {
       const std::uint64_t items = number(vars, "items"), blocksize = number(vars, "blocksize");
@@ -90,8 +96,11 @@ SyncResult sync_cache_from_nodes(cache::Cache& cache, const std::vector<std::str
     } else if (got == ClientStatus::miss) {
       error = fmt::format("{}: no cache named \"{}\" there", node, name);
     } else {
-      common::log("[cache-sync] unable to connect to the cache server");
+      if (client.last_error().find("bytes allowed") == std::string::npos)
+        common::log("[cache-sync] unable to connect to the cache server");
       error = client.last_error();
+      if (error.find("bytes allowed") != std::string::npos)
+        error += " (4 times what this cache can hold: make it at least as large as the node's)";
     }
     common::log("[cache-sync] {}", error);
     failures.push_back(std::move(error));

@@ -530,7 +530,7 @@ ClientStatus CacheClient::dump(std::string_view cache, std::vector<std::pair<std
   for (;;) {
     const std::size_t at = image.size();
     if (at > max_image) {
-      fail(fmt::format("dump: image larger than {} bytes", max_image));
+      fail(fmt::format("dump: image larger than the {} bytes allowed", max_image));
       return ClientStatus::error;
     }
     image.resize(at + kChunk);
@@ -540,7 +540,7 @@ ClientStatus CacheClient::dump(std::string_view cache, std::vector<std::pair<std
     if (io != Io::ok) return io_problem(fmt::format("image cut short after {} bytes", image.size()));
   }
   if (image.size() > max_image) {
-    fail(fmt::format("dump: image of {} bytes is larger than {}", image.size(), max_image));
+    fail(fmt::format("dump: image of {} bytes, larger than the {} bytes allowed", image.size(), max_image));
     return ClientStatus::error;
   }
   return ClientStatus::ok;

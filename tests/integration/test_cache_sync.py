@@ -82,8 +82,8 @@ def test_from_uwsgi():
         uw.stop()
 
 
-def garbage_server(port, stop):
-    """Answers every connection with a dump reply header and bytes that are no image."""
+def garbage_server(port, stop, image_bytes=777):
+    """Answers every connection with a dump reply header and `image_bytes` bytes that are no image."""
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("127.0.0.1", port))
@@ -98,7 +98,13 @@ def garbage_server(port, stop):
             c.recv(100)
             vars_ = b"".join(len(k).to_bytes(2, "little") + k + len(v).to_bytes(2, "little") + v
                              for k, v in ((b"items", b"10"), (b"blocksize", b"64")))
-            c.sendall(bytes([111]) + len(vars_).to_bytes(2, "little") + bytes([7]) + vars_ + b"\xff" * 777)
+            c.sendall(bytes([111]) + len(vars_).to_bytes(2, "little") + bytes([7]) + vars_)
+            try:
+                chunk = b"\xff" * min(image_bytes, 1 << 20)
+                for sent in range(0, image_bytes, len(chunk)):
+                    c.sendall(chunk[:image_bytes - sent])
+            except OSError:
+                pass  # the server stopped reading (a dump over its limit)
     s.close()
 
 
@@ -123,6 +129,19 @@ def test_no_usable_node_exits_1_before_binding():
     check_eq(rc, 1, "exit status when the only answer is garbage")
     check("uWSGI dump image" in out and "trying with the next sync node" in out, f"message: {out[-600:]}")
     check(port_is_free(port) and not left, "nothing bound, nothing left running")
+    # A dump far larger than this cache could hold is refused before it exhausts memory.
+    hport = free_port()
+    stop = threading.Event()
+    t = threading.Thread(target=garbage_server, args=(hport, stop, (65 << 20) + 1), daemon=True)
+    t.start()
+    try:
+        rc, out, left = run_server_to_exit(["--socket", f"127.0.0.1:{port}", "--cache", "10", "--cache-blocksize", "1k",
+                                            "--cache-sync", f"127.0.0.1:{hport}"], timeout=20)
+    finally:
+        stop.set()
+        t.join(5)
+    check_eq(rc, 1, "exit status for an oversized dump")
+    check("bytes allowed" in out and "at least as large as the node's" in out, f"message: {out[-600:]}")
 
 
 if __name__ == "__main__":
