@@ -16,6 +16,7 @@ Conventions
 import atexit
 import ctypes
 import os
+import random
 import re
 import resource
 import shutil
@@ -118,9 +119,36 @@ def make_temp_dir(prefix="it-"):
     return d
 
 
-def free_port(host="127.0.0.1"):
-    """A TCP port that was free a moment ago (bound to port 0, then released)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_port_rng = random.Random()  # seeded from the OS: parallel test processes draw different sequences
+
+
+def free_port(host="127.0.0.1", kind=socket.SOCK_STREAM):
+    """A port that was free a moment ago, drawn at random outside the kernel's ephemeral range
+    (ip_local_port_range). Tests run in parallel, and their client sockets take local ports from that
+    range: a port handed out by bind(0) could be taken by someone's connect() before our server binds
+    it (seen: "Address already in use" while another test opened 1500 connections)."""
+    lo, hi = _ephemeral_range()
+    pool = (10000, lo - 1) if lo > 11000 else (hi + 1, 65535)
+    for _ in range(500):
+        port = _port_rng.randint(*pool)
+        s = socket.socket(socket.AF_INET, kind)
+        try:
+            s.bind((host, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    s = socket.socket(socket.AF_INET, kind)
     try:
         s.bind((host, 0))
         return s.getsockname()[1]

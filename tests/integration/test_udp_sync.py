@@ -18,11 +18,7 @@ from harness import (Server, UwsgiProcess, array_block, check, check_eq, free_po
 
 
 def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    return free_port(kind=socket.SOCK_DGRAM)
 
 
 def arrives(addr, key, want, cache=None, timeout=5.0):
