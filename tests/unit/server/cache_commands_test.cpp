@@ -1,11 +1,16 @@
 // Every modifier1 111 command's exact reply bytes against a real cache::Cache, using the byte examples
 // of uwsgi-cache-examples.md §1 (with the intended headers where we fix uWSGI 2.0.21's bugs).
 #include <catch2/catch.hpp>
+#include <cstdlib>
+#include <ctime>
 #include <map>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "server/cache_dump.hpp"
 #include "server/dispatcher.hpp"
+#include "server/udp_sync.hpp"
 #include "wire.hpp"
 
 using namespace server;
@@ -505,4 +510,64 @@ TEST_CASE("magic extensions: keys, stats, inc/dec/mul/div", "[cache-commands]") 
     CHECK(server.note.find("8-byte") != std::string::npos);
     CHECK(server.value_of(*server.main, "n") == "<miss>");
   }
+}
+
+// ---- UDP cache sync packets (spec §2.7) ----
+
+TEST_CASE("UDP sync packets: uWSGI's bytes, and what a receiver applies", "[udp]") {
+  // Set: [111, L, 10] + array [key, value, expires as decimal]; delete: [111, L, 11] + array [key].
+  CHECK(hex(server::udp_set_packet("k", "v", 0)) == "6f 09 00 0a 01 00 6b 01 00 76 01 00 30");
+  CHECK(hex(server::udp_set_packet("ab", "xyz", 1795642449)) ==
+        "6f 15 00 0a 02 00 61 62 03 00 78 79 7a 0a 00 31 37 39 35 36 34 32 34 34 39");
+  CHECK(hex(server::udp_delete_packet("ab")) == "6f 04 00 0b 02 00 61 62");
+  CHECK_THROWS_AS(server::udp_set_packet("k", std::string(70000, 'v'), 0), std::length_error);
+
+  cache::Geometry g;
+  g.name = "udp";
+  g.items = 8;
+  g.blocksize = 64;
+  g.keysize = 16;
+  auto c = cache::Cache::create(g);
+  std::string error;
+  const std::int64_t in_an_hour = static_cast<std::int64_t>(std::time(nullptr)) + 3600;
+  REQUIRE(server::apply_udp_packet(*c, server::udp_set_packet("a", "1", 0), &error));
+  REQUIRE(server::apply_udp_packet(
+      *c, server::udp_set_packet("b", "2", static_cast<std::uint64_t>(in_an_hour)), &error));
+  REQUIRE(server::apply_udp_packet(*c, server::udp_set_packet("a", "3", 0), &error));  // set = update
+  std::string v;
+  std::int64_t expires = 0;
+  CHECK((c->get("a", v) == cache::Status::ok && v == "3"));
+  CHECK((c->get("b", v, &expires) == cache::Status::ok && v == "2"));
+  CHECK(std::abs(expires - in_an_hour) <= 1);
+  CHECK(server::apply_udp_packet(*c, server::udp_set_packet("gone", "x", 1000), &error));  // expired: dropped
+  CHECK(c->exists("gone") == cache::Status::miss);
+  REQUIRE(server::apply_udp_packet(*c, server::udp_delete_packet("a"), &error));
+  CHECK(c->exists("a") == cache::Status::miss);
+  CHECK(server::apply_udp_packet(*c, server::udp_delete_packet("a"), &error));  // already gone: fine
+
+  struct Bad {
+    std::string datagram;
+    std::string why;
+  };
+  const std::vector<Bad> bad = {
+      {"", "shorter than a header"},
+      {std::string("\x6e\x00\x00\x0a", 4), "modifier1 110"},
+      {std::string("\x6f\x05\x00\x0a\x01\x00k", 7), "datasize 5 but 3 bytes"},
+      {std::string("\x6f\x03\x00\x0c\x01\x00k", 7), "modifier2 12"},
+      {std::string("\x6f\x03\x00\x0a\x01\x00k", 7), "set with 1 items"},
+      {std::string("\x6f\x06\x00\x0a\x01\x00k\x05\x00v", 10), "runs past"},
+      {std::string("\x6f\x0a\x00\x0a\x01\x00k\x01\x00v\x02\x00-1", 14), "is not a number"},
+      {std::string("\x6f\x06\x00\x0b\x01\x00k\x01\x00v", 10), "delete with 2 items"},
+      {std::string("\x6f\x08\x00\x0a\x01\x00k\x00\x00\x01\x00"
+                   "0",
+                   12),
+       "empty"},
+  };
+  for (const Bad& b : bad) {
+    INFO(hex(b.datagram));
+    error.clear();
+    CHECK_FALSE(server::apply_udp_packet(*c, b.datagram, &error));
+    CHECK(error.find(b.why) != std::string::npos);
+  }
+  CHECK(c->count() == 1);  // only "b": no bad packet changed anything
 }
