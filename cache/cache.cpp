@@ -526,10 +526,6 @@ class ShmCache final : public Cache {
 
   Status store(Mode mode, std::string_view key, std::string_view value, std::int64_t expires_in, MathOp op,
                std::int64_t operand, std::int64_t* result);
-  bool log_allowed(unsigned long long* suppressed) {
-    std::lock_guard<std::mutex> guard(full_log_mutex_);
-    return full_log_.allow(suppressed);
-  }
   bool handle_full();
   void log_full_event(const std::string& line);  // true if room was made and the write should be retried
   bool evict_lru_one();
@@ -537,8 +533,7 @@ class ShmCache final : public Cache {
   Status lookup(std::string_view key, ValueSink* sink, std::int64_t* expires_at);
 
   Geometry geometry_;
-  std::mutex full_log_mutex_;        // process-local: RateLimitedLog is not thread safe
-  common::RateLimitedLog full_log_;  // full_log_mutex_
+  common::RateLimitedLog full_log_;  // process-local
   Clock clock_;
   std::uint32_t mutation_delay_us_ = 0;
 
@@ -1666,12 +1661,7 @@ Status ShmCache::store(Mode mode, std::string_view key, std::string_view value, 
 
 // uWSGI's line for a full cache (users grep for it), rate limited, with the count of lines held back.
 void ShmCache::log_full_event(const std::string& line) {
-  unsigned long long suppressed = 0;
-  if (geometry_.ignore_full || !log_allowed(&suppressed)) return;
-  if (suppressed > 0)
-    common::log("{} ({} similar messages suppressed)", line, suppressed);
-  else
-    common::log("{}", line);
+  if (!geometry_.ignore_full) full_log_.log(line);
 }
 
 // Called with no lock held after a write found no free slot.

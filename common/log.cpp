@@ -41,6 +41,7 @@ void log_write(std::string_view message) {
 }
 
 bool RateLimitedLog::allow(unsigned long long* suppressed) {
+  std::lock_guard<std::mutex> lock(mutex_);
   long long now = static_cast<long long>(time(nullptr));
   if (now - window_start_ >= static_cast<long long>(interval_seconds_)) {
     window_start_ = now;
@@ -54,6 +55,15 @@ bool RateLimitedLog::allow(unsigned long long* suppressed) {
   }
   ++dropped_;
   return false;
+}
+
+void RateLimitedLog::log(std::string_view line) {
+  unsigned long long suppressed = 0;
+  if (allow(&suppressed)) log_write(std::string(line) + suppressed_note(suppressed));
+}
+
+std::string RateLimitedLog::suppressed_note(unsigned long long suppressed) {
+  return suppressed == 0 ? std::string() : fmt::format(" ({} similar messages suppressed)", suppressed);
 }
 
 }  // namespace common

@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include <mutex>
+#include <string>
 #include <string_view>
 
 namespace common {
@@ -27,17 +29,22 @@ void log_debug(fmt::format_string<Args...> format, Args&&... args) {
 }
 
 // At most `per_interval` lines per `interval_seconds` for one call site; the rest are counted
-// and the count is reported with the next line that passes. Process-local, lock-free enough
-// for a single-threaded worker loop.
+// and the count is reported with the next line that passes, as "(N similar messages suppressed)".
+// Process-local; safe to share between threads.
 class RateLimitedLog {
  public:
   RateLimitedLog(unsigned per_interval, unsigned interval_seconds)
       : per_interval_(per_interval), interval_seconds_(interval_seconds) {}
   // Returns true if the caller should log now; `suppressed` receives how many lines were dropped
-  // since the last one that passed.
+  // since the last one that passed. For call sites that want to skip building the line.
   bool allow(unsigned long long* suppressed);
+  // Logs the line if allowed, with the count of lines dropped before it.
+  void log(std::string_view line);
+  // " (N similar messages suppressed)", or "" for N = 0.
+  static std::string suppressed_note(unsigned long long suppressed);
 
  private:
+  std::mutex mutex_;
   unsigned per_interval_;
   unsigned interval_seconds_;
   long long window_start_ = 0;

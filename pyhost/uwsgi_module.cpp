@@ -63,25 +63,28 @@ bool check_count(const char* fn, Py_ssize_t nargs, PyObject* kwnames, Py_ssize_t
   return false;
 }
 
-// str (as UTF-8) or bytes. The view stays valid while the argument is alive (the call's duration):
-// bytes are immutable and a str keeps its UTF-8 form cached in the object.
+// A str's UTF-8 bytes. The view stays valid while the object is alive (the call's duration): an ASCII
+// str's characters are its UTF-8, in place; any other str caches its UTF-8 form in the object.
+bool utf8_of(PyObject* str, std::string_view& out) {
+  if (PyUnicode_IS_COMPACT_ASCII(str)) {  // most keys and cache names
+    out = std::string_view(static_cast<const char*>(PyUnicode_DATA(str)),
+                           static_cast<std::size_t>(PyUnicode_GET_LENGTH(str)));
+    return true;
+  }
+  Py_ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(str, &size);
+  if (data == nullptr) return false;
+  out = std::string_view(data, static_cast<std::size_t>(size));
+  return true;
+}
+
+// str (as UTF-8) or bytes (immutable: the view stays valid for the call).
 bool to_blob(PyObject* object, const char* fn, int position, const char* what, std::string_view& out) {
   if (PyBytes_Check(object)) {
     out = std::string_view(PyBytes_AS_STRING(object), static_cast<std::size_t>(PyBytes_GET_SIZE(object)));
     return true;
   }
-  if (PyUnicode_Check(object)) {
-    if (PyUnicode_IS_COMPACT_ASCII(object)) {  // most keys: the characters are their UTF-8, in place
-      out = std::string_view(static_cast<const char*>(PyUnicode_DATA(object)),
-                             static_cast<std::size_t>(PyUnicode_GET_LENGTH(object)));
-      return true;
-    }
-    Py_ssize_t size = 0;
-    const char* data = PyUnicode_AsUTF8AndSize(object, &size);
-    if (data == nullptr) return false;
-    out = std::string_view(data, static_cast<std::size_t>(size));
-    return true;
-  }
+  if (PyUnicode_Check(object)) return utf8_of(object, out);
   PyErr_Format(PyExc_TypeError, "%s() argument %d (%s) must be str or bytes, not %.100s", fn, position, what,
                Py_TYPE(object)->tp_name);
   return false;
@@ -101,16 +104,13 @@ bool to_cache_name(PyObject* object, const char* fn, int position, std::string_v
                  Py_TYPE(object)->tp_name);
     return false;
   }
-  Py_ssize_t size = 0;
-  const char* data = PyUnicode_AsUTF8AndSize(object, &size);
-  if (data == nullptr) return false;
-  out = std::string_view(data, static_cast<std::size_t>(size));
-  return true;
+  return utf8_of(object, out);
 }
 
-// ---- the operations (called without the GIL)
+// ---- the operations
 
-// A reused buffer per thread: a get copies the value here, then into the bytes object.
+// A reused buffer per thread for the calls that go through a std::string: remote gets (the client
+// library reads into it), cache_num and remote math. Local cache_get builds its bytes object directly.
 std::string& value_buffer() {
   thread_local std::string buffer;
   return buffer;

@@ -9,7 +9,6 @@
 
 #include <cstring>
 #include <ctime>
-#include <mutex>
 #include <stdexcept>
 
 #include "common/log.hpp"
@@ -65,28 +64,6 @@ int udp_socket(const std::string& address, bool connect_to) {
     throw std::runtime_error("UDP address " + address + ": " + (connect_to ? "connect: " : "bind: ") + error);
   return fd;
 }
-
-// Log lines from any thread, at most a few a minute.
-class ThrottledLog {
- public:
-  template <typename... Args>
-  void log(fmt::format_string<Args...> format, Args&&... args) {
-    unsigned long long suppressed = 0;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (!limit_.allow(&suppressed)) return;
-    }
-    const std::string line = fmt::format(format, std::forward<Args>(args)...);
-    if (suppressed > 0)
-      common::log("{} ({} similar messages suppressed)", line, suppressed);
-    else
-      common::log("{}", line);
-  }
-
- private:
-  std::mutex mutex_;
-  common::RateLimitedLog limit_{3, 60};
-};
 
 class ReplicatingCache final : public cache::Cache {
  public:
@@ -149,9 +126,9 @@ class ReplicatingCache final : public cache::Cache {
     try {
       datagram = udp_set_packet(key, value, static_cast<std::uint64_t>(expires));
     } catch (const std::length_error&) {
-      log_.log(
+      log_.log(fmt::format(
           "UDP cache sync: cache \"{}\": key {} with a value of {} bytes cannot be sent (over 65535 bytes)",
-          geometry().name, printable(key), value.size());
+          geometry().name, printable(key), value.size()));
       return status;
     }
     send(datagram, key);
@@ -161,8 +138,8 @@ class ReplicatingCache final : public cache::Cache {
   void send(const std::string& datagram, std::string_view key) {
     for (std::size_t i = 0; i < fds_.size(); ++i) {
       if (::send(fds_[i], datagram.data(), datagram.size(), MSG_NOSIGNAL) < 0 && errno != ECONNREFUSED) {
-        log_.log("UDP cache sync: cache \"{}\": sending {} to {}: {}", geometry().name, printable(key),
-                 nodes_[i], std::strerror(errno));
+        log_.log(fmt::format("UDP cache sync: cache \"{}\": sending {} to {}: {}", geometry().name,
+                             printable(key), nodes_[i], std::strerror(errno)));
       }
     }
   }
@@ -170,7 +147,7 @@ class ReplicatingCache final : public cache::Cache {
   std::unique_ptr<cache::Cache> inner_;
   std::vector<std::string> nodes_;
   std::vector<int> fds_;  // one connected UDP socket per node, shared by the forked workers
-  ThrottledLog log_;
+  common::RateLimitedLog log_{3, 60};
 };
 
 }  // namespace
@@ -261,7 +238,7 @@ void UdpReceiver::loop() {
   for (int fd : fds_) fds.push_back({fd, POLLIN, 0});
   fds.push_back({wake_fd_, POLLIN, 0});
   std::string buffer(kMaxDatagram, '\0');
-  ThrottledLog log;
+  common::RateLimitedLog log(3, 60);
   for (;;) {
     if (poll(fds.data(), fds.size(), -1) < 0 && errno != EINTR) return;
     if (fds.back().revents != 0) return;  // stop()
@@ -276,7 +253,8 @@ void UdpReceiver::loop() {
         else if (apply_udp_packet(cache_, std::string_view(buffer.data(), static_cast<std::size_t>(n)),
                                   &error))
           continue;
-        log.log("UDP cache sync: cache \"{}\": packet dropped: {}", cache_.geometry().name, error);
+        log.log(
+            fmt::format("UDP cache sync: cache \"{}\": packet dropped: {}", cache_.geometry().name, error));
       }
     }
   }

@@ -55,11 +55,6 @@ std::int64_t monotonic_ms() {
 
 namespace {
 
-// Connections taken per wake-up. One: a second accept4 mostly fails with EAGAIN (a syscall per
-// request for nothing), while a listener with more waiting stays readable and the next epoll_wait,
-// which the loop makes anyway, returns at once. Measured against 16: 0.93-0.97 of the server CPU per
-// request and equal or better ops/s (docs/benchmarks.md).
-constexpr int kAcceptBatch = 1;
 constexpr int kMaxEvents = 32;
 constexpr std::size_t kInitialBuffer = 4096;                      // most cache requests are far smaller
 constexpr std::size_t kRetainedBuffer = std::size_t{128} * 1024;  // pooled buffers above this are shrunk
@@ -446,45 +441,47 @@ int Worker::run() {
   return 0;
 }
 
+// One connection per wake-up: a second accept4 would mostly fail with EAGAIN (a syscall per request
+// for nothing), while a listener with more waiting stays readable and the next epoll_wait, which the
+// loop makes anyway, returns at once. Measured against batches of 16: 0.93-0.97 of the server CPU per
+// request, equal or better ops/s (docs/benchmarks.md).
 void Worker::accept_from(int listen_fd) {
   WorkerSlot* slot = settings_.slot;
   slot->wakeups.fetch_add(1, std::memory_order_relaxed);
-  for (int taken = 0; taken < kAcceptBatch; ++taken) {
-    int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EINTR) continue;
-      if (taken == 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        slot->wasted_wakeups.fetch_add(1, std::memory_order_relaxed);
-      } else if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-        // Out of descriptors: the listening socket stays readable, so stop watching it for a moment
-        // (connections keep waiting in the kernel's queue) while timeouts free descriptors.
-        accept_paused_until_ms_ = monotonic_ms() + kAcceptPauseMs;
-        watch_listeners(false);
-        unsigned long long suppressed = 0;
-        if (resource_log_.allow(&suppressed)) {
-          common::log(
-              "worker {}: accept: {}: pausing accepts for {} ms with {} connection(s) open "
-              "(raise the file limit: ulimit -n){}",
-              settings_.id, std::strerror(errno), kAcceptPauseMs, active_.size(),
-              suppressed > 0 ? fmt::format(" ({} similar line(s) suppressed)", suppressed) : "");
-        }
-      }
-      return;
+  int fd;
+  do {
+    fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      slot->wasted_wakeups.fetch_add(1, std::memory_order_relaxed);
+    } else if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+      // Out of descriptors: the listening socket stays readable, so stop watching it for a moment
+      // (connections keep waiting in the kernel's queue) while timeouts free descriptors.
+      const int error = errno;
+      accept_paused_until_ms_ = monotonic_ms() + kAcceptPauseMs;
+      watch_listeners(false);
+      resource_log_.log(
+          fmt::format("worker {}: accept: {}: pausing accepts for {} ms with {} connection(s) open (raise "
+                      "the file limit: "
+                      "ulimit -n)",
+                      settings_.id, std::strerror(error), kAcceptPauseMs, active_.size()));
     }
-    slot->accepted.fetch_add(1, std::memory_order_relaxed);
-    Connection* conn = acquire();
-    conn->fd = fd;
-    conn->persistent_socket = std::find(settings_.persistent_fds.begin(), settings_.persistent_fds.end(),
-                                        listen_fd) != settings_.persistent_fds.end();
-    for (const auto& [fd_of_listener, port] : http_ports_) {
-      if (fd_of_listener != listen_fd) continue;
-      conn->http = true;
-      conn->server_port = port;
-      describe_peer(fd, conn->peer_host, conn->peer_port);
-    }
-    conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
-    serve(conn);
+    return;
   }
+  slot->accepted.fetch_add(1, std::memory_order_relaxed);
+  Connection* conn = acquire();
+  conn->fd = fd;
+  conn->persistent_socket = std::find(settings_.persistent_fds.begin(), settings_.persistent_fds.end(),
+                                      listen_fd) != settings_.persistent_fds.end();
+  for (const auto& [fd_of_listener, port] : http_ports_) {
+    if (fd_of_listener != listen_fd) continue;
+    conn->http = true;
+    conn->server_port = port;
+    describe_peer(fd, conn->peer_host, conn->peer_port);
+  }
+  conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
+  serve(conn);
 }
 
 Connection* Worker::acquire() {
@@ -907,12 +904,8 @@ void Worker::log_problem(Connection* conn, std::string_view what) {
       peer = "unix";
     }
   }
-  if (suppressed > 0) {
-    common::log("worker {}: client {}: {} ({} similar line(s) suppressed)", settings_.id, peer, what,
-                suppressed);
-  } else {
-    common::log("worker {}: client {}: {}", settings_.id, peer, what);
-  }
+  common::log("worker {}: client {}: {}{}", settings_.id, peer, what,
+              common::RateLimitedLog::suppressed_note(suppressed));
 }
 
 void Worker::on_tick() {
