@@ -1449,6 +1449,7 @@ Status ShmCache::lookup(std::string_view key, ValueSink* sink, std::int64_t* exp
   [[maybe_unused]] Shard& sh = shard(s);
   std::uint32_t found = kNil;
   std::int64_t expires = 0;
+  bool expired = false;
   std::uint64_t probes = 0;
   bool done = false;
 #if !CACHE_TSAN && !defined(CACHE_LOCKED_READS)  // -DCACHE_LOCKED_READS: measure the mutex-only read path
@@ -1460,6 +1461,7 @@ Status ShmCache::lookup(std::string_view key, ValueSink* sink, std::int64_t* exp
     }
     if ((s1 & 1) != 0) continue;
     found = kNil;
+    expired = false;
     probes = 0;
     bool sane = true;
     std::uint32_t i = heads_[b].load(std::memory_order_relaxed);
@@ -1480,7 +1482,8 @@ Status ShmCache::lookup(std::string_view key, ValueSink* sink, std::int64_t* exp
         if (same_key(kp, key.data(), key.size())) {
           found = i;
           expires = it.expires.load(std::memory_order_relaxed);
-          if (kCopy && !expired_now(expires)) {
+          expired = expired_now(expires);  // one clock read per lookup, and only for items with an expiry
+          if (kCopy && !expired) {
             std::uint64_t vlen = it.vallen.load(std::memory_order_relaxed);
             std::uint64_t voff = ext != kNil ? 0 : key.size();
             if (vlen > blocksize_ || voff + vlen > block_size_) {
@@ -1506,7 +1509,8 @@ Status ShmCache::lookup(std::string_view key, ValueSink* sink, std::int64_t* exp
     found = f.slot;
     if (found != kNil) {
       expires = item(found).expires.load(std::memory_order_relaxed);
-      if (kCopy && !expired_now(expires)) {
+      expired = expired_now(expires);
+      if (kCopy && !expired) {
         const std::uint32_t vlen = item(found).vallen.load(std::memory_order_relaxed);
         char* dst = sink->reserve(vlen);
         if (dst == nullptr) return Status::out_of_memory;
@@ -1519,7 +1523,7 @@ Status ShmCache::lookup(std::string_view key, ValueSink* sink, std::int64_t* exp
     c.add(&CounterStripe::lookups, 1);
     c.add(&CounterStripe::probes, probes);
   }
-  if (found != kNil && expired_now(expires)) found = kNil;
+  if (expired) found = kNil;
   if (!kCopy) return found != kNil ? Status::ok : Status::miss;
   if (found == kNil) {
     c.add(&CounterStripe::misses, 1);
