@@ -17,22 +17,15 @@ namespace server {
 
 namespace {
 
-const std::string* find(const std::vector<std::pair<std::string, std::string>>& vars, std::string_view name) {
-  const std::string* found = nullptr;
-  for (const auto& [key, value] : vars)
-    if (key == name) found = &value;
-  return found;
-}
-
-std::uint64_t number(const std::vector<std::pair<std::string, std::string>>& vars, std::string_view name) {
+std::uint64_t number(const ReplyVars& vars, std::string_view name) {
   std::uint64_t value = 0;
-  const std::string* text = find(vars, name);
+  const std::string* text = find_var(vars, name);
   return text != nullptr && parse_decimal(*text, value) ? value : 0;
 }
 
 // Loads one node's dump into the cache. False with `error` when the reply cannot be read.
-bool load_dump(cache::Cache& cache, const std::vector<std::pair<std::string, std::string>>& vars,
-               std::string_view image, SyncResult& result, std::string& error) {
+bool load_dump(cache::Cache& cache, const ReplyVars& vars, std::string_view image, SyncResult& result,
+               std::string& error) {
   const auto now = static_cast<std::uint64_t>(std::time(nullptr));
   const auto store = [&](std::string_view key, std::string_view value, std::uint64_t expires) {
     if (expires != 0 && expires <= now) {
@@ -45,7 +38,7 @@ bool load_dump(cache::Cache& cache, const std::vector<std::pair<std::string, std
     else
       ++result.skipped;
   };
-  const std::string* format = find(vars, "format");
+  const std::string* format = find_var(vars, "format");
   if (format != nullptr && *format == kDumpFormat) return parse_dump_image(image, store, &error);
   if (format != nullptr) {
     error = fmt::format("unknown dump format {}", printable(*format));
@@ -73,7 +66,7 @@ SyncResult sync_cache_from_nodes(cache::Cache& cache, const std::vector<std::str
     options.timeout_ms = timeout_ms;
     options.persistent = false;
     CacheClient client(node, options);
-    std::vector<std::pair<std::string, std::string>> vars;
+    ReplyVars vars;
     std::string image;
     const ClientStatus got = client.dump(name, vars, image, max_image);
     std::string error;

@@ -38,8 +38,8 @@ struct MagicCall {
 // The parsed reply to one magic command.
 struct MagicReply {
   std::string status;
-  std::vector<std::pair<std::string, std::string>> vars;  // every var, in order
-  std::string body;                                       // `size` bytes for get / keys
+  ReplyVars vars;    // every var, in order
+  std::string body;  // `size` bytes for get / keys
   std::int64_t expires = 0;
 };
 
@@ -290,11 +290,7 @@ void build_request(const MagicCall& call, bool keepalive, std::string& out) {
 }
 
 const std::string* find_var(const MagicReply& reply, std::string_view name) {
-  const std::string* found = nullptr;
-  for (const auto& [key, value] : reply.vars) {
-    if (key == name) found = &value;  // later occurrences win, as in uWSGI's parser
-  }
-  return found;
+  return server::find_var(reply.vars, name);
 }
 
 }  // namespace
@@ -306,6 +302,13 @@ struct CacheClient::Connection {
     if (fd >= 0) ::close(fd);
   }
 };
+
+const std::string* find_var(const ReplyVars& vars, std::string_view name) {
+  const std::string* found = nullptr;
+  for (const auto& [key, value] : vars)
+    if (key == name) found = &value;  // later occurrences win, as in uWSGI's parser
+  return found;
+}
 
 CacheClient::CacheClient(std::string address, ClientOptions options)
     : address_(std::move(address)), options_(options) {}
@@ -473,8 +476,8 @@ ClientStatus CacheClient::exchange(const MagicCall& call, MagicReply& reply) {
   return ClientStatus::error;  // not reached: the second attempt always returns
 }
 
-ClientStatus CacheClient::dump(std::string_view cache, std::vector<std::pair<std::string, std::string>>& vars,
-                               std::string& image, std::uint64_t max_image) {
+ClientStatus CacheClient::dump(std::string_view cache, ReplyVars& vars, std::string& image,
+                               std::uint64_t max_image) {
   vars.clear();
   image.clear();
   last_error_.clear();
@@ -655,8 +658,7 @@ ClientStatus CacheClient::keys(std::vector<std::string>& out, std::string_view c
   return ClientStatus::ok;
 }
 
-ClientStatus CacheClient::stats(std::vector<std::pair<std::string, std::string>>& out,
-                                std::string_view cache) {
+ClientStatus CacheClient::stats(ReplyVars& out, std::string_view cache) {
   out.clear();
   MagicCall call{.cmd = "stats", .cache = cache, .with_key = false};
   MagicReply reply;

@@ -24,6 +24,11 @@ enum class ClientStatus {
   error,  // connection or protocol failure; last_error() says what
 };
 
+// A reply's vars, in order; find_var gives the value of the last occurrence (uWSGI's parser rule),
+// nullptr when absent.
+using ReplyVars = std::vector<std::pair<std::string, std::string>>;
+const std::string* find_var(const ReplyVars& vars, std::string_view name);
+
 struct ClientOptions {
   int timeout_ms = 4000;  // connect and each read/write (uWSGI's --socket-timeout default)
   // Keep one connection for the next requests when the server offers our persistent mode (the var
@@ -60,7 +65,7 @@ class CacheClient {
   // Our server's extensions (uWSGI has no such wire command): cmd=keys / cmd=stats. A server without
   // them (no status=ok reply) gives error with last_error() saying "not supported by this server".
   ClientStatus keys(std::vector<std::string>& out, std::string_view cache = {});
-  ClientStatus stats(std::vector<std::pair<std::string, std::string>>& out, std::string_view cache = {});
+  ClientStatus stats(ReplyVars& out, std::string_view cache = {});
   // cmd: "inc", "dec", "mul" or "div", applied atomically by our server (the operand travels as the
   // 8-byte little-endian body, as uWSGI's client sends it); result receives the new number. uWSGI
   // does not know these commands and closes without a reply: miss (callers then fall back).
@@ -70,8 +75,7 @@ class CacheClient {
   // modifier2 6: the cache's dump (uWSGI's --cache-sync request), on a connection of its own. vars gets
   // the reply's vars (items, blocksize; ours adds format, count, bytes), image what follows until the
   // server closes. miss = no reply (unknown cache); error when the image exceeds max_image bytes.
-  ClientStatus dump(std::string_view cache, std::vector<std::pair<std::string, std::string>>& vars,
-                    std::string& image, std::uint64_t max_image);
+  ClientStatus dump(std::string_view cache, ReplyVars& vars, std::string& image, std::uint64_t max_image);
 
   const std::string& address() const { return address_; }
   const std::string& last_error() const { return last_error_; }
