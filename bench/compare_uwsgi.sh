@@ -7,7 +7,7 @@
 # Usage: bench/compare_uwsgi.sh   (env: SHARED=../shared, SERVER=binary, SKIP_BASELINE=1 to run part 2 only;
 #        PARTS, DURATION, REPS, CONCS, VSIZES as the shared script)
 set -euo pipefail
-. "$(dirname "$0")/lib.sh"  # root, shared, server
+. "$(dirname "$0")/lib.sh"  # root, shared, server, free_port, cpu_ticks, tick_us
 tmp=$(mktemp -d); pids=()
 trap 'for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null; done; rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM  # so that the EXIT trap stops what we started
@@ -18,20 +18,6 @@ fi
 
 # Part 2: persistent connections, ours vs memcached (both 2 workers/threads), interleaved.
 cc -O2 -o "$tmp/uwload" "$shared/bench/uwload.c"
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# Server CPU: user+system clock ticks of a process and all its descendants. On this 2-core machine the
-# load generator competes with the server for the cores, so ops/s alone can hide a cheaper server.
-descendants() { local c; echo "$1"; for c in $(ps -o pid= --ppid "$1"); do descendants "$c"; done; }
-cpu_ticks() {
-  local total=0 p fields
-  for p in $(descendants "$1"); do
-    fields=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
-    set -- $fields  # split on purpose: after the command name, utime and stime are fields 12 and 13
-    total=$((total + ${12} + ${13}))
-  done
-  echo "$total"
-}
-tick_us=$((1000000 / $(getconf CLK_TCK)))
 mport=$(free_port); oport=$(free_port); oplain=$(free_port)
 memcached -t 2 -p "$mport" -l 127.0.0.1 -U 0 -m 256 -u nobody & pids+=($!); mpid=$!
 "$server" --socket 127.0.0.1:$oplain --persistent-socket 127.0.0.1:$oport --processes 2 --cache 10000 \

@@ -5,13 +5,12 @@
 # 90% get / 10% set of 64-byte values over 1000 keys, the shared uwload with 2 client processes.
 # Usage: bench/per_request.sh   (env: SERVER=binary, SHARED=../shared, ROUNDS=3, CONCS="16 64", DURATION=5)
 set -euo pipefail
-. "$(dirname "$0")/lib.sh"  # root, shared, server
+. "$(dirname "$0")/lib.sh"  # root, shared, server, free_port, cpu_ticks, tick_us
 tmp=$(mktemp -d); pids=()
 trap 'for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
 cc -O2 -o "$tmp/uwload" "$shared/bench/uwload.c"
 cc -O2 -o "$tmp/nullserver" "$shared/bench/nullserver.c"
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 declare -A port pid
 port[ours]=$(free_port); port[uwsgi]=$(free_port); port[null]=$(free_port)
 "$server" --socket 127.0.0.1:${port[ours]} --processes 2 --cache 1000 2>"$tmp/ours.log" & pids+=($!); pid[ours]=$!
@@ -19,17 +18,6 @@ uwsgi --plugin cache --master --processes 2 --socket 127.0.0.1:${port[uwsgi]} --
 pids+=($!); pid[uwsgi]=$!
 "$tmp/nullserver" -w 2 -v 64 -a 127.0.0.1:${port[null]} >/dev/null 2>&1 & pids+=($!); pid[null]=$!
 sleep 1.5
-# CPU clock ticks of a process and its children.
-ticks() {
-  local total=0 p fields
-  for p in $1 $(ps -o pid= --ppid "$1"); do
-    fields=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
-    set -- $fields  # utime and stime are fields 12 and 13 after the command name
-    total=$((total + ${12} + ${13}))
-  done
-  echo "$total"
-}
-tick_us=$((1000000 / $(getconf CLK_TCK)))
 for target in ours uwsgi; do "$tmp/uwload" -a 127.0.0.1:${port[$target]} --warmup-only -k 1000 -v 64 -q >/dev/null; done
 echo "| c | round | target | ops/s | server CPU µs/op |"
 echo "|---|---|---|---|---|"
@@ -37,10 +25,10 @@ for conc in ${CONCS:-16 64}; do
   for round in $(seq "${ROUNDS:-3}"); do
     for target in ours uwsgi null; do
       verify=$([ $target = null ] && echo --no-verify || true)
-      before=$(ticks "${pid[$target]}")
+      before=$(cpu_ticks "${pid[$target]}")
       line=$("$tmp/uwload" -q -a 127.0.0.1:${port[$target]} -c "$conc" -T 2 -d "${DURATION:-5}" -k 1000 -v 64 \
         -m get=90,set=10 $verify)
-      after=$(ticks "${pid[$target]}")
+      after=$(cpu_ticks "${pid[$target]}")
       ops=$(sed -n 's/.* ops=\([0-9]*\).*/\1/p' <<<"$line"); ops_s=$(sed -n 's/.*ops_s=\([0-9.]*\).*/\1/p' <<<"$line")
       echo "| $conc | $round | $target | ${ops_s%.*} | $(awk -v t=$((after - before)) -v u=$tick_us -v n="$ops" 'BEGIN{printf "%.1f", t*u/n}') |"
     done
