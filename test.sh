@@ -29,4 +29,7 @@ if [ "${1:-}" != --quick ]; then
   cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSANITIZE=thread >/dev/null
   TARGETS=$(ninja -C build-tsan -t targets all | sed -n 's/^\(bin\/test_cache_[a-z_]*\):.*/\1/p' | sort -u | tr '\n' ' ') \
     build_and_test build-tsan -DCMAKE_BUILD_TYPE=Debug -DSANITIZE=thread -- -L tsan
+  # Fuzz targets (clang, libFuzzer, ASan+UBSan): each over its corpus plus a fixed number of new inputs.
+  CC=clang CXX=clang++ TARGETS=fuzz_targets \
+    build_and_test build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFUZZ=ON -- -L fuzz
 fi

@@ -78,6 +78,10 @@ std::string_view closest_match(std::string_view typed, const std::vector<std::st
   std::string_view best;
   std::size_t best_distance = allowed + 1;
   for (const auto candidate : candidates) {
+    // The distance is at least the difference in length: skipping those keeps a long unknown key (a
+    // garbled file) from costing length x candidates table cells.
+    const auto longer = std::max(typed.size(), candidate.size());
+    if (longer - std::min(typed.size(), candidate.size()) > allowed) continue;
     const auto distance = edit_distance(typed, candidate);
     if (distance < best_distance) {
       best = candidate;
