@@ -28,8 +28,8 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (SOURCE_DIR, Server, check, check_eq, free_port, magic_get, magic_set, make_temp_dir,  # noqa: E402
-                     peer_missing, proc_stat, run_tests)
+from harness import (OK_REPLY, SOURCE_DIR, Server, check, check_eq, free_port, magic_get, magic_set_req,  # noqa: E402
+                     make_temp_dir, peer_missing, proc_stat, request, run_tests)
 
 SECONDS = float(os.environ.get("FAULT_SOAK_SECONDS", "30"))
 SEED = int(os.environ.get("FAULT_SOAK_SEED", str(int(time.time()))))
@@ -80,6 +80,7 @@ class Writer:
         self.addr, self.rng = addr, rng
         self.acked, self.unsettled = {}, {}
         self.counts = {"acked": 0, "closed": 0, "failed": 0}
+        self.garbage = []
         self.ack_times = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -90,10 +91,10 @@ class Writer:
             seq += 1
             key = f"ack-{self.rng.randrange(ACK_KEYS)}"
             value = f"{key}|{seq}".encode()
-            try:
-                ok = magic_set(self.addr, key, value, timeout=5.0, cmd="update", cache="acked")
-            except (AssertionError, OSError):
-                ok = None
+            reply, how = request(self.addr, magic_set_req(key, value, cmd="update", cache="acked"), timeout=5.0)
+            ok = True if (reply, how) == (OK_REPLY, "eof") else False if (reply, how) == (b"", "eof") else None
+            if ok is None and reply:
+                self.garbage.append(f"update {key}: {reply[:60]!r} ({how})")  # never a kill's doing
             if ok:
                 self.acked[key] = value
                 self.unsettled[key] = []
@@ -171,6 +172,7 @@ def test_soak():
               f"{errors} transport errors for {len(kills)} kills: more than the requests in flight they can cut")
         check(len(kills) >= SECONDS / KILL_EVERY / 2, f"only {len(kills)} kills in {SECONDS:.0f} s")
         check(ops > len(kills), f"only {ops} requests in {SECONDS:.0f} s")
+        check(not writer.garbage, f"replies to the writer that are neither status=ok nor a bare close: {writer.garbage[:5]}")
         check(writer.counts["acked"] > 0 and max(gaps, default=0) < 5.0,
               f"the writer waited {max(gaps, default=0):.2f} s for an acknowledgement")
 

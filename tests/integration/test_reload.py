@@ -156,10 +156,12 @@ def test_sighup_under_traffic():
         check(srv.wait_no_leftovers(3.0), f"processes left: {srv.leftovers()}")
 
 
-def reload_settled(srv, n):
-    """No reload under way: the last reload request has logged its last replacement, and the workers
-    started and not yet stopped per the log are exactly the n running."""
+def reload_settled(srv, n, reloads):
+    """No reload under way: the master has taken `reloads` reload requests, the last one has logged its
+    last replacement, and the workers started and not yet stopped per the log are exactly the n running."""
     log = srv.log()
+    if log.count("received: graceful reload") != reloads:
+        return False
     started = {int(p) for p in re.findall(r"worker \d+ \(pid (\d+)\) started", log)}
     gone = {int(p) for p in re.findall(r"worker \d+ \(pid (\d+)\) (?:stopped|died)", log)}
     live = sorted(started - gone)
@@ -174,13 +176,15 @@ def test_two_reloads_in_a_row():
         check(magic_set(tcp, "k", "v"), "set")
         gen0 = srv.workers()
         srv.send_signal(signal.SIGHUP)
-        time.sleep(0.05)  # the second while the first reload is under way
+        # the second once the master has taken the first (two pending SIGHUPs would be one), as soon as
+        # it has: the first reload is then most likely still under way
+        check(srv.wait_log("SIGHUP received", 5.0), "the first SIGHUP was not logged")
         srv.send_signal(signal.SIGHUP)
         ws = srv.wait_workers(2, timeout=10.0, exclude=gen0)
         check(len(ws) == 2 and not set(ws) & set(gen0), f"workers after two SIGHUPs: {gen0} -> {ws}")
         # it settles: the last reload has started its last replacement, every worker it replaced has
         # stopped, and the two left are the ones running
-        check(wait_until(lambda: reload_settled(srv, 2), 10.0), "the reloads did not settle within 10 s:\n"
+        check(wait_until(lambda: reload_settled(srv, 2, reloads=2), 10.0), "the reloads did not settle within 10 s:\n"
               + srv.log_tail(20))
         settled = srv.workers()
         check_eq(len(settled), 2, "workers after settling")
