@@ -387,9 +387,7 @@ class ShmCache final : public Cache {
   bool has_store() const override { return store_fd_ >= 0; }
   bool sync_store() override;
   void set_clock(Clock clock) override { clock_ = std::move(clock); }
-  void set_mutation_delay_for_tests(std::uint32_t microseconds) override {
-    mutation_delay_us_ = microseconds;
-  }
+  void set_mutation_hook_for_tests(std::function<void()> hook) override { mutation_hook_ = std::move(hook); }
 
  private:
   enum class Mode { set, update, math };
@@ -535,7 +533,7 @@ class ShmCache final : public Cache {
   Geometry geometry_;
   common::RateLimitedLog full_log_;  // process-local
   Clock clock_;
-  std::uint32_t mutation_delay_us_ = 0;
+  std::function<void()> mutation_hook_;  // tests only
 
   const std::uint64_t instance_ = g_next_instance.fetch_add(1, std::memory_order_relaxed);
   char* base_ = nullptr;
@@ -1395,14 +1393,14 @@ void ShmCache::unlink_locked(std::uint32_t b, std::uint32_t slot, std::uint32_t 
 }
 
 void ShmCache::copy_value_bytes(char* dst, std::string_view value) const {
-  if (mutation_delay_us_ == 0 || value.size() < 2) {
+  if (!mutation_hook_ || value.size() < 2) {
     std::memcpy(dst, value.data(), value.size());
     return;
   }
-  // Test hook: leave the value half written for a while, inside the lock and the mutation.
+  // Test hook: called with the value half written, inside the lock and the mutation.
   std::size_t half = value.size() / 2;
   std::memcpy(dst, value.data(), half);
-  usleep(mutation_delay_us_);
+  mutation_hook_();
   std::memcpy(dst + half, value.data() + half, value.size() - half);
 }
 

@@ -4,6 +4,7 @@
 #include <exception>
 #include <string_view>
 
+#include "build_info.hpp"  // generated: cmake/build_info.cmake
 #include "config/config.hpp"
 #include "master/master.hpp"
 #include "server/client.hpp"
@@ -25,7 +26,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (parsed.version_requested) {
-    std::puts("server 0.1.0 (uwsgi cache protocol compatible with uWSGI 2.0.21)");
+    std::puts("server " BUILD_INFO_VERSION " (git " BUILD_INFO_REVISION
+              "; uwsgi cache protocol compatible with uWSGI 2.0.21)");
     return 0;
   }
   try {

@@ -112,8 +112,8 @@ class ReplicatingCache final : public cache::Cache {
   bool sync_store() override { return inner_->sync_store(); }
   void prefault() override { inner_->prefault(); }
   void set_clock(cache::Clock clock) override { inner_->set_clock(std::move(clock)); }
-  void set_mutation_delay_for_tests(std::uint32_t microseconds) override {
-    inner_->set_mutation_delay_for_tests(microseconds);
+  void set_mutation_hook_for_tests(std::function<void()> hook) override {
+    inner_->set_mutation_hook_for_tests(std::move(hook));
   }
 
  private:

@@ -19,6 +19,7 @@
 #include "cache/layout.hpp"
 #include "capture_stderr.hpp"
 #include "checked_value.hpp"
+#include "kill_points.hpp"
 
 using cache::Cache;
 using cache::Geometry;
@@ -485,19 +486,17 @@ TEST_CASE("store: a process killed mid-write leaves a torn item that is dropped;
       pid_t pid = fork();
       REQUIRE(pid >= 0);
       if (pid == 0) {
-        c->set_mutation_delay_for_tests(10'000'000);
-        char b = 1;
-        (void)!write(pipefd[1], &b, 1);
+        // Tells the parent once the value is half written, then waits there for the SIGKILL.
+        c->set_mutation_hook_for_tests([fd = pipefd[1]] { cachetest::signal_and_wait_for_kill(fd); });
         // variant 0: overwrite an existing item in place; 1: insert a new key
         std::string key = variant == 0 ? "key4" : "fresh";
         c->update(key, cachetest::make_value(key, 2, 200));
         _exit(0);
       }
-      char b;
-      REQUIRE(read(pipefd[0], &b, 1) == 1);
-      close(pipefd[0]);
       close(pipefd[1]);
-      usleep(100'000);  // the child is asleep with the value half written
+      char b;
+      REQUIRE(read(pipefd[0], &b, 1) == 1);  // the child is inside the write, value half written
+      close(pipefd[0]);
       kill(pid, SIGKILL);
       int status = 0;
       waitpid(pid, &status, 0);
