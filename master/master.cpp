@@ -567,6 +567,10 @@ void Master::advance_reload() {
     reload_id_ = 0;
   }
   if (reload_queue_.empty()) return;
+  // The replacement needs a scoreboard slot. Old workers finishing their requests keep theirs until
+  // they exit (within reload-mercy), which a second SIGHUP during a reload can make all of them: wait
+  // for one instead of giving this worker's step up (it would then never be replaced).
+  if (std::find(slot_used_.begin(), slot_used_.end(), false) == slot_used_.end()) return;
   const int id = reload_queue_.front();
   reload_queue_.pop_front();
   Child* old = active_child(id);

@@ -122,7 +122,7 @@ def test_soak():
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         writer = Writer(addr, random.Random(rng.random()))
         writer.thread.start()
-        kills, idle_ticks, busy_kills = [], 0, 0
+        kills, dying, idle_ticks, busy_kills = [], set(), 0, 0
         t0 = time.monotonic()
         try:
             next_kill = t0
@@ -131,7 +131,8 @@ def test_soak():
                 live = srv.workers()
                 for w in live:
                     first_seen.setdefault(w, now)
-                old = [w for w in live if now - first_seen[w] >= MIN_AGE]
+                # (a killed worker can still be listed while it dies: never twice)
+                old = [w for w in live if now - first_seen[w] >= MIN_AGE and w not in dying]
                 # a worker on a CPU is serving a request: such a kill cuts it, maybe inside a mutation
                 running = [w for w in old if (proc_stat(w) or "S")[0] == "R"]
                 if old:
@@ -139,6 +140,7 @@ def test_soak():
                     busy_kills += bool(running)
                     os.kill(victim, signal.SIGKILL)
                     kills.append(victim)
+                    dying.add(victim)
                 else:
                     idle_ticks += 1
                 next_kill += KILL_EVERY

@@ -175,10 +175,12 @@ def test_two_reloads_in_a_row():
     with Server(["--socket", f"127.0.0.1:{port}", "--processes", "2", "--cache", "100"], workers=2) as srv:
         check(magic_set(tcp, "k", "v"), "set")
         gen0 = srv.workers()
+        off = srv.log_size()
         srv.send_signal(signal.SIGHUP)
-        # the second once the master has taken the first (two pending SIGHUPs would be one), as soon as
-        # it has: the first reload is then most likely still under way
-        check(srv.wait_log("SIGHUP received", 5.0), "the first SIGHUP was not logged")
+        # the second once the first reload has started its first replacement: the master has taken the
+        # first SIGHUP (two pending ones would be one) and the reload is under way
+        check(srv.wait_log(r"SIGHUP received(.*\n)*.*worker 1 \(pid \d+\) started", 5.0, off),
+              "the first SIGHUP did not start a replacement of worker 1")
         srv.send_signal(signal.SIGHUP)
         ws = srv.wait_workers(2, timeout=10.0, exclude=gen0)
         check(len(ws) == 2 and not set(ws) & set(gen0), f"workers after two SIGHUPs: {gen0} -> {ws}")

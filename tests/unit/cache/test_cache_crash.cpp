@@ -47,7 +47,7 @@ enum class KillAt { mutation, anywhere };
     if (op == 0) {
       c.del(key);
     } else if (op == 1) {
-      c.math("counter" + std::to_string(rng() % 3), Cache::MathOp::inc, 1);
+      c.math(numbered("counter", rng() % 3), Cache::MathOp::inc, 1);
     } else {
       auto v = make_value(key, ++stamp, rng() % (600 - 18 - key.size()));
       if (op < 5)
@@ -165,7 +165,7 @@ TEST_CASE("SIGKILLed writers neither wedge the cache nor leave torn values", "[c
   CHECK(c->clear() == Status::ok);
   CHECK(c->count() == 0);
   for (unsigned i = 0; i < kItems; ++i) {
-    std::string key = "after-" + std::to_string(i) + std::string(i < kExtReserve ? 400 : 10, 'x');
+    std::string key = numbered("after-", i).append(i < kExtReserve ? 400 : 10, 'x');
     REQUIRE(c->set(key, make_value(key, i, 600 - 18 - key.size())) == Status::ok);
   }
   CHECK(c->set("one-more", "x") == (purge_lru ? Status::ok : Status::full));
