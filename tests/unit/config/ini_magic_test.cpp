@@ -169,15 +169,13 @@ TEST_CASE("ini: $(ENV) and @(file)", "[ini][placeholders]") {
   const EnvVar set("INI_TEST_APP", "/opt/app");
   const EnvVar unset("INI_TEST_UNSET", nullptr);
   const auto content = dir.write("backlog.txt", "4096\n\n");
+  const auto read_content = "@(" + content + ")";
   const auto ini = dir.write("app.ini",
                              "[uwsgi]\n"
                              "chdir = $(INI_TEST_APP)/src\n"
-                             "listen = @(" +
-                                 content +
-                                 ")\n"
-                                 "raw = [@(" +
-                                 content +
-                                 ")]\n"
+                             "raw = [" +
+                                 read_content +
+                                 "]\n"
                                  "shell = sh -c 'echo $(INI_TEST_UNSET)'\n"
                                  "pythonpath = %(shell)\n");
   const auto result = parse({"--ini", ini, "--show-config"});
@@ -187,7 +185,7 @@ TEST_CASE("ini: $(ENV) and @(file)", "[ini][placeholders]") {
   CHECK(result.config.pythonpath == std::vector<std::string>{"sh -c 'echo $(INI_TEST_UNSET)'"});
   CHECK_THAT(all_warnings(result), Contains("$(INI_TEST_UNSET) is not set in the environment"));
 
-  const auto listen_file = dir.write("listen.ini", "[uwsgi]\nlisten = @(" + content + ")\n");
+  const auto listen_file = dir.write("listen.ini", "[uwsgi]\nlisten = " + read_content + "\n");
   CHECK(parse({"--ini", listen_file}).config.listen_backlog == 4096);
   const auto missing = dir.write("missing.ini", "[uwsgi]\n\nlisten = @(/nonexistent/somaxconn)\n");
   CHECK_THAT(error_of({"--ini", missing}),
