@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
@@ -471,7 +472,7 @@ std::string Collector::expand(std::string_view text, const std::string& source, 
   });
   return replace_tokens(value, '%', [&](std::string_view name) -> std::optional<std::string> {
     if (is_template_option(option) && !find_setting(name)) return std::nullopt;
-    return placeholder(name, source, option);
+    return placeholder(name, source);
   });
 }
 
@@ -489,9 +490,7 @@ std::string Collector::lookup(std::string_view name, const std::string& source) 
 
 // %(name), or uWSGI's arithmetic form: words separated by spaces are concatenated, except that
 // + - * / apply to the next word as integers and ++ / -- change the result by one.
-std::string Collector::placeholder(std::string_view name, const std::string& source,
-                                   std::string_view option) {
-  static_cast<void>(option);
+std::string Collector::placeholder(std::string_view name, const std::string& source) {
   if (name.find(' ') == std::string_view::npos) return lookup(name, source);
   std::optional<std::string> current;
   char operation = 0;

@@ -107,7 +107,7 @@ class Collector {
   void keep(Setting setting);
   void run_logic(const Setting& setting);
   std::optional<std::size_t> find_setting(std::string_view name) const;
-  std::string placeholder(std::string_view name, const std::string& source, std::string_view option);
+  std::string placeholder(std::string_view name, const std::string& source);
   std::string lookup(std::string_view name, const std::string& source);
 
   RowFinder find_row_;
