@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <array>
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <string>
@@ -276,6 +277,47 @@ TEST_CASE("ini logic: for, for-times, for-readline repeat each line with %(_)", 
   CHECK(config.sockets == std::vector<std::string>{"/tmp/one.sock", "/tmp/two.sock", "/tmp/three.sock"});
   CHECK(config.env == std::vector<std::string>{"N_one=1", "N_two=1", "N_three=1"});
   CHECK(config.pythonpath == std::vector<std::string>{"/lib1", "/lib2", "/a", "/b"});
+}
+
+TEST_CASE("ini logic: for-glob, if-not-exists, if-not-dir, if-hostname", "[ini][logic]") {
+  TempDir dir;
+  dir.write("apps/a.ini", "");
+  dir.write("apps/b.ini", "");
+  std::array<char, 256> host{};
+  REQUIRE(gethostname(host.data(), host.size() - 1) == 0);
+  const auto base = real_dir(dir);
+  const auto ini = dir.write("app.ini",
+                             "[uwsgi]\n"
+                             "for-glob = " +
+                                 base +
+                                 "/apps/*.ini\n"
+                                 "pythonpath = %(_)\n"
+                                 "endfor\n"
+                                 "if-not-exists = " +
+                                 base +
+                                 "/nothing-here\n"
+                                 "env = MISSING=%(_)\n"
+                                 "endif\n"
+                                 "if-not-dir = " +
+                                 base +
+                                 "/apps\n"
+                                 "env = NEVER=1\n"
+                                 "endif\n"
+                                 "if-hostname = " +
+                                 std::string(host.data()) +
+                                 "\n"
+                                 "callable = on_this_host\n"
+                                 "endif\n"
+                                 "if-not-hostname = " +
+                                 std::string(host.data()) +
+                                 "\n"
+                                 "module = elsewhere\n"
+                                 "endif\n");
+  const auto config = parse({"--ini", ini}).config;
+  CHECK(config.pythonpath == std::vector<std::string>{base + "/apps/a.ini", base + "/apps/b.ini"});
+  CHECK(config.env == std::vector<std::string>{"MISSING=" + base + "/nothing-here"});
+  CHECK(config.callable == "on_this_host");
+  CHECK(config.module.empty());
 }
 
 TEST_CASE("ini logic: blocks do not nest; unreadable for-readline is an error", "[ini][logic][errors]") {
