@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <thread>
 
@@ -43,13 +44,22 @@ std::string replace_all(std::string text, std::string_view what, std::string_vie
   return text;
 }
 
-// The whole content of a file; nullopt (errno set) when it cannot be read.
-std::optional<std::string> read_file(const std::string& path) {
+// A file read into a value or a for-readline list, or an expanded value: more is a mistake (/dev/zero
+// would never end; placeholders naming each other twice per level double at every level).
+constexpr std::size_t kMaxReadBytes = std::size_t{1} << 20;
+constexpr int kMaxRepeats = 65536;  // for-times
+
+// The whole content of a file; a ConfigError starting with context when it cannot be read or is too big.
+std::string read_file(const std::string& path, std::string_view context) {
   std::ifstream file(path, std::ios::binary);
-  if (!file) return std::nullopt;
-  std::stringstream content;
-  content << file.rdbuf();
-  return content.str();
+  if (!file) throw ConfigError(fmt::format("{}: cannot read {}: {}", context, path, std::strerror(errno)));
+  std::string content(kMaxReadBytes + 1, '\0');
+  file.read(content.data(), static_cast<std::streamsize>(content.size()));
+  content.resize(static_cast<std::size_t>(file.gcount()));
+  if (content.size() > kMaxReadBytes) {
+    throw ConfigError(fmt::format("{}: {} is larger than {} bytes", context, path, kMaxReadBytes));
+  }
+  return content;
 }
 
 // uWSGI's magic table entries of one file: o p s d c e n (lower case, upper case for the first file).
@@ -108,10 +118,14 @@ std::string group_name(gid_t gid) {
 // Replaces every SYMBOL(name) in text (nested parentheses belong to the name) by resolve(name);
 // nullopt from resolve keeps the text as written.
 template <typename Resolve>
-std::string replace_tokens(std::string_view text, char symbol, const Resolve& resolve) {
+std::string replace_tokens(std::string_view text, char symbol, const Resolve& resolve,
+                           std::string_view context) {
   std::string out;
   std::size_t i = 0;
   while (i < text.size()) {
+    if (out.size() > kMaxReadBytes) {
+      throw ConfigError(fmt::format("{}: the value expands to more than {} bytes", context, kMaxReadBytes));
+    }
     if (text[i] != symbol || i + 1 >= text.size() || text[i + 1] != '(') {
       out += text[i++];
       continue;
@@ -132,6 +146,9 @@ std::string replace_tokens(std::string_view text, char symbol, const Resolve& re
       out += text.substr(i, end - i + 1);
     }
     i = end + 1;
+  }
+  if (out.size() > kMaxReadBytes) {
+    throw ConfigError(fmt::format("{}: the value expands to more than {} bytes", context, kMaxReadBytes));
   }
   return out;
 }
@@ -160,9 +177,10 @@ std::string substitute_file_magic(std::string_view text, const std::string& path
   table['U'] = user_name(getuid());
   table['g'] = std::to_string(getgid());
   table['G'] = group_name(getgid());
-  const auto now = std::chrono::system_clock::now().time_since_epoch();
-  table['t'] = std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now).count());
-  table['T'] = std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(now).count());
+  // The start time, as uWSGI sets them once: every file (and every reload of one) sees the same.
+  static const auto start = std::chrono::system_clock::now().time_since_epoch();
+  table['t'] = std::to_string(std::chrono::duration_cast<std::chrono::seconds>(start).count());
+  table['T'] = std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(start).count());
 
   std::string out;
   out.reserve(text.size());
@@ -409,12 +427,8 @@ void Collector::run_logic(const Setting& setting) {
       return;
     }
     case Logic::for_readline: {
-      const auto content = read_file(logic_arg_);
-      if (!content) {
-        throw ConfigError(fmt::format("for-readline \"{}\" ({}): cannot read {}: {}", logic_arg_,
-                                      logic_source_, logic_arg_, std::strerror(errno)));
-      }
-      std::istringstream lines(*content);
+      std::istringstream lines(
+          read_file(logic_arg_, fmt::format("for-readline \"{}\" ({})", logic_arg_, logic_source_)));
       std::string line;
       while (std::getline(lines, line)) {
         while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.pop_back();
@@ -424,6 +438,10 @@ void Collector::run_logic(const Setting& setting) {
     }
     case Logic::for_times: {
       const int times = std::atoi(logic_arg_.c_str());  // as uWSGI: garbage is 0 times
+      if (times > kMaxRepeats) {
+        throw ConfigError(fmt::format("for-times \"{}\" ({}): more than {} repetitions", logic_arg_,
+                                      logic_source_, kMaxRepeats));
+      }
       for (int i = 1; i <= times; ++i) keep_with(std::to_string(i));
       return;
     }
@@ -451,29 +469,35 @@ std::string Collector::expanded_value(std::size_t index) {
 
 std::string Collector::expand(std::string_view text, const std::string& source, std::string_view option) {
   // uWSGI's three passes, in its order: environment variables, files, then references.
-  auto value = replace_tokens(text, '$', [&](std::string_view name) -> std::optional<std::string> {
-    if (const char* found = getenv(std::string(name).c_str())) return std::string(found);
-    // uWSGI keeps $(NAME) as written; so do we (it may be meant for a shell), and say so once.
-    if (warned_env_.emplace(name).second) {
-      warnings_.push_back(
-          fmt::format("{} ({}): $({}) is not set in the environment; kept as written", option, source, name));
-    }
-    return std::nullopt;
-  });
-  value = replace_tokens(value, '@', [&](std::string_view name) -> std::optional<std::string> {
-    const std::string path(name);
-    auto content = read_file(path);
-    if (!content) {
-      throw ConfigError(fmt::format("{} ({}): @({}): cannot read {}: {}", option, source, path, path,
-                                    std::strerror(errno)));
-    }
-    if (!content->empty() && (content->back() == '\n' || content->back() == '\r')) content->pop_back();
-    return content;
-  });
-  return replace_tokens(value, '%', [&](std::string_view name) -> std::optional<std::string> {
-    if (is_template_option(option) && !find_setting(name)) return std::nullopt;
-    return placeholder(name, source);
-  });
+  const auto context = fmt::format("{} ({})", option, source);
+  auto value = replace_tokens(
+      text, '$',
+      [&](std::string_view name) -> std::optional<std::string> {
+        if (const char* found = getenv(std::string(name).c_str())) return std::string(found);
+        // uWSGI keeps $(NAME) as written; so do we (it may be meant for a shell), and say so once.
+        if (warned_env_.emplace(name).second) {
+          warnings_.push_back(fmt::format("{} ({}): $({}) is not set in the environment; kept as written",
+                                          option, source, name));
+        }
+        return std::nullopt;
+      },
+      context);
+  value = replace_tokens(
+      value, '@',
+      [&](std::string_view name) -> std::optional<std::string> {
+        const std::string path(name);
+        auto content = read_file(path, fmt::format("{} ({}): @({})", option, source, path));
+        if (!content.empty() && (content.back() == '\n' || content.back() == '\r')) content.pop_back();
+        return content;
+      },
+      context);
+  return replace_tokens(
+      value, '%',
+      [&](std::string_view name) -> std::optional<std::string> {
+        if (is_template_option(option) && !find_setting(name)) return std::nullopt;
+        return placeholder(name, source);
+      },
+      context);
 }
 
 std::string Collector::lookup(std::string_view name, const std::string& source) {
@@ -499,34 +523,44 @@ std::string Collector::placeholder(std::string_view name, const std::string& sou
   const auto number = [](const std::optional<std::string>& text) {
     return text ? std::strtoll(text->c_str(), nullptr, 10) : 0LL;
   };
+  const auto arithmetic = [&](char operation, long long left, long long right) {
+    long long result = 0;
+    bool overflow = false;
+    switch (operation) {
+      case '+':
+        overflow = __builtin_add_overflow(left, right, &result);
+        break;
+      case '-':
+        overflow = __builtin_sub_overflow(left, right, &result);
+        break;
+      case '*':
+        overflow = __builtin_mul_overflow(left, right, &result);
+        break;
+      default:  // '/': uWSGI gives 0 for a division by zero
+        overflow = left == std::numeric_limits<long long>::min() && right == -1;
+        result = right == 0 || overflow ? 0 : left / right;
+        break;
+    }
+    if (overflow) {
+      throw ConfigError(fmt::format("{}: placeholder %({}) overflows a 64-bit integer", source, name));
+    }
+    return std::to_string(result);
+  };
   while (words >> word) {
     if (word == "+" || word == "-" || word == "*" || word == "/") {
       operation = word[0];
       continue;
     }
     if (word == "++" || word == "--") {
-      if (current) current = std::to_string(number(current) + (word == "++" ? 1 : -1));
+      if (current) current = arithmetic(word[0], number(current), 1);
       operation = 0;
       continue;
     }
     const std::string operand = is_digits(word) ? word : lookup(word, source);
-    const long long left = number(current), right = number(operand);
-    switch (operation) {
-      case '+':
-        current = std::to_string(left + right);
-        break;
-      case '-':
-        current = std::to_string(left - right);
-        break;
-      case '*':
-        current = std::to_string(left * right);
-        break;
-      case '/':
-        current = std::to_string(right == 0 ? 0 : left / right);  // uWSGI: division by zero gives 0
-        break;
-      default:
-        current = current.value_or("") + operand;
-        break;
+    if (operation == 0) {
+      current = current.value_or("") + operand;
+    } else {
+      current = arithmetic(operation, number(current), number(operand));
     }
     operation = 0;
   }

@@ -160,6 +160,18 @@ TEST_CASE("ini placeholders: one that names nothing or refers to itself is an er
   CHECK_THAT(error_of({"--ini", loop}), Contains("refer back to it"));
   const auto outside_logic = dir.write("underscore.ini", "[uwsgi]\nchdir = %(_)\n");
   CHECK_THAT(error_of({"--ini", outside_logic}), Contains(":2: placeholder %(_) names nothing"));
+  // Bounded: maths that overflow, values that double at every level, endless repetitions.
+  const auto overflow = dir.write("overflow.ini", "[uwsgi]\nchdir = %(9223372036854775807 + 1)\n");
+  CHECK_THAT(error_of({"--ini", overflow}), Contains("overflows a 64-bit integer"));
+  std::string doubling = "[uwsgi]\nk0 = 0123456789abcdef\n";
+  for (int level = 1; level <= 20; ++level) {
+    doubling += "k" + std::to_string(level) + " = %(k" + std::to_string(level - 1) + ")%(k" +
+                std::to_string(level - 1) + ")\n";
+  }
+  const auto blowup = dir.write("doubling.ini", doubling + "chdir = %(k20)\n");
+  CHECK_THAT(error_of({"--ini", blowup}), Contains("expands to more than 1048576 bytes"));
+  const auto times = dir.write("times.ini", "[uwsgi]\nfor-times = 2000000000\nx = %(_)\nendfor\n");
+  CHECK_THAT(error_of({"--ini", times}), Contains("more than 65536 repetitions"));
   // An unknown key that nothing uses may hold anything.
   const auto unused = dir.write("unused.ini", "[uwsgi]\nlog-format = %(addr) - %(user) %(status)\n");
   CHECK_NOTHROW(parse({"--ini", unused}));
@@ -328,6 +340,12 @@ TEST_CASE("ini logic: blocks do not nest; unreadable for-readline is an error", 
   const auto readline =
       dir.write("readline.ini", "[uwsgi]\nfor-readline = /nonexistent/list\nx = %(_)\nendfor\n");
   CHECK_THAT(error_of({"--ini", readline}), Contains("cannot read /nonexistent/list"));
+  // A file read into a value or a list is bounded: /dev/zero is an error, not a hang.
+  const auto endless = dir.write("endless.ini", "[uwsgi]\nfor-readline = /dev/zero\nx = %(_)\nendfor\n");
+  CHECK_THAT(error_of({"--ini", endless}), Contains("/dev/zero is larger than 1048576 bytes"));
+  const auto endless_value = dir.write("endless-value.ini", "[uwsgi]\nlisten = @(/dev/zero)\n");
+  CHECK_THAT(error_of({"--ini", endless_value}),
+             Contains("listen (" + endless_value + ":2): @(/dev/zero): /dev/zero is larger than"));
 }
 
 TEST_CASE("ini comments: only whole lines; numbers and flags ignore an inline comment", "[ini][comments]") {
