@@ -30,6 +30,8 @@ int main(int argc, char** argv) {
               "; uwsgi cache protocol compatible with uWSGI 2.0.21)");
     return 0;
   }
+  for (const auto& warning : parsed.warnings) std::fprintf(stderr, "WARNING: %s\n", warning.c_str());
+  std::fputs(parsed.show_config.c_str(), stderr);  // uWSGI logs it too
   try {
     return master::run_master(parsed.config);
   } catch (const std::exception& error) {
