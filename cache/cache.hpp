@@ -158,6 +158,10 @@ class Cache {
   virtual void set_mutation_delay_for_tests(std::uint32_t microseconds) { (void)microseconds; }
 };
 
+// The arithmetic of Cache::math, on its own for callers that apply it to a value they hold (the Python
+// host's remote caches): wraps on overflow, division by zero gives 0, INT64_MIN / -1 wraps.
+std::int64_t apply_math(Cache::MathOp op, std::int64_t a, std::int64_t b);
+
 // Every cache of one server, in creation order; the first is the default cache.
 class CacheSet {
  public:

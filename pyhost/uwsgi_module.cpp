@@ -172,25 +172,6 @@ class BytesSink final : public cache::ValueSink {
   PyObject* bytes_ = nullptr;
 };
 
-std::int64_t apply_math(MathOp op, std::int64_t a, std::int64_t b) {
-  // Two's complement wrap-around on overflow and 0 for a division by zero: the engine's semantics.
-  const auto ua = static_cast<std::uint64_t>(a);
-  const auto ub = static_cast<std::uint64_t>(b);
-  switch (op) {
-    case MathOp::inc:
-      return static_cast<std::int64_t>(ua + ub);
-    case MathOp::dec:
-      return static_cast<std::int64_t>(ua - ub);
-    case MathOp::mul:
-      return static_cast<std::int64_t>(ua * ub);
-    case MathOp::div:
-      if (b == 0) return 0;
-      if (b == -1) return static_cast<std::int64_t>(0 - ua);
-      return a / b;
-  }
-  return a;
-}
-
 // Remote math: uWSGI sends the operand as an update (the remote then stores the delta). Against our
 // server the operation is atomic; against uWSGI we read the number, compute, and write it back keeping
 // the item's expiry (two clients racing there can lose an update).
@@ -213,7 +194,7 @@ server::ClientStatus remote_math(server::CacheClient& client, std::string_view n
     if (expires_at > 0)
       expires = std::max<std::int64_t>(1, expires_at - static_cast<std::int64_t>(std::time(nullptr)));
   }
-  const std::int64_t result = apply_math(op, base, operand);
+  const std::int64_t result = cache::apply_math(op, base, operand);
   char number[8];
   std::memcpy(number, &result, 8);
   return client.update(key, std::string_view(number, 8), expires, name);
