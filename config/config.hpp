@@ -11,6 +11,8 @@
 #include <variant>
 #include <vector>
 
+#include "common/address.hpp"
+
 namespace config {
 
 enum class OptionType {
@@ -154,14 +156,9 @@ std::string help_text(std::string_view program_name);
 // the --cache-store-sync inheritance). Throws ConfigError: `--cache2 "<spec>": <what is wrong>`.
 CacheSpec parse_cache2_spec(std::string_view spec);
 
-// A validated --socket / --http-socket value taken apart for binding.
-struct SocketAddress {
-  bool is_unix = false;
-  std::string host;  // "0.0.0.0" for ":port"; brackets of "[::1]:port" removed
-  std::uint16_t port = 0;
-  std::string path;  // UNIX socket path ("@name" = abstract namespace)
-};
-// Throws ConfigError when the form is invalid.
+// A validated --socket / --http-socket value taken apart (common/address.hpp: the one parser; ":port"
+// gets common::kListenAnyHost). Throws ConfigError when the form is invalid.
+using SocketAddress = common::Address;
 SocketAddress parse_socket_address(std::string_view address);
 
 // "660" / "0666" -> 0660 / 0666; nullopt unless 3 or 4 octal digits.

@@ -152,7 +152,8 @@ constexpr std::string_view kExpectedBool = "expected true/false, 1/0, yes/no or 
 // Value checks for string and list options (they throw InvalidValue naming the expected form)
 
 constexpr std::string_view kExpectedSocket =
-    "expected host:port, :port (all interfaces) or a UNIX socket path, with a port between 1 and 65535";
+    "expected host:port, [v6]:port, :port (all interfaces), a UNIX socket path or @name (abstract), with a "
+    "port between 1 and 65535";
 
 void check_socket(std::string_view value) {
   try {
@@ -275,7 +276,9 @@ std::vector<OptionSpec> build_table() {
   const auto g1 = kSocketsGroup, g2 = kCacheGroup, g3 = kMoreCachesGroup, g4 = kApplicationGroup;
   return {
       list("socket", "-s", &C::sockets, g1, "ADDR",
-           "bind a uwsgi-protocol socket: host:port, :port (all interfaces) or a UNIX path", check_socket),
+           "bind a uwsgi-protocol socket: host:port, [v6]:port, :port (all interfaces), a UNIX path or @name "
+           "(abstract UNIX socket)",
+           check_socket),
       list("http-socket", "", &C::http_sockets, g1, "ADDR", "bind an HTTP socket (same forms as --socket)",
            check_socket),
       list("persistent-socket", "", &C::persistent_sockets, g1, "ADDR",
@@ -990,31 +993,10 @@ CacheSpec parse_cache2_spec(std::string_view spec) {
 }
 
 SocketAddress parse_socket_address(std::string_view address) {
-  const auto fail = [&]() -> void {
-    throw ConfigError(fmt::format("invalid socket address \"{}\": {}", address, kExpectedSocket));
-  };
-  SocketAddress parsed;
-  const auto colon = address.rfind(':');
-  const bool looks_like_path =
-      address.starts_with("/") || address.starts_with(".") || address.starts_with("@");
-  if (address.empty()) fail();
-  if (looks_like_path || colon == std::string_view::npos) {
-    parsed.is_unix = true;
-    parsed.path = std::string(address);
-    return parsed;
-  }
-  auto host = address.substr(0, colon);
-  const auto port_text = address.substr(colon + 1);
-  if (host.starts_with("[") && host.ends_with("]")) host = host.substr(1, host.size() - 2);
-  if (host.find_first_of(" \t[]") != std::string_view::npos) fail();
-  const auto port = parse_number(port_text, false);
-  if (port_text.empty() || port_text.find_first_not_of("0123456789") != std::string_view::npos || !port ||
-      *port < 1 || *port > 65535) {
-    fail();
-  }
-  parsed.host = host.empty() ? "0.0.0.0" : std::string(host);
-  parsed.port = static_cast<std::uint16_t>(*port);
-  return parsed;
+  std::string error;
+  auto parsed = common::parse_address(address, common::kListenAnyHost, error);
+  if (!parsed) throw ConfigError(fmt::format("invalid socket address \"{}\": {}", address, kExpectedSocket));
+  return std::move(*parsed);
 }
 
 std::optional<unsigned> parse_chmod_mode(std::string_view text) {

@@ -1,7 +1,6 @@
 #include "server/client.hpp"
 
 #include <fmt/format.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -17,6 +16,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "common/address.hpp"
 #include "server/protocol.hpp"
 
 namespace server {
@@ -69,74 +69,23 @@ std::string errno_text(int error) { return std::strerror(error); }
 // How one socket operation ended.
 enum class Io { ok, eof, timeout, failed };
 
-// One endpoint to connect to.
-struct Endpoint {
-  sockaddr_storage address{};
-  socklen_t length = 0;
-  int family = AF_UNSPEC;
-};
+using common::Endpoint;
 
-// Takes the address apart the way --socket does: a path when it starts with / . or @ or has no
-// colon ("@name" = abstract namespace), else host:port with an optional [v6] host; ":port" means
-// 127.0.0.1 here (a client has no wildcard). Fills error and returns false when the form is invalid.
+// The address the way --socket takes it (common/address.hpp), except that ":port" means 127.0.0.1: a
+// client has no wildcard. Fills error and returns false when the form is invalid.
 bool resolve(const std::string& text, std::vector<Endpoint>& out, std::string& error) {
   out.clear();
-  if (text.empty()) {
-    error = "empty address (expected host:port, :port, [v6]:port or a UNIX socket path)";
+  const auto address = common::parse_address(text, "127.0.0.1", error);
+  if (!address) {
+    error += " (expected host:port, :port, [v6]:port, a UNIX socket path or @name)";
     return false;
   }
-  const auto colon = text.rfind(':');
-  const bool is_path =
-      text.starts_with('/') || text.starts_with('.') || text.starts_with('@') || colon == std::string::npos;
-  if (is_path) {
-    Endpoint endpoint;
-    auto* un = reinterpret_cast<sockaddr_un*>(&endpoint.address);
-    un->sun_family = AF_UNIX;
-    if (text.size() >= sizeof un->sun_path) {
-      error = fmt::format("UNIX socket path longer than {} bytes", sizeof un->sun_path - 1);
-      return false;
-    }
-    std::memcpy(un->sun_path, text.data(), text.size());
-    if (text.starts_with('@')) un->sun_path[0] = '\0';  // abstract: the name is not NUL-terminated
-    endpoint.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + text.size() +
-                                             (text.starts_with('@') ? 0 : 1));
-    endpoint.family = AF_UNIX;
-    out.push_back(endpoint);
-    return true;
-  }
-  std::string host = text.substr(0, colon);
-  const std::string port = text.substr(colon + 1);
-  if (host.starts_with('[') && host.ends_with(']')) host = host.substr(1, host.size() - 2);
-  if (host.empty()) host = "127.0.0.1";
-  std::uint64_t port_number = 0;
-  if (!parse_decimal(port, port_number) || port_number < 1 || port_number > 65535) {
-    error =
-        fmt::format("invalid port \"{}\" (expected host:port, :port, [v6]:port or a UNIX socket path)", port);
-    return false;
-  }
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  const int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &found);
-  if (rc != 0) {
-    error = fmt::format("cannot resolve host \"{}\": {}", host, gai_strerror(rc));
-    return false;
-  }
-  for (const addrinfo* info = found; info != nullptr; info = info->ai_next) {
-    if (info->ai_addrlen > sizeof(sockaddr_storage)) continue;
-    Endpoint endpoint;
-    std::memcpy(&endpoint.address, info->ai_addr, info->ai_addrlen);
-    endpoint.length = info->ai_addrlen;
-    endpoint.family = info->ai_family;
-    out.push_back(endpoint);
-  }
-  freeaddrinfo(found);
-  if (out.empty()) {
-    error = fmt::format("host \"{}\" has no usable address", host);
-    return false;
-  }
+  if (!address->is_unix) return common::resolve_address(*address, SOCK_STREAM, false, out, error);
+  Endpoint endpoint;
+  auto* un = reinterpret_cast<sockaddr_un*>(&endpoint.address);
+  if (!common::unix_sockaddr(*address, *un, endpoint.length, error)) return false;
+  endpoint.family = AF_UNIX;
+  out.push_back(endpoint);
   return true;
 }
 
