@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "cache/defaults.hpp"
+
 namespace cache {
 
 // Why an operation did what it did. Every failure has its own value and a text (describe()).
@@ -31,8 +33,8 @@ std::string_view describe(Status status);
 struct Geometry {
   std::string name = "default";
   std::uint64_t items = 0;  // usable items: N gives N (uWSGI gives N-1)
-  std::uint64_t blocksize = 65536;
-  std::uint32_t keysize = 2048;
+  std::uint64_t blocksize = kDefaultBlocksize;
+  std::uint32_t keysize = kDefaultKeysize;
   std::uint64_t hashsize = 0;  // hash buckets; 0 = chosen from items
   bool purge_lru = false;      // when full, evict the least recently used item instead of failing
   bool ignore_full = false;    // no "cache is FULL" log lines (the counter still counts)

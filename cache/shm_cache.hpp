@@ -25,6 +25,7 @@
 
 #include "cache/cache.hpp"
 #include "cache/layout.hpp"
+#include "common/clock.hpp"
 #include "common/log.hpp"
 
 #if defined(__SANITIZE_THREAD__)
@@ -122,11 +123,7 @@ inline bool same_key(const char* a, const char* b, std::size_t n) {
 
 inline std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
 
-inline std::int64_t monotonic_ns() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
-}
+using common::monotonic_ns;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)

@@ -11,6 +11,7 @@
 #include <variant>
 #include <vector>
 
+#include "cache/defaults.hpp"
 #include "common/address.hpp"
 
 namespace config {
@@ -58,8 +59,8 @@ std::span<const OptionSpec> option_table();
 struct CacheSpec {
   std::string name = "default";
   std::uint64_t items = 0;  // usable items (ours gives N, uWSGI N-1)
-  std::uint64_t blocksize = 65536;
-  std::uint32_t keysize = 2048;
+  std::uint64_t blocksize = cache::kDefaultBlocksize;
+  std::uint32_t keysize = cache::kDefaultKeysize;
   std::uint64_t hashsize = 0;  // buckets; 0 = let the engine choose from items
   std::string store;
   int store_sync = 0;
@@ -101,8 +102,8 @@ struct Config {
 
   // the default cache (--cache and friends); items == 0 means no default cache
   std::uint64_t cache_items = 0;
-  std::uint64_t cache_blocksize = 65536;
-  std::uint32_t cache_keysize = 2048;
+  std::uint64_t cache_blocksize = cache::kDefaultBlocksize;
+  std::uint32_t cache_keysize = cache::kDefaultKeysize;
   std::string cache_store;
   int cache_store_sync = 0;
   bool cache_store_delete = false;

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "cache/cache.hpp"
+#include "common/clock.hpp"
 #include "common/log.hpp"
 #include "master/listeners.hpp"
 #include "master/signals.hpp"
@@ -40,7 +41,7 @@ namespace master {
 
 namespace {
 
-using workers::monotonic_ms;
+using common::monotonic_ms;
 
 constexpr int kCycleMs = 1000;                // the cycle of the cache jobs (reordering, store sync)
 constexpr int kPollMs = 100;                  // how often the master loop looks at deadlines

@@ -320,21 +320,16 @@ void WsgiApplication::load() {
   common::log("python: WSGI application loaded from {}", what_);
 }
 
-void WsgiApplication::worker_started(int worker_id) {
+bool WsgiApplication::worker_started(int worker_id, std::string& error) {
   set_worker_id(worker_id);
-  if (!config_.lazy_apps) return;
-  std::string error;
+  if (!config_.lazy_apps) return true;
   bool ok;
   {
     GilGuard gil;
     ok = try_load(error);
   }
-  if (!ok) {
-    common::log("worker {}: {}", worker_id, error);
-    std::fflush(nullptr);
-    _exit(kExitFatalConfig);
-  }
-  common::log("worker {}: WSGI application loaded from {} (--lazy-apps)", worker_id, what_);
+  if (ok) common::log("worker {}: WSGI application loaded from {} (--lazy-apps)", worker_id, what_);
+  return ok;
 }
 
 PyObject* WsgiApplication::build_environ(const server::Request& request, std::string_view& protocol) {

@@ -13,11 +13,6 @@
 
 namespace pyhost {
 
-// Exit status of a worker that cannot load its application with --lazy-apps: workers' "fatal
-// configuration" status (workers::kExitFatalConfig, sysexits' EX_CONFIG), on which the master stops the
-// server instead of respawning. Repeated here: pyhost knows only server/'s application interface.
-inline constexpr int kExitFatalConfig = 78;
-
 class WsgiApplication final : public server::Application {
  public:
   explicit WsgiApplication(const config::Config& config);
@@ -31,7 +26,8 @@ class WsgiApplication final : public server::Application {
 
   void handle(const server::Request& request, server::Reply& reply) override;
   bool blocking() const override { return true; }
-  void worker_started(int worker_id) override;
+  // With --lazy-apps, loads the application here: false with the traceback when it cannot.
+  bool worker_started(int worker_id, std::string& error) override;
 
  private:
   bool try_load(std::string& error);  // GIL held

@@ -52,10 +52,6 @@ using client_detail::MagicReply;
 
 using Clock = std::chrono::steady_clock;
 
-inline constexpr std::uint8_t kMagic = 17;
-inline constexpr std::uint8_t kDump = 6;       // request
-inline constexpr std::uint8_t kDumpReply = 7;  // its reply
-
 // Largest value accepted in a reply: our largest blocksize (1 GiB); a bigger size var is garbage, and
 // trusting it would allocate that much.
 inline constexpr std::uint64_t kMaxValue = std::uint64_t{1} << 30;
@@ -220,7 +216,7 @@ bool still_open(int fd) {
 // Vars exactly as uWSGI's remote client orders them (spec §7.4), plus keepalive=1 for our server.
 void build_request(const MagicCall& call, bool keepalive, std::string& out) {
   out.clear();
-  encode_header(out, kModifierCache, 0, kMagic);
+  encode_header(out, kModifierCache, 0, kCacheMagic);
   append_var(out, "cmd", call.cmd);
   if (call.with_key) append_var(out, "key", call.key);
   if (call.with_value) {
@@ -354,7 +350,7 @@ ClientStatus CacheClient::exchange(const MagicCall& call, MagicReply& reply) {
       return ClientStatus::error;
     }
     const PacketHeader header = decode_header(head);
-    if (header.modifier1 != kModifierCache || header.modifier2 != kMagic) {
+    if (header.modifier1 != kModifierCache || header.modifier2 != kCacheMagic) {
       connection_.reset();
       fail(fmt::format(
           "{}: unexpected reply header {:02x} {:02x} {:02x} {:02x} (want modifier1 111, modifier2 17)", what,
@@ -439,7 +435,7 @@ ClientStatus CacheClient::dump(std::string_view cache, ReplyVars& vars, std::str
   const int fd = connection->fd;
   const int timeout = options_.timeout_ms;
   std::string request;
-  encode_header(request, kModifierCache, static_cast<std::uint16_t>(cache.size()), kDump);
+  encode_header(request, kModifierCache, static_cast<std::uint16_t>(cache.size()), kCacheDump);
   int error = 0;
   std::size_t got = 0;
   char head[kHeaderSize];
@@ -459,7 +455,7 @@ ClientStatus CacheClient::dump(std::string_view cache, ReplyVars& vars, std::str
   };
   if (io != Io::ok) return io_problem(fmt::format("reply header cut short after {} bytes", got));
   const PacketHeader header = decode_header(head);
-  if (header.modifier1 != kModifierCache || header.modifier2 != kDumpReply) {
+  if (header.modifier1 != kModifierCache || header.modifier2 != kCacheDumpReply) {
     fail(fmt::format(
         "dump: unexpected reply header {:02x} {:02x} {:02x} {:02x} (want modifier1 111, modifier2 7)",
         static_cast<unsigned char>(head[0]), static_cast<unsigned char>(head[1]),

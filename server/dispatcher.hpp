@@ -26,8 +26,13 @@ class Application {
   // loop, so cache requests on the same worker keep being served.
   virtual bool blocking() const { return false; }
   // Called in each worker process right after fork, before it serves anything (e.g. to reinitialise
-  // an interpreter's state after fork, or to load the application there with --lazy-apps).
-  virtual void worker_started(int worker_id) { (void)worker_id; }
+  // an interpreter's state after fork, or to load the application there with --lazy-apps). False
+  // (with `error` set) when the application can never start: the worker stops and reports it.
+  virtual bool worker_started(int worker_id, std::string& error) {
+    (void)worker_id;
+    (void)error;
+    return true;
+  }
 };
 
 // The demo application served on modifier1 0 when no application is configured: shows cache stats

@@ -33,6 +33,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -41,19 +42,16 @@
 #include <thread>
 #include <vector>
 
+#include "common/clock.hpp"
 #include "common/log.hpp"
 #include "server/http.hpp"
 #include "server/protocol.hpp"
 
 namespace workers {
 
-std::int64_t monotonic_ms() {
-  struct timespec now {};
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return static_cast<std::int64_t>(now.tv_sec) * 1000 + now.tv_nsec / 1000000;
-}
-
 namespace {
+
+using common::monotonic_ms;
 
 constexpr int kMaxEvents = 32;
 constexpr std::size_t kInitialBuffer = 4096;                      // most cache requests are far smaller
@@ -980,7 +978,12 @@ int run_worker(const WorkerSettings& settings) {
   // A client that closes before reading its reply must cost an EPIPE, not the worker (and after a
   // respawn, the next queued connection of the same client would kill the new worker too).
   signal(SIGPIPE, SIG_IGN);
-  if (settings.application != nullptr) settings.application->worker_started(settings.id);
+  if (std::string error;
+      settings.application != nullptr && !settings.application->worker_started(settings.id, error)) {
+    common::log("worker {}: {}", settings.id, error);
+    std::fflush(nullptr);  // the caller _exits
+    return kExitFatalConfig;
+  }
   Worker worker(settings);
   return worker.run();
 }

@@ -11,8 +11,9 @@
 
 namespace workers {
 
-// Exit status meaning "this configuration can never work": the master stops the whole server
-// instead of respawning (sysexits' EX_CONFIG).
+// Exit status meaning "this configuration can never work" (e.g. the application's
+// worker_started() failed): the master stops the whole server instead of respawning (sysexits'
+// EX_CONFIG). Its one home: run_worker returns it, the master reads it.
 inline constexpr int kExitFatalConfig = 78;
 
 struct WorkerSettings {
