@@ -7,6 +7,9 @@
 #include "config/config.hpp"
 #include "master/master.hpp"
 #include "server/client.hpp"
+#ifdef HAVE_PYHOST
+#include "pyhost/pyhost.hpp"
+#endif
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::string_view(argv[1]) == "cache") {
@@ -28,6 +31,9 @@ int main(int argc, char** argv) {
     std::puts("server 0.1.0 (uwsgi cache protocol compatible with uWSGI 2.0.21)");
     return 0;
   }
+#ifdef HAVE_PYHOST
+  pyhost::register_host();  // the server's application host (server/application.hpp)
+#endif
   try {
     return master::run_master(parsed.config);
   } catch (const std::exception& error) {

@@ -7,14 +7,14 @@
 
 #include <string>
 
-#include "config/config.hpp"
+#include "server/application.hpp"
 
 namespace pyhost {
 
 // Starts the interpreter once: applies --env, --chdir, registers the built-in `uwsgi` module, sets
 // sys.path (--pythonpath first, then ".", "", the standard paths, the project's python/ dir) and the
 // fork handlers. Returns with the GIL released. Throws std::runtime_error with the reason.
-void start_interpreter(const config::Config& config);
+void start_interpreter(const server::ApplicationSettings& settings);
 
 // Holds the GIL in the calling thread for its scope. Each thread keeps one PyThreadState for its
 // lifetime (threading.local and C extensions' per-thread state survive across requests). Not

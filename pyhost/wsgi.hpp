@@ -8,14 +8,13 @@
 
 #include <string>
 
-#include "config/config.hpp"
 #include "server/dispatcher.hpp"
 
 namespace pyhost {
 
 class WsgiApplication final : public server::Application {
  public:
-  explicit WsgiApplication(const config::Config& config);
+  explicit WsgiApplication(const server::ApplicationSettings& settings);
   // The Python objects are deliberately never released: the interpreter is never finalised (workers
   // _exit, and application threads may still be inside Python when the master returns).
   ~WsgiApplication() override = default;
@@ -34,7 +33,7 @@ class WsgiApplication final : public server::Application {
   PyObject* build_environ(const server::Request& request, std::string_view& protocol);
   void internal_error(server::Reply& reply, std::string_view protocol, const std::string& what);
 
-  config::Config config_;
+  server::ApplicationSettings settings_;
   std::string what_;         // "module 'x'" / "file 'y'", for messages
   PyObject* app_ = nullptr;  // the callable
   // Per-process constants of every environ, made once.
