@@ -45,7 +45,8 @@ struct Geometry {
   // MAP_SHARED mapping of this file, validated and rebuilt at create().
   std::string store;
   bool store_delete = false;  // discard a store file of another geometry/version, or a damaged one
-  int store_sync = 0;         // for the master: sync_store() every N cycles (0 = leave it to the kernel)
+  int store_sync =
+      0;  // for the master: sync_store() every N cycles (0 = only at stop; kernel writeback meanwhile)
 };
 
 struct Stats {

@@ -96,9 +96,8 @@ struct Config {
   int harakiri = 0;        // seconds; 0 = off
   int socket_timeout = 4;  // seconds
   int reload_mercy = 60;   // seconds a worker may take to finish in-flight requests on stop/reload
-  bool debug_log = false;
-  std::string accept_mode = "exclusive";  // how workers wait on the listening sockets  // --log-debug: master
-                                          // jobs log their timings
+  bool debug_log = false;  // --log-debug: master jobs log their timings
+  std::string accept_mode = "exclusive";  // how workers wait on the listening sockets
 
   // the default cache (--cache and friends); items == 0 means no default cache
   std::uint64_t cache_items = 0;

@@ -30,9 +30,8 @@ struct WorkerSettings {
   bool publish_busy = false;   // --harakiri is on: publish when each request starts, and what it is
   cache::CacheSet* caches = nullptr;
   server::Application* application = nullptr;
-  int application_threads = 1;
-  bool exclusive_accept = true;  // EPOLLEXCLUSIVE on the listening sockets (false: every worker wakes)     //
-                                 // --threads: threads running a blocking application
+  int application_threads = 1;   // --threads: threads running a blocking application
+  bool exclusive_accept = true;  // EPOLLEXCLUSIVE on the listening sockets (false: every worker wakes)
 };
 
 // Runs the worker until it is told to stop; returns the process exit status.
