@@ -390,8 +390,10 @@ class ShmCache final : public Cache {
   bool handle_full();  // true if room was made and the write should be retried
   void log_full_event(const std::string& line);
   bool evict_lru_one();
+  // Inlined into get() and exists(): the call would be the only cost the split added to a hit.
   template <bool kCopy>
-  Status lookup(std::string_view key, ValueSink* sink, std::int64_t* expires_at);
+  [[gnu::always_inline]] inline Status lookup(std::string_view key, ValueSink* sink,
+                                              std::int64_t* expires_at);
 
   Geometry geometry_;
   common::RateLimitedLog full_log_;  // process-local
