@@ -7,6 +7,7 @@ want=(cmake ninja-build g++ pkg-config libuv1-dev libfmt-dev libtomlplusplus-dev
 if [ "${1:-build}" = test ] || [ "${1:-build}" = bench ]; then
   # Real peers the tests start: uWSGI 2.0.21 (compatibility oracle), nginx, Debian's Python 3.11.
   want+=(uwsgi-core uwsgi-plugin-python3 nginx-light python3 python3-django libpython3.11-dev)
+  want+=(clang libfuzzer-14-dev)  # the fuzz targets (tests/fuzz)
 fi
 if [ "${1:-build}" = bench ]; then
   want+=(memcached wrk linux-perf)

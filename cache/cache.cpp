@@ -280,14 +280,14 @@ void ShmCache::unlink_locked(std::uint32_t b, std::uint32_t slot, std::uint32_t 
 }
 
 void ShmCache::copy_value_bytes(char* dst, std::string_view value) const {
-  if (mutation_delay_us_ == 0 || value.size() < 2) {
+  if (!mutation_hook_ || value.size() < 2) {
     std::memcpy(dst, value.data(), value.size());
     return;
   }
-  // Test hook: leave the value half written for a while, inside the lock and the mutation.
+  // Test hook: called with the value half written, inside the lock and the mutation.
   std::size_t half = value.size() / 2;
   std::memcpy(dst, value.data(), half);
-  usleep(mutation_delay_us_);
+  mutation_hook_();
   std::memcpy(dst + half, value.data() + half, value.size() - half);
 }
 

@@ -156,9 +156,10 @@ class Cache {
 
   // For tests only: replaces the engine's clock in this process.
   virtual void set_clock(Clock clock) = 0;
-  // For tests only: in this process, every write sleeps this long with its value half written,
-  // inside the shard lock and the mutation (crash-safety tests SIGKILL writers there).
-  virtual void set_mutation_delay_for_tests(std::uint32_t microseconds) { (void)microseconds; }
+  // For tests only: in this process, every write calls `hook` with its value half written, inside the
+  // shard lock and the mutation. Crash-safety tests make it tell their parent, which SIGKILLs the
+  // writer there: a kill inside a mutation on every run, whatever the machine's speed.
+  virtual void set_mutation_hook_for_tests(std::function<void()> hook) { (void)hook; }
 };
 
 // The arithmetic of Cache::math, on its own for callers that apply it to a value they hold (the Python

@@ -239,9 +239,7 @@ class ShmCache final : public Cache {
   bool has_store() const override { return store_fd_ >= 0; }
   bool sync_store() override;
   void set_clock(Clock clock) override { clock_ = std::move(clock); }
-  void set_mutation_delay_for_tests(std::uint32_t microseconds) override {
-    mutation_delay_us_ = microseconds;
-  }
+  void set_mutation_hook_for_tests(std::function<void()> hook) override { mutation_hook_ = std::move(hook); }
 
  private:
   enum class Mode { set, update, math };
@@ -398,7 +396,7 @@ class ShmCache final : public Cache {
   Geometry geometry_;
   common::RateLimitedLog full_log_;  // process-local
   Clock clock_;
-  std::uint32_t mutation_delay_us_ = 0;
+  std::function<void()> mutation_hook_;  // tests only
 
   const std::uint64_t instance_ = g_next_instance.fetch_add(1, std::memory_order_relaxed);
   char* base_ = nullptr;

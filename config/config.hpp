@@ -144,10 +144,14 @@ struct ParseResult {
   Config config;
   bool help_requested = false;     // --help / -h: print help_text() and exit 0
   bool version_requested = false;  // --version
+  // One line each (without "WARNING: "): unknown keys in files, options accepted with no effect, ...
+  std::vector<std::string> warnings;
+  std::string show_config;  // --show-config: the resolved configuration to log ("" = not asked)
 };
 
-// Parses argv (argv[0] is the program name). Sources (--ini, --toml, command-line options) apply in
-// command-line order; later wins, list options accumulate. Throws ConfigError.
+// Parses the UWSGI_* environment variables, then argv (argv[0] is the program name). Sources apply in
+// that order (--ini and --toml where they appear); later wins, list options accumulate; placeholders
+// are expanded once all are read (config/ini.hpp). Throws ConfigError.
 ParseResult parse_command_line(int argc, const char* const argv[]);
 
 std::string help_text(std::string_view program_name);

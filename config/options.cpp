@@ -2,6 +2,7 @@
 // loaders, --help and the options reference. Adding an option is adding one row to build_table().
 #include <fmt/format.h>
 #include <toml++/toml.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -11,10 +12,12 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <set>
 #include <sstream>
 #include <utility>
 
 #include "config/config.hpp"
+#include "config/ini.hpp"
 
 namespace config {
 namespace {
@@ -31,6 +34,11 @@ constexpr std::string_view kCacheGroup = "The default cache (--cache and friends
 constexpr std::string_view kMoreCachesGroup = "More caches and cache content";
 constexpr std::string_view kApplicationGroup = "Application";
 constexpr std::string_view kSourcesGroup = "Configuration sources and information";
+constexpr std::string_view kLogicGroup =
+    "Configuration logic (uWSGI's if/for blocks; ini, toml or command line)";
+// Rows of this group are accepted with one WARNING line whose reason is their help text.
+constexpr std::string_view kAcceptedGroup =
+    "Accepted for uWSGI compatibility, with no effect here (one WARNING)";
 
 // ---------------------------------------------------------------------------------------------
 // Small text helpers
@@ -78,6 +86,10 @@ std::string_view closest_match(std::string_view typed, const std::vector<std::st
   std::string_view best;
   std::size_t best_distance = allowed + 1;
   for (const auto candidate : candidates) {
+    // The distance is at least the difference in length: skipping those keeps a long unknown key (a
+    // garbled file) from costing length x candidates table cells.
+    const auto longer = std::max(typed.size(), candidate.size());
+    if (longer - std::min(typed.size(), candidate.size()) > allowed) continue;
     const auto distance = edit_distance(typed, candidate);
     if (distance < best_distance) {
       best = candidate;
@@ -271,6 +283,19 @@ OptionSpec action(std::string_view name, std::string_view aliases, OptionType ty
   return {name, aliases, type, "", 0, 0, help, kSourcesGroup, value_name, std::monostate{}};
 }
 
+// A uWSGI option that needs nothing here: accepted with one WARNING line saying why (its help).
+OptionSpec accepted(std::string_view name, std::string_view aliases, OptionType type,
+                    std::string_view value_name, std::string_view why) {
+  return {name, aliases, type, "", 0, 0, why, kAcceptedGroup, value_name, std::monostate{}};
+}
+
+// A key of uWSGI's configuration logic, handled by the Collector (config/ini.cpp).
+OptionSpec logic(std::string_view name, std::string_view aliases, std::string_view value_name,
+                 std::string_view help) {
+  const auto type = value_name.empty() ? OptionType::flag : OptionType::string;
+  return {name, aliases, type, "", 0, 0, help, kLogicGroup, value_name, std::monostate{}};
+}
+
 std::vector<OptionSpec> build_table() {
   using C = Config;
   const auto g1 = kSocketsGroup, g2 = kCacheGroup, g3 = kMoreCachesGroup, g4 = kApplicationGroup;
@@ -357,8 +382,53 @@ std::vector<OptionSpec> build_table() {
              "load options from an ini file ([uwsgi] section unless SECTION is given)"),
       action("toml", "", OptionType::list, "FILE[:SECTION]",
              "load options from a toml file (top level and [uwsgi], or the table SECTION)"),
+      action("strict", "", OptionType::flag, "",
+             "unknown keys in files and UWSGI_* variables are errors instead of one WARNING each (uWSGI's "
+             "meaning: every unknown key is an error, so placeholders need --set-placeholder)"),
+      action("set-placeholder", "set-ph", OptionType::list, "NAME=VALUE",
+             "define the placeholder %(NAME) (never an unknown key, even with --strict)"),
+      action("show-config", "", OptionType::flag, "",
+             "print the resolved configuration (every key in order, placeholders expanded) as uWSGI does, "
+             "then start"),
       action("help", "-h", OptionType::flag, "", "print this help and exit"),
       action("version", "", OptionType::flag, "", "print the version and exit"),
+
+      logic("if-env", "", "NAME[=VALUE]",
+            "keep the following keys (until endif) if the environment variable is set (to VALUE); %(_) is "
+            "its value"),
+      logic("if-not-env", "", "NAME[=VALUE]",
+            "keep the following keys if the variable is unset (or differs)"),
+      logic("if-opt", "", "KEY[=VALUE]",
+            "keep the following keys if KEY was set earlier (to VALUE); %(_) is its value"),
+      logic("if-not-opt", "", "KEY[=VALUE]",
+            "keep the following keys if KEY was not set earlier (or differs)"),
+      logic("if-exists", "", "PATH", "keep the following keys if PATH is readable; %(_) is PATH"),
+      logic("if-not-exists", "", "PATH", "keep the following keys if PATH is not readable"),
+      logic("if-file", "", "PATH", "keep the following keys if PATH is a regular file; %(_) is PATH"),
+      logic("if-not-file", "", "PATH", "keep the following keys if PATH is not a regular file"),
+      logic("if-dir", "", "PATH", "keep the following keys if PATH is a directory; %(_) is PATH"),
+      logic("if-not-dir", "", "PATH", "keep the following keys if PATH is not a directory"),
+      logic("if-hostname", "", "NAME", "keep the following keys if this host is NAME"),
+      logic("if-not-hostname", "", "NAME", "keep the following keys if this host is not NAME"),
+      logic("else", "", "", "keep the following keys (until endif) if the last if-* failed"),
+      logic("endif", "end-if", "", "end an if-* or else block"),
+      logic("for", "", "WORDS",
+            "repeat each following key (until endfor) once per space-separated word, %(_) being the word"),
+      logic("for-glob", "", "PATTERN", "repeat each following key once per path matching PATTERN"),
+      logic("for-readline", "", "FILE", "repeat each following key once per line of FILE"),
+      logic("for-times", "", "N", "repeat each following key N times, %(_) counting from 1"),
+      logic("endfor", "end-for", "", "end a for block"),
+      logic("end", "", "", "end any if or for block"),
+
+      accepted("thunder-lock", "", OptionType::flag, "",
+               "workers wait for connections with EPOLLEXCLUSIVE, so accepting never takes a lock"),
+      accepted("enable-threads", "", OptionType::flag, "", "threads are always enabled here"),
+      accepted("single-interpreter", "-i", OptionType::flag, "",
+               "there is always exactly one Python interpreter here"),
+      accepted("die-on-term", "", OptionType::flag, "",
+               "SIGTERM always stops the server gracefully here (uWSGI 2.0 reloads on it otherwise)"),
+      accepted("plugins", "plugin", OptionType::list, "NAME[,NAME...]",
+               "python (python3, pythonNN), cache and http are built in; any other plugin is an error"),
   };
 }
 
@@ -669,6 +739,24 @@ class Parser {
  public:
   ParseResult result;
 
+  Parser()
+      : collector_([](std::string_view name) { return find_long(name); },
+                   [this](std::size_t index) { on_added(index); }) {}
+
+  // Every source in uWSGI's order: the UWSGI_* environment variables, then the command line (its
+  // --ini/--toml files load where they appear); then values are expanded and applied in that order.
+  void parse(int argc, const char* const argv[], const char* const* environment) {
+    for (const auto& [key, value] : detail::environment_options(environment)) {
+      std::string variable = "UWSGI_";
+      for (const char c : key) variable += c == '-' ? '_' : static_cast<char>(std::toupper(c));
+      collector_.add(
+          {key, value, fmt::format("environment {}", variable), detail::Origin::environment, find_long(key)});
+      if (stopped()) return;
+    }
+    parse_argv(argc, argv);
+    if (!stopped()) apply_settings();
+  }
+
   // Applies one occurrence of an option. value is nullopt for a flag given without a value.
   void apply(const OptionSpec& row, std::optional<std::string_view> value, const std::string& source) {
     const auto fail = [&](std::string_view detail) -> void {
@@ -680,22 +768,21 @@ class Parser {
       (row.name == "help" ? result.help_requested : result.version_requested) |= *wanted;
       return;
     }
-    if (row.name == "ini" || row.name == "toml") {
-      if (value->empty()) fail("expected a file name, optionally followed by :SECTION");
-      load_file(row.name, *value, source);
+    if (row.group == kAcceptedGroup) {
+      accept(row, value, source, fail);
       return;
     }
     Config& config = result.config;
     switch (row.type) {
       case OptionType::flag: {
-        const auto enabled = value ? parse_bool(*value) : std::optional<bool>(true);
+        const auto enabled = flag_value(value);
         if (!enabled) fail(kExpectedBool);
         config.*std::get<bool Config::*>(row.target) = *enabled;
         return;
       }
       case OptionType::integer:
       case OptionType::size: {
-        const auto number = parse_number(*value, row.type == OptionType::size);
+        const auto number = parse_number(detail::typed_value_text(*value), row.type == OptionType::size);
         if (!number || *number < row.min_value || *number > row.max_value) {
           fail(expected_number(row.type, row.min_value, row.max_value));
         }
@@ -752,13 +839,13 @@ class Parser {
         if (arg.size() > 2) attached = arg.substr(2);
       } else if (arg.ends_with(".ini") || arg.ends_with(".toml")) {
         // uWSGI loads a bare config file argument by its extension.
-        apply(*find_long(arg.ends_with(".ini") ? "ini" : "toml"), arg, source);
+        add_setting(*find_long(arg.ends_with(".ini") ? "ini" : "toml"), arg, source);
         continue;
       } else {
         throw ConfigError(fmt::format("unexpected argument \"{}\" ({}): options start with --", arg, source));
       }
       if (row->type == OptionType::flag) {
-        apply(*row, attached, source);
+        add_setting(*row, attached, source, arg.starts_with("--") ? arg.substr(2, arg.find('=') - 2) : "");
         continue;
       }
       if (!attached) {
@@ -776,7 +863,7 @@ class Parser {
         attached = next;
         ++i;
       }
-      apply(*row, attached, source);
+      add_setting(*row, attached, source, arg.starts_with("--") ? arg.substr(2, arg.find('=') - 2) : "");
     }
   }
 
@@ -826,8 +913,122 @@ class Parser {
   }
 
  private:
+  detail::Collector collector_;
   std::vector<std::string> cache2_sources_;  // parallel to Config::cache2_specs
   int include_depth_ = 0;
+  std::string top_file_;  // the first config file (%D, %N, ... in every file)
+  std::string last_ini_;  // what "ini = :section" reads
+  std::set<std::string_view> accepted_warned_;
+
+  // A command-line option as a setting, keyed by the name typed (uWSGI's --show-config shows it).
+  void add_setting(const OptionSpec& row, std::optional<std::string_view> value, const std::string& source,
+                   std::string_view typed = "") {
+    std::optional<std::string> text;
+    if (value) text = std::string(*value);
+    collector_.add(
+        {std::string(typed.empty() ? row.name : typed), text, source, detail::Origin::command_line, &row});
+  }
+
+  // What acts at once when a source gives it: help and version stop, ini and toml load their file.
+  void on_added(std::size_t index) {
+    const auto& setting = collector_.settings()[index];
+    if (setting.row == nullptr || stopped()) return;
+    const OptionSpec& row = *setting.row;
+    const std::string source = setting.source;  // copies: loading a file adds settings
+    const std::optional<std::string> value = setting.value;
+    if (row.name == "help" || row.name == "version") {
+      apply(row, value, source);
+    } else if (row.name == "ini" || row.name == "toml") {
+      const auto path = collector_.expand(value.value_or(""), source, row.name);
+      if (path.empty()) {
+        throw ConfigError(fmt::format("--{} \"\" ({}): expected a file name, optionally followed by :SECTION",
+                                      row.name, source));
+      }
+      load_file(row.name, path, source);
+    } else if (row.name == "set-placeholder") {
+      const auto text = collector_.expand(value.value_or(""), source, row.name);
+      const auto equals = text.find('=');
+      if (equals == std::string::npos || equals == 0) {
+        throw ConfigError(fmt::format("--set-placeholder \"{}\" ({}): expected NAME=VALUE", text, source));
+      }
+      detail::Setting placeholder{text.substr(0, equals), text.substr(equals + 1), source, setting.origin};
+      placeholder.declared = true;
+      collector_.add(std::move(placeholder));
+    }
+  }
+
+  static std::optional<bool> flag_value(const std::optional<std::string_view>& value) {
+    if (!value) return true;
+    const auto text = detail::typed_value_text(*value);
+    return text.empty() ? std::optional<bool>(true) : parse_bool(text);  // a bare key or "key =" is on
+  }
+
+  // A row of kAcceptedGroup: checked like any value, then one WARNING per option saying why it does nothing.
+  template <typename Fail>
+  void accept(const OptionSpec& row, std::optional<std::string_view> value, const std::string& source,
+              const Fail& fail) {
+    if (row.type == OptionType::flag) {
+      const auto enabled = flag_value(value);
+      if (!enabled) fail(kExpectedBool);
+      if (!*enabled) return;
+    } else {  // plugins: built in or an error
+      std::string names(value.value_or(""));
+      std::replace(names.begin(), names.end(), ',', ' ');
+      std::istringstream words(names);
+      for (std::string name; words >> name;) {
+        const bool python =
+            name.starts_with("python") && name.find_first_not_of("0123456789", 6) == std::string::npos;
+        if (!python && name != "cache" && name != "http") {
+          fail(fmt::format(
+              "plugin \"{}\" is not available: python (python3, pythonNN), cache and http are built "
+              "in, there are no other plugins",
+              name));
+        }
+      }
+    }
+    if (accepted_warned_.insert(row.name).second) {
+      result.warnings.push_back(fmt::format("--{} ({}) has no effect here: {}", row.name, source, row.help));
+    }
+  }
+
+  // Once every source is read: each option's value expanded and applied in source order, then the
+  // unknown keys reported (a WARNING each, or errors with strict).
+  void apply_settings() {
+    bool strict = false, show = false;
+    for (std::size_t i = 0; i < collector_.settings().size(); ++i) {
+      const auto& setting = collector_.settings()[i];
+      if (setting.row == nullptr) continue;
+      const OptionSpec& row = *setting.row;
+      const std::string source = setting.source;
+      const bool has_value = setting.value.has_value();
+      if (row.name == "strict" || row.name == "show-config") {
+        const auto enabled = flag_value(setting.value);
+        if (!enabled) {
+          throw ConfigError(
+              fmt::format("--{} \"{}\" ({}): {}", row.name, *setting.value, source, kExpectedBool));
+        }
+        (row.name == "strict" ? strict : show) = *enabled;
+        continue;
+      }
+      if (row.group == kLogicGroup || row.name == "ini" || row.name == "toml" || row.name == "help" ||
+          row.name == "version" || row.name == "set-placeholder") {
+        continue;
+      }
+      std::optional<std::string> value;
+      if (has_value) value = collector_.expanded_value(i);
+      apply(row, value, source);
+    }
+    std::set<std::string_view> reported;  // one WARNING per key, however often it repeats
+    for (const auto& setting : collector_.settings()) {
+      if (setting.row != nullptr || setting.declared || !reported.insert(setting.key).second) continue;
+      auto message = unknown_option_message(setting.key, setting.source);
+      if (strict) throw ConfigError(message + " (strict is on)");
+      if (setting.referenced) continue;
+      result.warnings.push_back(message + "; ignored (uWSGI ignores it silently; strict makes it an error)");
+    }
+    if (show) result.show_config = collector_.show_config();
+    for (auto& warning : collector_.warnings()) result.warnings.push_back(std::move(warning));
+  }
 
   bool stopped() const { return result.help_requested || result.version_requested; }
 
@@ -842,7 +1043,8 @@ class Parser {
   }
 
   void load_file(std::string_view kind, std::string_view value, const std::string& source) {
-    const auto [path, section] = split_file_section(value);
+    auto [path, section] = split_file_section(value);
+    if (path.empty() && kind == "ini") path = last_ini_;  // "ini = :section": another section of this file
     const auto fail = [&](std::string_view detail) {
       throw ConfigError(fmt::format("--{} \"{}\" ({}): {}", kind, value, source, detail));
     };
@@ -859,8 +1061,10 @@ class Parser {
       int& depth;
       ~DepthGuard() { --depth; }
     } guard{include_depth_};
+    if (top_file_.empty()) top_file_ = path;
     if (kind == "ini") {
-      load_ini(path, section, content.str(), fail);
+      last_ini_ = path;
+      load_ini(path, section, detail::substitute_file_magic(content.str(), path, top_file_), fail);
     } else {
       load_toml(path, section, content.str(), fail);
     }
@@ -870,33 +1074,12 @@ class Parser {
   void load_ini(const std::string& path, const std::string& wanted_section, const std::string& content,
                 const Fail& fail) {
     const std::string section_name = wanted_section.empty() ? "uwsgi" : wanted_section;
-    bool in_section = false, section_found = false;
-    std::istringstream lines(content);
-    std::string line;
-    for (int line_number = 1; std::getline(lines, line); ++line_number) {
-      const auto text = trim(line);
-      if (text.empty() || text.front() == '#' || text.front() == ';') continue;
-      if (text.front() == '[') {
-        if (text.back() != ']') {
-          throw ConfigError(
-              fmt::format("{}:{}: expected a section header [name], got \"{}\"", path, line_number, text));
-        }
-        in_section = trim(text.substr(1, text.size() - 2)) == section_name;
-        section_found |= in_section;
-        continue;
-      }
-      if (!in_section) continue;
-      const auto equals = text.find('=');
-      if (equals == std::string_view::npos) {
-        throw ConfigError(
-            fmt::format("{}:{}: expected \"key = value\", got \"{}\"", path, line_number, text));
-      }
-      const auto key = trim(text.substr(0, equals));
-      const auto value = trim(text.substr(equals + 1));
-      apply_from_file(key, value, fmt::format("{}:{}", path, line_number));
+    const auto section = detail::read_ini_section(content, section_name, path);
+    if (!section.found) fail(fmt::format("no [{}] section in {}", section_name, path));
+    for (const auto& entry : section.entries) {
+      add_from_file(entry.key, entry.value, fmt::format("{}:{}", path, entry.line));
       if (stopped()) return;
     }
-    if (!section_found) fail(fmt::format("no [{}] section in {}", section_name, path));
   }
 
   template <typename Fail>
@@ -933,43 +1116,44 @@ class Parser {
     for (const auto& [key, node] : entries) {
       const auto source = fmt::format("{}:{}", path, node->source().begin.line);
       const auto* row = find_long(key);
-      if (row == nullptr) throw ConfigError(unknown_option_message(key, source));
       if (const auto* array = node->as_array()) {
-        if (row->type != OptionType::list) {
+        if (row != nullptr && row->type != OptionType::list) {
           throw ConfigError(
               fmt::format("--{} ({}): expected a single value, not an array", row->name, source));
         }
         for (const auto& element : *array) {
-          apply_toml_scalar(*row, element, fmt::format("{}:{}", path, element.source().begin.line));
+          add_toml_scalar(key, element, fmt::format("{}:{}", path, element.source().begin.line), path);
         }
       } else {
-        apply_toml_scalar(*row, *node, source);
+        add_toml_scalar(key, *node, source, path);
       }
       if (stopped()) return;
     }
   }
 
-  void apply_toml_scalar(const OptionSpec& row, const toml::node& node, const std::string& source) {
+  // A toml value as a setting: strings get the file's magic variables, other values their toml text.
+  void add_toml_scalar(const std::string& key, const toml::node& node, const std::string& source,
+                       const std::string& path) {
     if (node.is_table() || node.is_array()) {
-      throw ConfigError(fmt::format("--{} ({}): expected a {}, not a {}", row.name, source,
-                                    row.type == OptionType::list ? "string" : "value",
+      const auto* row = find_long(key);
+      throw ConfigError(fmt::format("--{} ({}): expected a {}, not a {}", key, source,
+                                    row != nullptr && row->type == OptionType::list ? "string" : "value",
                                     node.is_table() ? "table" : "nested array"));
     }
     std::string text;
     if (const auto* string = node.as_string()) {
-      text = string->get();
+      text = detail::substitute_file_magic(string->get(), path, top_file_);
     } else {
       std::ostringstream printed;  // numbers, booleans, dates: their toml text, validated like any value
       node.visit([&](const auto& value) { printed << value; });
       text = printed.str();
     }
-    apply(row, text, source);
+    add_from_file(key, text, source);
   }
 
-  void apply_from_file(std::string_view key, std::string_view value, const std::string& source) {
-    const auto* row = find_long(key);
-    if (row == nullptr) throw ConfigError(unknown_option_message(key, source));
-    apply(*row, value, source);
+  // A key of a file: an option, a logic key, or (unknown) a placeholder that may also be a typo.
+  void add_from_file(std::string_view key, std::string_view value, const std::string& source) {
+    collector_.add({std::string(key), std::string(value), source, detail::Origin::file, find_long(key)});
   }
 };
 
@@ -982,7 +1166,7 @@ std::span<const OptionSpec> option_table() { return table(); }
 
 ParseResult parse_command_line(int argc, const char* const argv[]) {
   Parser parser;
-  parser.parse_argv(argc, argv);
+  parser.parse(argc, argv, environ);
   if (!parser.result.help_requested && !parser.result.version_requested) parser.build_caches();
   return std::move(parser.result);
 }
@@ -1152,7 +1336,20 @@ std::string options_reference_markdown() {
       "(`--toml FILE[:SECTION]`, the same keys at the top level or in a `[uwsgi]` table). Sources apply in\n"
       "command-line order: a later value wins, repeatable (list) options accumulate. Sizes take an optional\n"
       "`k`, `M` or `G` suffix (powers of 1024). In files, flags take `true/false`, `1/0`, `yes/no` or "
-      "`on/off`.\n";
+      "`on/off`;\n"
+      "a bare key (`master` on its own line) or an empty value turns a flag on.\n\n"
+      "Every option can also come from the environment as `UWSGI_` + its name in upper case with `_` for "
+      "`-`\n"
+      "(`UWSGI_PROCESSES=4`), read before the command line, as uWSGI does. Files use uWSGI's configuration\n"
+      "language: the magic variables of the file (`%d` its directory with a trailing slash, `%n` its name\n"
+      "without extension, `%p`, `%c`, `%s`, `%e`, `%k`, `%%`, ...), placeholders (`%(key)` names any key of "
+      "any\n"
+      "source, an unknown key included, `%(2 * 1024)` computes), `$(ENV)`, `@(file)` and the if/for blocks\n"
+      "below. Only a line starting with `;` or `#` is a comment; after a number or a flag, an inline "
+      "comment\n"
+      "is ignored (`workers = 64  # note` is 64), after a string it stays part of the value. An unknown key\n"
+      "in a file or a `UWSGI_` variable is a placeholder, with one WARNING unless a placeholder uses it\n"
+      "(`--strict` makes it an error); on the command line it is an error. See differences.md.\n";
   for (const auto group : groups_in_order()) {
     text += fmt::format("\n## {}\n\n", group);
     text += "| option | aliases | type | default | range | description |\n";

@@ -4,6 +4,7 @@
 #include <exception>
 #include <string_view>
 
+#include "build_info.hpp"  // generated: cmake/build_info.cmake
 #include "config/config.hpp"
 #include "master/master.hpp"
 #include "server/client.hpp"
@@ -28,9 +29,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (parsed.version_requested) {
-    std::puts("server 0.1.0 (uwsgi cache protocol compatible with uWSGI 2.0.21)");
+    std::puts("server " BUILD_INFO_VERSION " (git " BUILD_INFO_REVISION
+              "; uwsgi cache protocol compatible with uWSGI 2.0.21)");
     return 0;
   }
+  for (const auto& warning : parsed.warnings) std::fprintf(stderr, "WARNING: %s\n", warning.c_str());
+  std::fputs(parsed.show_config.c_str(), stderr);  // uWSGI logs it too
 #ifdef HAVE_PYHOST
   pyhost::register_host();  // the server's application host (server/application.hpp)
 #endif

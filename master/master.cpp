@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -345,12 +346,19 @@ std::optional<pid_t> Master::spawn(int id) {
   s.bad_requests.store(0);
   s.request_len.store(0);
 
+  const pid_t master_pid = getpid();
   pid_t pid = fork();
   if (pid < 0) {
     common::log("cannot start worker {}: fork: {}", id, std::strerror(errno));
     return std::nullopt;
   }
-  if (pid == 0) become_worker(id, slot);
+  if (pid == 0) {
+    // Outlive no master (no orphan keeps the socket or the cache busy). A master that died before
+    // this child ran never sends the death signal: the child finds another parent and leaves.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != master_pid) _exit(0);
+    become_worker(id, slot);
+  }
   slot_used_[static_cast<std::size_t>(slot)] = true;
   Child child;
   child.id = id;
@@ -558,6 +566,10 @@ void Master::advance_reload() {
     reload_id_ = 0;
   }
   if (reload_queue_.empty()) return;
+  // The replacement needs a scoreboard slot. Old workers finishing their requests keep theirs until
+  // they exit (within reload-mercy), which a second SIGHUP during a reload can make all of them: wait
+  // for one instead of giving this worker's step up (it would then never be replaced).
+  if (std::find(slot_used_.begin(), slot_used_.end(), false) == slot_used_.end()) return;
   const int id = reload_queue_.front();
   reload_queue_.pop_front();
   Child* old = active_child(id);

@@ -6,9 +6,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <string>
+#include <string_view>
 
 #include "pyhost/uwsgi_module.hpp"
 
@@ -17,6 +20,9 @@
 #endif
 #ifndef PYHOST_PYTHON_DIR
 #define PYHOST_PYTHON_DIR ""
+#endif
+#ifndef PYHOST_INSTALLED_PYTHON_DIR
+#define PYHOST_INSTALLED_PYTHON_DIR ""
 #endif
 
 namespace pyhost {
@@ -125,6 +131,29 @@ void run_or_throw(PyObject* result, const char* what) {
   Py_DECREF(result);
 }
 
+// Where python/'s modules are: installed beside this binary (PYHOST_INSTALLED_PYTHON_DIR, relative to
+// the binary's directory unless absolute), else the source tree's python/ (a server run from its
+// build tree). The marker module tells our installed modules from a directory that merely exists.
+std::string project_python_dir() {
+  auto has_modules = [](const std::string& dir) {
+    struct stat st {};
+    return !dir.empty() && stat((dir + "/uwsgi_django_cache.py").c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  };
+  std::string installed = PYHOST_INSTALLED_PYTHON_DIR;
+  if (!installed.empty() && installed.front() != '/') {
+    char exe[4096];
+    const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    std::string_view bin(exe, n > 0 ? static_cast<std::size_t>(n) : 0);
+    const auto slash = bin.rfind('/');
+    installed = slash == std::string_view::npos ? "" : std::string(bin.substr(0, slash + 1)) + installed;
+  }
+  if (has_modules(installed)) {
+    char real[PATH_MAX];
+    return realpath(installed.c_str(), real) != nullptr ? std::string(real) : installed;
+  }
+  return has_modules(PYHOST_PYTHON_DIR) ? std::string(PYHOST_PYTHON_DIR) : std::string();
+}
+
 void set_up_sys_path(const server::ApplicationSettings& settings) {
   PyObject* path = PySys_GetObject("path");  // borrowed
   if (path == nullptr || !PyList_Check(path)) throw std::runtime_error("python: sys.path is not a list");
@@ -142,15 +171,15 @@ void set_up_sys_path(const server::ApplicationSettings& settings) {
   insert_front(".");
   for (const std::string& dir : settings.pythonpath) insert_front(dir);
   // The project's python/ (uwsgi_django_cache, uwsgi_cache_client), last so the app's own win.
-  struct stat st {};
-  if (std::strlen(PYHOST_PYTHON_DIR) > 0 && stat(PYHOST_PYTHON_DIR, &st) == 0 && S_ISDIR(st.st_mode)) {
-    PyObject* item = PyUnicode_DecodeFSDefault(PYHOST_PYTHON_DIR);
-    if (item == nullptr || PyList_Append(path, item) != 0) {
-      Py_XDECREF(item);
-      throw std::runtime_error(fmt::format("python: cannot extend sys.path:\n{}", take_exception_text()));
-    }
-    Py_DECREF(item);
+  const std::string dir = project_python_dir();
+  if (dir.empty()) return;
+  PyObject* item = PyUnicode_DecodeFSDefault(dir.c_str());
+  int present = item == nullptr ? -1 : PySequence_Contains(path, item);  // e.g. PREFIX=/usr/local
+  if (present < 0 || (present == 0 && PyList_Append(path, item) != 0)) {
+    Py_XDECREF(item);
+    throw std::runtime_error(fmt::format("python: cannot extend sys.path:\n{}", take_exception_text()));
   }
+  Py_DECREF(item);
 }
 
 PyObject* init_uwsgi_trampoline() { return init_uwsgi_module(); }

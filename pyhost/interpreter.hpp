@@ -12,8 +12,9 @@
 namespace pyhost {
 
 // Starts the interpreter once: applies --env, --chdir, registers the built-in `uwsgi` module, sets
-// sys.path (--pythonpath first, then ".", "", the standard paths, the project's python/ dir) and the
-// fork handlers. Returns with the GIL released. Throws std::runtime_error with the reason.
+// sys.path (--pythonpath first, then ".", "", the standard paths, the project's python/ modules: as
+// installed beside the binary, else the source tree's) and the fork handlers. Returns with the GIL released.
+// Throws std::runtime_error with the reason.
 void start_interpreter(const server::ApplicationSettings& settings);
 
 // Holds the GIL in the calling thread for its scope. Each thread keeps one PyThreadState for its

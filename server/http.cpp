@@ -968,8 +968,9 @@ bool finish_http_response(std::string& response, const HttpRequestInfo& request,
   if (!cgi) {
     const std::size_t eol = head.find("\r\n");
     const std::string_view line = head.substr(0, eol);
-    const bool shape = line.size() >= 12 && line[5] >= '0' && line[5] <= '9' && line[6] == '.' &&
-                       line[7] >= '0' && line[7] <= '9' && line[8] == ' ';
+    // HTTP/1.x only: the version goes to the client as it is, on a connection kept by HTTP/1.x rules.
+    const bool shape = line.size() >= 12 && line[5] == '1' && line[6] == '.' && line[7] >= '0' &&
+                       line[7] <= '9' && line[8] == ' ';
     if (!shape || !parse_status(line.substr(9), code, reason)) {
       return bad_gateway(response, request, note,
                          fmt::format("the application's status line is malformed: {}", printable(line)));

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 #include <stdexcept>
@@ -103,8 +104,8 @@ class ReplicatingCache final : public cache::Cache {
   bool sync_store() override { return inner_->sync_store(); }
   void prefault() override { inner_->prefault(); }
   void set_clock(cache::Clock clock) override { inner_->set_clock(std::move(clock)); }
-  void set_mutation_delay_for_tests(std::uint32_t microseconds) override {
-    inner_->set_mutation_delay_for_tests(microseconds);
+  void set_mutation_hook_for_tests(std::function<void()> hook) override {
+    inner_->set_mutation_hook_for_tests(std::move(hook));
   }
 
  private:
@@ -183,7 +184,8 @@ bool apply_udp_packet(cache::Cache& cache, std::string_view datagram, std::strin
   if (expires != 0) {
     const auto now = static_cast<std::uint64_t>(std::time(nullptr));
     if (expires <= now) return true;  // expired in transit: nothing to store
-    expires_in = static_cast<std::int64_t>(expires - now);
+    // Beyond INT64_MAX seconds ahead the cast would turn "far future" into "already expired".
+    expires_in = static_cast<std::int64_t>(std::min<std::uint64_t>(expires - now, INT64_MAX));
   }
   const cache::Status status = cache.update(items[0], items[1], expires_in);
   if (status != cache::Status::ok)

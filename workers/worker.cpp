@@ -24,7 +24,6 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/epoll.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -973,8 +972,7 @@ void Worker::on_signal(int signum) {
 }  // namespace
 
 int run_worker(const WorkerSettings& settings) {
-  // Outlive no master: if it dies, so do we (no orphan keeps the socket or the cache busy).
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // (The master's fork arms PR_SET_PDEATHSIG: a worker outlives no master.)
   // A client that closes before reading its reply must cost an EPIPE, not the worker (and after a
   // respawn, the next queued connection of the same client would kill the new worker too).
   signal(SIGPIPE, SIG_IGN);

@@ -17,7 +17,7 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (UwsgiProcess, need_uwsgi, SERVER_BIN, SOURCE_DIR, Server, Skip, check, check_eq,  # noqa: E402
+from harness import (UwsgiProcess, need_uwsgi, SERVER_BIN, SOURCE_DIR, Server, check, check_eq, peer_missing,  # noqa: E402
                      free_port, header, magic_get_req, magic_req, make_temp_dir, parse_magic_get_reply, parse_vars,
                      request, run_tests, vars_block, wait_until)
 
@@ -403,17 +403,18 @@ _DRIVER = {}
 
 
 def driver_binary():
-    """Compiles the driver once against the built libraries; Skip if that is not possible here."""
+    """Compiles the driver once against the built libraries; a missing peer (compiler,
+    built libraries) when that is not possible here."""
     if "path" in _DRIVER:
         return _DRIVER["path"]
     if "skip" in _DRIVER:
-        raise Skip(_DRIVER["skip"])
+        peer_missing(_DRIVER["skip"])
     libs = [os.path.join(BUILD_DIR, p) for p in ("server/libprotocol.a", "cache/libcache.a", "common/libcommon.a")]
     compiler = shutil.which("c++") or shutil.which("g++")
     missing = [p for p in libs if not os.path.exists(p)]
     if compiler is None or missing:
         _DRIVER["skip"] = f"cannot build the client driver: compiler {compiler}, missing {missing}"
-        raise Skip(_DRIVER["skip"])
+        peer_missing(_DRIVER["skip"])
     tmp = make_temp_dir("drv-")
     src = os.path.join(tmp, "driver.cpp")
     out = os.path.join(tmp, "driver")
@@ -433,7 +434,7 @@ def driver_binary():
                            "-pthread", "-o", out], capture_output=True, timeout=180)
     if proc.returncode != 0:
         _DRIVER["skip"] = "cannot build the client driver:\n" + proc.stderr.decode("utf-8", "replace")[-2000:]
-        raise Skip(_DRIVER["skip"])
+        peer_missing(_DRIVER["skip"])
     _DRIVER["path"] = out
     return out
 

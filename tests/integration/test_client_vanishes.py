@@ -4,15 +4,16 @@ its worker, and the clients queued behind it killed each respawned one (then the
 the server down for 30 s at a time). TCP and UNIX sockets, one-shot and persistent sockets."""
 
 import os
+import re
+import signal
 import socket
 import struct
 import sys
-import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Server, check, check_eq, free_port, magic_get, magic_set, make_temp_dir, run_tests,  # noqa: E402
-                     simple_get_req)
+                     simple_get_req, wait_until)
 
 BIG = b"v" * 60000  # larger than a socket buffer: the reply cannot be written in one go
 
@@ -31,6 +32,15 @@ def vanish(addr, request, rounds):
         s.close()
 
 
+def accepted(srv):
+    """Connections the current workers have accepted, from their SIGUSR1 stats lines."""
+    off = srv.log_size()
+    srv.send_signal(signal.SIGUSR1)
+    check(srv.wait_log(r'stats: cache "default"', 5.0, off), "no stats after SIGUSR1")
+    return sum(int(n) for n in re.findall(r"stats: worker \d+ \(pid \d+\): requests \d+, accepted (\d+)",
+                                          srv.log_since(off)))
+
+
 def test_vanishing_clients_do_not_kill_workers():
     port, persistent = free_port(), free_port()
     unix = os.path.join(make_temp_dir("vanish-"), "s.sock")
@@ -41,10 +51,13 @@ def test_vanishing_clients_do_not_kill_workers():
         check(magic_set(addr, "big", BIG), "set a 60000-byte value")
         before = srv.workers()
         get = simple_get_req(b"big")
+        before_accepted = accepted(srv)
         vanish(addr, get, 200)
         vanish(unix, get, 200)
         vanish(("127.0.0.1", persistent), get * 20, 50)  # many pipelined replies, nobody reading
-        time.sleep(0.5)
+        # every vanished client taken by the same workers (a worker killed by one would restart its count)
+        wait_until(lambda: accepted(srv) - before_accepted >= 450, 10.0, interval=0.1)
+        check_eq(accepted(srv) - before_accepted, 450, "connections accepted by the workers")
         check_eq(srv.workers(), before, "worker pids after 450 vanished clients")
         check("died" not in srv.log(), f"a worker died:\n{srv.log_tail(10)}")
         check_eq(magic_get(addr, "big"), BIG, "the server still serves")

@@ -1,17 +1,21 @@
 """The same configuration from the command line, an ini file and a toml file gives the same cache
 geometry and a serving server; `--ini file:section` picks a section; bad configurations exit 1 with a
-message naming the option (and `file:line` for files) before any socket is bound."""
+message naming the option (and `file:line` for files) before any socket is bound. uWSGI's ini language
+(magic variables, placeholders, $(ENV), @(file), if/for blocks, UWSGI_* variables) resolves to what
+uWSGI 2.0.21 itself prints with --show-config, and a uWSGI-style ini with unknown keys starts."""
 
 import os
 import re
 import socket
+import subprocess
 import sys
 import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Server, app_get, check, check_eq, free_port, magic_get, magic_req, magic_set,  # noqa: E402
-                     make_temp_dir, parse_vars, port_is_free, request, run_server_to_exit, run_tests)
+from harness import (SERVER_BIN, UWSGI, Server, app_get, check, check_eq, free_port, magic_get,  # noqa: E402
+                     magic_req, magic_set, make_temp_dir, need_uwsgi, parse_vars, port_is_free, request,
+                     run_server_to_exit, run_tests)
 
 GEOMETRY_RE = re.compile(r'cache "default" ready: (.*)$', re.M)
 
@@ -143,10 +147,12 @@ def test_bad_configs_exit_1_before_binding():
 
     ini2 = write(os.path.join(tmp, "typo.ini"),
                  "[uwsgi]\n"
+                 "strict = true\n"            # unknown keys are errors, not WARNINGs
                  "cache = 10\n"
                  "\n"
-                 "proceses = 2\n")           # line 4
-    expect_bad_config(socks + ["--ini", ini2], ["proceses", "typo.ini:4"], "ini unknown key", port, unix)
+                 "proceses = 2\n")           # line 5
+    expect_bad_config(socks + ["--ini", ini2], ["proceses", "typo.ini:5", "strict"], "ini unknown key with strict",
+                      port, unix)
 
     toml = write(os.path.join(tmp, "bad.toml"),
                  "[uwsgi]\n"
@@ -192,7 +198,135 @@ def test_unsupported_uwsgi_cache_features_are_announced():
         check("WARNING" not in srv.log(), f"warnings without an unsupported feature: {srv.log_tail()}")
 
 
+ORACLE_INI = """[uwsgi]
+; a comment
+  # an indented comment
+project = demo
+ini = %dinner/base.ini
+chdir = %d
+name-is = %n
+full = %p
+parent = %c
+file = %s
+ext = %e
+percent = 100%%
+harakiri = %(processes)0
+base = /srv/%(project)
+mb = %(2 * 1024 * 1024)
+sum = %(processes + 1)
+home-from-env = $(ORACLE_HOME)
+backlog = @({backlog})
+root = %(project-root)
+if-env = ORACLE_ON
+env = ORACLE=%(_)
+endif =
+if-not-env = ORACLE_ON
+env = NEVER=1
+endif
+if-opt = project=demo
+pythonpath = %(base)/%(_)
+endif
+if-env = ORACLE_OFF
+buffer-size = 8192
+endif
+if-not-env = ORACLE_OFF
+buffer-size = 16384
+endif
+for = a b c
+socket-name = /run/%(_).sock
+endfor
+for-times = 2
+worker-%(_) = n%(_)
+endfor
+if-exists = {backlog}
+exists = %(_)
+endif
+if-dir = {backlog}
+never = %(_)
+endif
+typo-key = kept  # as written
+master
+thunder-lock =
+"""
+
+
+def resolved_config(output):
+    """The lines between uWSGI's ';uWSGI instance configuration' and ';end of configuration'."""
+    lines = output.splitlines()
+    start = lines.index(";uWSGI instance configuration")
+    return lines[start:lines.index(";end of configuration", start) + 1]
+
+
+def test_ini_language_matches_uwsgi():
+    """uWSGI 2.0.21 and ours log the same resolved configuration (--show-config: every key in order,
+    placeholders expanded) for an ini using magic variables, placeholders with maths, $(ENV), @(file),
+    if/else/for blocks, an included ini and UWSGI_* variables; both then exit 1 (no socket)."""
+    need_uwsgi(plugins=())
+    tmp = make_temp_dir()
+    conf = os.path.join(tmp, "conf")
+    os.makedirs(os.path.join(conf, "inner"))
+    backlog = write(os.path.join(tmp, "backlog.txt"), "128\n")
+    write(os.path.join(conf, "inner", "base.ini"), "[uwsgi]\nbase-dir = %d\nbase-name = %n\n")
+    app = write(os.path.join(conf, "app.ini"), ORACLE_INI.format(backlog=backlog))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ORACLE_HOME": "/home/oracle", "ORACLE_ON": "yes",
+           "UWSGI_PROCESSES": "3", "UWSGI_PROJECT_ROOT": "/srv/root"}
+    outputs = {}
+    for name, binary in (("uWSGI", UWSGI), ("ours", SERVER_BIN)):
+        proc = subprocess.run([binary, "--ini", app, "--show-config"], env=env, cwd=tmp, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+        output = proc.stdout.decode("utf-8", "replace")
+        check_eq(proc.returncode, 1, f"{name} exit status without a socket\n{output[-3000:]}")
+        check(";end of configuration" in output, f"{name} printed no configuration\n{output[-3000:]}")
+        outputs[name] = resolved_config(output)
+    theirs, ours = outputs["uWSGI"], outputs["ours"]
+    for i, (a, b) in enumerate(zip(theirs, ours)):
+        check_eq(b, a, f"line {i} of the resolved configuration (uWSGI's, then ours)")
+    check_eq(len(ours), len(theirs), "number of lines of the resolved configuration")
+    # The values the test is about, so that a bug shared by both cannot pass unnoticed.
+    for line in ("processes = 3", "harakiri = 30", f"chdir = {os.path.realpath(conf)}/", "name-is = app",
+                 f"base-dir = {os.path.realpath(conf)}/inner/", "percent = 100%", "mb = 2097152", "sum = 4",
+                 "home-from-env = /home/oracle", "backlog = 128", "root = /srv/root", "env = ORACLE=yes",
+                 "pythonpath = /srv/demo/demo", "buffer-size = 16384", "socket-name = /run/c.sock",
+                 "worker-%(_) = n2", f"exists = {backlog}", "typo-key = kept  # as written", "master = "):
+        check(line in ours, f"{line!r} in the resolved configuration: {ours}")
+    check("env = NEVER=1" not in ours and not any(line.startswith("never") for line in ours), "false blocks kept")
+
+
+def test_uwsgi_style_ini_starts_with_warnings():
+    """A uWSGI-style ini (magic variables, an unknown key used as a placeholder, a typo, flags as bare keys,
+    comments after numbers, options that have no effect here, processes from UWSGI_PROCESSES) starts and
+    serves; the typo and each no-effect option get one WARNING line, the placeholder none."""
+    tmp = make_temp_dir()
+    port = free_port()
+    ini = write(os.path.join(tmp, "site.ini"), f"""[uwsgi]
+project = itproj
+socket = 127.0.0.1:{port}
+cache = 100
+pidfile = %d%(project).pid
+master
+harakiri = 60  # seconds
+hunder-lock = true
+thunder-lock = true
+enable-threads = true
+die-on-term = true
+plugins = python3
+""")
+    with Server(["--ini", ini], workers=3, ready_addrs=[("127.0.0.1", port)],
+                env={"UWSGI_PROCESSES": "3"}) as srv:
+        serve_check(srv, port)
+        with open(os.path.join(tmp, "itproj.pid")) as f:
+            check_eq(int(f.read()), srv.pid, "pidfile named through %d and %(project)")
+        warnings = [line for line in srv.log().splitlines() if "WARNING" in line]
+    check(any(f"unknown option --hunder-lock ({ini}:8); did you mean --thunder-lock?" in w for w in warnings),
+          f"a WARNING for the typo: {warnings}")
+    for option in ("thunder-lock", "enable-threads", "die-on-term", "plugins"):
+        check_eq(sum(f"--{option} (" in w for w in warnings), 1, f"WARNING lines for --{option}: {warnings}")
+    check(not any("project" in w for w in warnings), f"no WARNING for a key used as a placeholder: {warnings}")
+    check_eq(len(warnings), 5, f"WARNING lines: {warnings}")
+
+
 if __name__ == "__main__":
     run_tests([test_same_geometry_from_cli_ini_toml, test_ini_section_and_precedence,
-               test_bad_configs_exit_1_before_binding, test_unsupported_uwsgi_cache_features_are_announced],
-              budget=55)
+               test_bad_configs_exit_1_before_binding, test_unsupported_uwsgi_cache_features_are_announced,
+               test_ini_language_matches_uwsgi, test_uwsgi_style_ini_starts_with_warnings],
+              budget=80)

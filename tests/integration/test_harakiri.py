@@ -8,8 +8,8 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Server, app_get, app_req, check, check_eq, free_port, in_thread, magic_get,  # noqa: E402
-                     magic_set, request, run_tests, wait_until)
+from harness import (Server, app_get, app_req, check, check_eq, connect, free_port, in_thread, magic_get,  # noqa: E402
+                     magic_set, read_reply, request, run_tests, tcp_accepted, wait_until)
 
 
 def test_stuck_worker_is_killed_and_respawned():
@@ -63,13 +63,16 @@ def test_cache_requests_on_other_workers_continue():
                  workers=2)
     with srv:
         check(magic_set(addr, "k", "v"), "set before")
-        stuck, _ = in_thread(request, addr, app_req("/sleep/20000"), 10.0)
-        time.sleep(0.2)
+        s = connect(addr, 3.0)
+        s.sendall(app_req("/sleep/20000"))
+        check(wait_until(lambda: tcp_accepted(s), 5.0), "the stuck request was not accepted within 5 s")
+        stuck, _ = in_thread(read_reply, s, 10.0)  # one worker is stuck on it from here on
         t0 = time.monotonic()
         for _ in range(50):  # the other worker serves meanwhile
             check_eq(magic_get(addr, "k"), b"v", "get while a worker is stuck")
         check(time.monotonic() - t0 < 3.0, "cache requests stalled while one worker was stuck")
         stuck.join(10.0)
+        s.close()
         check(not stuck.is_alive(), "the stuck request never ended")
         check_eq(srv.stop(), 0, "exit status after SIGTERM")
 

@@ -20,7 +20,7 @@ import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (UWSGI, apt_install, need_uwsgi, uwsgi_plugin, SERVER_BIN, Server, Skip, _child_setup, can_connect, check, check_eq, free_port,  # noqa: E402
+from harness import (UWSGI, apt_install, need_uwsgi, uwsgi_plugin, SERVER_BIN, Server, _child_setup, peer_missing, peers_required, can_connect, check, check_eq, free_port,  # noqa: E402
                      in_thread, magic_get, magic_get_req, magic_set, make_temp_dir, request, run_tests, wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -569,7 +569,7 @@ def test_python_app_fills_the_cache():
         srv.start()
     except Exception:
         if "without the Python host" in srv.log():
-            raise Skip("this server was built without the Python host")
+            peer_missing("this server was built without the Python host (libpython3.11)")
         raise
     ngx = Nginx(("127.0.0.1", port)).start()
     try:
@@ -608,8 +608,9 @@ def test_stop_everything():
 
 if __name__ == "__main__":
     if os.access(SERVER_BIN, os.X_OK) and not nginx_present():
-        print(f"SKIP: nginx not available ({NGINX}; apt-get install nginx-light failed)")
-        sys.exit(77)
+        print(f"{'FAIL' if peers_required() else 'SKIP'}: nginx not available ({NGINX}; apt-get install nginx-light "
+              "failed)" + (" and CI=true or UCACHED_REQUIRE_PEERS=1 requires it" if peers_required() else ""))
+        sys.exit(1 if peers_required() else 77)
     run_tests([test_direct_hit_keepalive, test_miss_falls_back_to_app, test_get_var_miss_is_404,
                test_store_then_hit, test_large_value, test_value_forms, test_concurrent_clients,
                test_upstream_group_miss_is_not_a_failure,

@@ -10,7 +10,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (SOURCE_DIR, Server, Skip, check, free_port, make_temp_dir, packet, request, run_tests,
+from harness import (SOURCE_DIR, Server, check, peer_missing, free_port, make_temp_dir, packet, request, run_tests,
                      vars_block)
 
 CHECKS = r'''
@@ -212,7 +212,7 @@ def start_server():
 
 def test_backend_inside_a_hosted_django_app():
     if not django_available():
-        raise Skip("python3-django is not installed (apt-get install python3-django)")
+        peer_missing("python3-django is not installed (apt-get install python3-django)")
     srv, addr = start_server()
     pairs = [("REQUEST_METHOD", "GET"), ("PATH_INFO", "/run"), ("QUERY_STRING", ""), ("SERVER_PROTOCOL", "HTTP/1.1"),
              ("SERVER_NAME", "localhost"), ("SERVER_PORT", "80"), ("HTTP_HOST", "localhost"),
@@ -226,7 +226,7 @@ def test_backend_inside_a_hosted_django_app():
 
 def test_backend_from_a_plain_python_process():
     if not django_available():
-        raise Skip("python3-django is not installed (apt-get install python3-django)")
+        peer_missing("python3-django is not installed (apt-get install python3-django)")
     srv, addr = start_server()
     sys.path.insert(0, os.path.join(SOURCE_DIR, "python"))
     sys.path.insert(0, project())

@@ -2,6 +2,7 @@
 every worker replaced; the master, the listening sockets and the cache contents untouched."""
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -11,7 +12,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (OK_REPLY, Server, app_req, check, check_eq, connect, free_port, magic_get, magic_get_req,  # noqa: E402
                      magic_set, magic_set_req, make_temp_dir, parse_magic_get_reply, read_reply, request, run_tests,
-                     tcp_listen_inode, wait_until)
+                     tcp_accepted, tcp_listen_inode, wait_until)
 
 CLIENTS = 4
 
@@ -47,7 +48,7 @@ def client(addr, idx, stop, stats, errors, use_unix, last):
                 errors.append(f"{what} {key}: wrong reply {reply[:60]!r}")
 
 
-def slow_set(addr, key, value, go, results, idx):
+def slow_set(addr, key, value, go, results, idx, socks):
     """A set whose first half of the body is sent before the reload and the rest, byte by byte, after
     `go`: the worker that accepted it is being replaced meanwhile, and must finish it."""
     req = magic_set_req(key, value)
@@ -59,6 +60,7 @@ def slow_set(addr, key, value, go, results, idx):
         return
     try:
         s.sendall(req[:cut])
+        socks[idx] = s
         go.wait(10.0)
         for i in range(cut, len(req)):
             s.sendall(req[i:i + 1])
@@ -93,14 +95,18 @@ def test_sighup_under_traffic():
         for t in threads:
             t.start()
         go = threading.Event()
-        slow_results = {}
-        slow = [threading.Thread(target=slow_set, args=((tcp, unix)[i % 2], f"slow-{i}", f"slow-value-{i:012d}",
-                                                        go, slow_results, i), daemon=True) for i in range(4)]
+        slow_results, slow_socks = {}, {}
+        # over TCP, where the test can see a worker accept them (the clients use both sockets)
+        slow = [threading.Thread(target=slow_set, args=(tcp, f"slow-{i}", f"slow-value-{i:012d}",
+                                                        go, slow_results, i, slow_socks), daemon=True)
+                for i in range(4)]
         try:
-            time.sleep(0.8)
+            time.sleep(0.8)  # traffic before the reload
             for t in slow:
                 t.start()
-            time.sleep(0.2)  # the slow requests are accepted and half read by the old workers
+            # the slow requests are accepted (and half read) by the old workers
+            check(wait_until(lambda: len(slow_socks) == 4 and all(tcp_accepted(s) for s in list(slow_socks.values())),
+                             5.0), "the 4 slow requests were not all accepted within 5 s")
             t_hup = time.monotonic()
             srv.send_signal(signal.SIGHUP)
             counts = []  # live workers, sampled during the reload: worker by worker means never 0
@@ -150,19 +156,38 @@ def test_sighup_under_traffic():
         check(srv.wait_no_leftovers(3.0), f"processes left: {srv.leftovers()}")
 
 
+def reload_settled(srv, n, reloads):
+    """No reload under way: the master has taken `reloads` reload requests, the last one has logged its
+    last replacement, and the workers started and not yet stopped per the log are exactly the n running."""
+    log = srv.log()
+    if log.count("received: graceful reload") != reloads:
+        return False
+    started = {int(p) for p in re.findall(r"worker \d+ \(pid (\d+)\) started", log)}
+    gone = {int(p) for p in re.findall(r"worker \d+ \(pid (\d+)\) (?:stopped|died)", log)}
+    live = sorted(started - gone)
+    return (log.rfind("reload: last worker replacement started") > log.rfind("received: graceful reload")
+            and len(live) == n and live == srv.workers())
+
+
 def test_two_reloads_in_a_row():
     port = free_port()
     tcp = ("127.0.0.1", port)
     with Server(["--socket", f"127.0.0.1:{port}", "--processes", "2", "--cache", "100"], workers=2) as srv:
         check(magic_set(tcp, "k", "v"), "set")
         gen0 = srv.workers()
+        off = srv.log_size()
         srv.send_signal(signal.SIGHUP)
-        time.sleep(0.05)
+        # the second once the first reload has started its first replacement: the master has taken the
+        # first SIGHUP (two pending ones would be one) and the reload is under way
+        check(srv.wait_log(r"SIGHUP received(.*\n)*.*worker 1 \(pid \d+\) started", 5.0, off),
+              "the first SIGHUP did not start a replacement of worker 1")
         srv.send_signal(signal.SIGHUP)
         ws = srv.wait_workers(2, timeout=10.0, exclude=gen0)
         check(len(ws) == 2 and not set(ws) & set(gen0), f"workers after two SIGHUPs: {gen0} -> {ws}")
-        # it settles: the worker set stops changing and serves
-        time.sleep(1.0)
+        # it settles: the last reload has started its last replacement, every worker it replaced has
+        # stopped, and the two left are the ones running
+        check(wait_until(lambda: reload_settled(srv, 2, reloads=2), 10.0), "the reloads did not settle within 10 s:\n"
+              + srv.log_tail(20))
         settled = srv.workers()
         check_eq(len(settled), 2, "workers after settling")
         for _ in range(6):
@@ -184,10 +209,11 @@ def test_sigterm_during_reload():
         s = connect(tcp, 3.0)
         try:
             s.sendall(req[:-5])
-            time.sleep(0.2)
+            check(wait_until(lambda: tcp_accepted(s), 5.0), "no worker accepted the connection within 5 s")
+            off = srv.log_size()
             srv.send_signal(signal.SIGHUP)
-            time.sleep(0.05)
-            srv.workers()  # remember the new workers too, for the leftover check
+            check(srv.wait_log(r"worker \d+ \(pid \d+\) started", 5.0, off), "no replacement started after SIGHUP")
+            srv.workers()  # remember the new worker too, for the leftover check
             srv.send_signal(signal.SIGTERM)
             try:
                 for i in range(len(req) - 5, len(req)):

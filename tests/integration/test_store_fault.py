@@ -8,12 +8,16 @@ answered by a bare close at or after the kill -- a worker killed between applyin
 looks exactly like a refused write, since failures close without a reply); a key whose last write was
 acknowledged and had nothing unsettled must be there (a process kill loses nothing that was acknowledged: the pages are
 the kernel's); in particular every item acknowledged before the last completed sync must be there.
+While the server is up every write must be answered (an error, or a refused update -- the cache has room
+for every key --, fails the round) and each round must acknowledge writes; each kill aimed at a sync must
+land inside one (the dead master's last sync line is a "started").
 Reports rounds, items checked, items dropped at load. See docs/persistence.md."""
 
 import hashlib
 import os
 import random
 import re
+import signal
 import sys
 import threading
 import time
@@ -54,10 +58,12 @@ class Model:
         self.lock = threading.Lock()
 
 
-def writer(addr, model, writer_id, stop, rng, counts):
+def writer(addr, model, writer_id, killed, rng, counts):
+    """Writes until the kill. A failure before the kill (an error, or a refused update: the cache has
+    room for every key) is recorded in counts["errors"]; after the kill it is the expected outcome."""
     keys = [f"k{writer_id}-{i}" for i in range(KEYS_PER_CLIENT)]
     seq = 0
-    while not stop.is_set():
+    while not killed.is_set():
         key = rng.choice(keys)
         seq += 1
         value = make_value(key, writer_id, seq, rng)
@@ -67,8 +73,12 @@ def writer(addr, model, writer_id, stop, rng, counts):
             model.inflight.setdefault(key, []).append(entry)
         try:
             ok = magic_set(addr, key, value, timeout=3.0, cmd=cmd)
-        except (AssertionError, OSError):
-            return  # the server died under us: this write stays "in flight"
+        except (AssertionError, OSError) as e:
+            if not killed.is_set():
+                counts["errors"].append(f"{cmd} {key} before the kill: {e}")
+            return  # this write stays "in flight"
+        if not ok and cmd == "update" and not killed.is_set():
+            counts["errors"].append(f"update {key} refused (a bare close) before the kill")
         with model.lock:
             if ok:
                 model.inflight.pop(key, None)  # this write came after every unsettled one
@@ -95,13 +105,13 @@ def test_sigkill_rounds():
     addr = ("127.0.0.1", port)
     model = Model()
     totals = {"checked": 0, "dropped": 0, "acked": 0, "during_sync": 0, "protected_by_sync": 0, "inflight_lost": 0,
-              "unacked_applied": 0}
+              "unacked_applied": 0, "want_in_sync": 0}
     for rnd in range(ROUNDS):
         srv = Server(server_args(port, store), workers=2)
         with srv:
-            stop = threading.Event()
-            counts = {"acked": 0}
-            threads = [threading.Thread(target=writer, args=(addr, model, w, stop, random.Random(rng.random()), counts),
+            killed = threading.Event()
+            counts = {"acked": 0, "errors": []}
+            threads = [threading.Thread(target=writer, args=(addr, model, w, killed, random.Random(rng.random()), counts),
                                         daemon=True) for w in range(CLIENTS)]
             for t in threads:
                 t.start()
@@ -129,13 +139,22 @@ def test_sigkill_rounds():
                 if now >= deadline and (not want_in_sync or in_sync or now >= deadline + 3.0):
                     break
                 time.sleep(0.002 if want_in_sync and now >= deadline else 0.02)
+            killed.set()
             kill_at = time.monotonic()
-            srv.kill_all()  # SIGKILL of the process group and every worker seen
-            totals["during_sync"] += in_sync
-            stop.set()
+            os.killpg(srv.pid, signal.SIGKILL)  # at once: kill_all first scans /proc for workers
+            srv.kill_all()  # and every worker seen
             for t in threads:
                 t.join(10.0)
+            # Where the kill really landed: the dead master's log ends inside a sync when its last sync
+            # line is a "started" (it could not log the "done").
+            syncs = SYNC_RE.findall(srv.log())
+            landed_in_sync = bool(syncs) and syncs[-1] == "started"
+            totals["during_sync"] += landed_in_sync
+            if want_in_sync:
+                totals["want_in_sync"] += 1
             totals["acked"] += counts["acked"]
+            check(not counts["errors"], f"round {rnd}: writes failed while the server was up: {counts['errors'][:5]}")
+            check(counts["acked"] > 0, f"round {rnd}: no write acknowledged before the kill")
         protected = set()
         if last_sync_floor is not None:
             protected = {k for k, at in model.acked_at.items() if at < last_sync_floor and not model.inflight.get(k)}
@@ -181,13 +200,15 @@ def test_sigkill_rounds():
             check(m and int(m.group(1)) == sum(1 for v in model.acked.values() if v is not None),
                   f"round {rnd}: restored count {m.group(1)} differs from the keys present")
             srv.kill_all()
-        print(f"round {rnd}: kill {'during a sync' if in_sync else 'at a random moment'}, "
+        print(f"round {rnd}: kill {'during a sync' if landed_in_sync else 'at a random moment'}, "
               f"{counts['acked']} writes acknowledged, {len(protected)} keys covered by a completed sync, "
               f"restored {m.group(1)}, dropped {dropped}")
     print(f"fault test: {ROUNDS} rounds, {totals['checked']} items checked, {totals['acked']} writes acknowledged, "
           f"{totals['protected_by_sync']} item checks covered by a completed sync, {totals['dropped']} items dropped "
           f"at load (torn), {totals['inflight_lost']} in-flight keys absent, {totals['unacked_applied']} unacknowledged writes found applied, "
           f"{totals['during_sync']} kills during a sync")
+    check(totals["during_sync"] >= totals["want_in_sync"],
+          f"only {totals['during_sync']} kills landed inside a sync, {totals['want_in_sync']} were aimed at one")
 
 
 if __name__ == "__main__":

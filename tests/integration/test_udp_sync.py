@@ -25,6 +25,14 @@ def arrives(addr, key, want, cache=None, timeout=5.0):
     return wait_until(lambda: magic_get(addr, key, cache=cache) == want, timeout, interval=0.02)
 
 
+def marker_arrives(sender, receiver, name):
+    """Write a marker on sender and wait until receiver has it. A worker sends its datagrams before it
+    replies and the receiver applies them in order, so once the marker is there, anything sent by an
+    earlier write would have been applied too: the test can then look for an absence."""
+    check(magic_set(sender, name, "marker"), f"marker {name} set")
+    check(arrives(receiver, name, b"marker"), f"marker {name} arrived")
+
+
 def expires_of(addr, key):
     reply, _ = request(addr, magic_get_req(key))
     d, _ = parse_magic_get_reply(reply)
@@ -58,11 +66,11 @@ def test_ours_to_ours():
         request(a, magic_req([("cmd", "del"), ("key", "k1")]))
         check(arrives(b, "k1", None), "a delete arrives")
         check(not magic_set(a, "exp", "again"), "a refused set (key exists)")
-        time.sleep(0.2)
+        marker_arrives(a, b, "marker-1")
         check_eq(magic_get(b, "exp"), b"soon", "a refused write sends nothing")
         big = b"v" * 70000
         check(magic_set(a, "big", big), "a 70000-byte value is stored locally")
-        time.sleep(0.3)
+        marker_arrives(a, b, "marker-2")
         check_eq(magic_get(b, "big"), None, "a value over 65535 bytes cannot travel")
         check("cannot be sent (over 65535 bytes)" in sa.log(), f"and the sender says so: {sa.log_tail(5)}")
         # Garbage at the receiver: dropped, logged, nothing changes, it keeps working.
@@ -88,12 +96,13 @@ def test_two_nodes_sending_to_each_other_do_not_bounce():
         check(arrives(b, "k", b"from a"), "reaches b")
         check(magic_set(b, "k", "from b", cmd="update"), "update on b")
         check(arrives(a, "k", b"from b"), "reaches a")
-        time.sleep(0.5)
+        marker_arrives(a, b, "marker-a")  # a bounced "k" would have been applied before these
+        marker_arrives(b, a, "marker-b")
         check_eq((magic_get(a, "k"), magic_get(b, "k")), (b"from b", b"from b"), "both settled on the last write")
         master = sb.pid
         ticks = lambda: sum(int(open(f"/proc/{master}/stat").read().rsplit(")", 1)[1].split()[i]) for i in (11, 12))
         t0 = ticks()
-        time.sleep(1.0)
+        time.sleep(1.0)  # the window over which the master's CPU is measured
         check(ticks() - t0 < 20, "the receiving master is idle (no update bouncing between the two)")
 
 

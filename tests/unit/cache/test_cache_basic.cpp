@@ -10,10 +10,12 @@
 #include "cache/cache.hpp"
 #include "cache/layout.hpp"
 #include "capture_stderr.hpp"
+#include "checked_value.hpp"
 
 using cache::Cache;
 using cache::Geometry;
 using cache::Status;
+using cachetest::numbered;
 
 namespace {
 
@@ -99,7 +101,7 @@ TEST_CASE("validation statuses change nothing", "[cache]") {
 
 TEST_CASE("N items gives N usable items, then full", "[cache]") {
   auto c = make(5);
-  for (int i = 0; i < 5; ++i) CHECK(c->set("k" + std::to_string(i), "v") == Status::ok);
+  for (int i = 0; i < 5; ++i) CHECK(c->set(numbered("k", i), "v") == Status::ok);
   CHECK(c->count() == 5);
   CHECK(c->set("k5", "v") == Status::full);
   CHECK(c->stats().full == 1);
@@ -297,8 +299,7 @@ TEST_CASE("math keeps an existing item's expiry, sets it on creation", "[cache]"
 
 TEST_CASE("clear and for_each_key", "[cache]") {
   auto c = make(100);
-  for (int i = 0; i < 100; ++i)
-    REQUIRE(c->set("key" + std::to_string(i), "v" + std::to_string(i)) == Status::ok);
+  for (int i = 0; i < 100; ++i) REQUIRE(c->set(numbered("key", i), numbered("v", i)) == Status::ok);
   std::set<std::string> keys;
   c->for_each_key([&](std::string_view k) { keys.emplace(k); });
   CHECK(keys.size() == 100);
@@ -306,7 +307,7 @@ TEST_CASE("clear and for_each_key", "[cache]") {
   CHECK(c->count() == 0);
   std::string v;
   CHECK(c->get("key1", v) == Status::miss);
-  for (int i = 0; i < 100; ++i) REQUIRE(c->set("again" + std::to_string(i), "v") == Status::ok);
+  for (int i = 0; i < 100; ++i) REQUIRE(c->set(numbered("again", i), "v") == Status::ok);
   CHECK(c->count() == 100);
 }
 
@@ -348,7 +349,7 @@ TEST_CASE("cache full: uWSGI's log line, rate limited; ignore_full silences it",
   auto c = Cache::create(g);
   REQUIRE(c->set("a", "1") == Status::ok);
   std::string out = capture_stderr([&] {
-    for (int i = 0; i < 10; ++i) CHECK(c->set("k" + std::to_string(i), "v") == Status::full);
+    for (int i = 0; i < 10; ++i) CHECK(c->set(numbered("k", i), "v") == Status::full);
   });
   CHECK(count_of(out, "*** DANGER cache \"tiny\" is FULL !!! ***") == 3);
   CHECK(c->stats().full == 10);
@@ -371,15 +372,13 @@ TEST_CASE("cache full: uWSGI's log line, rate limited; ignore_full silences it",
 TEST_CASE("free slots parked in shard stashes never make the cache look full", "[cache]") {
   auto c = make(1000, 16, 16);  // 128 shards, each may park a few free slots
   for (int round = 0; round < 3; ++round) {
-    for (int i = 0; i < 1000; ++i)
-      REQUIRE(c->set("r" + std::to_string(round) + "-" + std::to_string(i), "v") == Status::ok);
+    auto key = [round](int i) { return numbered(numbered("r", round) + "-", i); };
+    for (int i = 0; i < 1000; ++i) REQUIRE(c->set(key(i), "v") == Status::ok);
     CHECK(c->count() == 1000);
     CHECK(c->set("one-too-many", "v") == Status::full);
     // Delete in an order unrelated to the shards, so slots park all over the place.
-    for (int i = 999; i >= 0; i -= 2)
-      REQUIRE(c->del("r" + std::to_string(round) + "-" + std::to_string(i)) == Status::ok);
-    for (int i = 998; i >= 0; i -= 2)
-      REQUIRE(c->del("r" + std::to_string(round) + "-" + std::to_string(i)) == Status::ok);
+    for (int i = 999; i >= 0; i -= 2) REQUIRE(c->del(key(i)) == Status::ok);
+    for (int i = 998; i >= 0; i -= 2) REQUIRE(c->del(key(i)) == Status::ok);
     CHECK(c->count() == 0);
   }
 }

@@ -13,6 +13,7 @@
 
 #include "cache/cache.hpp"
 #include "checked_value.hpp"
+#include "kill_points.hpp"
 
 using cache::Cache;
 using cache::Status;
@@ -34,12 +35,13 @@ std::unique_ptr<Cache> make_cache(std::uint64_t items) {
   return Cache::create(g);
 }
 
-// Returns the number of bad reads.
-unsigned reader_loop(Cache& c, unsigned seed, std::chrono::steady_clock::time_point until) {
+// Returns the number of bad reads. Reads until `until`, or until `stop` is set when there is one.
+unsigned reader_loop(Cache& c, unsigned seed, std::chrono::steady_clock::time_point until,
+                     const SharedFlag* stop = nullptr) {
   std::mt19937 rng(seed);
   std::string v;
   unsigned bad = 0;
-  while (std::chrono::steady_clock::now() < until) {
+  while (std::chrono::steady_clock::now() < until && (stop == nullptr || !stop->is_set())) {
     for (int n = 0; n < 256; ++n) {
       std::string key = key_for(rng() % kKeys);
       if (c.get(key, v) == Status::ok && !check_value(key, v)) ++bad;
@@ -127,21 +129,34 @@ TEST_CASE("processes: readers never see torn or foreign values", "[cache][fork]"
     return;
   }
   auto c = make_cache(32);
-  auto until = std::chrono::steady_clock::now() + kRunFor;
+  const pid_t parent = getpid();
   std::vector<pid_t> writers, readers;
   for (unsigned w = 0; w < 2; ++w) {
     pid_t pid = fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
-      writer_loop(*c, 500 + w, until);
+      die_with_parent(parent);
+      // Timed from the child's own start: a slow fork (TSan, a loaded machine) shortens nothing.
+      writer_loop(*c, 500 + w, std::chrono::steady_clock::now() + kRunFor);
       _exit(0);
     }
     writers.push_back(pid);
   }
+  // Readers read for as long as the writers write, then once more over every key: they always have
+  // values to verify, however late the writers started.
+  SharedFlag writers_done;
   for (unsigned r = 0; r < 2; ++r) {
     pid_t pid = fork();
     REQUIRE(pid >= 0);
-    if (pid == 0) _exit(std::min(reader_loop(*c, 600 + r, until), 100u));
+    if (pid == 0) {
+      die_with_parent(parent);
+      unsigned bad =
+          reader_loop(*c, 600 + r, std::chrono::steady_clock::now() + kChildRunLimit, &writers_done);
+      std::string v;
+      for (unsigned k = 0; k < kKeys; ++k)
+        if (c->get(key_for(k), v) == Status::ok && !check_value(key_for(k), v)) ++bad;
+      _exit(std::min(bad, 100u));
+    }
     readers.push_back(pid);
   }
   for (pid_t pid : writers) {
@@ -149,6 +164,8 @@ TEST_CASE("processes: readers never see torn or foreign values", "[cache][fork]"
     REQUIRE(waitpid(pid, &status, 0) == pid);
     CHECK(WIFEXITED(status));
   }
+  REQUIRE(c->count() > 0);  // what the readers' last pass finds
+  writers_done.set();
   for (pid_t pid : readers) {
     int status = 0;
     REQUIRE(waitpid(pid, &status, 0) == pid);

@@ -6,9 +6,11 @@
 #include <vector>
 
 #include "cache/cache.hpp"
+#include "checked_value.hpp"
 
 using cache::Cache;
 using cache::Status;
+using cachetest::numbered;
 
 namespace {
 
@@ -32,7 +34,7 @@ class Zipf {
 double probes_per_lookup(Cache& c, Zipf& zipf, std::mt19937_64& rng, int gets) {
   auto before = c.stats();
   std::string v;
-  for (int i = 0; i < gets; ++i) REQUIRE(c.get("item-" + std::to_string(zipf(rng)), v) == Status::ok);
+  for (int i = 0; i < gets; ++i) REQUIRE(c.get(numbered("item-", zipf(rng)), v) == Status::ok);
   auto after = c.stats();
   return static_cast<double>(after.probes - before.probes) /
          static_cast<double>(after.lookups - before.lookups);
@@ -50,7 +52,7 @@ TEST_CASE("reorder_hot_items lowers probes per hit under a Zipf workload", "[cac
   g.hashsize = 8;  // chains of ~250
   auto c = Cache::create(g);
   // Coldest first: without reordering, the hottest keys sit at the chain tails.
-  for (std::size_t i = kItems; i-- > 0;) REQUIRE(c->set("item-" + std::to_string(i), "v") == Status::ok);
+  for (std::size_t i = kItems; i-- > 0;) REQUIRE(c->set(numbered("item-", i), "v") == Status::ok);
   Zipf zipf(kItems, 1.1);
   std::mt19937_64 rng(7);
   double before = probes_per_lookup(*c, zipf, rng, 20000);
@@ -77,7 +79,7 @@ TEST_CASE("reordering follows popularity changes (decay)", "[cache][reorder]") {
   g.keysize = 16;
   g.hashsize = 1;  // one chain
   auto c = Cache::create(g);
-  for (int i = 0; i < 64; ++i) REQUIRE(c->set("k" + std::to_string(i), "v") == Status::ok);
+  for (int i = 0; i < 64; ++i) REQUIRE(c->set(numbered("k", i), "v") == Status::ok);
   std::string v;
   auto probes_for = [&](const std::string& key) {
     auto b = c->stats().probes;

@@ -13,9 +13,11 @@
 #include <vector>
 
 #include "cache/cache.hpp"
+#include "checked_value.hpp"
 
 using cache::Cache;
 using cache::Status;
+using cachetest::numbered;
 
 namespace {
 
@@ -36,13 +38,13 @@ std::atomic<int> g_unexpected{0};
 void count_some(Cache& c, int hits, int misses) {
   std::string v;
   for (int i = 0; i < hits; ++i)
-    if (c.get("present-" + std::to_string(i % 8), v) != Status::ok) g_unexpected.fetch_add(1);
+    if (c.get(numbered("present-", i % 8), v) != Status::ok) g_unexpected.fetch_add(1);
   for (int i = 0; i < misses; ++i)
-    if (c.get("absent-" + std::to_string(i % 8), v) != Status::miss) g_unexpected.fetch_add(1);
+    if (c.get(numbered("absent-", i % 8), v) != Status::miss) g_unexpected.fetch_add(1);
 }
 
 void fill(Cache& c) {
-  for (int i = 0; i < 8; ++i) REQUIRE(c.set("present-" + std::to_string(i), "value") == Status::ok);
+  for (int i = 0; i < 8; ++i) REQUIRE(c.set(numbered("present-", i), "value") == Status::ok);
 }
 
 }  // namespace
@@ -118,7 +120,7 @@ TEST_CASE("stats: exact across forked processes, the parent counting before and 
 TEST_CASE("stats: one thread alternating over more caches than it remembers claims for", "[cache][stats]") {
   std::vector<std::unique_ptr<Cache>> caches;
   for (int i = 0; i < 7; ++i) {
-    caches.push_back(make(("many-" + std::to_string(i)).c_str(), 16));
+    caches.push_back(make(numbered("many-", i).c_str(), 16));
     fill(*caches.back());
   }
   std::thread worker([&] {
@@ -176,7 +178,7 @@ TEST_CASE("the key hash spreads look-alike keys: probes per lookup stay near the
         std::snprintf(buf, sizeof buf, "k:%014d", i);
         return std::string(buf);
       },
-      [](int i) { return "/page/" + std::to_string(i); },
+      [](int i) { return numbered("/page/", i); },
       [](int i) {
         return std::string("session-abcdefghijklmnop-") + static_cast<char>(i & 0xFF) +
                static_cast<char>(i >> 8);

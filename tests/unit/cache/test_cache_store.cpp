@@ -19,10 +19,12 @@
 #include "cache/layout.hpp"
 #include "capture_stderr.hpp"
 #include "checked_value.hpp"
+#include "kill_points.hpp"
 
 using cache::Cache;
 using cache::Geometry;
 using cache::Status;
+using cachetest::numbered;
 namespace layout = cache::layout;
 
 namespace {
@@ -217,31 +219,30 @@ TEST_CASE("store: after a load, the free lists are exact: no restored item is ov
   const std::uint64_t items = 100;
   {
     auto c = Cache::create(store_geometry(path, items, 64, 64));
-    for (unsigned i = 0; i < 60; ++i)
-      REQUIRE(c->set("old" + std::to_string(i), "v" + std::to_string(i)) == Status::ok);
-    for (unsigned i = 0; i < 60; i += 3) REQUIRE(c->del("old" + std::to_string(i)) == Status::ok);  // holes
+    for (unsigned i = 0; i < 60; ++i) REQUIRE(c->set(numbered("old", i), numbered("v", i)) == Status::ok);
+    for (unsigned i = 0; i < 60; i += 3) REQUIRE(c->del(numbered("old", i)) == Status::ok);  // holes
   }
   auto c = Cache::create(store_geometry(path, items, 64, 64));
   REQUIRE(c->count() == 40);
   for (unsigned i = 0; i < items - 40; ++i)
-    REQUIRE(c->set("new" + std::to_string(i), "n" + std::to_string(i)) == Status::ok);
+    REQUIRE(c->set(numbered("new", i), numbered("n", i)) == Status::ok);
   CHECK(c->set("one-too-many", "x") == Status::full);
   std::string v;
   for (unsigned i = 0; i < 60; ++i) {
-    Status st = c->get("old" + std::to_string(i), v);
+    Status st = c->get(numbered("old", i), v);
     if (i % 3 == 0) {
       CHECK(st == Status::miss);
     } else {
       REQUIRE(st == Status::ok);
-      CHECK(v == "v" + std::to_string(i));
+      CHECK(v == numbered("v", i));
     }
   }
   for (unsigned i = 0; i < items - 40; ++i) {
-    REQUIRE(c->get("new" + std::to_string(i), v) == Status::ok);
-    CHECK(v == "n" + std::to_string(i));
+    REQUIRE(c->get(numbered("new", i), v) == Status::ok);
+    CHECK(v == numbered("n", i));
   }
   c->clear();
-  for (unsigned i = 0; i < items; ++i) REQUIRE(c->set("again" + std::to_string(i), "a") == Status::ok);
+  for (unsigned i = 0; i < items; ++i) REQUIRE(c->set(numbered("again", i), "a") == Status::ok);
   CHECK(c->set("again-too-many", "x") == Status::full);
 }
 
@@ -359,8 +360,7 @@ TEST_CASE("store: a damaged item is dropped, counted and logged, never served; t
   {
     auto c = Cache::create(store_geometry(path, 64, 128, 64));
     for (unsigned i = 0; i < 20; ++i)
-      REQUIRE(c->set("key" + std::to_string(i), cachetest::make_value("key" + std::to_string(i), i, 40)) ==
-              Status::ok);
+      REQUIRE(c->set(numbered("key", i), cachetest::make_value(numbered("key", i), i, 40)) == Status::ok);
   }
   FileMap m(path);
   const std::string victim = "key7";
@@ -393,13 +393,13 @@ TEST_CASE("store: a damaged item is dropped, counted and logged, never served; t
   std::string v;
   CHECK(c->get(victim, v) == Status::miss);
   for (unsigned i = 0; i < 20; ++i) {
-    std::string key = "key" + std::to_string(i);
+    std::string key = numbered("key", i);
     if (key == victim) continue;
     REQUIRE(c->get(key, v) == Status::ok);
     CHECK(cachetest::check_value(key, v));
   }
   // The damaged item's slot is free again: 64 - 19 items fit.
-  for (unsigned i = 0; i < 45; ++i) REQUIRE(c->set("fill" + std::to_string(i), "f") == Status::ok);
+  for (unsigned i = 0; i < 45; ++i) REQUIRE(c->set(numbered("fill", i), "f") == Status::ok);
   CHECK(c->set("fill-too-many", "f") == Status::full);
 }
 
@@ -408,7 +408,7 @@ TEST_CASE("store: damage in a block or bookkeeping nobody trusts changes nothing
   const std::string path = dir.file("s");
   {
     auto c = Cache::create(store_geometry(path, 64, 128, 64));
-    for (unsigned i = 0; i < 10; ++i) REQUIRE(c->set("key" + std::to_string(i), "value") == Status::ok);
+    for (unsigned i = 0; i < 10; ++i) REQUIRE(c->set(numbered("key", i), "value") == Status::ok);
   }
   FileMap m(path);
   flip_byte(path, m.block(40) + 3);  // a free slot's block
@@ -422,8 +422,8 @@ TEST_CASE("store: damage in a block or bookkeeping nobody trusts changes nothing
   CHECK(c->count() == 10);
   CHECK(c->stats().store_dropped == 0);
   std::string v;
-  for (unsigned i = 0; i < 10; ++i) CHECK(c->get("key" + std::to_string(i), v) == Status::ok);
-  for (unsigned i = 0; i < 54; ++i) REQUIRE(c->set("fill" + std::to_string(i), "f") == Status::ok);
+  for (unsigned i = 0; i < 10; ++i) CHECK(c->get(numbered("key", i), v) == Status::ok);
+  for (unsigned i = 0; i < 54; ++i) REQUIRE(c->set(numbered("fill", i), "f") == Status::ok);
   CHECK(c->set("fill-too-many", "f") == Status::full);
 }
 
@@ -435,7 +435,7 @@ TEST_CASE("store: two intact copies of a key (power loss): the newer stamp wins"
   std::uint32_t old_slot;
   {
     auto c = Cache::create(g);
-    for (unsigned i = 0; i < 5; ++i) REQUIRE(c->set("pad" + std::to_string(i), "p") == Status::ok);
+    for (unsigned i = 0; i < 5; ++i) REQUIRE(c->set(numbered("pad", i), "p") == Status::ok);
     REQUIRE(c->set("dup", "old value") == Status::ok);
     FileMap m(path);
     old_slot = slot_of(path, "dup");  // MAP_SHARED: the file shows the live region
@@ -462,7 +462,7 @@ TEST_CASE("store: two intact copies of a key (power loss): the newer stamp wins"
   std::string v;
   REQUIRE(c->get("dup", v) == Status::ok);
   CHECK(v == "new value");
-  for (unsigned i = 0; i < 58; ++i) REQUIRE(c->set("fill" + std::to_string(i), "f") == Status::ok);
+  for (unsigned i = 0; i < 58; ++i) REQUIRE(c->set(numbered("fill", i), "f") == Status::ok);
   CHECK(c->set("fill-too-many", "f") == Status::full);
 }
 
@@ -478,26 +478,23 @@ TEST_CASE("store: a process killed mid-write leaves a torn item that is dropped;
     {
       auto c = Cache::create(g);
       for (unsigned i = 0; i < 10; ++i)
-        REQUIRE(c->set("key" + std::to_string(i), cachetest::make_value("key" + std::to_string(i), 1, 100)) ==
-                Status::ok);
+        REQUIRE(c->set(numbered("key", i), cachetest::make_value(numbered("key", i), 1, 100)) == Status::ok);
       int pipefd[2];
       REQUIRE(pipe(pipefd) == 0);
       pid_t pid = fork();
       REQUIRE(pid >= 0);
       if (pid == 0) {
-        c->set_mutation_delay_for_tests(10'000'000);
-        char b = 1;
-        (void)!write(pipefd[1], &b, 1);
+        // Tells the parent once the value is half written, then waits there for the SIGKILL.
+        c->set_mutation_hook_for_tests([fd = pipefd[1]] { cachetest::signal_and_wait_for_kill(fd); });
         // variant 0: overwrite an existing item in place; 1: insert a new key
         std::string key = variant == 0 ? "key4" : "fresh";
         c->update(key, cachetest::make_value(key, 2, 200));
         _exit(0);
       }
-      char b;
-      REQUIRE(read(pipefd[0], &b, 1) == 1);
-      close(pipefd[0]);
       close(pipefd[1]);
-      usleep(100'000);  // the child is asleep with the value half written
+      char b;
+      REQUIRE(read(pipefd[0], &b, 1) == 1);  // the child is inside the write, value half written
+      close(pipefd[0]);
       kill(pid, SIGKILL);
       int status = 0;
       waitpid(pid, &status, 0);
@@ -511,7 +508,7 @@ TEST_CASE("store: a process killed mid-write leaves a torn item that is dropped;
     std::string v;
     CHECK(c->get(variant == 0 ? "key4" : "fresh", v) == Status::miss);
     for (unsigned i = 0; i < 10; ++i) {
-      std::string key = "key" + std::to_string(i);
+      std::string key = numbered("key", i);
       if (variant == 0 && i == 4) continue;
       REQUIRE(c->get(key, v) == Status::ok);
       CHECK(cachetest::check_value(key, v));
@@ -542,12 +539,12 @@ TEST_CASE("store: sync and reopen many times keep exactly the same content", "[c
       CHECK(v == "v:" + k);
     }
     for (int i = 0; i < 80; ++i) {
-      std::string k = "r" + std::to_string(round) + "-" + std::to_string(i);
+      std::string k = numbered(numbered("r", round) + "-", i);
       REQUIRE(c->set(k, "v:" + k) == Status::ok);
       keys.insert(k);
     }
     for (int i = 0; i < 10; ++i) {  // delete some of the previous round's keys
-      std::string k = "r" + std::to_string(round - 1) + "-" + std::to_string(i);
+      std::string k = numbered(numbered("r", round - 1) + "-", i);
       if (keys.erase(k) != 0) REQUIRE(c->del(k) == Status::ok);
     }
     CHECK(c->sync_store());

@@ -576,7 +576,8 @@ TEST_CASE("empty or unparsable app responses become 502", "[http][response]") {
   for (const std::string& response :
        {std::string(), std::string("hello"), std::string("HTTP/1.1 200 OK\r\nX: 1\r\n"),
         std::string("\r\n\r\nbody"), std::string("HTTP/1.1 abc\r\n\r\n"),
-        std::string("HTTP/1.1 2000 OK\r\n\r\n"), std::string("HTTP/1.1 200 OK\r\nno colon\r\n\r\n"),
+        std::string("HTTP/1.1 2000 OK\r\n\r\n"), std::string("HTTP/0.0 200 OK\r\n\r\nbody"),
+        std::string("HTTP/2.0 200 OK\r\n\r\n"), std::string("HTTP/1.1 200 OK\r\nno colon\r\n\r\n"),
         std::string("HTTP/1.1 200 OK\r\nX: a\nb\r\n\r\n"), std::string("HTTP/1.1 100 Continue\r\n\r\n"),
         std::string("Status: nope\r\n\r\n"), std::string("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")}) {
     INFO(printable(response));
