@@ -1012,6 +1012,7 @@ bool finish_http_response(std::string& response, const HttpRequestInfo& request,
       }
       keep_line = false;
     } else if (ieq(header.name, "content-length")) {
+      const bool first = !has_length;
       for_each_token(header.value, [&](std::string_view token) {
         std::uint64_t value = 0;
         if (!parse_decimal(token, value) || (has_length && value != length)) length_bad = true;
@@ -1019,6 +1020,10 @@ bool finish_http_response(std::string& response, const HttpRequestInfo& request,
         length = value;
       });
       if (!has_length) length_bad = true;
+      // One line with one number goes out: a list ("2, 2") or a repeated header, even of equal values,
+      // is not a valid Content-Length to forward (RFC 9110 §8.6); conflicting ones make a 502 (below).
+      keep_line = false;
+      if (first && !length_bad) fmt::format_to(std::back_inserter(lines), "{}: {}\r\n", header.name, length);
     } else if (ieq(header.name, "transfer-encoding")) {
       has_te = true;
       for_each_token(header.value, [&](std::string_view token) { last_coding = token; });

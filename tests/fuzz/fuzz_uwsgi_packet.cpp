@@ -81,6 +81,29 @@ void check_printable(std::string_view bytes) {
   for (const char c : shown) FUZZ_CHECK(c >= 0x20 && c < 0x7f);
 }
 
+// The body the request announces, read independently of the framer: CONTENT_LENGTH (last occurrence)
+// for modifier1 0, `size` for a modifier1 111 modifier2 17 set/update/inc/dec/mul/div when 1..max_body.
+std::uint64_t announced_body(std::string_view received, const server::Frame& frame,
+                             const server::FrameLimits& limits) {
+  std::string_view content_length, cmd, size;
+  server::VarsReader reader(received.substr(server::kHeaderSize, frame.header.datasize));
+  std::string_view key, value;
+  while (reader.next(key, value)) {
+    if (key == "CONTENT_LENGTH") content_length = value;
+    if (key == "cmd") cmd = value;
+    if (key == "size") size = value;
+  }
+  std::uint64_t body = 0;
+  if (frame.header.modifier1 == server::kModifierApp) {
+    if (!content_length.empty()) FUZZ_CHECK(server::parse_decimal(content_length, body));
+    return body;
+  }
+  const bool writes =
+      cmd == "set" || cmd == "update" || cmd == "inc" || cmd == "dec" || cmd == "mul" || cmd == "div";
+  if (frame.header.modifier1 != server::kModifierCache || frame.header.modifier2 != 17 || !writes) return 0;
+  return server::parse_decimal(size, body) && body > 0 && body <= limits.max_body ? body : 0;
+}
+
 // A prefix of the input frames no further than the whole input.
 void check_prefix(std::string_view received, const server::FrameLimits& limits, const server::Frame& whole,
                   std::size_t length) {
@@ -115,6 +138,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       FUZZ_CHECK(frame.payload_end == server::kHeaderSize + frame.header.datasize);
       FUZZ_CHECK(frame.payload_end <= frame.total && frame.total <= size);
       FUZZ_CHECK(frame.header.datasize <= limits.buffer_size);
+      FUZZ_CHECK(frame.total - frame.payload_end == announced_body(received, frame, limits));
       break;
     case FrameStatus::invalid:
       FUZZ_CHECK(!frame.error.empty());

@@ -568,6 +568,10 @@ TEST_CASE("a body that disagrees with its Content-Length", "[http][response]") {
   CHECK_FALSE(f.keep);
   CHECK_THAT(f.note, Contains("5 body bytes for a Content-Length of 10"));
   CHECK(f.response == "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nshort");
+  // A list of equal values or a repeated header goes out as one plain Content-Length (found by fuzz_http).
+  f = finish("Content-Length: 2, 2\r\ncontent-length: 2\r\n\r\nok");
+  CHECK(f.keep);
+  CHECK(f.response == "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
 }
 
 TEST_CASE("empty or unparsable app responses become 502", "[http][response]") {
