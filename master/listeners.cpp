@@ -64,6 +64,12 @@ int bind_unix(const std::string& spec, const ListenOptions& options) {
       fail(spec, fmt::format("chmod {}: {}", options.chmod_socket, std::strerror(err)));
     }
   }
+  if (options.chown_socket &&
+      chown(spec.c_str(), options.chown_socket->uid, options.chown_socket->gid) != 0) {
+    int err = errno;
+    close(fd);
+    fail(spec, fmt::format("chown-socket: {}", std::strerror(err)));
+  }
   return fd;
 }
 
@@ -135,7 +141,8 @@ void close_listeners(std::vector<Listener>& listeners, bool remove_unix_files) {
   for (Listener& listener : listeners) {
     if (listener.fd >= 0) close(listener.fd);
     listener.fd = -1;
-    if (remove_unix_files && !listener.unix_path.empty()) unlink(listener.unix_path.c_str());
+    if (remove_unix_files && !listener.unix_path.empty() && listener.unix_path.front() != '@')
+      unlink(listener.unix_path.c_str());
   }
 }
 
