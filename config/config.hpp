@@ -84,6 +84,8 @@ struct Config {
   std::vector<std::string> sockets;             // --socket: host:port, :port, or a UNIX path
   std::vector<std::string> http_sockets;        // --http-socket
   std::vector<std::string> persistent_sockets;  // --persistent-socket: our framed, kept-alive mode
+  std::vector<std::string> http_router;         // --http: uWSGI's router address, served by the workers
+  std::string protocol = "uwsgi";               // what --socket speaks: uwsgi | http
   int processes = 1;
   bool master = true;  // accepted for compatibility: the master always runs
   int listen_backlog = 100;

@@ -219,6 +219,11 @@ void check_umask(std::string_view value) {
   if (!ok) throw InvalidValue{"expected an octal mask of 1 to 4 digits, e.g. 022"};
 }
 
+void check_protocol(std::string_view value) {
+  if (value != "uwsgi" && value != "http")
+    throw InvalidValue{"expected uwsgi or http (the protocols served here)"};
+}
+
 void check_accept_mode(std::string_view value) {
   if (value != "exclusive" && value != "shared") throw InvalidValue{"expected exclusive or shared"};
 }
@@ -333,6 +338,13 @@ std::vector<OptionSpec> build_table() {
            "bind a uwsgi-protocol socket: host:port, :port (all interfaces) or a UNIX path", check_socket),
       list("http-socket", "", &C::http_sockets, g1, "ADDR", "bind an HTTP socket (same forms as --socket)",
            check_socket),
+      list("http", "", &C::http_router, g1, "ADDR",
+           "uWSGI starts its HTTP router process here; here the workers serve HTTP on it directly, as on an "
+           "--http-socket (one log line says so)",
+           check_socket),
+      text("protocol", "", &C::protocol, g1, "PROTO",
+           "what the --socket sockets speak: uwsgi (default) or http (uWSGI's other protocols are refused)",
+           check_protocol),
       list("persistent-socket", "", &C::persistent_sockets, g1, "ADDR",
            "bind a uwsgi-protocol socket whose connections carry many requests, every cache reply framed "
            "[111, length, modifier2] (ours; for our clients and benchmarks, never for nginx)",
@@ -485,6 +497,9 @@ std::vector<OptionSpec> build_table() {
                "there is always exactly one Python interpreter here"),
       accepted("die-on-term", "", OptionType::flag, "",
                "SIGTERM always stops the server gracefully here (uWSGI 2.0 reloads on it otherwise)"),
+      accepted("need-app", "", OptionType::flag, "",
+               "a server whose application fails to load always exits with status 1 here (also with "
+               "--lazy-apps)"),
       accepted("plugins", "plugin", OptionType::list, "NAME[,NAME...]",
                "python (python3, pythonNN), cache and http are built in; any other plugin is an error"),
   };

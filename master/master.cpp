@@ -699,9 +699,21 @@ int Master::run() {
   listen_options.backlog = config_.listen_backlog;
   listen_options.chmod_socket = config_.chmod_socket;
   if (!config_.chown_socket.empty()) listen_options.chown_socket = resolve_owner(config_.chown_socket);
-  if (config_.sockets.empty() && config_.persistent_sockets.empty() && config_.http_sockets.empty())
+  if (config_.sockets.empty() && config_.persistent_sockets.empty() && config_.http_sockets.empty() &&
+      config_.http_router.empty())
     throw std::runtime_error("no --socket given: nothing to listen on (try --socket 127.0.0.1:3031)");
   listeners_ = bind_listeners(config_.sockets, listen_options);
+  if (config_.protocol == "http") {
+    for (Listener& listener : listeners_) listener.kind = Listener::Kind::http;
+  }
+  for (Listener& listener : bind_listeners(config_.http_router, listen_options)) {
+    listener.kind = Listener::Kind::http;
+    common::log(
+        "--http {}: no separate HTTP router process here: the workers serve HTTP on it directly "
+        "(as --http-socket)",
+        listener.spec);
+    listeners_.push_back(listener);
+  }
   for (Listener& listener : bind_listeners(config_.persistent_sockets, listen_options)) {
     listener.kind = Listener::Kind::persistent;
     listeners_.push_back(listener);

@@ -5,9 +5,10 @@ the socket files and pidfiles at exit (SIGTERM, SIGINT, SIGQUIT), without it the
 (every request succeeds, the successor starts at once), --evil-reload-on-rss kills from the master.
 Waits are for events (a log line, a pid change, a file), never a sleep standing for one."""
 
+import grp
+import http.client
 import os
 import pwd
-import grp
 import re
 import signal
 import stat
@@ -200,8 +201,59 @@ def test_evil_reload_on_rss():
         check_eq(srv.stop(), 0, "exit status")
 
 
+def http_get(port, path="/"):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_http_is_served_by_the_workers():
+    port = free_port()
+    with Server(["--http", f"127.0.0.1:{port}"], ready_addrs=[("127.0.0.1", port)], workers=1) as srv:
+        check_eq(http_get(port)[0], 200, "GET over --http")
+        check(srv.wait_log(r"--http 127\.0\.0\.1:%d: no separate HTTP router process here" % port, 1.0),
+              "no log line saying how --http is served")
+        check_eq(srv.stop(), 0, "exit status")
+
+
+def test_protocol_http_applies_to_sockets():
+    port, other = free_port(), free_port()
+    with Server(["--socket", f"127.0.0.1:{port}", "--protocol", "http", "--uwsgi-socket", f"127.0.0.1:{other}"],
+                workers=1) as srv:
+        check_eq(http_get(port)[0], 200, "GET over --socket with --protocol http")
+        check_eq(http_get(other)[0], 200, "GET over --uwsgi-socket (an alias of --socket) with --protocol http")
+        check_eq(srv.stop(), 0, "exit status")
+    with Server(["--uwsgi-socket", f"127.0.0.1:{port}", "--protocol", "uwsgi"], workers=1,
+                ready_addrs=[("127.0.0.1", port)]) as srv:
+        app_get(("127.0.0.1", port))  # a uwsgi packet gets the demo application's reply
+        check_eq(srv.stop(), 0, "exit status")
+    rc, out, left = run_server_to_exit(["--socket", f"127.0.0.1:{port}", "--protocol", "fastcgi"])
+    check_eq(rc, 1, "exit status with --protocol fastcgi")
+    check("expected uwsgi or http" in out, f"message: {out[-300:]!r}")
+
+
+def test_need_app_is_what_happens_anyway():
+    tmp = make_temp_dir()
+    bad = os.path.join(tmp, "bad.py")
+    with open(bad, "w") as f:
+        f.write("raise RuntimeError('cannot load')\n")
+    for extra in ([], ["--lazy-apps"]):
+        port = free_port()
+        rc, out, left = run_server_to_exit(["--socket", f"127.0.0.1:{port}", "--wsgi-file", bad, "--need-app"]
+                                           + extra, timeout=10.0)
+        check_eq(rc, 1, f"exit status when the application fails to load {extra}")
+        check("WARNING: --need-app" in out, f"no WARNING for --need-app: {out[-300:]!r}")
+        check(not left, f"processes left: {left}")
+
+
 if __name__ == "__main__":
     run_tests([test_uid_gid_chown_socket, test_unknown_user_is_refused, test_umask, test_vacuum_on_every_stop,
                test_no_vacuum_leaves_files, test_max_requests, test_max_requests_concurrent_nothing_dropped,
-               test_max_requests_delta, test_max_worker_lifetime, test_reload_on_rss, test_evil_reload_on_rss],
+               test_max_requests_delta, test_max_worker_lifetime, test_reload_on_rss, test_evil_reload_on_rss,
+               test_http_is_served_by_the_workers, test_protocol_http_applies_to_sockets,
+               test_need_app_is_what_happens_anyway],
               budget=120)
