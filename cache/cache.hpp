@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "cache/defaults.hpp"
+
 namespace cache {
 
 // Why an operation did what it did. Every failure has its own value and a text (describe()).
@@ -31,8 +33,8 @@ std::string_view describe(Status status);
 struct Geometry {
   std::string name = "default";
   std::uint64_t items = 0;  // usable items: N gives N (uWSGI gives N-1)
-  std::uint64_t blocksize = 65536;
-  std::uint32_t keysize = 2048;
+  std::uint64_t blocksize = kDefaultBlocksize;
+  std::uint32_t keysize = kDefaultKeysize;
   std::uint64_t hashsize = 0;  // hash buckets; 0 = chosen from items
   bool purge_lru = false;      // when full, evict the least recently used item instead of failing
   bool ignore_full = false;    // no "cache is FULL" log lines (the counter still counts)
@@ -43,7 +45,8 @@ struct Geometry {
   // MAP_SHARED mapping of this file, validated and rebuilt at create().
   std::string store;
   bool store_delete = false;  // discard a store file of another geometry/version, or a damaged one
-  int store_sync = 0;         // for the master: sync_store() every N cycles (0 = leave it to the kernel)
+  int store_sync =
+      0;  // for the master: sync_store() every N cycles (0 = only at stop; kernel writeback meanwhile)
 };
 
 struct Stats {
@@ -158,6 +161,10 @@ class Cache {
   // writer there: a kill inside a mutation on every run, whatever the machine's speed.
   virtual void set_mutation_hook_for_tests(std::function<void()> hook) { (void)hook; }
 };
+
+// The arithmetic of Cache::math, on its own for callers that apply it to a value they hold (the Python
+// host's remote caches): wraps on overflow, division by zero gives 0, INT64_MIN / -1 wraps.
+std::int64_t apply_math(Cache::MathOp op, std::int64_t a, std::int64_t b);
 
 // Every cache of one server, in creation order; the first is the default cache.
 class CacheSet {

@@ -4,5 +4,5 @@
 install(TARGETS server RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(FILES README.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
 file(GLOB doc_pages ${CMAKE_SOURCE_DIR}/docs/*.md)
-install(FILES ${doc_pages} DESTINATION ${CMAKE_INSTALL_DOCDIR})
+install(FILES ${doc_pages} DESTINATION ${CMAKE_INSTALL_DOCDIR}/docs)  # README's links keep working
 # PYTHON_INSTALL_DIR and the python/ files: pyhost/CMakeLists.txt, beside the code that looks for them.

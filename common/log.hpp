@@ -12,7 +12,7 @@ namespace common {
 
 enum class LogLevel { debug = 0, info = 1 };
 
-// Lines below this level are dropped (set once at start-up from --log-level / tests).
+// Lines below this level are dropped (set once at start-up from --log-debug / tests).
 void set_log_level(LogLevel level);
 bool log_enabled(LogLevel level);
 

@@ -11,6 +11,9 @@
 #include <variant>
 #include <vector>
 
+#include "cache/defaults.hpp"
+#include "common/address.hpp"
+
 namespace config {
 
 enum class OptionType {
@@ -56,8 +59,8 @@ std::span<const OptionSpec> option_table();
 struct CacheSpec {
   std::string name = "default";
   std::uint64_t items = 0;  // usable items (ours gives N, uWSGI N-1)
-  std::uint64_t blocksize = 65536;
-  std::uint32_t keysize = 2048;
+  std::uint64_t blocksize = cache::kDefaultBlocksize;
+  std::uint32_t keysize = cache::kDefaultKeysize;
   std::uint64_t hashsize = 0;  // buckets; 0 = let the engine choose from items
   std::string store;
   int store_sync = 0;
@@ -95,7 +98,7 @@ struct Config {
   int harakiri = 0;        // seconds; 0 = off
   int socket_timeout = 4;  // seconds
   int reload_mercy = 60;   // seconds a worker may take to finish in-flight requests on stop/reload
-  bool debug_log = false;
+  bool debug_log = false;  // --log-debug: master jobs log their timings
   // process lifecycle (uWSGI's names and meanings)
   std::string uid;                 // --uid: user name or number the master and workers drop to ("" = stay)
   std::string gid;                 // --gid: group name or number
@@ -108,13 +111,12 @@ struct Config {
   int max_worker_lifetime = 0;            // seconds; recycle a worker this old (0 = never)
   std::uint64_t reload_on_rss = 0;        // MB; a worker above this RSS after a request recycles (0 = off)
   std::uint64_t evil_reload_on_rss = 0;   // MB; the master SIGKILLs a worker above this RSS (0 = off)
-  std::string accept_mode = "exclusive";  // how workers wait on the listening sockets  // --log-debug: master
-                                          // jobs log their timings
+  std::string accept_mode = "exclusive";  // how workers wait on the listening sockets
 
   // the default cache (--cache and friends); items == 0 means no default cache
   std::uint64_t cache_items = 0;
-  std::uint64_t cache_blocksize = 65536;
-  std::uint32_t cache_keysize = 2048;
+  std::uint64_t cache_blocksize = cache::kDefaultBlocksize;
+  std::uint32_t cache_keysize = cache::kDefaultKeysize;
   std::string cache_store;
   int cache_store_sync = 0;
   bool cache_store_delete = false;
@@ -172,14 +174,9 @@ std::string help_text(std::string_view program_name);
 // the --cache-store-sync inheritance). Throws ConfigError: `--cache2 "<spec>": <what is wrong>`.
 CacheSpec parse_cache2_spec(std::string_view spec);
 
-// A validated --socket / --http-socket value taken apart for binding.
-struct SocketAddress {
-  bool is_unix = false;
-  std::string host;  // "0.0.0.0" for ":port"; brackets of "[::1]:port" removed
-  std::uint16_t port = 0;
-  std::string path;  // UNIX socket path ("@name" = abstract namespace)
-};
-// Throws ConfigError when the form is invalid.
+// A validated --socket / --http-socket value taken apart (common/address.hpp: the one parser; ":port"
+// gets common::kListenAnyHost). Throws ConfigError when the form is invalid.
+using SocketAddress = common::Address;
 SocketAddress parse_socket_address(std::string_view address);
 
 // "660" / "0666" -> 0660 / 0666; nullopt unless 3 or 4 octal digits.

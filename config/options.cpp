@@ -168,7 +168,8 @@ constexpr std::string_view kExpectedBool = "expected true/false, 1/0, yes/no or 
 // Value checks for string and list options (they throw InvalidValue naming the expected form)
 
 constexpr std::string_view kExpectedSocket =
-    "expected host:port, :port (all interfaces) or a UNIX socket path, with a port between 1 and 65535";
+    "expected host:port, [v6]:port, :port (all interfaces), a UNIX socket path or @name (abstract), with a "
+    "port between 1 and 65535";
 
 void check_socket(std::string_view value) {
   try {
@@ -335,7 +336,9 @@ std::vector<OptionSpec> build_table() {
   const auto g5 = kLifecycleGroup;
   return {
       list("socket", "uwsgi-socket -s", &C::sockets, g1, "ADDR",
-           "bind a uwsgi-protocol socket: host:port, :port (all interfaces) or a UNIX path", check_socket),
+           "bind a uwsgi-protocol socket: host:port, [v6]:port, :port (all interfaces), a UNIX path or @name "
+           "(abstract UNIX socket)",
+           check_socket),
       list("http-socket", "", &C::http_sockets, g1, "ADDR", "bind an HTTP socket (same forms as --socket)",
            check_socket),
       list("http", "", &C::http_router, g1, "ADDR",
@@ -407,9 +410,9 @@ std::vector<OptionSpec> build_table() {
       size("cache-keysize", "", &C::cache_keysize, {1, 65535}, g2, "SIZE",
            "longest key of the default cache"),
       text("cache-store", "", &C::cache_store, g2, "PATH", "persist the default cache in this file"),
-      integer(
-          "cache-store-sync", "", &C::cache_store_sync, {0, kMaxSeconds}, g2, "N",
-          "msync the store every N master cycles (0 = at start only); also the default of every --cache2"),
+      integer("cache-store-sync", "", &C::cache_store_sync, {0, kMaxSeconds}, g2, "N",
+              "msync the store every N master cycles (0 = only when the server stops; the kernel writes back "
+              "meanwhile); also the default of every --cache2"),
       flag("cache-store-delete", "", &C::cache_store_delete, g2,
            "recreate a store file that does not match the geometry instead of exiting"),
       flag("cache-no-expire", "", &C::cache_no_expire, g2, "never expire items: no sweeper (all caches)"),
@@ -580,12 +583,13 @@ const std::vector<Cache2Key>& cache2_keys() {
       {"name", "", K::text, 0, 0, &S::name, "cache name (required, unique)"},
       {"items", "max_items maxitems", K::size, 1, kMaxCacheItems, &S::items, "number of items (required)"},
       {"blocksize", "", K::size, 1, kMaxBlocksize, &S::blocksize,
-       "bytes per block: the largest value (65536)"},
+       keep(fmt::format("bytes per block: the largest value ({})", cache::kDefaultBlocksize))},
       {"blocks", "", K::size, 1, kMaxCacheItems, &S::blocks, "number of data blocks (items); at least items"},
       {"hash", "", K::hash, 0, 0, &S::hash,
        "uWSGI's key hash choice: accepted and checked, not used (the engine has its own, faster hash)"},
       {"hashsize", "hash_size", K::size, 1, kMaxCacheItems, &S::hashsize, "number of hash buckets"},
-      {"keysize", "key_size", K::size, 1, 65535, &S::keysize, "longest key (2048)"},
+      {"keysize", "key_size", K::size, 1, 65535, &S::keysize,
+       keep(fmt::format("longest key ({})", cache::kDefaultKeysize))},
       {"store", "", K::text, 0, 0, &S::store, "persist the cache in this file"},
       {"store_sync", "storesync", K::integer, 0, kMaxSeconds, &S::store_sync,
        "msync every N master cycles (--cache-store-sync)"},
@@ -596,10 +600,12 @@ const std::vector<Cache2Key>& cache2_keys() {
       {"math_initial", "", K::integer, kInt64Min, kInt64Max, &S::math_initial,
        "start value of a missing key for math operations (0)"},
       {"no_expire", "", K::flag, 0, 0, &S::no_expire, "exclude this cache from the sweeper"},
-      {"lazy_expire", "lazy", K::flag, 0, 0, &S::lazy_expire, "expire items on lookup instead of sweeping"},
+      {"lazy_expire", "lazy", K::flag, 0, 0, &S::lazy_expire,
+       "accepted (uWSGI): nothing to do, expired items are never served"},
       {"sweep_on_full", "", K::integer, 0, kMaxSeconds, &S::sweep_on_full,
-       "when full, sweep expired items at most once every N seconds"},
-      {"clear_on_full", "", K::flag, 0, 0, &S::clear_on_full, "when full (and a sweep freed nothing), clear"},
+       "accepted (uWSGI): nothing to do, a full cache always reclaims expired items first"},
+      {"clear_on_full", "", K::flag, 0, 0, &S::clear_on_full,
+       "accepted (uWSGI): ignored, a full cache is never cleared"},
       {"lastmod", "", K::flag, 0, 0, &S::lastmod, "track the last modification time"},
       {"bitmap", "", K::flag, 0, 0, &S::bitmap, "values may span several blocks"},
       {"node", "nodes", K::list, 0, 0, &S::nodes, "semicolon-separated ip:port to send UDP updates to"},
@@ -1250,31 +1256,10 @@ CacheSpec parse_cache2_spec(std::string_view spec) {
 }
 
 SocketAddress parse_socket_address(std::string_view address) {
-  const auto fail = [&]() -> void {
-    throw ConfigError(fmt::format("invalid socket address \"{}\": {}", address, kExpectedSocket));
-  };
-  SocketAddress parsed;
-  const auto colon = address.rfind(':');
-  const bool looks_like_path =
-      address.starts_with("/") || address.starts_with(".") || address.starts_with("@");
-  if (address.empty()) fail();
-  if (looks_like_path || colon == std::string_view::npos) {
-    parsed.is_unix = true;
-    parsed.path = std::string(address);
-    return parsed;
-  }
-  auto host = address.substr(0, colon);
-  const auto port_text = address.substr(colon + 1);
-  if (host.starts_with("[") && host.ends_with("]")) host = host.substr(1, host.size() - 2);
-  if (host.find_first_of(" \t[]") != std::string_view::npos) fail();
-  const auto port = parse_number(port_text, false);
-  if (port_text.empty() || port_text.find_first_not_of("0123456789") != std::string_view::npos || !port ||
-      *port < 1 || *port > 65535) {
-    fail();
-  }
-  parsed.host = host.empty() ? "0.0.0.0" : std::string(host);
-  parsed.port = static_cast<std::uint16_t>(*port);
-  return parsed;
+  std::string error;
+  auto parsed = common::parse_address(address, common::kListenAnyHost, error);
+  if (!parsed) throw ConfigError(fmt::format("invalid socket address \"{}\": {}", address, kExpectedSocket));
+  return std::move(*parsed);
 }
 
 std::optional<unsigned> parse_chmod_mode(std::string_view text) {

@@ -12,7 +12,8 @@ namespace master {
 
 struct Listener {
   std::string spec;       // as the user wrote it
-  std::string unix_path;  // non-empty for a UNIX socket (removed at exit)
+  std::string unix_path;  // a UNIX socket's file (removed at exit); "" for TCP and @abstract names
+  bool is_unix = false;
   int fd = -1;
   enum class Kind { uwsgi, persistent, http };  // --socket, --persistent-socket, --http-socket
   Kind kind = Kind::uwsgi;
@@ -21,12 +22,12 @@ struct Listener {
 
 struct ListenOptions {
   int backlog = 100;
-  std::string chmod_socket;  // octal, "" = leave
+  std::string chmod_socket;  // octal (config::parse_chmod_mode), "" = leave
   std::optional<Owner> chown_socket;
 };
 
-// Binds every spec ("host:port", ":port", "[v6]:port", or a UNIX path). Throws std::runtime_error naming
-// the socket and the reason; already bound sockets are closed first.
+// Binds every spec (common/address.hpp: "host:port", ":port", "[v6]:port", a UNIX path or "@name"). Throws
+// std::runtime_error naming the socket and the reason; already bound sockets are closed first.
 std::vector<Listener> bind_listeners(const std::vector<std::string>& specs, const ListenOptions& options);
 
 // remove_unix_files: --vacuum (and a start-up failure: the files were ours for a moment only).

@@ -8,6 +8,9 @@
 #include "config/config.hpp"
 #include "master/master.hpp"
 #include "server/client.hpp"
+#ifdef HAVE_PYHOST
+#include "pyhost/pyhost.hpp"
+#endif
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::string_view(argv[1]) == "cache") {
@@ -32,6 +35,9 @@ int main(int argc, char** argv) {
   }
   for (const auto& warning : parsed.warnings) std::fprintf(stderr, "WARNING: %s\n", warning.c_str());
   std::fputs(parsed.show_config.c_str(), stderr);  // uWSGI logs it too
+#ifdef HAVE_PYHOST
+  pyhost::register_host();  // the server's application host (server/application.hpp)
+#endif
   try {
     return master::run_master(parsed.config);
   } catch (const std::exception& error) {

@@ -25,13 +25,12 @@
 #include <vector>
 
 #include "cache/cache.hpp"
+#include "common/clock.hpp"
 #include "common/log.hpp"
+#include "master/application_settings.hpp"
 #include "master/listeners.hpp"
 #include "master/privileges.hpp"
 #include "master/signals.hpp"
-#ifdef HAVE_PYHOST
-#include "pyhost/pyhost.hpp"
-#endif
 #include "server/cache_sync.hpp"
 #include "server/dispatcher.hpp"
 #include "server/udp_sync.hpp"
@@ -42,7 +41,7 @@ namespace master {
 
 namespace {
 
-using workers::monotonic_ms;
+using common::monotonic_ms;
 
 constexpr int kCycleMs = 1000;                // the cycle of the cache jobs (reordering, store sync)
 constexpr int kPollMs = 100;                  // how often the master loop looks at deadlines
@@ -684,16 +683,15 @@ int Master::run() {
   common::set_log_level(config_.debug_log ? common::LogLevel::debug : common::LogLevel::info);
   apply_umask(config_.umask);  // before the first file (store, socket, pidfile) is created
   const Identity identity = resolve_identity(config_.uid, config_.gid);  // a typo fails before any bind
-  create_caches();               // geometry errors surface before any socket is bound
+  create_caches();  // geometry errors surface before any socket is bound
+  server::ApplicationHost* host = server::application_host();  // the Python host, when built
   if (!config_.pyrun.empty()) {  // uWSGI's --pyrun: a script with the caches, no server
-#ifdef HAVE_PYHOST
-    const int status = pyhost::run_script(config_, caches_, config_.pyrun);
+    if (host == nullptr)
+      throw std::runtime_error(
+          "--pyrun: this server was built without the Python host (install libpython3.11-dev)");
+    const int status = host->run_script(application_settings(config_), caches_, config_.pyrun);
     flush_stores();
     return status;
-#else
-    throw std::runtime_error(
-        "--pyrun: this server was built without the Python host (install libpython3.11-dev)");
-#endif
   }
   ListenOptions listen_options;
   listen_options.backlog = config_.listen_backlog;
@@ -726,19 +724,14 @@ int Master::run() {
   // uWSGI's order: sockets, caches and the pidfile exist; the application is loaded as the new user.
   drop_privileges(identity);
   write_pidfile(config_.pidfile2, "pidfile2");
-#ifdef HAVE_PYHOST
   if (!config_.module.empty() || !config_.wsgi_file.empty()) {
-    application_ = pyhost::create_application(config_, caches_);
+    if (host == nullptr)
+      throw std::runtime_error(
+          "--module/--wsgi-file: this server was built without the Python host (install libpython3.11-dev)");
+    application_ = host->create(application_settings(config_), caches_);
   } else {
     application_ = server::make_demo_application(caches_);
   }
-#else
-  if (!config_.module.empty() || !config_.wsgi_file.empty()) {
-    throw std::runtime_error(
-        "--module/--wsgi-file: this server was built without the Python host (install libpython3.11-dev)");
-  }
-  application_ = server::make_demo_application(caches_);
-#endif
 
   sigset_t set = master_signal_set();
   signal_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);

@@ -154,7 +154,7 @@ std::string project_python_dir() {
   return has_modules(PYHOST_PYTHON_DIR) ? std::string(PYHOST_PYTHON_DIR) : std::string();
 }
 
-void set_up_sys_path(const config::Config& config) {
+void set_up_sys_path(const server::ApplicationSettings& settings) {
   PyObject* path = PySys_GetObject("path");  // borrowed
   if (path == nullptr || !PyList_Check(path)) throw std::runtime_error("python: sys.path is not a list");
   // uWSGI's order: the current directory ("." and ""), then each --pythonpath inserted at the front.
@@ -169,7 +169,7 @@ void set_up_sys_path(const config::Config& config) {
   };
   insert_front("");
   insert_front(".");
-  for (const std::string& dir : config.pythonpath) insert_front(dir);
+  for (const std::string& dir : settings.pythonpath) insert_front(dir);
   // The project's python/ (uwsgi_django_cache, uwsgi_cache_client), last so the app's own win.
   const std::string dir = project_python_dir();
   if (dir.empty()) return;
@@ -186,9 +186,9 @@ PyObject* init_uwsgi_trampoline() { return init_uwsgi_module(); }
 
 }  // namespace
 
-void start_interpreter(const config::Config& config) {
+void start_interpreter(const server::ApplicationSettings& settings) {
   if (g_main_tstate != nullptr) return;
-  for (const std::string& pair : config.env) {
+  for (const std::string& pair : settings.env) {
     const auto eq = pair.find('=');
     if (eq == std::string::npos || eq == 0)
       throw std::runtime_error(fmt::format("--env {}: expected KEY=VALUE", pair));
@@ -196,8 +196,8 @@ void start_interpreter(const config::Config& config) {
       throw std::runtime_error(fmt::format("--env {}: {}", pair, std::strerror(errno)));
     }
   }
-  if (!config.chdir.empty() && chdir(config.chdir.c_str()) != 0) {
-    throw std::runtime_error(fmt::format("--chdir {}: {}", config.chdir, std::strerror(errno)));
+  if (!settings.chdir.empty() && chdir(settings.chdir.c_str()) != 0) {
+    throw std::runtime_error(fmt::format("--chdir {}: {}", settings.chdir, std::strerror(errno)));
   }
   if (PyImport_AppendInittab("uwsgi", init_uwsgi_trampoline) != 0) {
     throw std::runtime_error("python: cannot register the built-in uwsgi module");
@@ -223,7 +223,7 @@ void start_interpreter(const config::Config& config) {
   }
   PyConfig_Clear(&py_config);
 
-  set_up_sys_path(config);
+  set_up_sys_path(settings);
   g_bootstrap = PyImport_AddModule("_pyhost");  // borrowed, owned by sys.modules
   if (g_bootstrap == nullptr) throw std::runtime_error("python: cannot create the _pyhost module");
   PyObject* globals = PyModule_GetDict(g_bootstrap);

@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "config/config.hpp"
+#include "server/application.hpp"
 
 namespace pyhost {
 
@@ -15,7 +15,7 @@ namespace pyhost {
 // sys.path (--pythonpath first, then ".", "", the standard paths, the project's python/ modules: as
 // installed beside the binary, else the source tree's) and the fork handlers. Returns with the GIL released.
 // Throws std::runtime_error with the reason.
-void start_interpreter(const config::Config& config);
+void start_interpreter(const server::ApplicationSettings& settings);
 
 // Holds the GIL in the calling thread for its scope. Each thread keeps one PyThreadState for its
 // lifetime (threading.local and C extensions' per-thread state survive across requests). Not

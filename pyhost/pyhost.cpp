@@ -1,26 +1,31 @@
 #include "pyhost/pyhost.hpp"
 
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include "pyhost/interpreter.hpp"
 #include "pyhost/uwsgi_module.hpp"
 #include "pyhost/wsgi.hpp"
+#include "server/application.hpp"
 
 namespace pyhost {
 
-std::unique_ptr<server::Application> create_application(const config::Config& config,
+namespace {
+
+std::unique_ptr<server::Application> create_application(const server::ApplicationSettings& settings,
                                                         cache::CacheSet& caches) {
-  configure_uwsgi_module(config, &caches);
-  start_interpreter(config);
-  auto application = std::make_unique<WsgiApplication>(config);
-  if (!config.lazy_apps) application->load();
+  configure_uwsgi_module(settings, &caches);
+  start_interpreter(settings);
+  auto application = std::make_unique<WsgiApplication>(settings);
+  if (!settings.lazy_apps) application->load();
   return application;
 }
 
-int run_script(const config::Config& config, cache::CacheSet& caches, const std::string& path) {
-  configure_uwsgi_module(config, &caches);
-  start_interpreter(config);
+int run_script(const server::ApplicationSettings& settings, cache::CacheSet& caches,
+               const std::string& path) {
+  configure_uwsgi_module(settings, &caches);
+  start_interpreter(settings);
   GilGuard gil;
   PyObject* result = nullptr;
   PyObject* run_path = nullptr;
@@ -73,6 +78,25 @@ int run_script(const config::Config& config, cache::CacheSet& caches, const std:
   }
   PyErr_Clear();
   return status;
+}
+
+class PythonHost final : public server::ApplicationHost {
+ public:
+  std::unique_ptr<server::Application> create(const server::ApplicationSettings& settings,
+                                              cache::CacheSet& caches) override {
+    return create_application(settings, caches);
+  }
+  int run_script(const server::ApplicationSettings& settings, cache::CacheSet& caches,
+                 const std::string& path) override {
+    return pyhost::run_script(settings, caches, path);
+  }
+};
+
+}  // namespace
+
+void register_host() {
+  static PythonHost host;
+  server::register_application_host(&host);
 }
 
 }  // namespace pyhost

@@ -19,8 +19,6 @@
 #include <ctime>
 #include <string>
 #include <string_view>
-#include <type_traits>
-#include <variant>
 #include <vector>
 
 #include "common/log.hpp"
@@ -35,7 +33,7 @@ namespace {
 constexpr const char* kVersion = "2.0.21-ucached";  // uWSGI's API level, then who implements it
 
 struct Context {
-  config::Config config;
+  server::ApplicationSettings settings;
   cache::CacheSet* caches = nullptr;
   int timeout_ms = 4000;
 };
@@ -172,25 +170,6 @@ class BytesSink final : public cache::ValueSink {
   PyObject* bytes_ = nullptr;
 };
 
-std::int64_t apply_math(MathOp op, std::int64_t a, std::int64_t b) {
-  // Two's complement wrap-around on overflow and 0 for a division by zero: the engine's semantics.
-  const auto ua = static_cast<std::uint64_t>(a);
-  const auto ub = static_cast<std::uint64_t>(b);
-  switch (op) {
-    case MathOp::inc:
-      return static_cast<std::int64_t>(ua + ub);
-    case MathOp::dec:
-      return static_cast<std::int64_t>(ua - ub);
-    case MathOp::mul:
-      return static_cast<std::int64_t>(ua * ub);
-    case MathOp::div:
-      if (b == 0) return 0;
-      if (b == -1) return static_cast<std::int64_t>(0 - ua);
-      return a / b;
-  }
-  return a;
-}
-
 // Remote math: uWSGI sends the operand as an update (the remote then stores the delta). Against our
 // server the operation is atomic; against uWSGI we read the number, compute, and write it back keeping
 // the item's expiry (two clients racing there can lose an update).
@@ -213,7 +192,7 @@ server::ClientStatus remote_math(server::CacheClient& client, std::string_view n
     if (expires_at > 0)
       expires = std::max<std::int64_t>(1, expires_at - static_cast<std::int64_t>(std::time(nullptr)));
   }
-  const std::int64_t result = apply_math(op, base, operand);
+  const std::int64_t result = cache::apply_math(op, base, operand);
   char number[8];
   std::memcpy(number, &result, 8);
   return client.update(key, std::string_view(number, 8), expires, name);
@@ -476,48 +455,16 @@ PyModuleDef g_module = {
 };
 
 // uwsgi.opt as uWSGI 2.0.21 builds it: the options that were given, flags as True, values as bytes; a
-// repeated option keeps only its last value. We have the parsed Config, not the raw arguments, so
-// "given" means "differs from the default".
-PyObject* build_opt_dict(const config::Config& config) {
-  static const config::Config defaults;
+// repeated option keeps only its last value (the master lists them: ApplicationSettings::given_options).
+PyObject* build_opt_dict(const server::ApplicationSettings& settings) {
   PyObject* dict = PyDict_New();
   if (dict == nullptr) return nullptr;
-  for (const config::OptionSpec& spec : config::option_table()) {
-    PyObject* value = std::visit(
-        [&](auto member) -> PyObject* {
-          using Member = decltype(member);
-          if constexpr (std::is_same_v<Member, std::monostate>) {
-            return nullptr;
-          } else {
-            const auto& mine = config.*member;
-            const auto& other = defaults.*member;
-            if (mine == other) return nullptr;
-            using Value = std::remove_cvref_t<decltype(mine)>;
-            if constexpr (std::is_same_v<Value, bool>) {
-              return PyBool_FromLong(mine);
-            } else if constexpr (std::is_same_v<Value, std::string>) {
-              return PyBytes_FromStringAndSize(mine.data(), static_cast<Py_ssize_t>(mine.size()));
-            } else if constexpr (std::is_same_v<Value, std::vector<std::string>>) {
-              if (mine.empty()) return nullptr;
-              return PyBytes_FromStringAndSize(mine.back().data(),
-                                               static_cast<Py_ssize_t>(mine.back().size()));
-            } else {
-              const std::string text = std::to_string(mine);
-              return PyBytes_FromStringAndSize(text.data(), static_cast<Py_ssize_t>(text.size()));
-            }
-          }
-        },
-        spec.target);
-    if (value == nullptr) {
-      if (PyErr_Occurred()) {
-        Py_DECREF(dict);
-        return nullptr;
-      }
-      continue;
-    }
-    const std::string name(spec.name);
-    const int rc = PyDict_SetItemString(dict, name.c_str(), value);
-    Py_DECREF(value);
+  for (const auto& option : settings.given_options) {
+    PyObject* value = option.is_flag ? PyBool_FromLong(option.flag)
+                                     : PyBytes_FromStringAndSize(
+                                           option.value.data(), static_cast<Py_ssize_t>(option.value.size()));
+    const int rc = value == nullptr ? -1 : PyDict_SetItemString(dict, option.name.c_str(), value);
+    Py_XDECREF(value);
     if (rc != 0) {
       Py_DECREF(dict);
       return nullptr;
@@ -538,10 +485,10 @@ bool add_object(PyObject* module, const char* name, PyObject* value) {
 
 }  // namespace
 
-void configure_uwsgi_module(const config::Config& config, cache::CacheSet* caches) {
-  g_context.config = config;
+void configure_uwsgi_module(const server::ApplicationSettings& settings, cache::CacheSet* caches) {
+  g_context.settings = settings;
   g_context.caches = caches;
-  g_context.timeout_ms = std::max(1, config.socket_timeout) * 1000;
+  g_context.timeout_ms = std::max(1, settings.socket_timeout_s) * 1000;
 }
 
 void set_worker_id(int id) { g_worker_id.store(id, std::memory_order_relaxed); }
@@ -549,16 +496,17 @@ void set_worker_id(int id) { g_worker_id.store(id, std::memory_order_relaxed); }
 PyObject* init_uwsgi_module() {
   PyObject* module = PyModule_Create(&g_module);
   if (module == nullptr) return nullptr;
-  const config::Config& config = g_context.config;
+  const server::ApplicationSettings& settings = g_context.settings;
   char host[256] = {};
   gethostname(host, sizeof host - 1);
-  const bool ok = add_object(module, "opt", build_opt_dict(config)) &&
-                  add_object(module, "version", PyBytes_FromString(kVersion)) &&
-                  add_object(module, "version_info", Py_BuildValue("(iiiis)", 2, 0, 21, 0, "ucached")) &&
-                  add_object(module, "hostname", PyBytes_FromString(host)) &&
-                  PyModule_AddIntConstant(module, "numproc", config.processes) == 0 &&
-                  PyModule_AddIntConstant(module, "cores", config.threads) == 0 &&
-                  PyModule_AddIntConstant(module, "buffer_size", static_cast<long>(config.buffer_size)) == 0;
+  const bool ok =
+      add_object(module, "opt", build_opt_dict(settings)) &&
+      add_object(module, "version", PyBytes_FromString(kVersion)) &&
+      add_object(module, "version_info", Py_BuildValue("(iiiis)", 2, 0, 21, 0, "ucached")) &&
+      add_object(module, "hostname", PyBytes_FromString(host)) &&
+      PyModule_AddIntConstant(module, "numproc", settings.processes) == 0 &&
+      PyModule_AddIntConstant(module, "cores", settings.threads) == 0 &&
+      PyModule_AddIntConstant(module, "buffer_size", static_cast<long>(settings.buffer_size)) == 0;
   if (!ok) {
     Py_DECREF(module);
     return nullptr;

@@ -6,12 +6,12 @@
 #include <Python.h>
 
 #include "cache/cache.hpp"
-#include "config/config.hpp"
+#include "server/application.hpp"
 
 namespace pyhost {
 
 // What the module serves; call before the interpreter starts. `caches` outlives the interpreter.
-void configure_uwsgi_module(const config::Config& config, cache::CacheSet* caches);
+void configure_uwsgi_module(const server::ApplicationSettings& settings, cache::CacheSet* caches);
 
 // The module's init function, registered with PyImport_AppendInittab("uwsgi", ...).
 PyObject* init_uwsgi_module();

@@ -234,11 +234,11 @@ int thread_core_index() {
 
 }  // namespace
 
-WsgiApplication::WsgiApplication(const config::Config& config) : config_(config) {
-  if (!config_.module.empty()) {
-    what_ = fmt::format("module '{}'", config_.module);
+WsgiApplication::WsgiApplication(const server::ApplicationSettings& settings) : settings_(settings) {
+  if (!settings_.module.empty()) {
+    what_ = fmt::format("module '{}'", settings_.module);
   } else {
-    what_ = fmt::format("file '{}'", config_.wsgi_file);
+    what_ = fmt::format("file '{}'", settings_.wsgi_file);
   }
   GilGuard gil;
   if (g_response_type == nullptr) {
@@ -254,8 +254,8 @@ WsgiApplication::WsgiApplication(const config::Config& config) : config_(config)
   file_wrapper_ = bootstrap("FileWrapper");
   Py_INCREF(file_wrapper_);
   version_ = Py_BuildValue("(ii)", 1, 0);
-  multithread_ = PyBool_FromLong(config_.threads > 1);
-  multiprocess_ = PyBool_FromLong(config_.processes > 1);
+  multithread_ = PyBool_FromLong(settings_.threads > 1);
+  multiprocess_ = PyBool_FromLong(settings_.processes > 1);
   uwsgi_version_ = PyBytes_FromString("2.0.21-ucached");
   char host[256] = {};
   gethostname(host, sizeof host - 1);
@@ -269,10 +269,10 @@ WsgiApplication::WsgiApplication(const config::Config& config) : config_(config)
 }
 
 bool WsgiApplication::try_load(std::string& error) {
-  std::string callable = config_.callable.empty() ? "application" : config_.callable;
+  std::string callable = settings_.callable.empty() ? "application" : settings_.callable;
   PyObject* module = nullptr;
-  if (!config_.module.empty()) {
-    std::string name = config_.module;
+  if (!settings_.module.empty()) {
+    std::string name = settings_.module;
     if (const auto colon = name.find(':'); colon != std::string::npos) {  // --module NAME:callable
       callable = name.substr(colon + 1);
       name.resize(colon);
@@ -280,8 +280,8 @@ bool WsgiApplication::try_load(std::string& error) {
     PyObject* py_name = PyUnicode_FromString(name.c_str());
     module = py_name == nullptr ? nullptr : PyObject_CallOneArg(bootstrap("load_module"), py_name);
     Py_XDECREF(py_name);
-  } else if (!config_.wsgi_file.empty()) {
-    PyObject* path = PyUnicode_DecodeFSDefault(config_.wsgi_file.c_str());
+  } else if (!settings_.wsgi_file.empty()) {
+    PyObject* path = PyUnicode_DecodeFSDefault(settings_.wsgi_file.c_str());
     module = path == nullptr ? nullptr : PyObject_CallOneArg(bootstrap("load_file"), path);
     Py_XDECREF(path);
   } else {
@@ -320,21 +320,16 @@ void WsgiApplication::load() {
   common::log("python: WSGI application loaded from {}", what_);
 }
 
-void WsgiApplication::worker_started(int worker_id) {
+bool WsgiApplication::worker_started(int worker_id, std::string& error) {
   set_worker_id(worker_id);
-  if (!config_.lazy_apps) return;
-  std::string error;
+  if (!settings_.lazy_apps) return true;
   bool ok;
   {
     GilGuard gil;
     ok = try_load(error);
   }
-  if (!ok) {
-    common::log("worker {}: {}", worker_id, error);
-    std::fflush(nullptr);
-    _exit(kExitFatalConfig);
-  }
-  common::log("worker {}: WSGI application loaded from {} (--lazy-apps)", worker_id, what_);
+  if (ok) common::log("worker {}: WSGI application loaded from {} (--lazy-apps)", worker_id, what_);
+  return ok;
 }
 
 PyObject* WsgiApplication::build_environ(const server::Request& request, std::string_view& protocol) {

@@ -8,19 +8,13 @@
 
 #include <string>
 
-#include "config/config.hpp"
 #include "server/dispatcher.hpp"
 
 namespace pyhost {
 
-// Exit status of a worker that cannot load its application with --lazy-apps: workers' "fatal
-// configuration" status (workers::kExitFatalConfig, sysexits' EX_CONFIG), on which the master stops the
-// server instead of respawning. Repeated here: pyhost knows only server/'s application interface.
-inline constexpr int kExitFatalConfig = 78;
-
 class WsgiApplication final : public server::Application {
  public:
-  explicit WsgiApplication(const config::Config& config);
+  explicit WsgiApplication(const server::ApplicationSettings& settings);
   // The Python objects are deliberately never released: the interpreter is never finalised (workers
   // _exit, and application threads may still be inside Python when the master returns).
   ~WsgiApplication() override = default;
@@ -31,14 +25,15 @@ class WsgiApplication final : public server::Application {
 
   void handle(const server::Request& request, server::Reply& reply) override;
   bool blocking() const override { return true; }
-  void worker_started(int worker_id) override;
+  // With --lazy-apps, loads the application here: false with the traceback when it cannot.
+  bool worker_started(int worker_id, std::string& error) override;
 
  private:
   bool try_load(std::string& error);  // GIL held
   PyObject* build_environ(const server::Request& request, std::string_view& protocol);
   void internal_error(server::Reply& reply, std::string_view protocol, const std::string& what);
 
-  config::Config config_;
+  server::ApplicationSettings settings_;
   std::string what_;         // "module 'x'" / "file 'y'", for messages
   PyObject* app_ = nullptr;  // the callable
   // Per-process constants of every environ, made once.

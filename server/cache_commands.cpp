@@ -15,9 +15,6 @@ namespace {
 // INT64_MAX keeps now + expires from overflowing in the engine.
 inline constexpr std::uint64_t kMaxExpiresSeconds = std::uint64_t{1} << 40;
 
-inline constexpr std::uint8_t kDumpReply = static_cast<std::uint8_t>(CacheCommand::dump_reply);
-inline constexpr std::uint8_t kMagic = static_cast<std::uint8_t>(CacheCommand::magic);
-
 // Decimal text of a number without allocating; the view lives as long as the buffer.
 struct DecimalText {
   char digits[24] = {};
@@ -38,7 +35,7 @@ void patch_datasize(std::string& head) {
 // [111, L, 17] + {status: <status>}: 16 bytes for "ok".
 void magic_status_reply(Reply& reply, std::string_view status) {
   reply.head.clear();
-  encode_header(reply.head, kModifierCache, 0, kMagic);
+  encode_header(reply.head, kModifierCache, 0, kCacheMagic);
   append_var(reply.head, "status", status);
   patch_datasize(reply.head);
 }
@@ -163,7 +160,7 @@ void handle_dump(cache::CacheSet& caches, const Request& request, Reply& reply, 
     ++count;
   }
   const cache::Geometry& geometry = target->geometry();
-  encode_header(reply.head, kModifierCache, 0, kDumpReply);
+  encode_header(reply.head, kModifierCache, 0, kCacheDumpReply);
   append_var(reply.head, "items", DecimalText(geometry.items).view());
   append_var(reply.head, "blocksize", DecimalText(geometry.blocksize).view());
   append_var(reply.head, "keysize", DecimalText(geometry.keysize).view());
@@ -248,7 +245,7 @@ MagicOutcome magic_get(cache::Cache& cache, const MagicVars& vars, Reply& reply,
     return MagicOutcome::error;
   }
   reply.head.clear();
-  encode_header(reply.head, kModifierCache, 0, kMagic);
+  encode_header(reply.head, kModifierCache, 0, kCacheMagic);
   append_var(reply.head, "status", "ok");
   append_var(reply.head, "size", DecimalText(reply.body.size()).view());
   if (expires != 0)
@@ -285,7 +282,7 @@ MagicOutcome magic_keys(cache::Cache& cache, Reply& reply) {
     ++count;
   });
   reply.head.clear();
-  encode_header(reply.head, kModifierCache, 0, kMagic);
+  encode_header(reply.head, kModifierCache, 0, kCacheMagic);
   append_var(reply.head, "status", "ok");
   append_var(reply.head, "count", DecimalText(count).view());
   append_var(reply.head, "size", DecimalText(reply.body.size()).view());
@@ -298,7 +295,7 @@ MagicOutcome magic_stats(cache::Cache& cache, Reply& reply) {
   const cache::Stats stats = cache.stats();
   const cache::Geometry& geometry = cache.geometry();
   reply.head.clear();
-  encode_header(reply.head, kModifierCache, 0, kMagic);
+  encode_header(reply.head, kModifierCache, 0, kCacheMagic);
   append_var(reply.head, "status", "ok");
   append_var(reply.head, "name", geometry.name);
   const std::pair<std::string_view, std::uint64_t> counters[] = {
@@ -347,7 +344,7 @@ MagicOutcome magic_math(cache::Cache& cache, const MagicVars& vars, const Reques
     return MagicOutcome::error;
   }
   reply.head.clear();
-  encode_header(reply.head, kModifierCache, 0, kMagic);
+  encode_header(reply.head, kModifierCache, 0, kCacheMagic);
   append_var(reply.head, "status", "ok");
   append_var(reply.head, "value", fmt::format("{}", result));
   patch_datasize(reply.head);
@@ -427,7 +424,7 @@ void handle_magic(cache::CacheSet& caches, const Request& request, Reply& reply,
 void frame_for_persistent_connection(const Request& request, Reply& reply, std::string& note) {
   const std::uint8_t command = request.header.modifier2;
   if (command == static_cast<std::uint8_t>(CacheCommand::dump)) return;  // its own framing; closes
-  if (command == kMagic) return;                                         // keepalive framing
+  if (command == kCacheMagic) return;                                    // keepalive framing
   const bool drops_head = command == static_cast<std::uint8_t>(CacheCommand::get) ||
                           command == static_cast<std::uint8_t>(CacheCommand::stream_get);
   if (drops_head) reply.head.clear();  // 0 and 5 carry their own 4-byte head; it becomes the frame
@@ -451,14 +448,14 @@ void handle_cache_command(cache::CacheSet& caches, const Request& request, Reply
     return;
   }
   if (request.payload.empty()) {
-    if (command <= static_cast<std::uint8_t>(CacheCommand::stream_get) || command == kMagic) {
+    if (command <= static_cast<std::uint8_t>(CacheCommand::stream_get) || command == kCacheMagic) {
       note = fmt::format("cache command {}: empty payload", command);
     } else {
       note = fmt::format("cache command {}: unknown modifier2", command);
     }
     return;
   }
-  if (command == kMagic) {
+  if (command == kCacheMagic) {
     handle_magic(caches, request, reply, note);
     return;
   }

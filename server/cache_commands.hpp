@@ -12,19 +12,6 @@
 
 namespace server {
 
-// modifier2 values of modifier1 111.
-enum class CacheCommand : std::uint8_t {
-  get = 0,           // raw key → [111, vallen, 0] + value
-  set = 1,           // array [key, value] → never replies
-  del = 2,           // raw key → never replies
-  dict_get = 3,      // vars key/get → raw value (or the 404 page for `get`)
-  dict_get_alt = 4,  // same as 3
-  stream_get = 5,    // raw key → [111,0,0,1] + value, or [111,0,0,0]
-  dump = 6,          // raw cache name → [111, L, 7] + vars + image
-  dump_reply = 7,    // modifier2 of the dump reply
-  magic = 17,        // vars cmd/key/cache/size/expires (+ body) → [111, L, 17] + vars (+ value)
-};
-
 // Buffers reused across requests so a hit does not allocate once they have grown.
 struct CacheScratch {
   std::string value;

@@ -1,7 +1,6 @@
 #include "server/client.hpp"
 
 #include <fmt/format.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -17,6 +16,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "common/address.hpp"
 #include "server/protocol.hpp"
 
 namespace server {
@@ -52,10 +52,6 @@ using client_detail::MagicReply;
 
 using Clock = std::chrono::steady_clock;
 
-inline constexpr std::uint8_t kMagic = 17;
-inline constexpr std::uint8_t kDump = 6;       // request
-inline constexpr std::uint8_t kDumpReply = 7;  // its reply
-
 // Largest value accepted in a reply: our largest blocksize (1 GiB); a bigger size var is garbage, and
 // trusting it would allocate that much.
 inline constexpr std::uint64_t kMaxValue = std::uint64_t{1} << 30;
@@ -69,74 +65,23 @@ std::string errno_text(int error) { return std::strerror(error); }
 // How one socket operation ended.
 enum class Io { ok, eof, timeout, failed };
 
-// One endpoint to connect to.
-struct Endpoint {
-  sockaddr_storage address{};
-  socklen_t length = 0;
-  int family = AF_UNSPEC;
-};
+using common::Endpoint;
 
-// Takes the address apart the way --socket does: a path when it starts with / . or @ or has no
-// colon ("@name" = abstract namespace), else host:port with an optional [v6] host; ":port" means
-// 127.0.0.1 here (a client has no wildcard). Fills error and returns false when the form is invalid.
+// The address the way --socket takes it (common/address.hpp), except that ":port" means 127.0.0.1: a
+// client has no wildcard. Fills error and returns false when the form is invalid.
 bool resolve(const std::string& text, std::vector<Endpoint>& out, std::string& error) {
   out.clear();
-  if (text.empty()) {
-    error = "empty address (expected host:port, :port, [v6]:port or a UNIX socket path)";
+  const auto address = common::parse_address(text, "127.0.0.1", error);
+  if (!address) {
+    error += " (expected host:port, :port, [v6]:port, a UNIX socket path or @name)";
     return false;
   }
-  const auto colon = text.rfind(':');
-  const bool is_path =
-      text.starts_with('/') || text.starts_with('.') || text.starts_with('@') || colon == std::string::npos;
-  if (is_path) {
-    Endpoint endpoint;
-    auto* un = reinterpret_cast<sockaddr_un*>(&endpoint.address);
-    un->sun_family = AF_UNIX;
-    if (text.size() >= sizeof un->sun_path) {
-      error = fmt::format("UNIX socket path longer than {} bytes", sizeof un->sun_path - 1);
-      return false;
-    }
-    std::memcpy(un->sun_path, text.data(), text.size());
-    if (text.starts_with('@')) un->sun_path[0] = '\0';  // abstract: the name is not NUL-terminated
-    endpoint.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + text.size() +
-                                             (text.starts_with('@') ? 0 : 1));
-    endpoint.family = AF_UNIX;
-    out.push_back(endpoint);
-    return true;
-  }
-  std::string host = text.substr(0, colon);
-  const std::string port = text.substr(colon + 1);
-  if (host.starts_with('[') && host.ends_with(']')) host = host.substr(1, host.size() - 2);
-  if (host.empty()) host = "127.0.0.1";
-  std::uint64_t port_number = 0;
-  if (!parse_decimal(port, port_number) || port_number < 1 || port_number > 65535) {
-    error =
-        fmt::format("invalid port \"{}\" (expected host:port, :port, [v6]:port or a UNIX socket path)", port);
-    return false;
-  }
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  const int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &found);
-  if (rc != 0) {
-    error = fmt::format("cannot resolve host \"{}\": {}", host, gai_strerror(rc));
-    return false;
-  }
-  for (const addrinfo* info = found; info != nullptr; info = info->ai_next) {
-    if (info->ai_addrlen > sizeof(sockaddr_storage)) continue;
-    Endpoint endpoint;
-    std::memcpy(&endpoint.address, info->ai_addr, info->ai_addrlen);
-    endpoint.length = info->ai_addrlen;
-    endpoint.family = info->ai_family;
-    out.push_back(endpoint);
-  }
-  freeaddrinfo(found);
-  if (out.empty()) {
-    error = fmt::format("host \"{}\" has no usable address", host);
-    return false;
-  }
+  if (!address->is_unix) return common::resolve_address(*address, SOCK_STREAM, false, out, error);
+  Endpoint endpoint;
+  auto* un = reinterpret_cast<sockaddr_un*>(&endpoint.address);
+  if (!common::unix_sockaddr(*address, *un, endpoint.length, error)) return false;
+  endpoint.family = AF_UNIX;
+  out.push_back(endpoint);
   return true;
 }
 
@@ -271,7 +216,7 @@ bool still_open(int fd) {
 // Vars exactly as uWSGI's remote client orders them (spec §7.4), plus keepalive=1 for our server.
 void build_request(const MagicCall& call, bool keepalive, std::string& out) {
   out.clear();
-  encode_header(out, kModifierCache, 0, kMagic);
+  encode_header(out, kModifierCache, 0, kCacheMagic);
   append_var(out, "cmd", call.cmd);
   if (call.with_key) append_var(out, "key", call.key);
   if (call.with_value) {
@@ -405,7 +350,7 @@ ClientStatus CacheClient::exchange(const MagicCall& call, MagicReply& reply) {
       return ClientStatus::error;
     }
     const PacketHeader header = decode_header(head);
-    if (header.modifier1 != kModifierCache || header.modifier2 != kMagic) {
+    if (header.modifier1 != kModifierCache || header.modifier2 != kCacheMagic) {
       connection_.reset();
       fail(fmt::format(
           "{}: unexpected reply header {:02x} {:02x} {:02x} {:02x} (want modifier1 111, modifier2 17)", what,
@@ -490,7 +435,7 @@ ClientStatus CacheClient::dump(std::string_view cache, ReplyVars& vars, std::str
   const int fd = connection->fd;
   const int timeout = options_.timeout_ms;
   std::string request;
-  encode_header(request, kModifierCache, static_cast<std::uint16_t>(cache.size()), kDump);
+  encode_header(request, kModifierCache, static_cast<std::uint16_t>(cache.size()), kCacheDump);
   int error = 0;
   std::size_t got = 0;
   char head[kHeaderSize];
@@ -510,7 +455,7 @@ ClientStatus CacheClient::dump(std::string_view cache, ReplyVars& vars, std::str
   };
   if (io != Io::ok) return io_problem(fmt::format("reply header cut short after {} bytes", got));
   const PacketHeader header = decode_header(head);
-  if (header.modifier1 != kModifierCache || header.modifier2 != kDumpReply) {
+  if (header.modifier1 != kModifierCache || header.modifier2 != kCacheDumpReply) {
     fail(fmt::format(
         "dump: unexpected reply header {:02x} {:02x} {:02x} {:02x} (want modifier1 111, modifier2 7)",
         static_cast<unsigned char>(head[0]), static_cast<unsigned char>(head[1]),

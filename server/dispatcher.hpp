@@ -6,29 +6,11 @@
 #include <string>
 
 #include "cache/cache.hpp"
+#include "server/application.hpp"
 #include "server/cache_commands.hpp"
 #include "server/protocol.hpp"
 
 namespace server {
-
-// The application interface (modifier1 0). The Python host implements it; a built-in demo app is the
-// default so the server is useful without Python.
-class Application {
- public:
-  virtual ~Application() = default;
-  // Writes raw HTTP response bytes into reply.body (as uWSGI does: status line, headers, body).
-  // The worker may call it from several threads at once (its application threads): keep no
-  // per-request state in members.
-  // For a blocking() application it is called on one of the worker's application threads, never on
-  // the event loop, possibly from several threads at once (--threads).
-  virtual void handle(const Request& request, Reply& reply) = 0;
-  // True when handle() may take long (a hosted application): the worker then runs it off its event
-  // loop, so cache requests on the same worker keep being served.
-  virtual bool blocking() const { return false; }
-  // Called in each worker process right after fork, before it serves anything (e.g. to reinitialise
-  // an interpreter's state after fork, or to load the application there with --lazy-apps).
-  virtual void worker_started(int worker_id) { (void)worker_id; }
-};
 
 // The demo application served on modifier1 0 when no application is configured: shows cache stats
 // and answers GET /cache/<key> from the default cache.

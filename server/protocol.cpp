@@ -194,8 +194,6 @@ std::string printable(std::string_view bytes, std::size_t max_bytes) {
 
 namespace {
 
-inline constexpr std::uint8_t kCacheMagic = 17;
-
 Frame invalid(Frame frame, std::string error) {
   frame.status = FrameStatus::invalid;
   frame.error = std::move(error);

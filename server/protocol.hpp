@@ -15,6 +15,26 @@ inline constexpr std::size_t kHeaderSize = 4;
 inline constexpr std::uint8_t kModifierApp = 0;
 inline constexpr std::uint8_t kModifierCache = 111;
 
+// modifier2 values of modifier1 111 (spec §2). Every room that frames or parses them takes them from here.
+enum class CacheCommand : std::uint8_t {
+  get = 0,           // raw key → [111, vallen, 0] + value
+  set = 1,           // array [key, value] → never replies
+  del = 2,           // raw key → never replies
+  dict_get = 3,      // vars key/get → raw value (or the 404 page for `get`)
+  dict_get_alt = 4,  // same as 3
+  stream_get = 5,    // raw key → [111,0,0,1] + value, or [111,0,0,0]
+  dump = 6,          // raw cache name → [111, L, 7] + vars + image
+  dump_reply = 7,    // modifier2 of the dump reply
+  magic = 17,        // vars cmd/key/cache/size/expires (+ body) → [111, L, 17] + vars (+ value)
+};
+
+inline constexpr std::uint8_t kCacheDump = static_cast<std::uint8_t>(CacheCommand::dump);
+inline constexpr std::uint8_t kCacheDumpReply = static_cast<std::uint8_t>(CacheCommand::dump_reply);
+inline constexpr std::uint8_t kCacheMagic = static_cast<std::uint8_t>(CacheCommand::magic);
+// modifier2 of uWSGI's cache UDP sync datagrams (modifier1 111): set [key, value, expires], delete [key].
+inline constexpr std::uint8_t kUdpSet = 10;
+inline constexpr std::uint8_t kUdpDelete = 11;
+
 struct PacketHeader {
   std::uint8_t modifier1 = 0;
   std::uint16_t datasize = 0;

@@ -1,7 +1,6 @@
 #include "server/udp_sync.hpp"
 
 #include <errno.h>
-#include <netdb.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -12,6 +11,7 @@
 #include <ctime>
 #include <stdexcept>
 
+#include "common/address.hpp"
 #include "common/log.hpp"
 #include "server/protocol.hpp"
 
@@ -30,37 +30,29 @@ std::string packet(std::uint8_t modifier2, std::initializer_list<std::string_vie
   return out + body;
 }
 
-// "ip:port", "[v6]:port" or "name:port" -> a UDP socket of the right family (connected to it when
-// `connect_to`, bound to it otherwise). Throws std::runtime_error naming the address.
+// "ip:port", "[v6]:port" or "name:port" (common/address.hpp) -> a UDP socket of the right family
+// (connected to it when `connect_to`, bound to it otherwise). Throws std::runtime_error naming the address.
 int udp_socket(const std::string& address, bool connect_to) {
-  const auto colon = address.rfind(':');
-  if (colon == std::string::npos) throw std::runtime_error("UDP address " + address + ": expected ip:port");
-  std::string host = address.substr(0, colon);
-  const std::string port = address.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_DGRAM;
-  hints.ai_flags = AI_NUMERICSERV | (connect_to ? 0 : AI_PASSIVE);
-  addrinfo* found = nullptr;
-  if (const int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &found);
-      rc != 0)
-    throw std::runtime_error("UDP address " + address + ": " + gai_strerror(rc));
-  std::string error = "no address";
+  std::string error;
+  const auto parsed = common::parse_address(address, "", error);
+  if (!parsed || parsed->is_unix) throw std::runtime_error("UDP address " + address + ": expected ip:port");
+  std::vector<common::Endpoint> endpoints;
+  if (!common::resolve_address(*parsed, SOCK_DGRAM, !connect_to, endpoints, error))
+    throw std::runtime_error("UDP address " + address + ": " + error);
+  error = "no address";
   int fd = -1;
-  for (addrinfo* ai = found; ai != nullptr && fd < 0; ai = ai->ai_next) {
-    fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  for (const common::Endpoint& endpoint : endpoints) {
+    fd = socket(endpoint.family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       error = std::strerror(errno);
       continue;
     }
-    if ((connect_to ? connect(fd, ai->ai_addr, ai->ai_addrlen) : bind(fd, ai->ai_addr, ai->ai_addrlen)) !=
-        0) {
-      error = std::strerror(errno);
-      close(fd);
-      fd = -1;
-    }
+    const auto* to = reinterpret_cast<const sockaddr*>(&endpoint.address);
+    if ((connect_to ? connect(fd, to, endpoint.length) : bind(fd, to, endpoint.length)) == 0) break;
+    error = std::strerror(errno);
+    close(fd);
+    fd = -1;
   }
-  freeaddrinfo(found);
   if (fd < 0)
     throw std::runtime_error("UDP address " + address + ": " + (connect_to ? "connect: " : "bind: ") + error);
   return fd;

@@ -16,11 +16,9 @@
 #include <vector>
 
 #include "cache/cache.hpp"
+#include "server/protocol.hpp"  // kUdpSet, kUdpDelete
 
 namespace server {
-
-inline constexpr std::uint8_t kUdpSet = 10;
-inline constexpr std::uint8_t kUdpDelete = 11;
 
 // The datagrams. Throw std::length_error when the packet cannot say the sizes (over 65535 bytes).
 std::string udp_set_packet(std::string_view key, std::string_view value, std::uint64_t expires);

@@ -12,7 +12,7 @@ namespace workers {
 
 struct WorkerSlot {
   std::atomic<std::int32_t> pid;
-  // Milliseconds (CLOCK_MONOTONIC) at which the current request started; 0 = idle. Harakiri reads it.
+  // common::monotonic_ms() at which the current request started; 0 = idle. Harakiri reads it.
   std::atomic<std::int64_t> busy_since_ms;
   // Accept accounting, for the thundering-herd figures in docs/architecture.md.
   std::atomic<std::uint64_t> wakeups;         // times the accept sockets woke this worker
@@ -28,7 +28,5 @@ static_assert(std::is_standard_layout_v<WorkerSlot>);
 static_assert(sizeof(WorkerSlot) == 192, "WorkerSlot is shared between processes: keep its layout fixed");
 static_assert(std::atomic<std::int64_t>::is_always_lock_free &&
               std::atomic<std::uint64_t>::is_always_lock_free);
-
-std::int64_t monotonic_ms();
 
 }  // namespace workers

@@ -31,81 +31,36 @@
 #include <uv.h>
 
 #include <algorithm>
-#include <condition_variable>
+#include <cstdio>
 #include <cstring>
-#include <deque>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "common/clock.hpp"
 #include "common/log.hpp"
 #include "server/http.hpp"
 #include "server/protocol.hpp"
+#include "workers/application_threads.hpp"
+#include "workers/byte_buffer.hpp"
 
 namespace workers {
 
-std::int64_t monotonic_ms() {
-  struct timespec now {};
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return static_cast<std::int64_t>(now.tv_sec) * 1000 + now.tv_nsec / 1000000;
-}
-
 namespace {
 
+using common::monotonic_ms;
+
 constexpr int kMaxEvents = 32;
-constexpr std::size_t kInitialBuffer = 4096;                      // most cache requests are far smaller
-constexpr std::size_t kRetainedBuffer = std::size_t{128} * 1024;  // pooled buffers above this are shrunk
-constexpr int kTickMs = 250;                                      // timeout checks
+constexpr std::size_t kInitialBuffer = 4096;  // most cache requests are far smaller
+constexpr int kTickMs = 250;                  // timeout checks
 // epoll data: a Connection*, or one of these tags (user-space pointers never have bit 62 or 63 set).
 constexpr std::uint64_t kBackendTag = std::uint64_t{1} << 63;   // libuv's backend fd
 constexpr std::uint64_t kListenerTag = std::uint64_t{1} << 62;  // | the listening fd
 constexpr int kAcceptPauseMs = 100;                             // accept pause when out of descriptors
 
-// A growable byte buffer that does not zero what it is about to receive (std::string::resize would
-// memset every read).
-class ByteBuffer {
- public:
-  char* data() { return data_.get(); }
-  std::size_t size() const { return size_; }
-  std::size_t capacity() const { return capacity_; }
-  std::string_view view() const { return {data_.get(), size_}; }
-  void reserve(std::size_t wanted) {
-    if (wanted <= capacity_) return;
-    std::size_t grown = std::max(wanted, capacity_ * 2);
-    auto bigger = std::make_unique_for_overwrite<char[]>(grown);
-    if (size_ > 0) std::memcpy(bigger.get(), data_.get(), size_);
-    data_ = std::move(bigger);
-    capacity_ = grown;
-  }
-  char* spare() { return data_.get() + size_; }
-  std::size_t spare_size() const { return capacity_ - size_; }
-  void commit(std::size_t n) { size_ += n; }
-  void consume(std::size_t n) {
-    if (n >= size_) {
-      size_ = 0;
-      return;
-    }
-    std::memmove(data_.get(), data_.get() + n, size_ - n);
-    size_ -= n;
-  }
-  void reset_for_reuse() {
-    size_ = 0;
-    if (capacity_ > kRetainedBuffer) {
-      data_.reset();
-      capacity_ = 0;
-    }
-  }
-
- private:
-  std::unique_ptr<char[]> data_;
-  std::size_t size_ = 0;
-  std::size_t capacity_ = 0;
-};
-
 class Worker;
 struct Connection;
+using ApplicationThreads = workers::ApplicationThreads<Worker, Connection>;
 
 // Numeric host and port of a socket's peer (or of the socket itself), for CGI's REMOTE_ADDR and
 // SERVER_PORT. A UNIX socket has neither: both stay empty.
@@ -140,87 +95,6 @@ void describe_local(int fd, std::string& host, std::string& port) {
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) addr.ss_family = AF_UNSPEC;
   describe_address(addr, host, port);
 }
-
-// Application threads (--threads): a blocking application (the hosted Python app) runs here, off the
-// event loop, so a slow request never delays the cache requests the loop keeps serving. The loop hands
-// over a connection whose request is complete and does not touch it until the thread gives it back
-// through `finished` and a uv_async wake-up.
-class ApplicationThreads {
- public:
-  using Run = void (*)(Worker*, Connection*);
-
-  void start(int count, uv_loop_t* loop, Worker* worker, Run run, uv_async_cb on_finished) {
-    worker_ = worker;
-    run_ = run;
-    uv_async_init(loop, &wake_, on_finished);
-    wake_.data = worker;
-    for (int i = 0; i < count; ++i) threads_.emplace_back([this] { serve_queue(); });
-  }
-  bool started() const { return !threads_.empty(); }
-
-  void submit(Connection* conn) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      queue_.push_back(conn);
-    }
-    ready_.notify_one();
-  }
-
-  std::vector<Connection*> take_finished() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    std::vector<Connection*> out;
-    out.swap(finished_);
-    return out;
-  }
-
-  // wait = true joins the threads (graceful stop: none is busy any more); false leaves busy threads
-  // behind for the process exit to end (immediate stop).
-  void shutdown(bool wait) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stopping_ = true;
-    }
-    ready_.notify_all();
-    for (std::thread& thread : threads_) {
-      if (wait) {
-        thread.join();
-      } else {
-        thread.detach();
-      }
-    }
-    threads_.clear();
-  }
-
- private:
-  void serve_queue() {
-    for (;;) {
-      Connection* conn;
-      {
-        std::unique_lock<std::mutex> lock(mutex_);
-        ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        conn = queue_.front();
-        queue_.pop_front();
-      }
-      run_(worker_, conn);
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        finished_.push_back(conn);
-      }
-      uv_async_send(&wake_);
-    }
-  }
-
-  Worker* worker_ = nullptr;
-  Run run_ = nullptr;
-  uv_async_t wake_{};
-  std::vector<std::thread> threads_;
-  std::mutex mutex_;
-  std::condition_variable ready_;
-  std::deque<Connection*> queue_;      // guarded by mutex_
-  std::vector<Connection*> finished_;  // guarded by mutex_
-  bool stopping_ = false;              // guarded by mutex_
-};
 
 struct Connection {
   Worker* owner = nullptr;
@@ -530,7 +404,7 @@ void Worker::release(Connection* conn) {
   conn->server_port = {};
   conn->in_application = false;
   conn->request_bytes = 0;
-  if (conn->reply.body.capacity() > kRetainedBuffer) conn->reply.body.shrink_to_fit();
+  if (conn->reply.body.capacity() > ByteBuffer::kRetainedBuffer) conn->reply.body.shrink_to_fit();
   free_.push_back(conn);
 }
 
@@ -990,7 +864,12 @@ int run_worker(const WorkerSettings& settings) {
   // A client that closes before reading its reply must cost an EPIPE, not the worker (and after a
   // respawn, the next queued connection of the same client would kill the new worker too).
   signal(SIGPIPE, SIG_IGN);
-  if (settings.application != nullptr) settings.application->worker_started(settings.id);
+  if (std::string error;
+      settings.application != nullptr && !settings.application->worker_started(settings.id, error)) {
+    common::log("worker {}: {}", settings.id, error);
+    std::fflush(nullptr);  // the caller _exits
+    return kExitFatalConfig;
+  }
   Worker worker(settings);
   return worker.run();
 }

@@ -12,8 +12,9 @@
 
 namespace workers {
 
-// Exit status meaning "this configuration can never work": the master stops the whole server
-// instead of respawning (sysexits' EX_CONFIG).
+// Exit status meaning "this configuration can never work" (e.g. the application's
+// worker_started() failed): the master stops the whole server instead of respawning (sysexits'
+// EX_CONFIG). Its one home: run_worker returns it, the master reads it.
 inline constexpr int kExitFatalConfig = 78;
 
 struct WorkerSettings {
@@ -31,9 +32,8 @@ struct WorkerSettings {
   bool publish_busy = false;   // --harakiri is on: publish when each request starts, and what it is
   cache::CacheSet* caches = nullptr;
   server::Application* application = nullptr;
-  int application_threads = 1;
-  bool exclusive_accept = true;  // EPOLLEXCLUSIVE on the listening sockets (false: every worker wakes)     //
-                                 // --threads: threads running a blocking application
+  int application_threads = 1;   // --threads: threads running a blocking application
+  bool exclusive_accept = true;  // EPOLLEXCLUSIVE on the listening sockets (false: every worker wakes)
 };
 
 // Runs the worker until it is told to stop; returns the process exit status.

@@ -261,22 +261,26 @@ def test_slow_client_does_not_hold_up_others():
     srv, addr = server()
     check(magic_set(addr, "slow-key", "slow-value"), "set slow-key")
     req = magic_get_req("slow-key")  # 26 bytes, one every 100 ms (~2.6 s, under --socket-timeout 1 per read)
-    accepted, sent_all = threading.Event(), threading.Event()
+    sent_all = threading.Event()
+
+    sends = []  # (byte index, monotonic time) of each send: a failure shows the gaps
+    slow = connect(addr, 3.0)
 
     def trickle():
-        s = connect(addr, 3.0)
+        # Only sends: a pause here longer than --socket-timeout would be the client's fault, so the
+        # check that the worker accepted runs in the main thread instead.
         try:
             for i in range(len(req)):
-                s.sendall(req[i:i + 1])
-                if i == 0 and wait_until(lambda: tcp_accepted(s), 3.0):
-                    accepted.set()  # the worker holds the slow connection from here on
+                sends.append((i, time.monotonic()))
+                slow.sendall(req[i:i + 1])
                 time.sleep(0.1)
             sent_all.set()
-            return read_reply(s, 3.0)
+            return read_reply(slow, 3.0)
         finally:
-            s.close()
+            slow.close()
     t, result = in_thread(trickle)
-    check(accepted.wait(5.0), "the slow client's connection was not accepted within 3 s")
+    # the worker holds the slow connection from here on
+    check(wait_until(lambda: tcp_accepted(slow), 5.0), "the slow client's connection was not accepted within 5 s")
     latencies = []
     for _ in range(5):
         t0 = time.monotonic()
@@ -287,7 +291,9 @@ def test_slow_client_does_not_hold_up_others():
     check(not sent_all.is_set(), f"the requests finished only after the slow client's last byte: {latencies}")
     t.join(5.0)
     check(not t.is_alive(), "slow client thread did not finish")
-    check("error" not in result, f"slow client: {result.get('traceback')}")
+    t_start = sends[0][1] if sends else 0
+    check("error" not in result, f"slow client: {result.get('traceback')}; sends (index, s): "
+          f"{[(i, round(x - t_start, 3)) for i, x in sends]}")
     reply, how = result["value"]
     check(how == "eof" and reply.endswith(b"slow-value"), f"slow client's reply: {reply!r} ({how})")
     print(f"latencies while a client trickles: {[round(x, 3) for x in latencies]}")

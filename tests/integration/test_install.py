@@ -82,7 +82,7 @@ def test_install_layout():
     for module in ("uwsgi_cache_client.py", "uwsgi_django_cache.py", "uwsgicache.py", "uwsgi_pyrun.py"):
         check(os.path.isfile(os.path.join(python_dir, module)), f"{module} is not in {python_dir}")
     docs = os.path.join(p, "share", "doc", "ucached")
-    for page in ("README.md", "options.md", "python.md"):
+    for page in ("README.md", "docs/options.md", "docs/python.md", "docs/install.md"):
         check(os.path.isfile(os.path.join(docs, page)), f"{page} is not in {docs}")
 
 
