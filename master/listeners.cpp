@@ -58,7 +58,7 @@ int bind_unix(const std::string& spec, const common::Address& address, const Lis
     close(fd);
     fail(spec, fmt::format("chmod {}: {}", options.chmod_socket, std::strerror(err)));
   }
-  if (options.chown_socket &&
+  if (options.chown_socket && !address.is_abstract &&
       chown(spec.c_str(), options.chown_socket->uid, options.chown_socket->gid) != 0) {
     int err = errno;
     close(fd);
@@ -130,8 +130,7 @@ void close_listeners(std::vector<Listener>& listeners, bool remove_unix_files) {
   for (Listener& listener : listeners) {
     if (listener.fd >= 0) close(listener.fd);
     listener.fd = -1;
-    if (remove_unix_files && !listener.unix_path.empty() && listener.unix_path.front() != '@')
-      unlink(listener.unix_path.c_str());
+    if (remove_unix_files && !listener.unix_path.empty()) unlink(listener.unix_path.c_str());
   }
 }
 
