@@ -87,6 +87,8 @@ struct Config {
   std::vector<std::string> sockets;             // --socket: host:port, :port, or a UNIX path
   std::vector<std::string> http_sockets;        // --http-socket
   std::vector<std::string> persistent_sockets;  // --persistent-socket: our framed, kept-alive mode
+  std::vector<std::string> http_router;         // --http: uWSGI's router address, served by the workers
+  std::string protocol = "uwsgi";               // what --socket speaks: uwsgi | http
   int processes = 1;
   bool master = true;  // accepted for compatibility: the master always runs
   int listen_backlog = 100;
@@ -97,6 +99,18 @@ struct Config {
   int socket_timeout = 4;  // seconds
   int reload_mercy = 60;   // seconds a worker may take to finish in-flight requests on stop/reload
   bool debug_log = false;  // --log-debug: master jobs log their timings
+  // process lifecycle (uWSGI's names and meanings)
+  std::string uid;                 // --uid: user name or number the master and workers drop to ("" = stay)
+  std::string gid;                 // --gid: group name or number
+  std::string chown_socket;        // --chown-socket: user[:group] of the UNIX sockets
+  std::string umask;               // --umask: octal, applied before any file is created ("" = inherited)
+  bool vacuum = false;             // remove UNIX socket files and pidfiles at exit
+  std::string pidfile2;            // written after the privileges drop, as the dropped user
+  std::uint64_t max_requests = 0;  // recycle a worker after this many requests (0 = never)
+  std::uint64_t max_requests_delta = 0;   // worker N recycles after max_requests + (N-1) * delta
+  int max_worker_lifetime = 0;            // seconds; recycle a worker this old (0 = never)
+  std::uint64_t reload_on_rss = 0;        // MB; a worker above this RSS after a request recycles (0 = off)
+  std::uint64_t evil_reload_on_rss = 0;   // MB; the master SIGKILLs a worker above this RSS (0 = off)
   std::string accept_mode = "exclusive";  // how workers wait on the listening sockets
 
   // the default cache (--cache and friends); items == 0 means no default cache

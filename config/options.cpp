@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -33,6 +34,9 @@ constexpr std::string_view kSocketsGroup = "Sockets and processes";
 constexpr std::string_view kCacheGroup = "The default cache (--cache and friends)";
 constexpr std::string_view kMoreCachesGroup = "More caches and cache content";
 constexpr std::string_view kApplicationGroup = "Application";
+constexpr std::string_view kLifecycleGroup = "Privileges, files and worker recycling";
+constexpr std::int64_t kMaxRequests = std::numeric_limits<std::int64_t>::max();
+constexpr std::int64_t kMaxMegabytes = std::int64_t{1} << 40;
 constexpr std::string_view kSourcesGroup = "Configuration sources and information";
 constexpr std::string_view kLogicGroup =
     "Configuration logic (uWSGI's if/for blocks; ini, toml or command line)";
@@ -191,6 +195,36 @@ void check_chmod(std::string_view value) {
   }
 }
 
+// A user or group: a name (as in /etc/passwd) or a number; resolved when the server starts.
+bool valid_identity(std::string_view value) {
+  if (value.empty() || value.size() > 64) return false;
+  return std::all_of(value.begin(), value.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '_' || c == '-' || c == '.' || c == '$';
+  });
+}
+
+void check_identity(std::string_view value) {
+  if (!valid_identity(value)) throw InvalidValue{"expected a user or group name, or a number"};
+}
+
+void check_owner(std::string_view value) {
+  const auto colon = value.find(':');
+  const bool ok = valid_identity(value.substr(0, colon)) &&
+                  (colon == std::string_view::npos || valid_identity(value.substr(colon + 1)));
+  if (!ok) throw InvalidValue{"expected USER or USER:GROUP (names or numbers)"};
+}
+
+void check_umask(std::string_view value) {
+  const bool ok = !value.empty() && value.size() <= 4 &&
+                  std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '7'; });
+  if (!ok) throw InvalidValue{"expected an octal mask of 1 to 4 digits, e.g. 022"};
+}
+
+void check_protocol(std::string_view value) {
+  if (value != "uwsgi" && value != "http")
+    throw InvalidValue{"expected uwsgi or http (the protocols served here)"};
+}
+
 void check_accept_mode(std::string_view value) {
   if (value != "exclusive" && value != "shared") throw InvalidValue{"expected exclusive or shared"};
 }
@@ -299,13 +333,21 @@ OptionSpec logic(std::string_view name, std::string_view aliases, std::string_vi
 std::vector<OptionSpec> build_table() {
   using C = Config;
   const auto g1 = kSocketsGroup, g2 = kCacheGroup, g3 = kMoreCachesGroup, g4 = kApplicationGroup;
+  const auto g5 = kLifecycleGroup;
   return {
-      list("socket", "-s", &C::sockets, g1, "ADDR",
+      list("socket", "uwsgi-socket -s", &C::sockets, g1, "ADDR",
            "bind a uwsgi-protocol socket: host:port, [v6]:port, :port (all interfaces), a UNIX path or @name "
            "(abstract UNIX socket)",
            check_socket),
       list("http-socket", "", &C::http_sockets, g1, "ADDR", "bind an HTTP socket (same forms as --socket)",
            check_socket),
+      list("http", "", &C::http_router, g1, "ADDR",
+           "uWSGI starts its HTTP router process here; here the workers serve HTTP on it directly, as on an "
+           "--http-socket (one log line says so)",
+           check_socket),
+      text("protocol", "", &C::protocol, g1, "PROTO",
+           "what the --socket sockets speak: uwsgi (default) or http (uWSGI's other protocols are refused)",
+           check_protocol),
       list("persistent-socket", "", &C::persistent_sockets, g1, "ADDR",
            "bind a uwsgi-protocol socket whose connections carry many requests, every cache reply framed "
            "[111, length, modifier2] (ours; for our clients and benchmarks, never for nginx)",
@@ -322,8 +364,39 @@ std::vector<OptionSpec> build_table() {
               "kill a worker stuck on one request this long (0 = off)"),
       integer("socket-timeout", "-z", &C::socket_timeout, {1, kMaxSeconds}, g1, "SECONDS",
               "close a connection idle this long"),
-      integer("reload-mercy", "", &C::reload_mercy, {0, kMaxSeconds}, g1, "SECONDS",
-              "time a worker may take to finish in-flight requests on stop/reload"),
+      integer("reload-mercy", "worker-reload-mercy", &C::reload_mercy, {0, kMaxSeconds}, g1, "SECONDS",
+              "time a worker may take to finish in-flight requests on stop, reload or recycle"),
+      text("uid", "", &C::uid, g5, "USER",
+           "after binding the sockets and creating the caches, before loading the application: drop to this "
+           "user (name or number; refuses to start if the drop fails)",
+           check_identity),
+      text("gid", "", &C::gid, g5, "GROUP",
+           "drop to this group (name or number) at the same moment; with --uid also its supplementary groups",
+           check_identity),
+      text("chown-socket", "", &C::chown_socket, g5, "USER[:GROUP]",
+           "owner of the UNIX socket files (names or numbers; without GROUP the group is left as created)",
+           check_owner),
+      text("umask", "", &C::umask, g5, "MODE", "umask of the server, set before any file is created (octal)",
+           check_umask),
+      flag("vacuum", "", &C::vacuum, g5,
+           "remove the UNIX socket files and the pidfiles at exit (whatever the stop: SIGTERM, SIGINT, "
+           "SIGQUIT)"),
+      text("pidfile2", "", &C::pidfile2, g5, "PATH",
+           "write the master's pid to this file after the privileges drop (as the --uid user)"),
+      integer("max-requests", "", &C::max_requests, {0, kMaxRequests}, g5, "N",
+              "recycle a worker after N requests: it stops accepting, finishes what it holds, exits, and the "
+              "master starts a fresh one at once (0 = never)"),
+      integer("max-requests-delta", "", &C::max_requests_delta, {0, kMaxRequests}, g5, "N",
+              "worker W recycles after max-requests + (W-1) * N requests, so the workers do not all recycle "
+              "together"),
+      integer("max-worker-lifetime", "", &C::max_worker_lifetime, {0, kMaxSeconds}, g5, "SECONDS",
+              "recycle a worker that has run this long (0 = never)"),
+      integer(
+          "reload-on-rss", "", &C::reload_on_rss, {0, kMaxMegabytes}, g5, "MB",
+          "recycle a worker whose resident memory is above this many megabytes after a request (0 = off)"),
+      integer("evil-reload-on-rss", "", &C::evil_reload_on_rss, {0, kMaxMegabytes}, g5, "MB",
+              "the master kills (SIGKILL) a worker whose resident memory is above this many megabytes, "
+              "checked every 100 ms, and starts a fresh one (0 = off)"),
       flag("log-debug", "", &C::debug_log, g1, "log debug lines (the master jobs' timings)"),
       text("accept-mode", "", &C::accept_mode, g1, "MODE",
            "exclusive: the kernel wakes one idle worker per connection (EPOLLEXCLUSIVE); shared: every "
@@ -427,6 +500,9 @@ std::vector<OptionSpec> build_table() {
                "there is always exactly one Python interpreter here"),
       accepted("die-on-term", "", OptionType::flag, "",
                "SIGTERM always stops the server gracefully here (uWSGI 2.0 reloads on it otherwise)"),
+      accepted("need-app", "", OptionType::flag, "",
+               "a server whose application fails to load always exits with status 1 here (also with "
+               "--lazy-apps)"),
       accepted("plugins", "plugin", OptionType::list, "NAME[,NAME...]",
                "python (python3, pythonNN), cache and http are built in; any other plugin is an error"),
   };

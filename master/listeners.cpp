@@ -58,6 +58,12 @@ int bind_unix(const std::string& spec, const common::Address& address, const Lis
     close(fd);
     fail(spec, fmt::format("chmod {}: {}", options.chmod_socket, std::strerror(err)));
   }
+  if (options.chown_socket && !address.is_abstract &&
+      chown(spec.c_str(), options.chown_socket->uid, options.chown_socket->gid) != 0) {
+    int err = errno;
+    close(fd);
+    fail(spec, fmt::format("chown-socket: {}", std::strerror(err)));
+  }
   return fd;
 }
 

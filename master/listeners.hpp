@@ -2,8 +2,11 @@
 // across reloads, so a reload never refuses a connection).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "master/privileges.hpp"
 
 namespace master {
 
@@ -20,12 +23,14 @@ struct Listener {
 struct ListenOptions {
   int backlog = 100;
   std::string chmod_socket;  // octal (config::parse_chmod_mode), "" = leave
+  std::optional<Owner> chown_socket;
 };
 
 // Binds every spec (common/address.hpp: "host:port", ":port", "[v6]:port", a UNIX path or "@name"). Throws
 // std::runtime_error naming the socket and the reason; already bound sockets are closed first.
 std::vector<Listener> bind_listeners(const std::vector<std::string>& specs, const ListenOptions& options);
 
+// remove_unix_files: --vacuum (and a start-up failure: the files were ours for a moment only).
 void close_listeners(std::vector<Listener>& listeners, bool remove_unix_files);
 
 }  // namespace master

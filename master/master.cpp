@@ -29,6 +29,7 @@
 #include "common/log.hpp"
 #include "master/application_settings.hpp"
 #include "master/listeners.hpp"
+#include "master/privileges.hpp"
 #include "master/signals.hpp"
 #include "server/cache_sync.hpp"
 #include "server/dispatcher.hpp"
@@ -208,7 +209,7 @@ class Master {
 
   void create_caches();
   void create_scoreboard();
-  void write_pidfile();
+  void write_pidfile(const std::string& path, const char* option);
   std::optional<pid_t> spawn(int id);
   [[noreturn]] void become_worker(int id, int slot);
   void handle_signals();
@@ -219,6 +220,7 @@ class Master {
   void advance_reload();
   void check_deadlines();
   void check_harakiri();
+  void check_evil_rss();
   void log_stats();
   void begin_stop(bool graceful, int exit_status);
   void flush_stores();  // sync every store file, logging each
@@ -241,6 +243,7 @@ class Master {
   std::unique_ptr<CacheJobs> cache_jobs_;
   std::vector<std::unique_ptr<server::UdpReceiver>> udp_receivers_;  // threads, started with cache_jobs_
   Phase phase_ = Phase::running;
+  bool served_ = false;  // the workers were started
   int exit_status_ = 0;
   std::int64_t stop_deadline_ms_ = 0;
   // Graceful reload: ids still to replace, and the replacement under way.
@@ -256,8 +259,13 @@ Master::~Master() { cleanup(); }
 void Master::cleanup() {
   if (cache_jobs_) cache_jobs_->stop();
   for (auto& receiver : udp_receivers_) receiver->stop();
-  close_listeners(listeners_, true);
-  if (!config_.pidfile.empty()) unlink(config_.pidfile.c_str());
+  // A start that failed leaves nothing behind; a server that ran leaves its files unless --vacuum (uWSGI).
+  close_listeners(listeners_, config_.vacuum || !served_);
+  if (config_.vacuum) {
+    for (const std::string& pidfile : {config_.pidfile, config_.pidfile2}) {
+      if (!pidfile.empty()) unlink(pidfile.c_str());
+    }
+  }
   if (signal_fd_ >= 0) close(signal_fd_);
   signal_fd_ = -1;
   for (int& fd : ready_pipe_) {
@@ -320,13 +328,12 @@ void Master::create_scoreboard() {
   slot_used_.assign(slot_count_, false);
 }
 
-void Master::write_pidfile() {
-  if (config_.pidfile.empty()) return;
-  std::ofstream out(config_.pidfile, std::ios::trunc);
+void Master::write_pidfile(const std::string& path, const char* option) {
+  if (path.empty()) return;
+  std::ofstream out(path, std::ios::trunc);
   out << getpid() << '\n';
   if (!out)
-    throw std::runtime_error(
-        fmt::format("cannot write --pidfile {}: {}", config_.pidfile, std::strerror(errno)));
+    throw std::runtime_error(fmt::format("cannot write --{} {}: {}", option, path, std::strerror(errno)));
 }
 
 std::optional<pid_t> Master::spawn(int id) {
@@ -386,6 +393,10 @@ void Master::become_worker(int id, int slot) {
   settings.buffer_size = config_.buffer_size;
   settings.socket_timeout_s = config_.socket_timeout;
   settings.stop_mercy_s = config_.reload_mercy;
+  settings.recycle.max_requests =
+      workers::max_requests_for(id, config_.max_requests, config_.max_requests_delta);
+  settings.recycle.max_lifetime_ms = config_.max_worker_lifetime * 1000LL;
+  settings.recycle.reload_on_rss_bytes = config_.reload_on_rss << 20;
   settings.slot = &slots_[slot];
   settings.publish_busy = config_.harakiri > 0;
   settings.caches = &caches_;
@@ -448,6 +459,13 @@ void Master::on_child_exit(pid_t pid, int status) {
   }
   if (gone.retiring || phase_ != Phase::running) {
     common::log("worker {} (pid {}) stopped: {}", gone.id, pid, describe_exit(status));
+    return;
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == workers::kExitRecycled) {
+    // Planned (max-requests and friends): its successor starts now, whatever its age.
+    common::log("worker {} (pid {}) recycled: starting a fresh one", gone.id, pid);
+    if (reload_new_pid_ == pid) reload_new_pid_ = -1;
+    ids_[static_cast<std::size_t>(gone.id)] = IdState{};
     return;
   }
   common::log("worker {} (pid {}) died: {}{}", gone.id, pid, describe_exit(status),
@@ -614,6 +632,23 @@ void Master::check_harakiri() {
   }
 }
 
+// uWSGI's --evil-reload-on-rss: the master's own check, for a worker too busy (or too stuck) to
+// notice its memory itself. The kill counts as a death: a worker above the limit from its start is
+// throttled like any worker that cannot start.
+void Master::check_evil_rss() {
+  if (config_.evil_reload_on_rss == 0) return;
+  const std::uint64_t limit = config_.evil_reload_on_rss << 20;
+  for (Child& child : children_) {
+    if (child.retiring || child.kill_at_ms != 0) continue;
+    const std::uint64_t rss = workers::resident_bytes(child.pid);
+    if (rss < limit) continue;
+    common::log("worker {} (pid {}) uses {} bytes of memory (evil-reload-on-rss {} MB): SIGKILL", child.id,
+                child.pid, rss, config_.evil_reload_on_rss);
+    kill(child.pid, SIGKILL);
+    child.kill_at_ms = monotonic_ms() + 60000;  // the reap follows; no second kill meanwhile
+  }
+}
+
 void Master::log_stats() {
   for (const Child& child : children_) {
     const workers::WorkerSlot& slot = slots_[child.slot];
@@ -646,6 +681,8 @@ void Master::flush_stores() {
 
 int Master::run() {
   common::set_log_level(config_.debug_log ? common::LogLevel::debug : common::LogLevel::info);
+  apply_umask(config_.umask);  // before the first file (store, socket, pidfile) is created
+  const Identity identity = resolve_identity(config_.uid, config_.gid);  // a typo fails before any bind
   create_caches();  // geometry errors surface before any socket is bound
   server::ApplicationHost* host = server::application_host();  // the Python host, when built
   if (!config_.pyrun.empty()) {  // uWSGI's --pyrun: a script with the caches, no server
@@ -656,20 +693,25 @@ int Master::run() {
     flush_stores();
     return status;
   }
-  if (!config_.module.empty() || !config_.wsgi_file.empty()) {
-    if (host == nullptr)
-      throw std::runtime_error(
-          "--module/--wsgi-file: this server was built without the Python host (install libpython3.11-dev)");
-    application_ = host->create(application_settings(config_), caches_);
-  } else {
-    application_ = server::make_demo_application(caches_);
-  }
   ListenOptions listen_options;
   listen_options.backlog = config_.listen_backlog;
   listen_options.chmod_socket = config_.chmod_socket;
-  if (config_.sockets.empty() && config_.persistent_sockets.empty() && config_.http_sockets.empty())
+  if (!config_.chown_socket.empty()) listen_options.chown_socket = resolve_owner(config_.chown_socket);
+  if (config_.sockets.empty() && config_.persistent_sockets.empty() && config_.http_sockets.empty() &&
+      config_.http_router.empty())
     throw std::runtime_error("no --socket given: nothing to listen on (try --socket 127.0.0.1:3031)");
   listeners_ = bind_listeners(config_.sockets, listen_options);
+  if (config_.protocol == "http") {
+    for (Listener& listener : listeners_) listener.kind = Listener::Kind::http;
+  }
+  for (Listener& listener : bind_listeners(config_.http_router, listen_options)) {
+    listener.kind = Listener::Kind::http;
+    common::log(
+        "--http {}: no separate HTTP router process here: the workers serve HTTP on it directly "
+        "(as --http-socket)",
+        listener.spec);
+    listeners_.push_back(listener);
+  }
   for (Listener& listener : bind_listeners(config_.persistent_sockets, listen_options)) {
     listener.kind = Listener::Kind::persistent;
     listeners_.push_back(listener);
@@ -678,7 +720,18 @@ int Master::run() {
     listener.kind = Listener::Kind::http;
     listeners_.push_back(listener);
   }
-  write_pidfile();
+  write_pidfile(config_.pidfile, "pidfile");
+  // uWSGI's order: sockets, caches and the pidfile exist; the application is loaded as the new user.
+  drop_privileges(identity);
+  write_pidfile(config_.pidfile2, "pidfile2");
+  if (!config_.module.empty() || !config_.wsgi_file.empty()) {
+    if (host == nullptr)
+      throw std::runtime_error(
+          "--module/--wsgi-file: this server was built without the Python host (install libpython3.11-dev)");
+    application_ = host->create(application_settings(config_), caches_);
+  } else {
+    application_ = server::make_demo_application(caches_);
+  }
 
   sigset_t set = master_signal_set();
   signal_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -697,6 +750,7 @@ int Master::run() {
     cache_jobs_ = std::make_unique<CacheJobs>(caches_, !config_.cache_no_expire, config_.cache_expire_freq,
                                               config_.cache_report_freed_items);
   }
+  served_ = true;
   ensure_workers();
   // Started after the first fork so the workers never inherit a half-copied thread state.
   if (cache_jobs_) cache_jobs_->start();
@@ -712,6 +766,7 @@ int Master::run() {
     advance_reload();
     ensure_workers();
     check_harakiri();
+    check_evil_rss();
     check_deadlines();
     if (phase_ == Phase::stopping && children_.empty()) phase_ = Phase::stopped;
   }

@@ -186,6 +186,8 @@ class Worker {
   std::vector<Connection*> free_;
   bool stopping_ = false;
   bool exit_now_ = false;
+  Recycler recycler_{settings_.recycle, monotonic_ms()};
+  bool recycling_ = false;  // stopping because the Recycler said so: exit with kExitRecycled
   std::int64_t stop_deadline_ms_ = 0;
   common::RateLimitedLog problem_log_{20, 1};
   common::RateLimitedLog resource_log_{1, 10};
@@ -272,6 +274,16 @@ int Worker::run() {
   struct epoll_event events[kMaxEvents];
   uv_update_time(&loop_);
   while (!exit_now_) {
+    if (!stopping_ && recycler_.enabled()) {
+      const std::string reason =
+          recycler_.due(settings_.slot->requests.load(std::memory_order_relaxed), monotonic_ms());
+      if (!reason.empty()) {
+        common::log("worker {}: {}", settings_.id, reason);
+        common::log("...The work of process {} is done. Seeya!", getpid());
+        recycling_ = true;
+        begin_graceful_stop();
+      }
+    }
     if (stopping_ && active_.empty() && in_application_ == 0) break;
     if (stopping_ && monotonic_ms() >= stop_deadline_ms_) {
       common::log("worker {}: {} request(s) still in flight after {} s; closing them", settings_.id,
@@ -311,7 +323,7 @@ int Worker::run() {
     release_closed();
   }
   app_threads_.shutdown(/*wait=*/in_application_ == 0);
-  return 0;
+  return recycling_ && !exit_now_ ? kExitRecycled : 0;
 }
 
 // One connection per wake-up: a second accept4 would mostly fail with EAGAIN (a syscall per request

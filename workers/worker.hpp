@@ -7,6 +7,7 @@
 
 #include "cache/cache.hpp"
 #include "server/dispatcher.hpp"
+#include "workers/recycle.hpp"
 #include "workers/scoreboard.hpp"
 
 namespace workers {
@@ -26,6 +27,7 @@ struct WorkerSettings {
   std::uint64_t max_body = 16u << 20;
   int socket_timeout_s = 4;
   int stop_mercy_s = 60;       // how long a graceful stop waits for in-flight requests
+  RecyclePolicy recycle;       // when this worker recycles itself (all zero = never)
   WorkerSlot* slot = nullptr;  // this worker's scoreboard slot (shared with the master)
   bool publish_busy = false;   // --harakiri is on: publish when each request starts, and what it is
   cache::CacheSet* caches = nullptr;

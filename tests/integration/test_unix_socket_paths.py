@@ -1,6 +1,6 @@
 """UNIX socket paths: a stale socket file (left by a SIGKILLed server) is replaced; a regular file is
 never replaced; a socket a live server listens on is not stolen (the second server exits 1, the first
-stays reachable, as with a TCP port in use); the socket file is removed at a clean exit."""
+stays reachable, as with a TCP port in use); with --vacuum the socket file is removed at a clean exit."""
 
 import os
 import signal
@@ -21,7 +21,7 @@ def test_stale_socket_file_is_replaced():
         check(srv.wait_exit(3.0) is not None, "master not dead after SIGKILL")
         check(srv.wait_no_leftovers(3.0), f"processes left: {srv.leftovers()}")
     check(os.path.exists(path), "test premise: the SIGKILLed server left its socket file")
-    with Server(["--socket", path, "--processes", "1", "--cache", "10"], workers=1) as srv2:
+    with Server(["--socket", path, "--processes", "1", "--cache", "10", "--vacuum"], workers=1) as srv2:
         app_get(path)
         check_eq(srv2.stop(), 0, "exit status after SIGTERM")
     check(not os.path.exists(path), "the socket file is still there after a clean exit")
