@@ -58,12 +58,16 @@ class CacheClient:
         self.timeout = timeout
 
     def _connect(self):
-        if ":" in self.address and not self.address.startswith("/"):
+        if ":" in self.address and not self.address.startswith(("/", "@")):
             host, port = self.address.rsplit(":", 1)
             return socket.create_connection((host or "127.0.0.1", int(port)), timeout=self.timeout)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
-        sock.connect(self.address)
+        if self.address.startswith("@"):
+            # Linux abstract socket, named as uWSGI binds it: NUL, the name, and a trailing NUL.
+            sock.connect(b"\0" + self.address[1:].encode() + b"\0")
+        else:
+            sock.connect(self.address)
         return sock
 
     def _call(self, pairs, body=b""):

@@ -41,6 +41,12 @@ def test_ours_binds_an_abstract_socket_and_our_client_reaches_it():
         check_eq(cli("set", "k", "hello", "--cache-server", f"@{name}")[0], 0, "server cache set over @name")
         rc, out, err = cli("get", "k", "--cache-server", f"@{name}")
         check_eq((rc, out), (0, b"hello"), f"server cache get over @name (stderr {err.strip()!r})")
+        # the pure-Python client names it the same way
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
+        from uwsgi_cache_client import CacheClient
+        check_eq(CacheClient(f"@{name}").get(b"k"), b"hello", "python client get over @name")
+        check(CacheClient(f"@{name}").set(b"py", b"from python"), "python client set over @name")
+        check_eq(cli("get", "py", "--cache-server", f"@{name}")[1], b"from python", "python client's write")
         check_eq(srv.stop(), 0, "exit status after SIGTERM")
     check(f"@{name}@" not in bound_abstract_names(), "the abstract name outlived the server")
 
