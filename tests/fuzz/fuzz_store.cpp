@@ -16,6 +16,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -35,11 +37,23 @@ using cache::layout::RegionHeader;
 
 constexpr std::int64_t kNow = 1'800'000'000;
 
+// Plain buffers, not std::string: the exit handler below runs after static destructors would have.
+char g_store_dir[64];
+char g_store_file[80];
+
+void remove_store_dir() {
+  unlink(g_store_file);
+  rmdir(g_store_dir);
+}
+
 const std::string& store_path() {
   static const std::string path = [] {
-    std::string dir = "/dev/shm/ucached-fuzz-store-" + std::to_string(getpid());
-    mkdir(dir.c_str(), 0700);
-    return dir + "/store";
+    std::snprintf(g_store_dir, sizeof g_store_dir, "/dev/shm/ucached-fuzz-store-%d",
+                  static_cast<int>(getpid()));
+    std::snprintf(g_store_file, sizeof g_store_file, "%s/store", g_store_dir);
+    mkdir(g_store_dir, 0700);
+    std::atexit(remove_store_dir);  // a finished run leaves nothing in /dev/shm (a crash keeps it to look at)
+    return std::string(g_store_file);
   }();
   return path;
 }
