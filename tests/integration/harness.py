@@ -275,13 +275,12 @@ def tcp_accepted(sock):
     try:
         with open("/proc/net/tcp") as f:
             next(f)
-            for line in f:
-                parts = line.split()
-                if parts[1] == server_side and parts[2] == client_side:
-                    return int(parts[9]) != 0
+            # Every row of the pair, not the first: loopback reuses the ports of a TIME_WAIT pair
+            # (tcp_tw_reuse), whose row (inode 0) can be listed before the live connection's.
+            return any(parts[1] == server_side and parts[2] == client_side and int(parts[9]) != 0
+                       for parts in (line.split() for line in f))
     except OSError:
-        pass
-    return False
+        return False
 
 
 def wait_until(predicate, timeout, interval=0.02, what="condition"):
