@@ -8,9 +8,15 @@ if [ "${1:-build}" = test ] || [ "${1:-build}" = bench ]; then
   # Real peers the tests start: uWSGI 2.0.21 (compatibility oracle), nginx, Debian's Python 3.11.
   want+=(uwsgi-core uwsgi-plugin-python3 nginx-light python3 python3-django libpython3.11-dev)
   want+=(clang libfuzzer-14-dev)  # the fuzz targets (tests/fuzz)
+  # Observability: uwsgitop runs in tmux, a real Prometheus scrapes /metrics, its parser reads it.
+  want+=(tmux prometheus python3-prometheus-client)
+  # Applications served unchanged, and the peers they are compared with.
+  want+=(python3-flask gunicorn)
+  # The memcached protocol: the real memcached as oracle, real clients, twemproxy in front.
+  want+=(memcached python3-pymemcache python3-pylibmc libmemcached-tools nutcracker)
 fi
 if [ "${1:-build}" = bench ]; then
-  want+=(memcached wrk linux-perf)
+  want+=(wrk linux-perf)
 fi
 missing=()
 for pkg in "${want[@]}"; do
