@@ -1,6 +1,7 @@
 // The one option table and everything generated from it: the command-line parser, the ini and toml
 // loaders, --help and the options reference. Adding an option is adding one row to build_table().
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <toml++/toml.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -37,12 +39,18 @@ constexpr std::string_view kApplicationGroup = "Application";
 constexpr std::string_view kLifecycleGroup = "Privileges, files and worker recycling";
 constexpr std::int64_t kMaxRequests = std::numeric_limits<std::int64_t>::max();
 constexpr std::int64_t kMaxMegabytes = std::int64_t{1} << 40;
+constexpr std::string_view kStaticGroup =
+    "Static files (served by the workers with sendfile, never by the application)";
+constexpr std::string_view kReloadGroup = "Reloading, adaptive workers, side processes and hooks";
 constexpr std::string_view kSourcesGroup = "Configuration sources and information";
 constexpr std::string_view kLogicGroup =
     "Configuration logic (uWSGI's if/for blocks; ini, toml or command line)";
 // Rows of this group are accepted with one WARNING line whose reason is their help text.
 constexpr std::string_view kAcceptedGroup =
     "Accepted for uWSGI compatibility, with no effect here (one WARNING)";
+// Rows of this group are refused with an error whose reason is their help text: ignoring them would
+// silently change what the configuration means (security, routing, another server model).
+constexpr std::string_view kRefusedGroup = "Refused: uWSGI options that cannot be ignored safely (an error)";
 
 // ---------------------------------------------------------------------------------------------
 // Small text helpers
@@ -229,6 +237,60 @@ void check_accept_mode(std::string_view value) {
   if (value != "exclusive" && value != "shared") throw InvalidValue{"expected exclusive or shared"};
 }
 
+void check_existing_dir(std::string_view value) {
+  struct stat st {};
+  if (value.empty() || ::stat(std::string(value).c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    throw InvalidValue{"expected an existing folder (a virtualenv: the folder holding bin/ and lib/)"};
+  }
+}
+
+void check_static_mount(std::string_view value) {
+  const auto equals = value.find('=');
+  if (value.empty() || value.front() != '/' || equals == std::string_view::npos ||
+      equals + 1 == value.size()) {
+    throw InvalidValue{"expected /MOUNTPOINT=PATH, e.g. /static=/srv/app/static"};
+  }
+}
+
+void check_static_expires(std::string_view value) {
+  const auto space = value.find_last_of(' ');
+  const auto seconds = space == std::string_view::npos ? std::string_view() : value.substr(space + 1);
+  const bool number = !seconds.empty() && seconds.find_first_not_of("0123456789") == std::string_view::npos;
+  bool pattern = number && space > 0;
+  if (pattern) {
+    try {
+      std::regex compiled(std::string(value.substr(0, space)), std::regex::ECMAScript);
+    } catch (const std::regex_error&) {
+      pattern = false;
+    }
+  }
+  if (!pattern) throw InvalidValue{"expected \"REGEXP SECONDS\" with a valid regular expression"};
+}
+
+void check_cheaper_algo(std::string_view value) {
+  if (value != "spare" && value != "busyness")
+    throw InvalidValue{"expected spare or busyness (uWSGI's other algorithms are not implemented)"};
+}
+
+// uWSGI's hook actions we run: exec:COMMAND and unix_signal:N HANDLER (master/extras.cpp decides which
+// signal mappings it can honour).
+void check_hook(std::string_view value) {
+  if (value.starts_with("exec:") && value.size() > 5) return;
+  if (value.starts_with("unix_signal:")) return;
+  throw InvalidValue{
+      "expected exec:COMMAND or unix_signal:N HANDLER (other hook actions are not implemented)"};
+}
+
+void check_header(std::string_view value) {
+  const auto colon = value.find(':');
+  const bool ok = colon != std::string_view::npos && colon > 0 &&
+                  value.find_first_of("\r\n") == std::string_view::npos &&
+                  std::all_of(value.begin(), value.begin() + static_cast<std::ptrdiff_t>(colon),
+                              [](unsigned char c) { return std::isalnum(c) || c == '-' || c == '_'; });
+  if (!ok)
+    throw InvalidValue{"expected \"Name: value\" (a header name of letters, digits and -, no line breaks)"};
+}
+
 void check_key_value(std::string_view value) {
   const auto equals = value.find('=');
   if (equals == std::string_view::npos || equals == 0) throw InvalidValue{"expected KEY=VALUE"};
@@ -323,6 +385,12 @@ OptionSpec accepted(std::string_view name, std::string_view aliases, OptionType 
   return {name, aliases, type, "", 0, 0, why, kAcceptedGroup, value_name, std::monostate{}};
 }
 
+// A uWSGI option whose silent absence would be wrong: refused with an error saying why (its help).
+OptionSpec refused(std::string_view name, std::string_view aliases, OptionType type,
+                   std::string_view value_name, std::string_view why) {
+  return {name, aliases, type, "", 0, 0, why, kRefusedGroup, value_name, std::monostate{}};
+}
+
 // A key of uWSGI's configuration logic, handled by the Collector (config/ini.cpp).
 OptionSpec logic(std::string_view name, std::string_view aliases, std::string_view value_name,
                  std::string_view help) {
@@ -333,7 +401,7 @@ OptionSpec logic(std::string_view name, std::string_view aliases, std::string_vi
 std::vector<OptionSpec> build_table() {
   using C = Config;
   const auto g1 = kSocketsGroup, g2 = kCacheGroup, g3 = kMoreCachesGroup, g4 = kApplicationGroup;
-  const auto g5 = kLifecycleGroup;
+  const auto g5 = kLifecycleGroup, g6 = kStaticGroup, g7 = kReloadGroup;
   return {
       list("socket", "uwsgi-socket -s", &C::sockets, g1, "ADDR",
            "bind a uwsgi-protocol socket: host:port, [v6]:port, :port (all interfaces), a UNIX path or @name "
@@ -446,10 +514,80 @@ std::vector<OptionSpec> build_table() {
       text("chdir", "", &C::chdir, g4, "DIR", "change to this directory before loading the application"),
       list("pythonpath", "", &C::pythonpath, g4, "DIR", "add a directory to sys.path"),
       list("env", "", &C::env, g4, "KEY=VALUE", "set an environment variable", check_key_value),
-      flag("lazy-apps", "", &C::lazy_apps, g4, "load the application in each worker instead of the master"),
+      flag("lazy-apps", "lazy", &C::lazy_apps, g4,
+           "load the application in each worker instead of the master"),
+      text("virtualenv", "home venv pyhome -H", &C::virtualenv, g4, "DIR",
+           "the Python environment to use (a venv or virtualenv folder): its site-packages come first on "
+           "sys.path and sys.prefix is it, as in uWSGI",
+           check_existing_dir),
       integer("threads", "", &C::threads, {0, 1024}, g4, "N",
               "application threads per worker (0: run the application on the event loop, as uWSGI does: "
               "faster, but a slow request holds up that worker's cache requests)"),
+
+      list("static-map", "", &C::static_map, g6, "/MOUNT=PATH",
+           "serve PATH_INFO /MOUNT/x from PATH/x (a folder; or one file for exactly /MOUNT); a request that "
+           "finds no file goes to the application",
+           check_static_mount),
+      list("static-map2", "", &C::static_map2, g6, "/MOUNT=PATH",
+           "like --static-map, the mountpoint kept: /MOUNT/x from PATH/MOUNT/x", check_static_mount),
+      list("check-static", "", &C::check_static, g6, "DIR",
+           "serve PATH_INFO /x from DIR/x when that file exists"),
+      list("static-index", "", &C::static_index, g6, "NAME",
+           "a request for a mapped folder answers with the first of these files in it (e.g. index.html)"),
+      list("static-expires", "", &C::static_expires, g6, "\"REGEXP SECONDS\"",
+           "an Expires header SECONDS ahead for files whose real path matches REGEXP (ECMAScript syntax; "
+           "uWSGI uses PCRE)",
+           check_static_expires),
+      flag(
+          "static-gzip-all", "", &C::static_gzip_all, g6,
+          "send FILE.gz instead of FILE (Content-Encoding: gzip) when it exists and the client accepts gzip"),
+      list("static-gzip-dir", "", &C::static_gzip_dir, g6, "PREFIX",
+           "the same for files whose real path starts with PREFIX"),
+      list("static-safe", "", &C::static_safe, g6, "DIR",
+           "a folder a mapped path may lead into (a symbolic link out of the mapped folder is refused "
+           "otherwise)"),
+      text("mimefile", "mime-file", &C::mimefile, g6, "PATH",
+           "the extension -> Content-Type table (a few common types when the file is missing)"),
+
+      list("touch-reload", "", &C::touch_reload, g7, "PATH",
+           "graceful reload (as SIGHUP, application reloaded: see --lazy-apps) when this file's "
+           "modification time changes; checked every second"),
+      integer("py-autoreload", "python-autoreload py-auto-reload", &C::py_autoreload, {0, 86400}, g7,
+              "SECONDS",
+              "every SECONDS, check the files of the loaded Python modules; graceful reload when one changed "
+              "(0 = off; for development)"),
+      integer("cheaper", "", &C::cheaper, {0, 1024}, g7, "N",
+              "adaptive workers: keep at least N running (fewer than --processes), start more when all are "
+              "busy, stop the extra ones when they are idle (0 = off)"),
+      integer("cheaper-initial", "", &C::cheaper_initial, {0, 1024}, g7, "N",
+              "workers started at first with --cheaper (default: the --cheaper minimum)"),
+      integer("cheaper-step", "", &C::cheaper_step, {1, 1024}, g7, "N",
+              "workers started at once when every running worker is busy"),
+      integer("cheaper-overload", "", &C::cheaper_overload, {1, 86400}, g7, "SECONDS",
+              "a worker above the minimum idle this long is stopped; also the decision period"),
+      text("cheaper-algo", "", &C::cheaper_algo, g7, "NAME",
+           "spare (uWSGI's default); busyness is accepted and runs spare (one WARNING)", check_cheaper_algo),
+      integer("idle", "", &C::idle, {0, 86400}, g7, "SECONDS",
+              "with --cheaper: stop every worker above the minimum once no request came for SECONDS "
+              "(uWSGI stops them all and restarts on the next connection)"),
+      list("attach-daemon", "", &C::attach_daemon, g7, "COMMAND",
+           "run COMMAND (/bin/sh -c) beside the server: restarted when it exits, stopped (SIGTERM, then "
+           "SIGKILL) with the server"),
+      list("hook-master-start", "", &C::hook_master_start, g7, "ACTION",
+           "when the master starts serving: exec:COMMAND (run, wait; a failure stops the start) or "
+           "unix_signal:N HANDLER (only the meanings signals already have here)",
+           check_hook),
+      list("hook-accepting1", "", &C::hook_accepting1, g7, "ACTION",
+           "once, when the first worker accepts: exec:COMMAND (a failure is logged)", check_hook),
+      list("add-header", "", &C::add_header, g4, "\"NAME: VALUE\"",
+           "add this header to every response (the application's and static files')", check_header),
+      flag("auto-procname", "", &C::auto_procname, g7,
+           "process titles ps shows: \"uWSGI master\", \"uWSGI worker N\""),
+      text("procname-prefix", "", &C::procname_prefix, g7, "TEXT", "put TEXT before every process title"),
+      text("procname-prefix-spaced", "", &C::procname_prefix_spaced, g7, "TEXT",
+           "put TEXT and a space before every process title"),
+      integer("max-fd", "", &C::max_fd, {0, 1 << 30}, g7, "N",
+              "raise the open-file limit (RLIMIT_NOFILE) to N at start (0 = as inherited)"),
 
       action("ini", "", OptionType::list, "FILE[:SECTION]",
              "load options from an ini file ([uwsgi] section unless SECTION is given)"),
@@ -505,6 +643,72 @@ std::vector<OptionSpec> build_table() {
                "--lazy-apps)"),
       accepted("plugins", "plugin", OptionType::list, "NAME[,NAME...]",
                "python (python3, pythonNN), cache and http are built in; any other plugin is an error"),
+      accepted("offload-threads", "", OptionType::integer, "N",
+               "static files are sent by the worker itself with sendfile(2) on its non-blocking event loop, "
+               "so a slow client never holds a thread"),
+      accepted("no-orphans", "", OptionType::flag, "",
+               "always so here: a worker dies with its master (PR_SET_PDEATHSIG)"),
+      accepted("ignore-sigpipe", "", OptionType::flag, "",
+               "always so here: a client that went away costs an EPIPE, never a signal"),
+      accepted("ignore-write-errors", "", OptionType::flag, "",
+               "always so here: the application hands its response to the worker, which alone writes it; "
+               "a client that went away is logged once (rate-limited), never an application error"),
+      accepted("disable-write-exception", "", OptionType::flag, "",
+               "always so here: the application never writes to the socket, so a client that went away "
+               "never raises in it"),
+      accepted("py-call-osafterfork", "", OptionType::flag, "",
+               "always so here: each worker runs Python's after-fork handlers (os.register_at_fork)"),
+      accepted("close-on-exec", "close-on-exec2", OptionType::flag, "",
+               "always so here: every socket is opened close-on-exec"),
+      accepted(
+          "http-keepalive", "", OptionType::integer, "N",
+          "there is no HTTP router process here: the workers serve HTTP/1.1 keep-alive on --http sockets "
+          "directly, bounded by --socket-timeout"),
+      accepted("http-timeout", "", OptionType::integer, "SECONDS",
+               "there is no HTTP router process here: --socket-timeout bounds idle HTTP connections"),
+      accepted("http-auto-chunked", "", OptionType::flag, "",
+               "a response without a length gets a Content-Length here (the worker holds it whole)"),
+      accepted("min-worker-lifetime", "", OptionType::integer, "SECONDS",
+               "not implemented: --max-requests and friends apply from a worker's first request (uWSGI "
+               "waits 60 s by default)"),
+      accepted("cheaper-busyness-max", "", OptionType::integer, "PERCENT",
+               "the busyness algorithm runs as spare here (see --cheaper-algo)"),
+      accepted("cheaper-busyness-min", "", OptionType::integer, "PERCENT",
+               "the busyness algorithm runs as spare here (see --cheaper-algo)"),
+      accepted("cheaper-busyness-multiplier", "", OptionType::integer, "N",
+               "the busyness algorithm runs as spare here (see --cheaper-algo)"),
+      accepted("cheaper-busyness-penalty", "", OptionType::integer, "N",
+               "the busyness algorithm runs as spare here (see --cheaper-algo)"),
+      accepted("cheaper-busyness-verbose", "", OptionType::flag, "",
+               "the busyness algorithm runs as spare here (see --cheaper-algo)"),
+      accepted("cheaper-busyness-backlog-alert", "", OptionType::integer, "N",
+               "the busyness algorithm runs as spare here (see --cheaper-algo)"),
+      accepted("cheaper-busyness-backlog-step", "", OptionType::integer, "N",
+               "the busyness algorithm runs as spare here (see --cheaper-algo)"),
+      accepted("cheaper-rss-limit-soft", "", OptionType::integer, "BYTES",
+               "not implemented: use --reload-on-rss (per worker) instead"),
+      accepted("no-threads-wait", "", OptionType::flag, "",
+               "a stopping worker never waits for application threads beyond --reload-mercy here"),
+      accepted("wsgi-disable-file-wrapper", "", OptionType::flag, "",
+               "wsgi.file_wrapper is Python's plain iterable wrapper here: the body goes through the "
+               "worker's buffer either way"),
+
+      refused("gevent", "", OptionType::integer, "N",
+              "gevent is not supported: the workers run the application on threads (--threads); "
+              "monkey-patched code would block a worker's event loop"),
+      refused("emperor", "", OptionType::list, "DIR",
+              "the Emperor (a manager of many uWSGI instances) is not part of this server: run one server "
+              "per application under systemd or a container runtime"),
+      refused(
+          "route", "route-uri route-host route-if route-run", OptionType::list, "RULE",
+          "the internal router is not implemented: its rules (basicauth, redirect, rewrite) change what a "
+          "request may reach; put them in nginx or the application"),
+      refused("log-route", "", OptionType::list, "RULE",
+              "log routing is not implemented: the log goes where --logto/--daemonize say"),
+      refused("unique-cron", "cron cron2 unique-cron2", OptionType::list, "SPEC",
+              "the cron of uWSGI's master is not implemented: use the system's cron or a systemd timer"),
+      refused("https", "https2 https-socket", OptionType::list, "ADDR,CERT,KEY",
+              "TLS is not served here: terminate it in nginx (docs/nginx.md)"),
   };
 }
 
@@ -848,6 +1052,10 @@ class Parser {
       accept(row, value, source, fail);
       return;
     }
+    if (row.group == kRefusedGroup) {
+      if (row.type == OptionType::flag && flag_value(value) == std::optional<bool>(false)) return;
+      fail(fmt::format("not supported here: {}", row.help));
+    }
     Config& config = result.config;
     switch (row.type) {
       case OptionType::flag: {
@@ -1047,6 +1255,8 @@ class Parser {
       const auto enabled = flag_value(value);
       if (!enabled) fail(kExpectedBool);
       if (!*enabled) return;
+    } else if (row.type == OptionType::integer) {
+      if (!parse_number(detail::typed_value_text(value.value_or("")), false)) fail("expected an integer");
     } else {  // plugins: built in or an error
       std::string names(value.value_or(""));
       std::replace(names.begin(), names.end(), ',', ' ');

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "common/log.hpp"
+#include "pyhost/autoreload.hpp"
 #include "pyhost/interpreter.hpp"
 #include "pyhost/uwsgi_module.hpp"
 #include "server/protocol.hpp"
@@ -322,6 +323,7 @@ void WsgiApplication::load() {
 
 bool WsgiApplication::worker_started(int worker_id, std::string& error) {
   set_worker_id(worker_id);
+  start_autoreloader(settings_.py_autoreload, worker_id);
   if (!settings_.lazy_apps) return true;
   bool ok;
   {
