@@ -53,10 +53,9 @@ std::int64_t mtime_ns(const std::string& path) {
 
 void start_autoreloader(int interval_s, int worker_id) {
   if (interval_s <= 0 || worker_id != 1) return;
-  common::log("python auto-reloader enabled: checking the loaded modules every {} s", interval_s);
   std::thread([interval_s] {
     std::map<std::string, std::int64_t> known;  // path -> mtime when first seen
-    for (;;) {
+    for (bool first = true;; first = false) {
       std::vector<std::string> files;
       {
         GilGuard gil;
@@ -70,6 +69,10 @@ void start_autoreloader(int interval_s, int worker_id) {
         common::log("[uwsgi-python-reloader] module/file {} has been modified", path);
         kill(getppid(), SIGHUP);  // the master's graceful reload; this worker is replaced with the rest
         return;
+      }
+      if (first) {  // logged once the first mtimes are known: a change from here on is seen
+        common::log("python auto-reloader enabled: watching {} module file(s), checked every {} s",
+                    known.size(), interval_s);
       }
       std::this_thread::sleep_for(std::chrono::seconds(interval_s));  // uWSGI's polling period
     }
