@@ -213,6 +213,8 @@ SocketAddress parse_socket_address(std::string_view address);
 
 // "660" / "0666" -> 0660 / 0666; nullopt unless 3 or 4 octal digits.
 std::optional<unsigned> parse_chmod_mode(std::string_view text);
+// "022" / "0077" / "7" -> the mask; nullopt unless 1 to 4 octal digits (--umask).
+std::optional<unsigned> parse_umask(std::string_view text);
 
 // The options reference (Markdown) generated from the table, for docs/options.md.
 std::string options_reference_markdown();

@@ -21,6 +21,7 @@
 
 #include "config/config.hpp"
 #include "config/ini.hpp"
+#include "config/reference_options.hpp"
 
 namespace config {
 namespace {
@@ -223,9 +224,7 @@ void check_owner(std::string_view value) {
 }
 
 void check_umask(std::string_view value) {
-  const bool ok = !value.empty() && value.size() <= 4 &&
-                  std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '7'; });
-  if (!ok) throw InvalidValue{"expected an octal mask of 1 to 4 digits, e.g. 022"};
+  if (!parse_umask(value)) throw InvalidValue{"expected an octal mask of 1 to 4 digits, e.g. 022"};
 }
 
 void check_protocol(std::string_view value) {
@@ -425,7 +424,9 @@ std::vector<OptionSpec> build_table() {
       integer("listen", "-l", &C::listen_backlog, {1, 65535}, g1, "N", "listen(2) backlog of every socket"),
       text("chmod-socket", "-C", &C::chmod_socket, g1, "MODE",
            "octal mode of UNIX sockets, e.g. 660 (default: as created)", check_chmod),
-      text("pidfile", "", &C::pidfile, g1, "PATH", "write the master's pid to this file"),
+      text("pidfile", "safe-pidfile", &C::pidfile, g1, "PATH",
+           "write the master's pid to this file (written to a temporary file and renamed into place, as "
+           "uWSGI's safe-pidfile)"),
       size("buffer-size", "-b", &C::buffer_size, {4, 65535}, g1, "SIZE",
            "largest request packet accepted (header + body)"),
       integer("harakiri", "-t", &C::harakiri, {0, kMaxSeconds}, g1, "SECONDS",
@@ -449,7 +450,7 @@ std::vector<OptionSpec> build_table() {
       flag("vacuum", "", &C::vacuum, g5,
            "remove the UNIX socket files and the pidfiles at exit (whatever the stop: SIGTERM, SIGINT, "
            "SIGQUIT)"),
-      text("pidfile2", "", &C::pidfile2, g5, "PATH",
+      text("pidfile2", "safe-pidfile2", &C::pidfile2, g5, "PATH",
            "write the master's pid to this file after the privileges drop (as the --uid user)"),
       integer("max-requests", "", &C::max_requests, {0, kMaxRequests}, g5, "N",
               "recycle a worker after N requests: it stops accepting, finishes what it holds, exits, and the "
@@ -1472,14 +1473,24 @@ SocketAddress parse_socket_address(std::string_view address) {
   return std::move(*parsed);
 }
 
-std::optional<unsigned> parse_chmod_mode(std::string_view text) {
-  if (text.size() < 3 || text.size() > 4 || text.find_first_not_of("01234567") != std::string_view::npos) {
+namespace {
+
+// The one octal parser of file modes and masks: min_digits..4 octal digits, nothing else.
+std::optional<unsigned> parse_octal_mode(std::string_view text, std::size_t min_digits) {
+  if (text.size() < min_digits || text.size() > 4 ||
+      text.find_first_not_of("01234567") != std::string_view::npos) {
     return std::nullopt;
   }
   unsigned mode = 0;
   for (const char digit : text) mode = mode * 8 + static_cast<unsigned>(digit - '0');
   return mode;
 }
+
+}  // namespace
+
+std::optional<unsigned> parse_chmod_mode(std::string_view text) { return parse_octal_mode(text, 3); }
+
+std::optional<unsigned> parse_umask(std::string_view text) { return parse_octal_mode(text, 1); }
 
 // ---------------------------------------------------------------------------------------------
 // Generated text: --help and docs/options.md
@@ -1563,6 +1574,37 @@ std::string wrap(std::string_view text, std::size_t indent, std::size_t width) {
     column += word.size();
   }
   return wrapped;
+}
+
+// The status of each uWSGI option real deployments use, from the table: what a user switching sees.
+std::string real_world_status_markdown() {
+  std::string text =
+      "\n## The uWSGI options of real deployments, and their status here\n\n"
+      "Every option used by two or more of ~120 real uWSGI configurations (Django, Flask and Pyramid "
+      "projects,\nDocker images, Ansible roles, the example configurations of Django's and uWSGI's docs), "
+      "most used\nfirst. **works**: as in uWSGI (differences in differences.md); **accepted**: one WARNING "
+      "at start saying\nwhy it has no effect; **refused**: an error saying why; **unknown**: not in this "
+      "server's table (an\nerror on the command line, a WARNING in a file).\n\n"
+      "| option | files | status here |\n|---|---|---|\n";
+  for (const ReferenceOption& option : real_world_options()) {
+    std::string status;
+    if (option.name == "(positional-config-file)") {
+      status = "works: `server app.ini` (or `.toml`) loads the file as `--ini` does";
+    } else if (const OptionSpec* row = find_long(option.name); row == nullptr) {
+      status = "**unknown** here";
+    } else if (row->group == kAcceptedGroup) {
+      status = fmt::format("**accepted**, no effect: {}", row->help);
+    } else if (row->group == kRefusedGroup) {
+      status = fmt::format("**refused**: {}", row->help);
+    } else if (row->group == kLogicGroup) {
+      status = "**works** (configuration logic)";
+    } else {
+      status = row->name == option.name ? std::string("**works**")
+                                        : fmt::format("**works** (as `--{}`)", row->name);
+    }
+    text += fmt::format("| `{}` | {} | {} |\n", option.name, option.files, markdown_cell(status));
+  }
+  return text;
 }
 
 }  // namespace
@@ -1655,6 +1697,7 @@ std::string options_reference_markdown() {
                           type_name(row.type), default_value, bounds_text(row), markdown_cell(row.help));
     }
   }
+  text += real_world_status_markdown();
   text +=
       "\n## --cache2 keys\n\n"
       "`--cache2 key=value,key=value,...` creates one named cache (repeatable; caches are created in order,\n"

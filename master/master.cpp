@@ -338,10 +338,16 @@ void Master::create_scoreboard() {
 
 void Master::write_pidfile(const std::string& path, const char* option) {
   if (path.empty()) return;
-  std::ofstream out(path, std::ios::trunc);
+  // Written beside and renamed into place (uWSGI's safe-pidfile): a reader never sees a half-written pid.
+  const std::string temporary = fmt::format("{}.{}.tmp", path, getpid());
+  std::ofstream out(temporary, std::ios::trunc);
   out << getpid() << '\n';
-  if (!out)
-    throw std::runtime_error(fmt::format("cannot write --{} {}: {}", option, path, std::strerror(errno)));
+  out.close();
+  if (!out || std::rename(temporary.c_str(), path.c_str()) != 0) {
+    const int error = errno;
+    std::remove(temporary.c_str());
+    throw std::runtime_error(fmt::format("cannot write --{} {}: {}", option, path, std::strerror(error)));
+  }
 }
 
 std::optional<pid_t> Master::spawn(int id) {

@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "common/log.hpp"
+#include "config/config.hpp"
 
 namespace master {
 
@@ -66,9 +67,8 @@ Owner resolve_owner(const std::string& spec) {
 
 void apply_umask(const std::string& octal) {
   if (octal.empty()) return;
-  unsigned long mask = 0;
-  std::from_chars(octal.data(), octal.data() + octal.size(), mask, 8);  // validated by the option table
-  umask(static_cast<mode_t>(mask));
+  const auto mask = config::parse_umask(octal);  // validated by the option table already
+  if (mask) umask(static_cast<mode_t>(*mask));
 }
 
 void drop_privileges(const Identity& identity) {
