@@ -207,7 +207,7 @@ def test_procname_add_header_max_fd():
     write_app(tmp, "hello")
     with Server(["--socket", f"127.0.0.1:{port}", "--chdir", tmp, "--module", "appmod", "--processes", "2",
                  "--auto-procname", "--procname-prefix-spaced", "myapp", "--add-header", "X-Frame-Options: DENY",
-                 "--add-header", "Connection: close", "--max-fd", "1000"], workers=2) as srv:
+                 "--add-header", "Connection: close", "--max-fd", "1000", "--listen", "37"], workers=2) as srv:
         def cmdline(pid):
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 return f.read().split(b"\0")[0].decode()
@@ -223,6 +223,9 @@ def test_procname_add_header_max_fd():
         with open(f"/proc/{srv.pid}/limits") as f:
             line = next(line for line in f if line.startswith("Max open files"))
         check_eq(line.split()[3:5], ["1000", "1000"], "--max-fd")
+        # --listen is the listen(2) backlog: ss shows it as the listening socket's Send-Q.
+        ss = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, timeout=10)
+        check_eq(ss.stdout.split()[2:3], ["37"], f"--listen 37 as the backlog ({ss.stdout!r})")
         check_eq(srv.stop(), 0, "exit status")
 
 
