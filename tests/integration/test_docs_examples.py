@@ -18,11 +18,11 @@ import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (SERVER_BIN, _child_setup, can_connect, check, check_eq, free_port, live_children,  # noqa: E402
-                     make_temp_dir, packet, peer_missing, pid_alive, request, run_tests, vars_block, wait_until)
+from harness import (SERVER_BIN, UwsgiFront, _child_setup, can_connect, check, check_eq, free_port,  # noqa: E402
+                     live_children, make_temp_dir, packet, peer_missing, pid_alive, request, run_tests, vars_block,
+                     wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-NGINX = "/usr/sbin/nginx"
 
 
 def need_django():
@@ -137,33 +137,8 @@ def test_django_docs_ini():
         example.kill()
 
 
-NGINX_CONF = """
-daemon off;
-master_process off;
-worker_processes 1;
-pid @TMP@/nginx.pid;
-error_log @TMP@/error.log warn;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path @TMP@/cb; proxy_temp_path @TMP@/px; fastcgi_temp_path @TMP@/fc;
-    uwsgi_temp_path @TMP@/uw; scgi_temp_path @TMP@/sc;
-    upstream django { server unix:@SOCKET@; }
-    server {
-        listen 127.0.0.1:@PORT@;
-        location / {
-            uwsgi_pass django;
-            include /etc/nginx/uwsgi_params;
-        }
-    }
-}
-"""
-
-
 def test_uwsgi_docs_django_nginx_ini():
     need_django()
-    if not os.access(NGINX, os.X_OK):
-        peer_missing("nginx (/usr/sbin/nginx)")
     tmp = make_temp_dir("uwsgi-docs-")
     project = start_project(tmp, "project")
     venv = os.path.join(tmp, "venv")
@@ -174,41 +149,21 @@ def test_uwsgi_docs_django_nginx_ini():
                  [("/path/to/your/project", project), ("/path/to/virtualenv", venv)], tmp)
     socket_path = os.path.join(project, "mysite.sock")
     example = Example(["--ini", ini], tmp)
-    port = free_port()
-    nginx_tmp = make_temp_dir("ngx-docs-")
-    conf = NGINX_CONF.replace("@TMP@", nginx_tmp).replace("@PORT@", str(port)).replace("@SOCKET@", socket_path)
-    if os.geteuid() == 0:
-        conf = "user root;\n" + conf
-    with open(os.path.join(nginx_tmp, "nginx.conf"), "w") as f:
-        f.write(conf)
-    nginx = None
     try:
         example.start(socket_path, 10)
         check_eq(oct(stat.S_IMODE(os.stat(socket_path).st_mode)), oct(0o664), "chmod-socket 664")
-        nginx = subprocess.Popen([NGINX, "-p", nginx_tmp, "-e", os.path.join(nginx_tmp, "error.log"), "-c",
-                                  os.path.join(nginx_tmp, "nginx.conf")], stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                                 preexec_fn=_child_setup(), close_fds=True)
-        check(wait_until(lambda: nginx.poll() is not None or can_connect(("127.0.0.1", port)), 10)
-              and nginx.poll() is None, "nginx did not start")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
-        conn.request("GET", "/", headers={"Host": "localhost"})
-        resp = conn.getresponse()
-        body = resp.read()
-        conn.close()
+        with UwsgiFront(f"unix:{socket_path}") as port:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+            conn.request("GET", "/", headers={"Host": "localhost"})
+            resp = conn.getresponse()
+            body = resp.read()
+            conn.close()
         check(resp.status == 200 and b"django" in body.lower(), f"through nginx: {resp.status} {body[:200]!r}\n"
               + example.log())
         check(f"PEP 405 virtualenv detected: {venv}" in example.log(), "the venv was used")
         example.stop()
         check(not os.path.exists(socket_path), "vacuum removed the socket")
     finally:
-        if nginx is not None and nginx.poll() is None:
-            nginx.send_signal(signal.SIGQUIT)
-            try:
-                nginx.wait(5)
-            except subprocess.TimeoutExpired:
-                nginx.kill()
-                nginx.wait()
         example.kill()
 
 

@@ -10,18 +10,14 @@ import email.utils
 import gzip
 import http.client
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Server, _child_setup, app_req, can_connect, check, check_eq, free_port,  # noqa: E402
-                     make_temp_dir, peer_missing, request, run_tests, wait_until)
-
-NGINX = "/usr/sbin/nginx"
+from harness import (Server, UwsgiFront, app_req, check, check_eq, free_port, make_temp_dir,  # noqa: E402
+                     request, run_tests)
 
 APP = '''\
 def application(environ, start_response):
@@ -198,69 +194,25 @@ def test_no_way_out_of_the_folder():
               f"a file over uwsgi: {reply[:200]!r}")
 
 
-NGINX_CONF = """
-daemon off;
-master_process off;
-worker_processes 1;
-pid @TMP@/nginx.pid;
-error_log @TMP@/error.log warn;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path @TMP@/cb; proxy_temp_path @TMP@/px; fastcgi_temp_path @TMP@/fc;
-    uwsgi_temp_path @TMP@/uw; scgi_temp_path @TMP@/sc;
-    server {
-        listen 127.0.0.1:@PORT@;
-        location / {
-            include /etc/nginx/uwsgi_params;
-            uwsgi_pass 127.0.0.1:@BACKEND@;
-        }
-    }
-}
-"""
-
-
 def test_behind_nginx():
-    if not os.access(NGINX, os.X_OK):
-        peer_missing("nginx (/usr/sbin/nginx)")
     st = tree()
     backend = free_port()
-    port = free_port()
-    tmp = make_temp_dir("ngx-static-")
-    conf = NGINX_CONF.replace("@TMP@", tmp).replace("@PORT@", str(port)).replace("@BACKEND@", str(backend))
-    if os.geteuid() == 0:
-        conf = "user root;\n" + conf
-    with open(os.path.join(tmp, "nginx.conf"), "w") as f:
-        f.write(conf)
-    with Server(["--socket", f"127.0.0.1:{backend}"] + static_args(st), workers=1):
-        proc = subprocess.Popen([NGINX, "-p", tmp, "-e", os.path.join(tmp, "error.log"), "-c",
-                                 os.path.join(tmp, "nginx.conf")], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=_child_setup(), close_fds=True)
-        try:
-            check(wait_until(lambda: proc.poll() is not None or can_connect(("127.0.0.1", port)), 10)
-                  and proc.poll() is None, "nginx did not start")
-            resp, body = get(port, "/static/big.bin")
-            check_eq((resp.status, body == STATE["big"]), (200, True), "3 MB file through nginx")
-            resp, body = get(port, "/static/css/site.css")
-            check_eq((resp.status, body, resp.getheader("Content-Type")),
-                     (200, b"body { color: red }\n", "text/css"), "file through nginx")
-            resp, body = get(port, "/static/css/site.css", headers={"If-Modified-Since": resp.getheader("Last-Modified")})
-            check_eq(resp.status, 304, "304 through nginx")
-            resp, body = get(port, "/static/css/site.css", method="HEAD")
-            check_eq((resp.status, body, resp.getheader("Content-Length")), (200, b"", "20"), "HEAD through nginx")
-            resp, body = get(port, "/app/x")
-            check_eq(body, b"app:/app/x", "the application through nginx")
-            for line in ("GET /static/%2e%2e/outside/secret.txt HTTP/1.1", "GET /static/link.txt HTTP/1.1"):
-                reply = raw_http(port, line)
-                check(b"SECRET" not in reply, f"{line!r} through nginx leaked: {reply[:300]!r}")
-        finally:
-            proc.send_signal(signal.SIGQUIT)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    with Server(["--socket", f"127.0.0.1:{backend}"] + static_args(st), workers=1), \
+            UwsgiFront(f"127.0.0.1:{backend}") as port:
+        resp, body = get(port, "/static/big.bin")
+        check_eq((resp.status, body == STATE["big"]), (200, True), "3 MB file through nginx")
+        resp, body = get(port, "/static/css/site.css")
+        check_eq((resp.status, body, resp.getheader("Content-Type")),
+                 (200, b"body { color: red }\n", "text/css"), "file through nginx")
+        resp, body = get(port, "/static/css/site.css", headers={"If-Modified-Since": resp.getheader("Last-Modified")})
+        check_eq(resp.status, 304, "304 through nginx")
+        resp, body = get(port, "/static/css/site.css", method="HEAD")
+        check_eq((resp.status, body, resp.getheader("Content-Length")), (200, b"", "20"), "HEAD through nginx")
+        resp, body = get(port, "/app/x")
+        check_eq(body, b"app:/app/x", "the application through nginx")
+        for line in ("GET /static/%2e%2e/outside/secret.txt HTTP/1.1", "GET /static/link.txt HTTP/1.1"):
+            reply = raw_http(port, line)
+            check(b"SECRET" not in reply, f"{line!r} through nginx leaked: {reply[:300]!r}")
 
 
 def test_bad_static_options():
