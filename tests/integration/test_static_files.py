@@ -168,6 +168,19 @@ def test_what_goes_to_the_application():
     check_eq(body, b"app:/static/css/site.css", "POST goes to the application (uWSGI serves GET and HEAD)")
 
 
+def test_check_static():
+    st = tree()
+    port = free_port()
+    with Server(["--http-socket", f"127.0.0.1:{port}", "--wsgi-file", os.path.join(st["root"], "app.py"),
+                 "--check-static", st["static"]], workers=1):
+        resp, body = get(port, "/css/site.css")
+        check_eq((resp.status, body), (200, b"body { color: red }\n"), "--check-static serves DIR/x for /x")
+        resp, body = get(port, "/css/none.css")
+        check_eq(body, b"app:/css/none.css", "a missing file goes to the application")
+        reply = raw_http(port, "GET /../outside/secret.txt HTTP/1.1")
+        check(b"SECRET" not in reply, f"leaked: {reply[:200]!r}")
+
+
 def test_no_way_out_of_the_folder():
     srv, port = http_server()
     offset = srv.log_size()
@@ -230,5 +243,5 @@ def test_bad_static_options():
 
 if __name__ == "__main__":
     run_tests([test_file_served_with_its_headers, test_head_and_revalidation, test_keep_alive_big_file_gzip_index,
-               test_what_goes_to_the_application, test_no_way_out_of_the_folder, test_behind_nginx,
+               test_what_goes_to_the_application, test_check_static, test_no_way_out_of_the_folder, test_behind_nginx,
                test_bad_static_options], budget=90)
