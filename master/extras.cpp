@@ -183,6 +183,10 @@ Extras::Extras(const config::Config& config) : config_(config) {
     common::log("detected max file descriptor number: {}", config.max_fd);
   }
   if (titles_wanted(config)) set_process_title(title_prefix(config) + "uWSGI master");
+  if (config.idle > 0 && config.cheaper == 0)
+    common::log(
+        "WARNING: --idle has an effect only with --cheaper here (uWSGI's idle mode without it is not "
+        "implemented; docs/differences.md)");
   server::StaticSettings statics;
   statics.map = config.static_map;
   statics.map2 = config.static_map2;

@@ -53,7 +53,8 @@ std::int64_t mtime_ns(const std::string& path) {
 
 void start_autoreloader(int interval_s, int worker_id) {
   if (interval_s <= 0 || worker_id != 1) return;
-  std::thread([interval_s] {
+  const pid_t master = getppid();
+  std::thread([interval_s, master] {
     std::map<std::string, std::int64_t> known;  // path -> mtime when first seen
     for (bool first = true;; first = false) {
       std::vector<std::string> files;
@@ -67,7 +68,9 @@ void start_autoreloader(int interval_s, int worker_id) {
         const auto [entry, first_seen] = known.emplace(path, mtime);
         if (first_seen || entry->second == mtime) continue;
         common::log("[uwsgi-python-reloader] module/file {} has been modified", path);
-        kill(getppid(), SIGHUP);  // the master's graceful reload; this worker is replaced with the rest
+        // The master's graceful reload (this worker is replaced with the rest). A worker whose master is
+        // gone has been re-parented: never signal whoever adopted it.
+        if (getppid() == master) kill(master, SIGHUP);
         return;
       }
       if (first) {  // logged once the first mtimes are known: a change from here on is seen
