@@ -96,6 +96,8 @@ bool titles_wanted(const config::Config& config) {
 // The argv (and environment) bytes the kernel shows as /proc/PID/cmdline.
 char* g_title_area = nullptr;
 std::size_t g_title_size = 0;
+// The moved environment, kept for the life of the process (a later setenv may replace `environ`).
+char** g_moved_environ = nullptr;
 
 }  // namespace
 
@@ -116,6 +118,7 @@ void remember_argv(int argc, char** argv) {
     moved[i] = strdup(environ[i]);
   }
   moved[count] = nullptr;
+  g_moved_environ = moved;
   environ = moved;
   g_title_area = argv[0];
   g_title_size = static_cast<std::size_t>(end - argv[0]);

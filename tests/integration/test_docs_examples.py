@@ -91,7 +91,8 @@ class Example:
         os.kill(pid, signal.SIGTERM)
         check(wait_until(lambda: not any(pid_alive(p) for p in family), 30), f"still running:\n{self.log()}")
         if self.proc.pid == pid:
-            check_eq(self.proc.wait(5), 0, "exit status after SIGTERM")
+            status = self.proc.wait(5)
+            check(status == 0, f"exit status after SIGTERM: {status}\n{self.log()}")
 
     def kill(self):
         """After a failure: nothing of this server may outlive the test."""
