@@ -211,7 +211,6 @@ class Master {
 
   void create_caches();
   void create_scoreboard();
-  void write_pidfile(const std::string& path, const char* option);
   std::optional<pid_t> spawn(int id);
   [[noreturn]] void become_worker(int id, int slot);
   void handle_signals();
@@ -334,20 +333,6 @@ void Master::create_scoreboard() {
     throw std::runtime_error(fmt::format("cannot map the worker scoreboard: {}", std::strerror(errno)));
   slots_ = static_cast<workers::WorkerSlot*>(area);  // zero-filled by mmap: every atomic starts at 0
   slot_used_.assign(slot_count_, false);
-}
-
-void Master::write_pidfile(const std::string& path, const char* option) {
-  if (path.empty()) return;
-  // Written beside and renamed into place (uWSGI's safe-pidfile): a reader never sees a half-written pid.
-  const std::string temporary = fmt::format("{}.{}.tmp", path, getpid());
-  std::ofstream out(temporary, std::ios::trunc);
-  out << getpid() << '\n';
-  out.close();
-  if (!out || std::rename(temporary.c_str(), path.c_str()) != 0) {
-    const int error = errno;
-    std::remove(temporary.c_str());
-    throw std::runtime_error(fmt::format("cannot write --{} {}: {}", option, path, std::strerror(error)));
-  }
 }
 
 std::optional<pid_t> Master::spawn(int id) {
@@ -766,10 +751,10 @@ int Master::run() {
     listener.kind = Listener::Kind::http;
     listeners_.push_back(listener);
   }
-  write_pidfile(config_.pidfile, "pidfile");
+  write_pidfile(config_.pidfile, "pidfile", getpid());
   // uWSGI's order: sockets, caches and the pidfile exist; the application is loaded as the new user.
   drop_privileges(identity);
-  write_pidfile(config_.pidfile2, "pidfile2");
+  write_pidfile(config_.pidfile2, "pidfile2", getpid());
   if (!config_.module.empty() || !config_.wsgi_file.empty()) {
     if (host == nullptr)
       throw std::runtime_error(

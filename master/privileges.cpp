@@ -8,7 +8,9 @@
 
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <stdexcept>
 
 #include "common/log.hpp"
@@ -63,6 +65,19 @@ Owner resolve_owner(const std::string& spec) {
   Owner owner{lookup_user(spec.substr(0, colon), "chown-socket", nullptr), static_cast<gid_t>(-1)};
   if (colon != std::string::npos) owner.gid = lookup_group(spec.substr(colon + 1), "chown-socket");
   return owner;
+}
+
+void write_pidfile(const std::string& path, const char* option, pid_t pid) {
+  if (path.empty()) return;
+  const std::string temporary = fmt::format("{}.{}.tmp", path, pid);
+  std::ofstream out(temporary, std::ios::trunc);
+  out << pid << '\n';
+  out.close();
+  if (!out || std::rename(temporary.c_str(), path.c_str()) != 0) {
+    const int error = errno;
+    std::remove(temporary.c_str());
+    throw std::runtime_error(fmt::format("cannot write --{} {}: {}", option, path, std::strerror(error)));
+  }
 }
 
 void apply_umask(const std::string& octal) {
