@@ -146,6 +146,38 @@ struct Config {
   std::vector<std::string> env;  // KEY=VALUE
   bool lazy_apps = false;
   int threads = 1;
+  std::vector<std::string> add_header;  // "Name: value" added to every response
+  std::string virtualenv;  // --virtualenv/--home: the Python environment whose site-packages to use
+
+  // static files, served by the workers (server/static_files.hpp)
+  std::vector<std::string> static_map;   // MOUNT=DIR
+  std::vector<std::string> static_map2;  // MOUNT=DIR, the mountpoint kept in the file's path
+  std::vector<std::string> check_static;
+  std::vector<std::string> static_index;
+  std::vector<std::string> static_expires;  // "REGEXP SECONDS"
+  std::vector<std::string> static_gzip_dir;
+  std::vector<std::string> static_safe;
+  bool static_gzip_all = false;
+  std::string mimefile = "/etc/mime.types";
+
+  // reloading, side processes, hooks, process titles (master/extras.cpp)
+  std::vector<std::string> touch_reload;   // graceful reload when one of these files' mtime changes
+  int py_autoreload = 0;                   // seconds between checks of the loaded modules (0 = off)
+  std::vector<std::string> attach_daemon;  // commands started and watched by the master
+  std::vector<std::string> hook_master_start;
+  std::vector<std::string> hook_accepting1;
+  bool auto_procname = false;
+  std::string procname_prefix;
+  std::string procname_prefix_spaced;
+  int max_fd = 0;  // RLIMIT_NOFILE to set at start (0 = inherited)
+
+  // adaptive number of workers (uWSGI's cheaper subsystem; master/cheaper.cpp)
+  int cheaper = 0;  // minimum number of workers (0 = off: always --processes)
+  int cheaper_initial = 0;
+  int cheaper_step = 1;
+  int cheaper_overload = 3;  // seconds between decisions
+  std::string cheaper_algo = "spare";
+  int idle = 0;  // seconds without a request after which a worker above the minimum is retired
 };
 
 // A bad configuration: the message names the option, where it came from and the expected form.
@@ -181,6 +213,8 @@ SocketAddress parse_socket_address(std::string_view address);
 
 // "660" / "0666" -> 0660 / 0666; nullopt unless 3 or 4 octal digits.
 std::optional<unsigned> parse_chmod_mode(std::string_view text);
+// "022" / "0077" / "7" -> the mask; nullopt unless 1 to 4 octal digits (--umask).
+std::optional<unsigned> parse_umask(std::string_view text);
 
 // The options reference (Markdown) generated from the table, for docs/options.md.
 std::string options_reference_markdown();

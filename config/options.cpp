@@ -1,6 +1,7 @@
 // The one option table and everything generated from it: the command-line parser, the ini and toml
 // loaders, --help and the options reference. Adding an option is adding one row to build_table().
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <toml++/toml.h>
 #include <unistd.h>
 
@@ -13,12 +14,14 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <utility>
 
 #include "config/config.hpp"
 #include "config/ini.hpp"
+#include "config/reference_options.hpp"
 
 namespace config {
 namespace {
@@ -37,12 +40,18 @@ constexpr std::string_view kApplicationGroup = "Application";
 constexpr std::string_view kLifecycleGroup = "Privileges, files and worker recycling";
 constexpr std::int64_t kMaxRequests = std::numeric_limits<std::int64_t>::max();
 constexpr std::int64_t kMaxMegabytes = std::int64_t{1} << 40;
+constexpr std::string_view kStaticGroup =
+    "Static files (served by the workers with sendfile, never by the application)";
+constexpr std::string_view kReloadGroup = "Reloading, adaptive workers, side processes and hooks";
 constexpr std::string_view kSourcesGroup = "Configuration sources and information";
 constexpr std::string_view kLogicGroup =
     "Configuration logic (uWSGI's if/for blocks; ini, toml or command line)";
 // Rows of this group are accepted with one WARNING line whose reason is their help text.
 constexpr std::string_view kAcceptedGroup =
     "Accepted for uWSGI compatibility, with no effect here (one WARNING)";
+// Rows of this group are refused with an error whose reason is their help text: ignoring them would
+// silently change what the configuration means (security, routing, another server model).
+constexpr std::string_view kRefusedGroup = "Refused: uWSGI options that cannot be ignored safely (an error)";
 
 // ---------------------------------------------------------------------------------------------
 // Small text helpers
@@ -215,9 +224,7 @@ void check_owner(std::string_view value) {
 }
 
 void check_umask(std::string_view value) {
-  const bool ok = !value.empty() && value.size() <= 4 &&
-                  std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '7'; });
-  if (!ok) throw InvalidValue{"expected an octal mask of 1 to 4 digits, e.g. 022"};
+  if (!parse_umask(value)) throw InvalidValue{"expected an octal mask of 1 to 4 digits, e.g. 022"};
 }
 
 void check_protocol(std::string_view value) {
@@ -227,6 +234,60 @@ void check_protocol(std::string_view value) {
 
 void check_accept_mode(std::string_view value) {
   if (value != "exclusive" && value != "shared") throw InvalidValue{"expected exclusive or shared"};
+}
+
+void check_existing_dir(std::string_view value) {
+  struct stat st {};
+  if (value.empty() || ::stat(std::string(value).c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    throw InvalidValue{"expected an existing folder (a virtualenv: the folder holding bin/ and lib/)"};
+  }
+}
+
+void check_static_mount(std::string_view value) {
+  const auto equals = value.find('=');
+  if (value.empty() || value.front() != '/' || equals == std::string_view::npos ||
+      equals + 1 == value.size()) {
+    throw InvalidValue{"expected /MOUNTPOINT=PATH, e.g. /static=/srv/app/static"};
+  }
+}
+
+void check_static_expires(std::string_view value) {
+  const auto space = value.find_last_of(' ');
+  const auto seconds = space == std::string_view::npos ? std::string_view() : value.substr(space + 1);
+  const bool number = !seconds.empty() && seconds.find_first_not_of("0123456789") == std::string_view::npos;
+  bool pattern = number && space > 0;
+  if (pattern) {
+    try {
+      std::regex compiled(std::string(value.substr(0, space)), std::regex::ECMAScript);
+    } catch (const std::regex_error&) {
+      pattern = false;
+    }
+  }
+  if (!pattern) throw InvalidValue{"expected \"REGEXP SECONDS\" with a valid regular expression"};
+}
+
+void check_cheaper_algo(std::string_view value) {
+  if (value != "spare" && value != "busyness")
+    throw InvalidValue{"expected spare or busyness (uWSGI's other algorithms are not implemented)"};
+}
+
+// uWSGI's hook actions we run: exec:COMMAND and unix_signal:N HANDLER (master/extras.cpp decides which
+// signal mappings it can honour).
+void check_hook(std::string_view value) {
+  if (value.starts_with("exec:") && value.size() > 5) return;
+  if (value.starts_with("unix_signal:")) return;
+  throw InvalidValue{
+      "expected exec:COMMAND or unix_signal:N HANDLER (other hook actions are not implemented)"};
+}
+
+void check_header(std::string_view value) {
+  const auto colon = value.find(':');
+  const bool ok = colon != std::string_view::npos && colon > 0 &&
+                  value.find_first_of("\r\n") == std::string_view::npos &&
+                  std::all_of(value.begin(), value.begin() + static_cast<std::ptrdiff_t>(colon),
+                              [](unsigned char c) { return std::isalnum(c) || c == '-' || c == '_'; });
+  if (!ok)
+    throw InvalidValue{"expected \"Name: value\" (a header name of letters, digits and -, no line breaks)"};
 }
 
 void check_key_value(std::string_view value) {
@@ -323,6 +384,12 @@ OptionSpec accepted(std::string_view name, std::string_view aliases, OptionType 
   return {name, aliases, type, "", 0, 0, why, kAcceptedGroup, value_name, std::monostate{}};
 }
 
+// A uWSGI option whose silent absence would be wrong: refused with an error saying why (its help).
+OptionSpec refused(std::string_view name, std::string_view aliases, OptionType type,
+                   std::string_view value_name, std::string_view why) {
+  return {name, aliases, type, "", 0, 0, why, kRefusedGroup, value_name, std::monostate{}};
+}
+
 // A key of uWSGI's configuration logic, handled by the Collector (config/ini.cpp).
 OptionSpec logic(std::string_view name, std::string_view aliases, std::string_view value_name,
                  std::string_view help) {
@@ -333,7 +400,7 @@ OptionSpec logic(std::string_view name, std::string_view aliases, std::string_vi
 std::vector<OptionSpec> build_table() {
   using C = Config;
   const auto g1 = kSocketsGroup, g2 = kCacheGroup, g3 = kMoreCachesGroup, g4 = kApplicationGroup;
-  const auto g5 = kLifecycleGroup;
+  const auto g5 = kLifecycleGroup, g6 = kStaticGroup, g7 = kReloadGroup;
   return {
       list("socket", "uwsgi-socket -s", &C::sockets, g1, "ADDR",
            "bind a uwsgi-protocol socket: host:port, [v6]:port, :port (all interfaces), a UNIX path or @name "
@@ -357,7 +424,9 @@ std::vector<OptionSpec> build_table() {
       integer("listen", "-l", &C::listen_backlog, {1, 65535}, g1, "N", "listen(2) backlog of every socket"),
       text("chmod-socket", "-C", &C::chmod_socket, g1, "MODE",
            "octal mode of UNIX sockets, e.g. 660 (default: as created)", check_chmod),
-      text("pidfile", "", &C::pidfile, g1, "PATH", "write the master's pid to this file"),
+      text("pidfile", "safe-pidfile", &C::pidfile, g1, "PATH",
+           "write the master's pid to this file (written to a temporary file and renamed into place, as "
+           "uWSGI's safe-pidfile)"),
       size("buffer-size", "-b", &C::buffer_size, {4, 65535}, g1, "SIZE",
            "largest request packet accepted (header + body)"),
       integer("harakiri", "-t", &C::harakiri, {0, kMaxSeconds}, g1, "SECONDS",
@@ -381,7 +450,7 @@ std::vector<OptionSpec> build_table() {
       flag("vacuum", "", &C::vacuum, g5,
            "remove the UNIX socket files and the pidfiles at exit (whatever the stop: SIGTERM, SIGINT, "
            "SIGQUIT)"),
-      text("pidfile2", "", &C::pidfile2, g5, "PATH",
+      text("pidfile2", "safe-pidfile2", &C::pidfile2, g5, "PATH",
            "write the master's pid to this file after the privileges drop (as the --uid user)"),
       integer("max-requests", "", &C::max_requests, {0, kMaxRequests}, g5, "N",
               "recycle a worker after N requests: it stops accepting, finishes what it holds, exits, and the "
@@ -446,10 +515,80 @@ std::vector<OptionSpec> build_table() {
       text("chdir", "", &C::chdir, g4, "DIR", "change to this directory before loading the application"),
       list("pythonpath", "", &C::pythonpath, g4, "DIR", "add a directory to sys.path"),
       list("env", "", &C::env, g4, "KEY=VALUE", "set an environment variable", check_key_value),
-      flag("lazy-apps", "", &C::lazy_apps, g4, "load the application in each worker instead of the master"),
+      flag("lazy-apps", "lazy", &C::lazy_apps, g4,
+           "load the application in each worker instead of the master"),
+      text("virtualenv", "home venv pyhome -H", &C::virtualenv, g4, "DIR",
+           "the Python environment to use (a venv or virtualenv folder): its site-packages come first on "
+           "sys.path and sys.prefix is it, as in uWSGI",
+           check_existing_dir),
       integer("threads", "", &C::threads, {0, 1024}, g4, "N",
               "application threads per worker (0: run the application on the event loop, as uWSGI does: "
               "faster, but a slow request holds up that worker's cache requests)"),
+
+      list("static-map", "", &C::static_map, g6, "/MOUNT=PATH",
+           "serve PATH_INFO /MOUNT/x from PATH/x (a folder; or one file for exactly /MOUNT); a request that "
+           "finds no file goes to the application",
+           check_static_mount),
+      list("static-map2", "", &C::static_map2, g6, "/MOUNT=PATH",
+           "like --static-map, the mountpoint kept: /MOUNT/x from PATH/MOUNT/x", check_static_mount),
+      list("check-static", "", &C::check_static, g6, "DIR",
+           "serve PATH_INFO /x from DIR/x when that file exists"),
+      list("static-index", "", &C::static_index, g6, "NAME",
+           "a request for a mapped folder answers with the first of these files in it (e.g. index.html)"),
+      list("static-expires", "", &C::static_expires, g6, "\"REGEXP SECONDS\"",
+           "an Expires header SECONDS ahead for files whose real path matches REGEXP (ECMAScript syntax; "
+           "uWSGI uses PCRE)",
+           check_static_expires),
+      flag(
+          "static-gzip-all", "", &C::static_gzip_all, g6,
+          "send FILE.gz instead of FILE (Content-Encoding: gzip) when it exists and the client accepts gzip"),
+      list("static-gzip-dir", "", &C::static_gzip_dir, g6, "PREFIX",
+           "the same for files whose real path starts with PREFIX"),
+      list("static-safe", "", &C::static_safe, g6, "DIR",
+           "a folder a mapped path may lead into (a symbolic link out of the mapped folder is refused "
+           "otherwise)"),
+      text("mimefile", "mime-file", &C::mimefile, g6, "PATH",
+           "the extension -> Content-Type table (a few common types when the file is missing)"),
+
+      list("touch-reload", "", &C::touch_reload, g7, "PATH",
+           "graceful reload (as SIGHUP, application reloaded: see --lazy-apps) when this file's "
+           "modification time changes; checked every second"),
+      integer("py-autoreload", "python-autoreload py-auto-reload", &C::py_autoreload, {0, 86400}, g7,
+              "SECONDS",
+              "every SECONDS, check the files of the loaded Python modules; graceful reload when one changed "
+              "(0 = off; for development)"),
+      integer("cheaper", "", &C::cheaper, {0, 1024}, g7, "N",
+              "adaptive workers: keep at least N running (fewer than --processes), start more when all are "
+              "busy, stop the extra ones when they are idle (0 = off)"),
+      integer("cheaper-initial", "", &C::cheaper_initial, {0, 1024}, g7, "N",
+              "workers started at first with --cheaper (default: the --cheaper minimum)"),
+      integer("cheaper-step", "", &C::cheaper_step, {1, 1024}, g7, "N",
+              "workers started at once when every running worker is busy"),
+      integer("cheaper-overload", "", &C::cheaper_overload, {1, 86400}, g7, "SECONDS",
+              "a worker above the minimum idle this long is stopped; also the decision period"),
+      text("cheaper-algo", "", &C::cheaper_algo, g7, "NAME",
+           "spare (uWSGI's default); busyness is accepted and runs spare (one WARNING)", check_cheaper_algo),
+      integer("idle", "", &C::idle, {0, 86400}, g7, "SECONDS",
+              "with --cheaper: stop every worker above the minimum once no request came for SECONDS "
+              "(uWSGI stops them all and restarts on the next connection)"),
+      list("attach-daemon", "", &C::attach_daemon, g7, "COMMAND",
+           "run COMMAND (/bin/sh -c) beside the server: restarted when it exits, stopped (SIGTERM, then "
+           "SIGKILL) with the server"),
+      list("hook-master-start", "", &C::hook_master_start, g7, "ACTION",
+           "when the master starts serving: exec:COMMAND (run, wait; a failure stops the start) or "
+           "unix_signal:N HANDLER (only the meanings signals already have here)",
+           check_hook),
+      list("hook-accepting1", "", &C::hook_accepting1, g7, "ACTION",
+           "once, when the first worker accepts: exec:COMMAND (a failure is logged)", check_hook),
+      list("add-header", "", &C::add_header, g4, "\"NAME: VALUE\"",
+           "add this header to every response (the application's and static files')", check_header),
+      flag("auto-procname", "", &C::auto_procname, g7,
+           "process titles ps shows: \"uWSGI master\", \"uWSGI worker N\""),
+      text("procname-prefix", "", &C::procname_prefix, g7, "TEXT", "put TEXT before every process title"),
+      text("procname-prefix-spaced", "", &C::procname_prefix_spaced, g7, "TEXT",
+           "put TEXT and a space before every process title"),
+      integer("max-fd", "", &C::max_fd, {0, 1 << 30}, g7, "N",
+              "raise the open-file limit (RLIMIT_NOFILE) to N at start (0 = as inherited)"),
 
       action("ini", "", OptionType::list, "FILE[:SECTION]",
              "load options from an ini file ([uwsgi] section unless SECTION is given)"),
@@ -505,6 +644,72 @@ std::vector<OptionSpec> build_table() {
                "--lazy-apps)"),
       accepted("plugins", "plugin", OptionType::list, "NAME[,NAME...]",
                "python (python3, pythonNN), cache and http are built in; any other plugin is an error"),
+      accepted("offload-threads", "", OptionType::integer, "N",
+               "static files are sent by the worker itself with sendfile(2) on its non-blocking event loop, "
+               "so a slow client never holds a thread"),
+      accepted("no-orphans", "", OptionType::flag, "",
+               "always so here: a worker dies with its master (PR_SET_PDEATHSIG)"),
+      accepted("ignore-sigpipe", "", OptionType::flag, "",
+               "always so here: a client that went away costs an EPIPE, never a signal"),
+      accepted("ignore-write-errors", "", OptionType::flag, "",
+               "always so here: the application hands its response to the worker, which alone writes it; "
+               "a client that went away is logged once (rate-limited), never an application error"),
+      accepted("disable-write-exception", "", OptionType::flag, "",
+               "always so here: the application never writes to the socket, so a client that went away "
+               "never raises in it"),
+      accepted("py-call-osafterfork", "", OptionType::flag, "",
+               "always so here: each worker runs Python's after-fork handlers (os.register_at_fork)"),
+      accepted("close-on-exec", "close-on-exec2", OptionType::flag, "",
+               "always so here: every socket is opened close-on-exec"),
+      accepted(
+          "http-keepalive", "", OptionType::integer, "N",
+          "there is no HTTP router process here: the workers serve HTTP/1.1 keep-alive on --http sockets "
+          "directly, bounded by --socket-timeout"),
+      accepted("http-timeout", "", OptionType::integer, "SECONDS",
+               "there is no HTTP router process here: --socket-timeout bounds idle HTTP connections"),
+      accepted("http-auto-chunked", "", OptionType::flag, "",
+               "a response without a length gets a Content-Length here (the worker holds it whole)"),
+      accepted("min-worker-lifetime", "", OptionType::integer, "SECONDS",
+               "not implemented: --max-requests and friends apply from a worker's first request (uWSGI "
+               "waits 60 s by default)"),
+      accepted("cheaper-busyness-max", "", OptionType::integer, "PERCENT",
+               "the busyness algorithm runs as spare here (see --cheaper-algo)"),
+      accepted("cheaper-busyness-min", "", OptionType::integer, "PERCENT",
+               "the busyness algorithm runs as spare here (see --cheaper-algo)"),
+      accepted("cheaper-busyness-multiplier", "", OptionType::integer, "N",
+               "the busyness algorithm runs as spare here (see --cheaper-algo)"),
+      accepted("cheaper-busyness-penalty", "", OptionType::integer, "N",
+               "the busyness algorithm runs as spare here (see --cheaper-algo)"),
+      accepted("cheaper-busyness-verbose", "", OptionType::flag, "",
+               "the busyness algorithm runs as spare here (see --cheaper-algo)"),
+      accepted("cheaper-busyness-backlog-alert", "", OptionType::integer, "N",
+               "the busyness algorithm runs as spare here (see --cheaper-algo)"),
+      accepted("cheaper-busyness-backlog-step", "", OptionType::integer, "N",
+               "the busyness algorithm runs as spare here (see --cheaper-algo)"),
+      accepted("cheaper-rss-limit-soft", "", OptionType::integer, "BYTES",
+               "not implemented: use --reload-on-rss (per worker) instead"),
+      accepted("no-threads-wait", "", OptionType::flag, "",
+               "a stopping worker never waits for application threads beyond --reload-mercy here"),
+      accepted("wsgi-disable-file-wrapper", "", OptionType::flag, "",
+               "wsgi.file_wrapper is Python's plain iterable wrapper here: the body goes through the "
+               "worker's buffer either way"),
+
+      refused("gevent", "", OptionType::integer, "N",
+              "gevent is not supported: the workers run the application on threads (--threads); "
+              "monkey-patched code would block a worker's event loop"),
+      refused("emperor", "", OptionType::list, "DIR",
+              "the Emperor (a manager of many uWSGI instances) is not part of this server: run one server "
+              "per application under systemd or a container runtime"),
+      refused(
+          "route", "route-uri route-host route-if route-run", OptionType::list, "RULE",
+          "the internal router is not implemented: its rules (basicauth, redirect, rewrite) change what a "
+          "request may reach; put them in nginx or the application"),
+      refused("log-route", "", OptionType::list, "RULE",
+              "log routing is not implemented: the log goes where --logto/--daemonize say"),
+      refused("unique-cron", "cron cron2 unique-cron2", OptionType::list, "SPEC",
+              "the cron of uWSGI's master is not implemented: use the system's cron or a systemd timer"),
+      refused("https", "https2 https-socket", OptionType::list, "ADDR,CERT,KEY",
+              "TLS is not served here: terminate it in nginx (docs/nginx.md)"),
   };
 }
 
@@ -848,6 +1053,10 @@ class Parser {
       accept(row, value, source, fail);
       return;
     }
+    if (row.group == kRefusedGroup) {
+      if (row.type == OptionType::flag && flag_value(value) == std::optional<bool>(false)) return;
+      fail(fmt::format("not supported here: {}", row.help));
+    }
     Config& config = result.config;
     switch (row.type) {
       case OptionType::flag: {
@@ -1047,6 +1256,8 @@ class Parser {
       const auto enabled = flag_value(value);
       if (!enabled) fail(kExpectedBool);
       if (!*enabled) return;
+    } else if (row.type == OptionType::integer) {
+      if (!parse_number(detail::typed_value_text(value.value_or("")), false)) fail("expected an integer");
     } else {  // plugins: built in or an error
       std::string names(value.value_or(""));
       std::replace(names.begin(), names.end(), ',', ' ');
@@ -1262,14 +1473,24 @@ SocketAddress parse_socket_address(std::string_view address) {
   return std::move(*parsed);
 }
 
-std::optional<unsigned> parse_chmod_mode(std::string_view text) {
-  if (text.size() < 3 || text.size() > 4 || text.find_first_not_of("01234567") != std::string_view::npos) {
+namespace {
+
+// The one octal parser of file modes and masks: min_digits..4 octal digits, nothing else.
+std::optional<unsigned> parse_octal_mode(std::string_view text, std::size_t min_digits) {
+  if (text.size() < min_digits || text.size() > 4 ||
+      text.find_first_not_of("01234567") != std::string_view::npos) {
     return std::nullopt;
   }
   unsigned mode = 0;
   for (const char digit : text) mode = mode * 8 + static_cast<unsigned>(digit - '0');
   return mode;
 }
+
+}  // namespace
+
+std::optional<unsigned> parse_chmod_mode(std::string_view text) { return parse_octal_mode(text, 3); }
+
+std::optional<unsigned> parse_umask(std::string_view text) { return parse_octal_mode(text, 1); }
 
 // ---------------------------------------------------------------------------------------------
 // Generated text: --help and docs/options.md
@@ -1353,6 +1574,37 @@ std::string wrap(std::string_view text, std::size_t indent, std::size_t width) {
     column += word.size();
   }
   return wrapped;
+}
+
+// The status of each uWSGI option real deployments use, from the table: what a user switching sees.
+std::string real_world_status_markdown() {
+  std::string text =
+      "\n## The uWSGI options of real deployments, and their status here\n\n"
+      "Every option used by two or more of ~120 real uWSGI configurations (Django, Flask and Pyramid "
+      "projects,\nDocker images, Ansible roles, the example configurations of Django's and uWSGI's docs), "
+      "most used\nfirst. **works**: as in uWSGI (differences in differences.md); **accepted**: one WARNING "
+      "at start saying\nwhy it has no effect; **refused**: an error saying why; **unknown**: not in this "
+      "server's table (an\nerror on the command line, a WARNING in a file).\n\n"
+      "| option | files | status here |\n|---|---|---|\n";
+  for (const ReferenceOption& option : real_world_options()) {
+    std::string status;
+    if (option.name == "(positional-config-file)") {
+      status = "works: `server app.ini` (or `.toml`) loads the file as `--ini` does";
+    } else if (const OptionSpec* row = find_long(option.name); row == nullptr) {
+      status = "**unknown** here";
+    } else if (row->group == kAcceptedGroup) {
+      status = fmt::format("**accepted**, no effect: {}", row->help);
+    } else if (row->group == kRefusedGroup) {
+      status = fmt::format("**refused**: {}", row->help);
+    } else if (row->group == kLogicGroup) {
+      status = "**works** (configuration logic)";
+    } else {
+      status = row->name == option.name ? std::string("**works**")
+                                        : fmt::format("**works** (as `--{}`)", row->name);
+    }
+    text += fmt::format("| `{}` | {} | {} |\n", option.name, option.files, markdown_cell(status));
+  }
+  return text;
 }
 
 }  // namespace
@@ -1445,6 +1697,7 @@ std::string options_reference_markdown() {
                           type_name(row.type), default_value, bounds_text(row), markdown_cell(row.help));
     }
   }
+  text += real_world_status_markdown();
   text +=
       "\n## --cache2 keys\n\n"
       "`--cache2 key=value,key=value,...` creates one named cache (repeatable; caches are created in order,\n"

@@ -52,7 +52,12 @@ server::ApplicationSettings application_settings(const config::Config& config) {
   settings.chdir = config.chdir;
   settings.pythonpath = config.pythonpath;
   settings.env = config.env;
-  settings.lazy_apps = config.lazy_apps;
+  // A reload must run the new code: with --touch-reload or --py-autoreload each worker loads the
+  // application (uWSGI re-executes its whole binary instead; a worker forked from a master that holds
+  // the old modules would keep them).
+  settings.lazy_apps = config.lazy_apps || !config.touch_reload.empty() || config.py_autoreload > 0;
+  settings.home = config.virtualenv;
+  settings.py_autoreload = config.py_autoreload;
   settings.processes = config.processes;
   settings.threads = config.threads;
   settings.socket_timeout_s = config.socket_timeout;

@@ -6,6 +6,7 @@
 
 #include "build_info.hpp"  // generated: cmake/build_info.cmake
 #include "config/config.hpp"
+#include "master/extras.hpp"
 #include "master/master.hpp"
 #include "server/client.hpp"
 #ifdef HAVE_PYHOST
@@ -17,6 +18,7 @@ int main(int argc, char** argv) {
     master::unblock_master_signals();  // a command-line tool: Ctrl-C should simply stop it
     return server::run_cache_command_line(argc - 2, argv + 2);
   }
+  master::remember_argv(argc, argv);  // before anything reads the environment: --auto-procname
   config::ParseResult parsed;
   try {
     parsed = config::parse_command_line(argc, argv);

@@ -28,6 +28,8 @@
 #include "common/clock.hpp"
 #include "common/log.hpp"
 #include "master/application_settings.hpp"
+#include "master/cheaper.hpp"
+#include "master/extras.hpp"
 #include "master/listeners.hpp"
 #include "master/privileges.hpp"
 #include "master/signals.hpp"
@@ -209,7 +211,6 @@ class Master {
 
   void create_caches();
   void create_scoreboard();
-  void write_pidfile(const std::string& path, const char* option);
   std::optional<pid_t> spawn(int id);
   [[noreturn]] void become_worker(int id, int slot);
   void handle_signals();
@@ -217,6 +218,8 @@ class Master {
   void reap_children();
   void on_child_exit(pid_t pid, int status);
   void ensure_workers();
+  int worker_count() const { return cheaper_.enabled() ? cheaper_.target() : config_.processes; }
+  void run_cheaper();
   void advance_reload();
   void check_deadlines();
   void check_harakiri();
@@ -232,6 +235,9 @@ class Master {
   config::Config config_;
   cache::CacheSet caches_;
   std::unique_ptr<server::Application> application_;
+  std::unique_ptr<Extras> extras_;  // static files, hooks, daemons, touch-reload, titles (extras.hpp)
+  Cheaper cheaper_{config_};        // --cheaper: how many of the --processes workers run now
+  std::int64_t next_cheaper_ms_ = 0;
   std::vector<Listener> listeners_;
   workers::WorkerSlot* slots_ = nullptr;
   std::size_t slot_count_ = 0;
@@ -257,6 +263,7 @@ class Master {
 Master::~Master() { cleanup(); }
 
 void Master::cleanup() {
+  if (extras_) extras_->stop();
   if (cache_jobs_) cache_jobs_->stop();
   for (auto& receiver : udp_receivers_) receiver->stop();
   // A start that failed leaves nothing behind; a server that ran leaves its files unless --vacuum (uWSGI).
@@ -328,14 +335,6 @@ void Master::create_scoreboard() {
   slot_used_.assign(slot_count_, false);
 }
 
-void Master::write_pidfile(const std::string& path, const char* option) {
-  if (path.empty()) return;
-  std::ofstream out(path, std::ios::trunc);
-  out << getpid() << '\n';
-  if (!out)
-    throw std::runtime_error(fmt::format("cannot write --{} {}: {}", option, path, std::strerror(errno)));
-}
-
 std::optional<pid_t> Master::spawn(int id) {
   auto free_slot = std::find(slot_used_.begin(), slot_used_.end(), false);
   if (free_slot == slot_used_.end()) {
@@ -398,11 +397,13 @@ void Master::become_worker(int id, int slot) {
   settings.recycle.max_lifetime_ms = config_.max_worker_lifetime * 1000LL;
   settings.recycle.reload_on_rss_bytes = config_.reload_on_rss << 20;
   settings.slot = &slots_[slot];
-  settings.publish_busy = config_.harakiri > 0;
+  settings.publish_busy = config_.harakiri > 0 || cheaper_.enabled();
   settings.caches = &caches_;
   settings.application = application_.get();
   settings.application_threads = config_.threads;
   settings.exclusive_accept = config_.accept_mode != "shared";
+  settings.static_files = extras_->static_files();
+  extras_->in_worker(id);
   int status = workers::run_worker(settings);
   _exit(status);
 }
@@ -444,6 +445,7 @@ void Master::reap_children() {
 }
 
 void Master::on_child_exit(pid_t pid, int status) {
+  if (extras_->child_exited(pid, status)) return;
   Child* child = find_child(pid);
   if (child == nullptr) return;
   Child gone = *child;
@@ -491,10 +493,38 @@ void Master::on_child_exit(pid_t pid, int status) {
 void Master::ensure_workers() {
   if (phase_ != Phase::running) return;
   const std::int64_t now = monotonic_ms();
-  for (int id = 1; id <= config_.processes; ++id) {
+  for (int id = 1; id <= worker_count(); ++id) {
     if (active_child(id) != nullptr) continue;
     if (now < ids_[static_cast<std::size_t>(id)].respawn_at_ms) continue;
     spawn(id);
+  }
+}
+
+// --cheaper, once a second: count the busy workers, let the algorithm decide (cheaper.hpp), start
+// (ensure_workers does) or stop the newest worker gracefully. Not while a reload replaces workers.
+void Master::run_cheaper() {
+  const std::int64_t now = monotonic_ms();
+  if (!cheaper_.enabled() || phase_ != Phase::running || now < next_cheaper_ms_) return;
+  if (!reload_queue_.empty() || reload_id_ != 0) return;
+  next_cheaper_ms_ = now + 1000;
+  int running = 0, busy = 0;
+  std::uint64_t requests = 0;
+  for (const Child& child : children_) {
+    requests += slots_[child.slot].requests.load(std::memory_order_relaxed);
+    if (child.retiring) continue;
+    ++running;
+    if (slots_[child.slot].busy_since_ms.load(std::memory_order_relaxed) != 0) ++busy;
+  }
+  const int change = cheaper_.tick(running, busy, requests, now);
+  if (change > 0) common::log("cheaper: {} of {} worker(s) busy: starting {} more", busy, running, change);
+  for (int id = running; change < 0 && id > cheaper_.target(); --id) {
+    Child* child = active_child(id);
+    if (child == nullptr) continue;
+    common::log("cheaper: worker {} (pid {}) is not needed ({} of {} busy): stopping it", id, child->pid,
+                busy, running);
+    kill(child->pid, SIGTERM);
+    child->retiring = true;
+    child->kill_at_ms = now + config_.reload_mercy * 1000LL;
   }
 }
 
@@ -551,9 +581,9 @@ void Master::handle_signals() {
       case SignalAction::graceful_reload:
         if (phase_ != Phase::running) break;
         common::log("{} received: graceful reload of {} worker(s), one at a time", spec->name,
-                    config_.processes);
+                    worker_count());
         reload_queue_.clear();
-        for (int id = 1; id <= config_.processes; ++id) reload_queue_.push_back(id);
+        for (int id = 1; id <= worker_count(); ++id) reload_queue_.push_back(id);
         break;
       case SignalAction::log_stats:
         log_stats();
@@ -682,6 +712,7 @@ void Master::flush_stores() {
 int Master::run() {
   common::set_log_level(config_.debug_log ? common::LogLevel::debug : common::LogLevel::info);
   apply_umask(config_.umask);  // before the first file (store, socket, pidfile) is created
+  extras_ = std::make_unique<Extras>(config_);
   const Identity identity = resolve_identity(config_.uid, config_.gid);  // a typo fails before any bind
   create_caches();  // geometry errors surface before any socket is bound
   server::ApplicationHost* host = server::application_host();  // the Python host, when built
@@ -720,10 +751,10 @@ int Master::run() {
     listener.kind = Listener::Kind::http;
     listeners_.push_back(listener);
   }
-  write_pidfile(config_.pidfile, "pidfile");
+  write_pidfile(config_.pidfile, "pidfile", getpid());
   // uWSGI's order: sockets, caches and the pidfile exist; the application is loaded as the new user.
   drop_privileges(identity);
-  write_pidfile(config_.pidfile2, "pidfile2");
+  write_pidfile(config_.pidfile2, "pidfile2", getpid());
   if (!config_.module.empty() || !config_.wsgi_file.empty()) {
     if (host == nullptr)
       throw std::runtime_error(
@@ -732,6 +763,7 @@ int Master::run() {
   } else {
     application_ = server::make_demo_application(caches_);
   }
+  application_ = extras_->wrap(std::move(application_));
 
   sigset_t set = master_signal_set();
   signal_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -751,6 +783,7 @@ int Master::run() {
                                               config_.cache_report_freed_items);
   }
   served_ = true;
+  extras_->serving();
   ensure_workers();
   // Started after the first fork so the workers never inherit a half-copied thread state.
   if (cache_jobs_) cache_jobs_->start();
@@ -764,10 +797,14 @@ int Master::run() {
     if (fds[0].revents & POLLIN) handle_signals();
     reap_children();  // SIGCHLD may coalesce; reaping is cheap
     advance_reload();
+    run_cheaper();
     ensure_workers();
     check_harakiri();
     check_evil_rss();
     check_deadlines();
+    const bool ready =
+        std::any_of(children_.begin(), children_.end(), [](const Child& c) { return c.ready; });
+    if (extras_->tick(ready) && phase_ == Phase::running) kill(getpid(), SIGHUP);  // touch-reload
     if (phase_ == Phase::stopping && children_.empty()) phase_ = Phase::stopped;
   }
   if (cache_jobs_) cache_jobs_->stop();

@@ -8,10 +8,13 @@
 
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <stdexcept>
 
 #include "common/log.hpp"
+#include "config/config.hpp"
 
 namespace master {
 
@@ -64,11 +67,23 @@ Owner resolve_owner(const std::string& spec) {
   return owner;
 }
 
+void write_pidfile(const std::string& path, const char* option, pid_t pid) {
+  if (path.empty()) return;
+  const std::string temporary = fmt::format("{}.{}.tmp", path, pid);
+  std::ofstream out(temporary, std::ios::trunc);
+  out << pid << '\n';
+  out.close();
+  if (!out || std::rename(temporary.c_str(), path.c_str()) != 0) {
+    const int error = errno;
+    std::remove(temporary.c_str());
+    throw std::runtime_error(fmt::format("cannot write --{} {}: {}", option, path, std::strerror(error)));
+  }
+}
+
 void apply_umask(const std::string& octal) {
   if (octal.empty()) return;
-  unsigned long mask = 0;
-  std::from_chars(octal.data(), octal.data() + octal.size(), mask, 8);  // validated by the option table
-  umask(static_cast<mode_t>(mask));
+  const auto mask = config::parse_umask(octal);  // validated by the option table already
+  if (mask) umask(static_cast<mode_t>(*mask));
 }
 
 void drop_privileges(const Identity& identity) {

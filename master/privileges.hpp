@@ -26,6 +26,10 @@ struct Owner {
 };
 Owner resolve_owner(const std::string& spec);
 
+// Writes pid to path ("" = nothing), atomically: a temporary file beside it renamed into place (uWSGI's
+// safe-pidfile), so a reader never sees half a pid. Throws std::runtime_error naming --option.
+void write_pidfile(const std::string& path, const char* option, pid_t pid);
+
 // Sets the process umask from an octal text ("" = leave it).
 void apply_umask(const std::string& octal);
 

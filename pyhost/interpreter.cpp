@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/log.hpp"
 #include "pyhost/uwsgi_module.hpp"
 
 #ifndef PYHOST_PYTHON_PREFIX
@@ -184,6 +185,29 @@ void set_up_sys_path(const server::ApplicationSettings& settings) {
 
 PyObject* init_uwsgi_trampoline() { return init_uwsgi_module(); }
 
+// --virtualenv/--home DIR, as uWSGI: a PEP 405 environment (DIR/pyvenv.cfg, what `python3 -m venv`
+// makes) is found by Python itself from the program name DIR/bin/python (sys.prefix DIR, its
+// site-packages, the base installation's standard library); anything else is a full Python home.
+// The environment must be one of this interpreter's version, or its site-packages would not load.
+void use_virtualenv(PyConfig& py_config, const std::string& home) {
+  const std::string version = fmt::format("python{}.{}", PY_MAJOR_VERSION, PY_MINOR_VERSION);
+  struct stat st {};
+  if (::stat((home + "/lib/" + version).c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    throw std::runtime_error(
+        fmt::format("--virtualenv {}: no lib/{} in it: the environment must be made with Python {}.{} (e.g. "
+                    "{}/bin/python3 -m venv DIR), the version this server embeds",
+                    home, version, PY_MAJOR_VERSION, PY_MINOR_VERSION, PYHOST_PYTHON_PREFIX));
+  }
+  if (::stat((home + "/pyvenv.cfg").c_str(), &st) == 0) {
+    common::log("PEP 405 virtualenv detected: {}", home);
+    check(PyConfig_SetBytesString(&py_config, &py_config.program_name, (home + "/bin/python").c_str()),
+          "set program_name");
+  } else {
+    check(PyConfig_SetBytesString(&py_config, &py_config.home, home.c_str()), "set home");
+    common::log("Set PythonHome to {}", home);
+  }
+}
+
 }  // namespace
 
 void start_interpreter(const server::ApplicationSettings& settings) {
@@ -211,9 +235,13 @@ void start_interpreter(const server::ApplicationSettings& settings) {
   try {
     // Pin the installation to Debian's: sys.prefix /usr, its dist-packages, whatever python3 comes
     // first on PATH (a pyenv build there has a different stdlib and no python3-django).
-    check(PyConfig_SetBytesString(&py_config, &py_config.program_name, PYHOST_PYTHON_PREFIX "/bin/python3"),
-          "set program_name");
-    check(PyConfig_SetBytesString(&py_config, &py_config.home, PYHOST_PYTHON_PREFIX), "set home");
+    if (settings.home.empty()) {
+      check(PyConfig_SetBytesString(&py_config, &py_config.program_name, PYHOST_PYTHON_PREFIX "/bin/python3"),
+            "set program_name");
+      check(PyConfig_SetBytesString(&py_config, &py_config.home, PYHOST_PYTHON_PREFIX), "set home");
+    } else {
+      use_virtualenv(py_config, settings.home);
+    }
     char* argv[] = {const_cast<char*>("server")};
     check(PyConfig_SetBytesArgv(&py_config, 1, argv), "set sys.argv");
     check(Py_InitializeFromConfig(&py_config), "initialise the interpreter");

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "common/log.hpp"
+#include "pyhost/autoreload.hpp"
 #include "pyhost/interpreter.hpp"
 #include "pyhost/uwsgi_module.hpp"
 #include "server/protocol.hpp"
@@ -322,14 +323,17 @@ void WsgiApplication::load() {
 
 bool WsgiApplication::worker_started(int worker_id, std::string& error) {
   set_worker_id(worker_id);
-  if (!settings_.lazy_apps) return true;
-  bool ok;
-  {
-    GilGuard gil;
-    ok = try_load(error);
+  if (settings_.lazy_apps) {
+    bool ok;
+    {
+      GilGuard gil;
+      ok = try_load(error);
+    }
+    if (!ok) return false;
+    common::log("worker {}: WSGI application loaded from {} (--lazy-apps)", worker_id, what_);
   }
-  if (ok) common::log("worker {}: WSGI application loaded from {} (--lazy-apps)", worker_id, what_);
-  return ok;
+  start_autoreloader(settings_.py_autoreload, worker_id);  // once the application's modules are loaded
+  return true;
 }
 
 PyObject* WsgiApplication::build_environ(const server::Request& request, std::string_view& protocol) {

@@ -46,6 +46,8 @@ struct ApplicationSettings {
   std::vector<std::string> pythonpath;
   std::vector<std::string> env;  // KEY=VALUE
   bool lazy_apps = false;
+  std::string home;       // --virtualenv/--home: the Python environment to use
+  int py_autoreload = 0;  // --py-autoreload: seconds between checks of the loaded modules (0 = off)
   int processes = 1;
   int threads = 1;
   int socket_timeout_s = 4;

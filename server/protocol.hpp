@@ -158,15 +158,36 @@ struct Request {
   bool persistent = false;
 };
 
-// The reply: head then body, written with one writev. Both buffers are reused across requests.
+// A file to send after the reply's bytes (a static file, server/static_files.hpp): an open descriptor
+// the reply owns, sent with sendfile(2) from offset for length bytes.
+struct FileBody {
+  int fd = -1;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  bool open() const { return fd >= 0; }
+  void close();  // closes fd (if open) and resets
+};
+
+// The reply: head then body, written with one writev, then the file if any. Buffers are reused across
+// requests.
 struct Reply {
   std::string head;
   std::string body;
   bool close_after = true;  // one request per connection unless the persistent mode asked otherwise
+  // The head is a complete HTTP response head already fit for its connection (static files): an
+  // --http-socket connection sends it as it is.
+  bool http_ready = false;
+  FileBody file;
+  Reply() = default;
+  Reply(const Reply&) = delete;
+  Reply& operator=(const Reply&) = delete;
+  ~Reply() { file.close(); }
   void clear() {
     head.clear();
     body.clear();
     close_after = true;
+    http_ready = false;
+    file.close();
   }
 };
 

@@ -169,7 +169,8 @@ class Worker {
   void publish_busy(const server::Request& request);
   server::Request request_view(const Connection* conn, const server::Frame& frame) const;
   void hand_to_application(Connection* conn);
-  bool start_reply(Connection* conn);  // true when the connection was closed
+  bool start_reply(Connection* conn);   // true when the connection was closed
+  bool serve_static(Connection* conn);  // a static file answered the request (never the application)
 
   Connection* acquire();
   void release(Connection* conn);
@@ -583,6 +584,7 @@ void Worker::serve_http(Connection* conn) {
 // Handles conn->pending: inline, or on an application thread for a blocking application (the loop
 // then leaves the connection alone until on_application_finished).
 void Worker::dispatch(Connection* conn) {
+  if (serve_static(conn)) return;
   if (conn->pending.header.modifier1 == server::kModifierApp && app_threads_.started()) {
     return hand_to_application(conn);
   }
@@ -593,9 +595,25 @@ void Worker::dispatch(Connection* conn) {
   if (!note_.empty()) log_problem(conn, note_);
 }
 
+// --static-map & co (server/static_files.hpp): answered on the loop, the file sent with sendfile.
+bool Worker::serve_static(Connection* conn) {
+  if (settings_.static_files == nullptr || conn->pending.header.modifier1 != server::kModifierApp)
+    return false;
+  const server::StaticConnection how{.http = conn->http,
+                                     .keep_alive = conn->http && conn->http_info.keep_alive};
+  note_.clear();
+  const bool served = settings_.static_files->serve(conn->pending, how, conn->reply, note_);
+  if (!note_.empty()) log_problem(conn, note_);
+  if (served) settings_.slot->requests.fetch_add(1, std::memory_order_relaxed);
+  return served;
+}
+
 // The request was handled: fix an HTTP response up for its connection, then start writing.
 bool Worker::finish_reply(Connection* conn) {
-  if (conn->http) {
+  if (conn->http && conn->reply.http_ready) {  // a static file's head is already fit for it
+    conn->http_frame = server::HttpFrame{};
+    conn->sent_continue = false;
+  } else if (conn->http) {
     server::Reply& reply = conn->reply;
     if (!reply.head.empty()) {  // an application may hand back its status and headers apart
       reply.head.append(reply.body);
@@ -716,6 +734,16 @@ bool Worker::write_reply(Connection* conn) {
                                   n < 0 ? std::strerror(errno) : "no progress"));
     close_connection(conn, false);
     return false;
+  }
+  if (reply.file.open()) {
+    const server::SendStatus sent = server::send_file_body(conn->fd, reply.file);
+    if (sent == server::SendStatus::again) return true;  // still writing
+    if (sent == server::SendStatus::failed) {
+      log_problem(conn, fmt::format("sending a static file failed with {} byte(s) left: {}",
+                                    reply.file.length, std::strerror(errno)));
+      close_connection(conn, false);
+      return false;
+    }
   }
   conn->writing = false;
   return true;

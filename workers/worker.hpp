@@ -7,6 +7,7 @@
 
 #include "cache/cache.hpp"
 #include "server/dispatcher.hpp"
+#include "server/static_files.hpp"
 #include "workers/recycle.hpp"
 #include "workers/scoreboard.hpp"
 
@@ -34,6 +35,7 @@ struct WorkerSettings {
   server::Application* application = nullptr;
   int application_threads = 1;   // --threads: threads running a blocking application
   bool exclusive_accept = true;  // EPOLLEXCLUSIVE on the listening sockets (false: every worker wakes)
+  const server::StaticFiles* static_files = nullptr;  // --static-map & co: served before the application
 };
 
 // Runs the worker until it is told to stop; returns the process exit status.

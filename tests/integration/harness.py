@@ -958,3 +958,71 @@ def in_thread(fn, *args):
     t = threading.Thread(target=body, daemon=True)
     t.start()
     return t, result
+
+
+# --------------------------------------------------------------------------------------------------
+# a plain nginx in front of a uwsgi backend (Debian's uwsgi_params, one location), for the tests of
+# what users deploy (static files, documented example configurations)
+
+NGINX_BIN = "/usr/sbin/nginx"
+
+_UWSGI_FRONT_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+pid @TMP@/nginx.pid;
+error_log @TMP@/error.log warn;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path @TMP@/cb; proxy_temp_path @TMP@/px; fastcgi_temp_path @TMP@/fc;
+    uwsgi_temp_path @TMP@/uw; scgi_temp_path @TMP@/sc;
+    upstream backend { server @UPSTREAM@; }
+    server {
+        listen 127.0.0.1:@PORT@;
+        location / {
+            include /etc/nginx/uwsgi_params;
+            uwsgi_pass backend;
+        }
+    }
+}
+"""
+
+
+class UwsgiFront:
+    """`with UwsgiFront("127.0.0.1:3031" or "unix:/path") as port:` nginx passing every request to the
+    backend with uwsgi_pass; a missing nginx is a peer_missing. Stopped with SIGQUIT, then SIGKILL."""
+
+    def __init__(self, upstream):
+        if not os.access(NGINX_BIN, os.X_OK):
+            peer_missing(f"nginx ({NGINX_BIN})")
+        self.tmp = make_temp_dir("ngx-front-")
+        self.port = free_port()
+        conf = (_UWSGI_FRONT_CONF.replace("@TMP@", self.tmp).replace("@PORT@", str(self.port))
+                .replace("@UPSTREAM@", upstream))
+        if os.geteuid() == 0:
+            conf = "user root;\n" + conf  # a root master would switch its worker to nobody
+        with open(os.path.join(self.tmp, "nginx.conf"), "w") as f:
+            f.write(conf)
+        self.proc = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen([NGINX_BIN, "-p", self.tmp, "-e", os.path.join(self.tmp, "error.log"), "-c",
+                                      os.path.join(self.tmp, "nginx.conf")], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=_child_setup(), close_fds=True)
+        ok = wait_until(lambda: self.proc.poll() is not None or can_connect(("127.0.0.1", self.port)), 10)
+        if not ok or self.proc.poll() is not None:
+            self.__exit__(None, None, None)
+            raise AssertionError(f"nginx did not start on {self.port}")
+        return self.port
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return False

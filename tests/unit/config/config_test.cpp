@@ -133,6 +133,8 @@ TEST_CASE("option table: names and aliases are unique and every row is documente
 TEST_CASE("option table: the bounds of every number fit the Config field it fills", "[table]") {
   for (const auto& row : config::option_table()) {
     if (row.type != OptionType::integer && row.type != OptionType::size) continue;
+    // Accepted (no effect) and refused uWSGI options are checked and stored nowhere.
+    if (std::holds_alternative<std::monostate>(row.target)) continue;
     INFO("option " << row.name);
     CHECK(row.min_value <= row.max_value);
     std::visit(
@@ -368,6 +370,33 @@ TEST_CASE("chmod-socket takes an octal mode", "[chmod]") {
   CHECK(parse({"--chmod-socket", "660"}).config.chmod_socket == "660");
   CHECK_THAT(error_of({"--chmod-socket", "968"}),
              Contains("--chmod-socket \"968\" (command line)") && Contains("octal"));
+}
+
+TEST_CASE("umask takes 1 to 4 octal digits, parsed by the one octal parser", "[chmod]") {
+  CHECK(config::parse_umask("022") == 022u);
+  CHECK(config::parse_umask("0077") == 077u);
+  CHECK(config::parse_umask("7") == 07u);
+  CHECK_FALSE(config::parse_umask(""));
+  CHECK_FALSE(config::parse_umask("08"));
+  CHECK_FALSE(config::parse_umask("00022"));
+  CHECK_THAT(error_of({"--umask", "8"}), Contains("--umask \"8\"") && Contains("octal mask"));
+}
+
+TEST_CASE("static files, hooks, headers and cheaper options are checked when parsed", "[errors]") {
+  CHECK_THAT(error_of({"--static-map", "static=/srv"}), Contains("/MOUNTPOINT=PATH"));
+  CHECK_THAT(error_of({"--static-expires", "[ 60"}), Contains("REGEXP SECONDS"));
+  CHECK_THAT(error_of({"--static-expires", ".*css soon"}), Contains("REGEXP SECONDS"));
+  CHECK_THAT(error_of({"--hook-master-start", "mount:/x"}), Contains("exec:COMMAND"));
+  CHECK_THAT(error_of({"--add-header", "no colon"}), Contains("Name: value"));
+  CHECK_THAT(error_of({"--cheaper-algo", "backlog"}), Contains("spare or busyness"));
+  CHECK_THAT(error_of({"--gevent", "100"}), Contains("not supported here") && Contains("gevent"));
+  CHECK(parse({"--static-map", "/static=/srv/static", "--static-expires", "/srv/.*\\.css 3600"})
+            .config.static_expires == std::vector<std::string>{"/srv/.*\\.css 3600"});
+  CHECK(parse({"--home", "/usr"}).config.virtualenv == "/usr");
+  CHECK(parse({"-H", "/usr"}).config.virtualenv == "/usr");
+  CHECK(parse({"--python-autoreload", "2"}).config.py_autoreload == 2);
+  CHECK(parse({"--safe-pidfile", "/tmp/x.pid"}).config.pidfile == "/tmp/x.pid");
+  CHECK(parse({"--lazy"}).config.lazy_apps);
 }
 
 TEST_CASE("env and add-cache-item need KEY=VALUE", "[errors]") {
