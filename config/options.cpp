@@ -229,6 +229,13 @@ void check_accept_mode(std::string_view value) {
   if (value != "exclusive" && value != "shared") throw InvalidValue{"expected exclusive or shared"};
 }
 
+void check_mount(std::string_view value) {
+  const auto equals = value.find('=');
+  if (equals == std::string_view::npos || equals + 1 == value.size())
+    throw InvalidValue{"expected MOUNTPOINT=APP (a .py/.wsgi file or module[:callable])"};
+  if (equals > 0 && value[0] != '/') throw InvalidValue{"the mountpoint must start with '/'"};
+}
+
 void check_key_value(std::string_view value) {
   const auto equals = value.find('=');
   if (equals == std::string_view::npos || equals == 0) throw InvalidValue{"expected KEY=VALUE"};
@@ -446,6 +453,13 @@ std::vector<OptionSpec> build_table() {
       text("chdir", "", &C::chdir, g4, "DIR", "change to this directory before loading the application"),
       list("pythonpath", "", &C::pythonpath, g4, "DIR", "add a directory to sys.path"),
       list("env", "", &C::env, g4, "KEY=VALUE", "set an environment variable", check_key_value),
+      list("mount", "", &C::mounts, g4, "MOUNTPOINT=APP",
+           "load another application for requests under MOUNTPOINT (SCRIPT_NAME): APP is a file (.py, "
+           ".wsgi) or a module[:callable]",
+           check_mount),
+      flag("manage-script-name", "", &C::manage_script_name, g4,
+           "pick the --mount application by the longest mountpoint that prefixes PATH_INFO, and move that "
+           "prefix from PATH_INFO to SCRIPT_NAME"),
       flag("lazy-apps", "", &C::lazy_apps, g4, "load the application in each worker instead of the master"),
       integer("threads", "", &C::threads, {0, 1024}, g4, "N",
               "application threads per worker (0: run the application on the event loop, as uWSGI does: "

@@ -52,6 +52,8 @@ server::ApplicationSettings application_settings(const config::Config& config) {
   settings.chdir = config.chdir;
   settings.pythonpath = config.pythonpath;
   settings.env = config.env;
+  settings.mounts = config.mounts;
+  settings.manage_script_name = config.manage_script_name;
   settings.lazy_apps = config.lazy_apps;
   settings.processes = config.processes;
   settings.threads = config.threads;

@@ -44,7 +44,9 @@ struct ApplicationSettings {
   std::string callable = "application";
   std::string chdir;
   std::vector<std::string> pythonpath;
-  std::vector<std::string> env;  // KEY=VALUE
+  std::vector<std::string> env;     // KEY=VALUE
+  std::vector<std::string> mounts;  // MOUNTPOINT=APP (a .py/.wsgi file or module[:callable])
+  bool manage_script_name = false;  // mounts are chosen by PATH_INFO's prefix, which moves to SCRIPT_NAME
   bool lazy_apps = false;
   int processes = 1;
   int threads = 1;
