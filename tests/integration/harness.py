@@ -790,6 +790,16 @@ def array_block(items):
     return bytes(out)
 
 
+def app_vars(path, method="GET", query="", protocol="HTTP/1.1", extra=()):
+    """The vars of an application request as nginx's uwsgi_params sends them (the keys PEP 3333
+    requires among them); `extra` pairs are added, replacing defaults of the same name."""
+    given = {k for k, _ in extra}
+    pairs = [("QUERY_STRING", query), ("REQUEST_METHOD", method), ("PATH_INFO", path),
+             ("REQUEST_URI", path + ("?" + query if query else "")), ("SERVER_PROTOCOL", protocol),
+             ("REMOTE_ADDR", "127.0.0.1"), ("SERVER_NAME", "localhost"), ("SERVER_PORT", "80")]
+    return [(k, v) for k, v in pairs if k not in given and v is not None] + list(extra)
+
+
 def packet(modifier1, modifier2, payload, body=b""):
     return header(modifier1, len(payload), modifier2) + payload + body
 

@@ -10,7 +10,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Server, check, check_eq, free_port, make_temp_dir, packet, request, run_server_to_exit,
+from harness import (app_vars, Server, check, check_eq, free_port, make_temp_dir, packet, request, run_server_to_exit,
                      run_tests, vars_block)
 
 APP = r'''
@@ -101,14 +101,7 @@ def write_app(directory, name="pyapp"):
 
 
 def app_request(addr, path, extra=(), body=b"", protocol="HTTP/1.1", method="GET"):
-    # What nginx's uwsgi_params always sends (PEP 3333 requires SERVER_NAME/PORT; QUERY_STRING is expected).
-    given = {k for k, _ in extra}
-    pairs = [("REQUEST_METHOD", method), ("PATH_INFO", path)]
-    pairs += [(k, v) for k, v in (("QUERY_STRING", ""), ("SERVER_NAME", "localhost"), ("SERVER_PORT", "80"))
-              if k not in given]
-    if protocol is not None:
-        pairs.append(("SERVER_PROTOCOL", protocol))
-    pairs += list(extra)
+    pairs = app_vars(path, method=method, protocol=protocol, extra=extra)
     if body:
         pairs.append(("CONTENT_LENGTH", str(len(body))))
     reply, how = request(addr, packet(0, 0, vars_block(pairs), body), timeout=10)
