@@ -410,6 +410,9 @@ PyObject* WsgiApplication::build_environ(const server::Request& request, std::st
   server::VarsReader reader(request.payload);
   std::string_view key, value;
   while (reader.next(key, value)) {
+    // nginx passes every request header as HTTP_*, Content-Type and Content-Length too, beside the
+    // CONTENT_TYPE/CONTENT_LENGTH of uwsgi_params; PEP 3333 (CGI) has only the latter. uWSGI keeps both.
+    if (key.starts_with("HTTP_CONTENT_") && (key == "HTTP_CONTENT_TYPE" || key == "HTTP_CONTENT_LENGTH")) continue;
     PyObject* py_key = environ_key(key);
     PyObject* py_value = PyUnicode_DecodeLatin1(value.data(), static_cast<Py_ssize_t>(value.size()), nullptr);
     const bool ok =
