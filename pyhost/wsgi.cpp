@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
+#include <utility>
 
 #include "common/log.hpp"
 #include "pyhost/interpreter.hpp"
@@ -18,6 +19,40 @@
 namespace pyhost {
 
 namespace {
+
+// Attribute names and environ keys used on every request, interned once (PyObject_GetAttrString and
+// PyDict_SetItemString would build, hash and intern a new str per call: measurable per request).
+struct Names {
+  PyObject *write, *start_response, *close;
+  PyObject *wsgi_version, *wsgi_input, *wsgi_errors, *wsgi_url_scheme, *wsgi_multithread, *wsgi_multiprocess,
+      *wsgi_run_once, *wsgi_file_wrapper, *uwsgi_version, *uwsgi_node, *uwsgi_core;
+};
+Names g_names{};
+
+bool make_names() {
+  if (g_names.write != nullptr) return true;
+  const std::pair<PyObject**, const char*> all[] = {
+      {&g_names.write, "write"},
+      {&g_names.start_response, "start_response"},
+      {&g_names.close, "close"},
+      {&g_names.wsgi_version, "wsgi.version"},
+      {&g_names.wsgi_input, "wsgi.input"},
+      {&g_names.wsgi_errors, "wsgi.errors"},
+      {&g_names.wsgi_url_scheme, "wsgi.url_scheme"},
+      {&g_names.wsgi_multithread, "wsgi.multithread"},
+      {&g_names.wsgi_multiprocess, "wsgi.multiprocess"},
+      {&g_names.wsgi_run_once, "wsgi.run_once"},
+      {&g_names.wsgi_file_wrapper, "wsgi.file_wrapper"},
+      {&g_names.uwsgi_version, "uwsgi.version"},
+      {&g_names.uwsgi_node, "uwsgi.node"},
+      {&g_names.uwsgi_core, "uwsgi.core"},
+  };
+  for (const auto& [slot, text] : all) {
+    *slot = PyUnicode_InternFromString(text);
+    if (*slot == nullptr) return false;
+  }
+  return true;
+}
 
 // ---- the start_response / write object of one request
 
@@ -77,7 +112,7 @@ PyObject* response_start(PyObject* self, PyObject* const* args, Py_ssize_t nargs
   Py_INCREF(args[1]);
   Py_XSETREF(response->status, args[0]);
   Py_XSETREF(response->headers, args[1]);
-  return PyObject_GetAttrString(self, "write");
+  return PyObject_GetAttr(self, g_names.write);
 }
 
 // Appends one body chunk (from the iterable or write()). Needs the GIL; sets an exception on error.
@@ -204,13 +239,14 @@ bool consume(PyObject* result, ResponseObject* response) {
       Py_DECREF(iterator);
     }
   }
+  // A list or tuple has no close(): no lookup (a failed one builds an AttributeError per request).
+  if (PyList_CheckExact(result) || PyTuple_CheckExact(result)) return ok;
   // close() runs with no exception pending (the attribute lookup itself would clear it).
   PyObject *type, *value, *traceback;
   PyErr_Fetch(&type, &value, &traceback);
-  PyObject* close = PyObject_GetAttrString(result, "close");
-  if (close == nullptr) {
-    PyErr_Clear();
-  } else {
+  PyObject* close = nullptr;
+  if (_PyObject_LookupAttr(result, g_names.close, &close) < 0) PyErr_Clear();  // 0: none, without an exception
+  if (close != nullptr) {
     PyObject* closed = PyObject_CallNoArgs(close);
     Py_DECREF(close);
     if (closed == nullptr) {
@@ -224,9 +260,7 @@ bool consume(PyObject* result, ResponseObject* response) {
   return ok;
 }
 
-bool set_item(PyObject* dict, const char* key, PyObject* value) {
-  return PyDict_SetItemString(dict, key, value) == 0;
-}
+bool set_item(PyObject* dict, PyObject* key, PyObject* value) { return PyDict_SetItem(dict, key, value) == 0; }
 
 int thread_core_index() {
   static std::atomic<int> next{0};
@@ -274,6 +308,7 @@ WsgiApplication::WsgiApplication(const server::ApplicationSettings& settings) : 
   const char* validate = std::getenv("UCACHED_WSGI_VALIDATE");
   validate_ = validate != nullptr && *validate != '\0' && std::string_view(validate) != "0";
   GilGuard gil;
+  if (!make_names()) throw std::runtime_error("python: cannot intern names:\n" + take_exception_text());
   if (g_response_type == nullptr) {
     g_response_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&g_response_spec));
     if (g_response_type == nullptr)
@@ -491,13 +526,15 @@ PyObject* WsgiApplication::build_environ(const server::Request& request, std::st
   PyObject* errors = PySys_GetObject("stderr");  // borrowed; the app may have replaced it
   PyObject* core = PyLong_FromLong(thread_core_index());
   ok = ok && input != nullptr && url_scheme != nullptr && core != nullptr &&
-       set_item(environ, "wsgi.version", version_) && set_item(environ, "wsgi.input", input) &&
-       set_item(environ, "wsgi.errors", errors != nullptr ? errors : Py_None) &&
-       set_item(environ, "wsgi.url_scheme", url_scheme) && set_item(environ, "wsgi.multithread", multithread_) &&
-       set_item(environ, "wsgi.multiprocess", multiprocess_) && set_item(environ, "wsgi.run_once", Py_False) &&
-       set_item(environ, "wsgi.file_wrapper", file_wrapper_) &&
-       set_item(environ, "uwsgi.version", uwsgi_version_) && set_item(environ, "uwsgi.node", uwsgi_node_) &&
-       set_item(environ, "uwsgi.core", core);
+       set_item(environ, g_names.wsgi_version, version_) && set_item(environ, g_names.wsgi_input, input) &&
+       set_item(environ, g_names.wsgi_errors, errors != nullptr ? errors : Py_None) &&
+       set_item(environ, g_names.wsgi_url_scheme, url_scheme) &&
+       set_item(environ, g_names.wsgi_multithread, multithread_) &&
+       set_item(environ, g_names.wsgi_multiprocess, multiprocess_) &&
+       set_item(environ, g_names.wsgi_run_once, Py_False) &&
+       set_item(environ, g_names.wsgi_file_wrapper, file_wrapper_) &&
+       set_item(environ, g_names.uwsgi_version, uwsgi_version_) &&
+       set_item(environ, g_names.uwsgi_node, uwsgi_node_) && set_item(environ, g_names.uwsgi_core, core);
   Py_XDECREF(input);
   Py_XDECREF(owned_scheme);
   Py_XDECREF(core);
@@ -539,10 +576,9 @@ void WsgiApplication::handle(const server::Request& request, server::Reply& repl
   response->headers = nullptr;
   response->body = &reply.body;
   response->headers_sent = false;
-  PyObject* start_response = PyObject_GetAttrString(reinterpret_cast<PyObject*>(response), "start_response");
-  PyObject* result = start_response == nullptr
-                         ? nullptr
-                         : PyObject_CallFunctionObjArgs(app->callable, environ, start_response, nullptr);
+  PyObject* start_response = PyObject_GetAttr(reinterpret_cast<PyObject*>(response), g_names.start_response);
+  PyObject* args[] = {environ, start_response};
+  PyObject* result = start_response == nullptr ? nullptr : PyObject_Vectorcall(app->callable, args, 2, nullptr);
   const bool ok =
       result != nullptr && consume(result, response) && compose_head(reply.head, protocol, response);
   std::string error;
