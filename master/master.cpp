@@ -727,7 +727,8 @@ int Master::run() {
   if (!config_.module.empty() || !config_.wsgi_file.empty() || !config_.mounts.empty()) {
     if (host == nullptr)
       throw std::runtime_error(
-          "--module/--wsgi-file/--mount: this server was built without the Python host (install libpython3.11-dev)");
+          "--module/--wsgi-file/--mount: this server was built without the Python host (install "
+          "libpython3.11-dev)");
     application_ = host->create(application_settings(config_), caches_);
   } else {
     application_ = server::make_demo_application(caches_);

@@ -245,7 +245,8 @@ bool consume(PyObject* result, ResponseObject* response) {
   PyObject *type, *value, *traceback;
   PyErr_Fetch(&type, &value, &traceback);
   PyObject* close = nullptr;
-  if (_PyObject_LookupAttr(result, g_names.close, &close) < 0) PyErr_Clear();  // 0: none, without an exception
+  if (_PyObject_LookupAttr(result, g_names.close, &close) < 0)
+    PyErr_Clear();  // 0: none, without an exception
   if (close != nullptr) {
     PyObject* closed = PyObject_CallNoArgs(close);
     Py_DECREF(close);
@@ -260,7 +261,9 @@ bool consume(PyObject* result, ResponseObject* response) {
   return ok;
 }
 
-bool set_item(PyObject* dict, PyObject* key, PyObject* value) { return PyDict_SetItem(dict, key, value) == 0; }
+bool set_item(PyObject* dict, PyObject* key, PyObject* value) {
+  return PyDict_SetItem(dict, key, value) == 0;
+}
 
 int thread_core_index() {
   static std::atomic<int> next{0};
@@ -293,8 +296,8 @@ WsgiApplication::WsgiApplication(const server::ApplicationSettings& settings) : 
     app.is_file = app.source.ends_with(".py") || app.source.ends_with(".wsgi");
     for (const App& other : apps_) {
       if (other.mountpoint == app.mountpoint)
-        throw std::runtime_error(fmt::format("--mount {}: mountpoint '{}' already has {}", mount,
-                                             app.mountpoint, other.what));
+        throw std::runtime_error(
+            fmt::format("--mount {}: mountpoint '{}' already has {}", mount, app.mountpoint, other.what));
     }
     names.push_back(app.what);
     if (app.mountpoint.empty()) {  // --mount /=app: the default application
@@ -334,7 +337,8 @@ WsgiApplication::WsgiApplication(const server::ApplicationSettings& settings) : 
   path_info_key_ = PyUnicode_InternFromString("PATH_INFO");
   empty_str_ = PyUnicode_InternFromString("");
   if (version_ == nullptr || uwsgi_version_ == nullptr || uwsgi_node_ == nullptr || http_ == nullptr ||
-      https_ == nullptr || script_name_key_ == nullptr || path_info_key_ == nullptr || empty_str_ == nullptr) {
+      https_ == nullptr || script_name_key_ == nullptr || path_info_key_ == nullptr ||
+      empty_str_ == nullptr) {
     throw std::runtime_error("python: cannot build the environ constants:\n" + take_exception_text());
   }
 }
@@ -393,7 +397,8 @@ bool WsgiApplication::try_load(std::string& error) {
   }
   for (App& app : apps_) {
     if (!load_app(app, error)) return false;
-    if (!app.mountpoint.empty()) common::log("mounting {} on {}", app.source, app.mountpoint);  // uWSGI's words
+    if (!app.mountpoint.empty())
+      common::log("mounting {} on {}", app.source, app.mountpoint);  // uWSGI's words
   }
   return true;
 }
@@ -447,7 +452,8 @@ PyObject* WsgiApplication::build_environ(const server::Request& request, std::st
   while (reader.next(key, value)) {
     // nginx passes every request header as HTTP_*, Content-Type and Content-Length too, beside the
     // CONTENT_TYPE/CONTENT_LENGTH of uwsgi_params; PEP 3333 (CGI) has only the latter. uWSGI keeps both.
-    if (key.starts_with("HTTP_CONTENT_") && (key == "HTTP_CONTENT_TYPE" || key == "HTTP_CONTENT_LENGTH")) continue;
+    if (key.starts_with("HTTP_CONTENT_") && (key == "HTTP_CONTENT_TYPE" || key == "HTTP_CONTENT_LENGTH"))
+      continue;
     PyObject* py_key = environ_key(key);
     PyObject* py_value = PyUnicode_DecodeLatin1(value.data(), static_cast<Py_ssize_t>(value.size()), nullptr);
     const bool ok =
@@ -578,7 +584,8 @@ void WsgiApplication::handle(const server::Request& request, server::Reply& repl
   response->headers_sent = false;
   PyObject* start_response = PyObject_GetAttr(reinterpret_cast<PyObject*>(response), g_names.start_response);
   PyObject* args[] = {environ, start_response};
-  PyObject* result = start_response == nullptr ? nullptr : PyObject_Vectorcall(app->callable, args, 2, nullptr);
+  PyObject* result =
+      start_response == nullptr ? nullptr : PyObject_Vectorcall(app->callable, args, 2, nullptr);
   const bool ok =
       result != nullptr && consume(result, response) && compose_head(reply.head, protocol, response);
   std::string error;

@@ -50,10 +50,10 @@ class WsgiApplication final : public server::Application {
                       const App* app);
 
   server::ApplicationSettings settings_;
-  std::vector<App> apps_;          // the default first when there is one, then the mounts
-  bool has_default_ = false;       // apps_[0] is the default application
-  std::string what_;               // what the configuration names, for the load log line
-  bool validate_ = false;          // UCACHED_WSGI_VALIDATE: every callable wrapped in wsgiref.validate
+  std::vector<App> apps_;     // the default first when there is one, then the mounts
+  bool has_default_ = false;  // apps_[0] is the default application
+  std::string what_;          // what the configuration names, for the load log line
+  bool validate_ = false;     // UCACHED_WSGI_VALIDATE: every callable wrapped in wsgiref.validate
   // The environ's keys as interned str, made once per distinct key (the common vars of every
   // request): no decoding per request, and their hash is cached for the dict insertions. Bounded so
   // clients sending ever new header names cannot grow it; GIL-protected.

@@ -23,6 +23,30 @@ def nginx_or_skip():
         peer_missing("nginx (apt-get install nginx-light)")
 
 
+def _tail(path, n=4000):
+    try:
+        with open(path, "rb") as f:
+            return f.read()[-n:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def launch(tmp, conf, error_log, port, register):
+    """Checks `conf` with nginx -t, starts nginx in its own session (prefix tmp), hands the process to
+    `register` (for the caller's cleanup) and waits until it listens on `port`."""
+    args = [NGINX, "-p", tmp, "-e", error_log, "-c", conf]
+    test = subprocess.run(args + ["-t"], capture_output=True, timeout=20)
+    check(test.returncode == 0, f"nginx -t rejects the configuration:\n{test.stderr.decode()}")
+    with open(os.path.join(tmp, "stderr.log"), "ab") as err:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True, preexec_fn=_child_setup(), close_fds=True)
+    register(proc)
+    ok = wait_until(lambda: proc.poll() is not None or can_connect(("127.0.0.1", port)), 10)
+    check(ok and proc.poll() is None, f"nginx did not start listening on {port}\n"
+          + _tail(error_log) + _tail(os.path.join(tmp, "stderr.log")))
+    return proc
+
+
 class AppNginx:
     """nginx listening on a free loopback port with the given `location` blocks (a string; the
     placeholder @PORT@ is replaced by nginx's own port)."""
@@ -59,15 +83,8 @@ http {{
         self.proc = None
 
     def start(self):
-        args = [NGINX, "-p", self.tmp, "-e", self.error_log, "-c", self.conf]
-        test = subprocess.run(args + ["-t"], capture_output=True, timeout=20)
-        check(test.returncode == 0, f"nginx -t rejects the configuration:\n{test.stderr.decode()}")
-        with open(os.path.join(self.tmp, "stderr.log"), "ab") as err:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                         start_new_session=True, preexec_fn=_child_setup(), close_fds=True)
         _RUNNING.append(self)
-        ok = wait_until(lambda: self.proc.poll() is not None or can_connect(("127.0.0.1", self.port)), 10)
-        check(ok and self.proc.poll() is None, f"nginx did not start listening on {self.port}\n{self.errors()}")
+        self.proc = launch(self.tmp, self.conf, self.error_log, self.port, lambda proc: setattr(self, "proc", proc))
         return self
 
     def stop(self):
@@ -98,11 +115,7 @@ http {{
         return False
 
     def errors(self):
-        try:
-            with open(self.error_log, "rb") as f:
-                return f.read()[-4000:].decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return _tail(self.error_log)
 
     def connection(self, timeout=10):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
