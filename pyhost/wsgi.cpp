@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <utility>
 
@@ -426,18 +427,30 @@ bool WsgiApplication::worker_started(int worker_id, std::string& error) {
   return ok;
 }
 
-PyObject* WsgiApplication::environ_key(std::string_view key) {
+PyObject* WsgiApplication::environ_key(std::string_view key, std::size_t position) {
   constexpr std::size_t kMaxKeys = 512;  // far more than nginx's uwsgi_params plus a browser's headers
-  if (auto found = keys_.find(key); found != keys_.end()) {
-    Py_INCREF(found->second);
-    return found->second;
+  // First guess: the key seen at this position last time (a memcmp, no hashing). An interned key made
+  // by DecodeLatin1 holds exactly the key's bytes.
+  const bool positioned = position < by_position_.size();
+  if (PyObject* last = positioned ? by_position_[position] : nullptr;
+      last != nullptr && static_cast<std::size_t>(PyUnicode_GET_LENGTH(last)) == key.size() &&
+      std::memcmp(PyUnicode_1BYTE_DATA(last), key.data(), key.size()) == 0) {
+    Py_INCREF(last);
+    return last;
   }
-  // PEP 3333 "native strings": every byte maps to one code point (latin-1), reversibly.
-  PyObject* made = PyUnicode_DecodeLatin1(key.data(), static_cast<Py_ssize_t>(key.size()), nullptr);
-  if (made == nullptr || keys_.size() >= kMaxKeys) return made;
-  PyUnicode_InternInPlace(&made);
-  Py_INCREF(made);  // the cache's reference
-  keys_.emplace(std::string(key), made);
+  PyObject* made = nullptr;
+  if (auto found = keys_.find(key); found != keys_.end()) {
+    made = found->second;
+    Py_INCREF(made);
+  } else {
+    // PEP 3333 "native strings": every byte maps to one code point (latin-1), reversibly.
+    made = PyUnicode_DecodeLatin1(key.data(), static_cast<Py_ssize_t>(key.size()), nullptr);
+    if (made == nullptr || keys_.size() >= kMaxKeys) return made;
+    PyUnicode_InternInPlace(&made);
+    Py_INCREF(made);  // the cache's reference
+    keys_.emplace(std::string(key), made);
+  }
+  if (positioned) by_position_[position] = made;  // borrowed: keys_ keeps it
   return made;
 }
 
@@ -449,12 +462,12 @@ PyObject* WsgiApplication::build_environ(const server::Request& request, std::st
   bool has_script_name = false;
   server::VarsReader reader(request.payload);
   std::string_view key, value;
-  while (reader.next(key, value)) {
+  for (std::size_t position = 0; reader.next(key, value); ++position) {
     // nginx passes every request header as HTTP_*, Content-Type and Content-Length too, beside the
     // CONTENT_TYPE/CONTENT_LENGTH of uwsgi_params; PEP 3333 (CGI) has only the latter. uWSGI keeps both.
     if (key.starts_with("HTTP_CONTENT_") && (key == "HTTP_CONTENT_TYPE" || key == "HTTP_CONTENT_LENGTH"))
       continue;
-    PyObject* py_key = environ_key(key);
+    PyObject* py_key = environ_key(key, position);
     PyObject* py_value = PyUnicode_DecodeLatin1(value.data(), static_cast<Py_ssize_t>(value.size()), nullptr);
     const bool ok =
         py_key != nullptr && py_value != nullptr && PyDict_SetItem(environ, py_key, py_value) == 0;

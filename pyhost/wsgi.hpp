@@ -6,6 +6,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <array>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -45,7 +46,7 @@ class WsgiApplication final : public server::Application {
   bool load_app(App& app, std::string& error);
   // The environ, and the application that takes it (nullptr: none matches and there is no default).
   PyObject* build_environ(const server::Request& request, std::string_view& protocol, const App*& app);
-  PyObject* environ_key(std::string_view key);  // a new reference
+  PyObject* environ_key(std::string_view key, std::size_t position);  // a new reference
   void internal_error(server::Reply& reply, std::string_view protocol, const std::string& what,
                       const App* app);
 
@@ -62,6 +63,9 @@ class WsgiApplication final : public server::Application {
     std::size_t operator()(std::string_view key) const { return std::hash<std::string_view>{}(key); }
   };
   std::unordered_map<std::string, PyObject*, KeyHash, std::equal_to<>> keys_;
+  // The key last seen at each position of the vars block (borrowed from keys_): nginx sends the same
+  // keys in the same order on every request, so most lookups are one length check and one memcmp.
+  std::array<PyObject*, 64> by_position_{};
   PyObject* script_name_key_ = nullptr;
   PyObject* path_info_key_ = nullptr;
   PyObject* empty_str_ = nullptr;
