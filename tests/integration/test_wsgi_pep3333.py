@@ -58,6 +58,8 @@ def application(environ, start_response):
         return text(start_response, b"big", extra=[("X-Big-%d" % i, chr(97 + i) * 4000) for i in range(3)])
     if path == "/slow-close":  # the marker file says close() ran, whatever the client did
         marker = environ["QUERY_STRING"]
+        with open(marker + ".started", "w") as f:  # the client vanishes once it sees this
+            f.write("started")
         class Body:
             def __iter__(self):
                 yield b"first;"
@@ -196,8 +198,9 @@ def test_close_called_when_the_client_vanishes():
             data = packet(0, 0, vars_block(app_vars("/slow-close", query=marker)))
         sock = connect(addr)
         sock.sendall(data)
+        check(wait_until(lambda: os.path.exists(marker + ".started"), 10), f"{name}: the request never started")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        sock.close()  # gone (RST) before the response exists
+        sock.close()  # gone (RST) while the application is in the middle of its response
         check(wait_until(lambda: os.path.exists(marker), 10), f"{name}: close() of the iterable was not called")
         with open(marker) as f:
             check_eq(f.read(), "closed", f"{name}: marker")
