@@ -143,7 +143,9 @@ struct Config {
   std::string callable = "application";
   std::string chdir;
   std::vector<std::string> pythonpath;
-  std::vector<std::string> env;  // KEY=VALUE
+  std::vector<std::string> env;     // KEY=VALUE
+  std::vector<std::string> mounts;  // --mount MOUNTPOINT=APP
+  bool manage_script_name = false;
   bool lazy_apps = false;
   int threads = 1;
   std::vector<std::string> add_header;  // "Name: value" added to every response

@@ -290,6 +290,13 @@ void check_header(std::string_view value) {
     throw InvalidValue{"expected \"Name: value\" (a header name of letters, digits and -, no line breaks)"};
 }
 
+void check_mount(std::string_view value) {
+  const auto equals = value.find('=');
+  if (equals == std::string_view::npos || equals + 1 == value.size())
+    throw InvalidValue{"expected MOUNTPOINT=APP (a .py/.wsgi file or module[:callable])"};
+  if (equals > 0 && value[0] != '/') throw InvalidValue{"the mountpoint must start with '/'"};
+}
+
 void check_key_value(std::string_view value) {
   const auto equals = value.find('=');
   if (equals == std::string_view::npos || equals == 0) throw InvalidValue{"expected KEY=VALUE"};
@@ -515,7 +522,14 @@ std::vector<OptionSpec> build_table() {
       text("chdir", "", &C::chdir, g4, "DIR", "change to this directory before loading the application"),
       list("pythonpath", "", &C::pythonpath, g4, "DIR", "add a directory to sys.path"),
       list("env", "", &C::env, g4, "KEY=VALUE", "set an environment variable", check_key_value),
-      flag("lazy-apps", "lazy", &C::lazy_apps, g4,
+      list("mount", "", &C::mounts, g4, "MOUNTPOINT=APP",
+           "load another application for requests under MOUNTPOINT (SCRIPT_NAME): APP is a file (.py, "
+           ".wsgi) or a module[:callable]",
+           check_mount),
+      flag("manage-script-name", "", &C::manage_script_name, g4,
+           "pick the --mount application by the longest mountpoint that prefixes PATH_INFO, and move that "
+           "prefix from PATH_INFO to SCRIPT_NAME"),
+            flag("lazy-apps", "lazy", &C::lazy_apps, g4,
            "load the application in each worker instead of the master"),
       text("virtualenv", "home venv pyhome -H", &C::virtualenv, g4, "DIR",
            "the Python environment to use (a venv or virtualenv folder): its site-packages come first on "

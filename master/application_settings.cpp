@@ -58,6 +58,8 @@ server::ApplicationSettings application_settings(const config::Config& config) {
   settings.lazy_apps = config.lazy_apps || !config.touch_reload.empty() || config.py_autoreload > 0;
   settings.home = config.virtualenv;
   settings.py_autoreload = config.py_autoreload;
+  settings.mounts = config.mounts;
+  settings.manage_script_name = config.manage_script_name;
   settings.processes = config.processes;
   settings.threads = config.threads;
   settings.socket_timeout_s = config.socket_timeout;

@@ -755,10 +755,11 @@ int Master::run() {
   // uWSGI's order: sockets, caches and the pidfile exist; the application is loaded as the new user.
   drop_privileges(identity);
   write_pidfile(config_.pidfile2, "pidfile2", getpid());
-  if (!config_.module.empty() || !config_.wsgi_file.empty()) {
+  if (!config_.module.empty() || !config_.wsgi_file.empty() || !config_.mounts.empty()) {
     if (host == nullptr)
       throw std::runtime_error(
-          "--module/--wsgi-file: this server was built without the Python host (install libpython3.11-dev)");
+          "--module/--wsgi-file/--mount: this server was built without the Python host (install "
+          "libpython3.11-dev)");
     application_ = host->create(application_settings(config_), caches_);
   } else {
     application_ = server::make_demo_application(caches_);

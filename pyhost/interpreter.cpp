@@ -33,7 +33,7 @@ namespace {
 // Python-side helpers: easier to get right in Python than through the C API, and none of them is on
 // a per-request hot path except FileWrapper's iteration (which reads a file anyway).
 constexpr const char* kBootstrap = R"PY(
-import importlib, importlib.machinery, importlib.util, re, sys, traceback
+import importlib, importlib.machinery, importlib.util, sys, traceback
 
 def format_exception(exc):
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -42,18 +42,31 @@ def load_module(name):
     return importlib.import_module(name)
 
 def load_file(path):
-    # Like uWSGI: a module named after the file, so two --wsgi-file apps never share one.
-    name = "uwsgi_file_" + re.sub(r"[^0-9A-Za-z_]", "_", path)
+    # As uWSGI 2.0.21 and runpy: a module named after the path ("sub/app.py" -> uwsgi_file_sub_app, so
+    # two files never share one), registered in sys.modules, with __file__ the path as given. The
+    # file's directory is not added to sys.path (uWSGI does not; "." is there).
+    name = "uwsgi_file_" + path.replace(".", "_").replace("/", "_")
+    if name.endswith("_py"):
+        name = name[:-3]
+    # An explicit loader: .wsgi (or any suffix) is Python source too.
     loader = importlib.machinery.SourceFileLoader(name, path)
-    spec = importlib.util.spec_from_loader(name, loader, origin=path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
     module = importlib.util.module_from_spec(spec)
+    module.__file__ = path  # spec_from_file_location made it absolute; uWSGI and runpy keep it as given
     sys.modules[name] = module
     try:
-        loader.exec_module(module)
+        spec.loader.exec_module(module)
     except BaseException:
         sys.modules.pop(name, None)
         raise
     return module
+
+def validate(app):
+    # UCACHED_WSGI_VALIDATE: the application behind wsgiref's PEP 3333 checker; its warnings become
+    # errors, so every finding fails the request and lands in the log with a traceback.
+    import warnings, wsgiref.validate
+    warnings.simplefilter("error", wsgiref.validate.WSGIWarning)
+    return wsgiref.validate.validator(app)
 
 class FileWrapper:
     """wsgi.file_wrapper (PEP 3333): the file in blocks of blksize bytes; close() closes it."""

@@ -1,12 +1,16 @@
 #include "pyhost/wsgi.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <charconv>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
+#include <utility>
 
 #include "common/log.hpp"
 #include "pyhost/autoreload.hpp"
@@ -17,6 +21,40 @@
 namespace pyhost {
 
 namespace {
+
+// Attribute names and environ keys used on every request, interned once (PyObject_GetAttrString and
+// PyDict_SetItemString would build, hash and intern a new str per call: measurable per request).
+struct Names {
+  PyObject *write, *start_response, *close;
+  PyObject *wsgi_version, *wsgi_input, *wsgi_errors, *wsgi_url_scheme, *wsgi_multithread, *wsgi_multiprocess,
+      *wsgi_run_once, *wsgi_file_wrapper, *uwsgi_version, *uwsgi_node, *uwsgi_core;
+};
+Names g_names{};
+
+bool make_names() {
+  if (g_names.write != nullptr) return true;
+  const std::pair<PyObject**, const char*> all[] = {
+      {&g_names.write, "write"},
+      {&g_names.start_response, "start_response"},
+      {&g_names.close, "close"},
+      {&g_names.wsgi_version, "wsgi.version"},
+      {&g_names.wsgi_input, "wsgi.input"},
+      {&g_names.wsgi_errors, "wsgi.errors"},
+      {&g_names.wsgi_url_scheme, "wsgi.url_scheme"},
+      {&g_names.wsgi_multithread, "wsgi.multithread"},
+      {&g_names.wsgi_multiprocess, "wsgi.multiprocess"},
+      {&g_names.wsgi_run_once, "wsgi.run_once"},
+      {&g_names.wsgi_file_wrapper, "wsgi.file_wrapper"},
+      {&g_names.uwsgi_version, "uwsgi.version"},
+      {&g_names.uwsgi_node, "uwsgi.node"},
+      {&g_names.uwsgi_core, "uwsgi.core"},
+  };
+  for (const auto& [slot, text] : all) {
+    *slot = PyUnicode_InternFromString(text);
+    if (*slot == nullptr) return false;
+  }
+  return true;
+}
 
 // ---- the start_response / write object of one request
 
@@ -76,7 +114,7 @@ PyObject* response_start(PyObject* self, PyObject* const* args, Py_ssize_t nargs
   Py_INCREF(args[1]);
   Py_XSETREF(response->status, args[0]);
   Py_XSETREF(response->headers, args[1]);
-  return PyObject_GetAttrString(self, "write");
+  return PyObject_GetAttr(self, g_names.write);
 }
 
 // Appends one body chunk (from the iterable or write()). Needs the GIL; sets an exception on error.
@@ -203,13 +241,15 @@ bool consume(PyObject* result, ResponseObject* response) {
       Py_DECREF(iterator);
     }
   }
+  // A list or tuple has no close(): no lookup (a failed one builds an AttributeError per request).
+  if (PyList_CheckExact(result) || PyTuple_CheckExact(result)) return ok;
   // close() runs with no exception pending (the attribute lookup itself would clear it).
   PyObject *type, *value, *traceback;
   PyErr_Fetch(&type, &value, &traceback);
-  PyObject* close = PyObject_GetAttrString(result, "close");
-  if (close == nullptr) {
-    PyErr_Clear();
-  } else {
+  PyObject* close = nullptr;
+  if (_PyObject_LookupAttr(result, g_names.close, &close) < 0)
+    PyErr_Clear();  // 0: none, without an exception
+  if (close != nullptr) {
     PyObject* closed = PyObject_CallNoArgs(close);
     Py_DECREF(close);
     if (closed == nullptr) {
@@ -223,8 +263,8 @@ bool consume(PyObject* result, ResponseObject* response) {
   return ok;
 }
 
-bool set_item(PyObject* dict, const char* key, PyObject* value) {
-  return PyDict_SetItemString(dict, key, value) == 0;
+bool set_item(PyObject* dict, PyObject* key, PyObject* value) {
+  return PyDict_SetItem(dict, key, value) == 0;
 }
 
 int thread_core_index() {
@@ -236,12 +276,44 @@ int thread_core_index() {
 }  // namespace
 
 WsgiApplication::WsgiApplication(const server::ApplicationSettings& settings) : settings_(settings) {
-  if (!settings_.module.empty()) {
-    what_ = fmt::format("module '{}'", settings_.module);
-  } else {
-    what_ = fmt::format("file '{}'", settings_.wsgi_file);
+  std::vector<std::string> names;
+  if (!settings_.module.empty() || !settings_.wsgi_file.empty()) {
+    App app;
+    app.source = settings_.module.empty() ? settings_.wsgi_file : settings_.module;
+    app.what = settings_.module.empty() ? fmt::format("file '{}'", settings_.wsgi_file)
+                                        : fmt::format("module '{}'", settings_.module);
+    app.is_file = settings_.module.empty();
+    names.push_back(app.what);
+    apps_.push_back(std::move(app));
+    has_default_ = true;
   }
+  for (const std::string& mount : settings_.mounts) {  // MOUNTPOINT=APP, checked by config/
+    const auto equals = mount.find('=');
+    App app;
+    app.mountpoint = mount.substr(0, equals);
+    while (!app.mountpoint.empty() && app.mountpoint.back() == '/') app.mountpoint.pop_back();
+    app.source = mount.substr(equals + 1);
+    app.what = fmt::format("'{}' mounted on '{}'", app.source, app.mountpoint);
+    // As uWSGI's mount loader: a name ending in .py or .wsgi is a file, anything else a module.
+    app.is_file = app.source.ends_with(".py") || app.source.ends_with(".wsgi");
+    for (const App& other : apps_) {
+      if (other.mountpoint == app.mountpoint)
+        throw std::runtime_error(
+            fmt::format("--mount {}: mountpoint '{}' already has {}", mount, app.mountpoint, other.what));
+    }
+    names.push_back(app.what);
+    if (app.mountpoint.empty()) {  // --mount /=app: the default application
+      apps_.insert(apps_.begin(), std::move(app));
+      has_default_ = true;
+    } else {
+      apps_.push_back(std::move(app));
+    }
+  }
+  what_ = fmt::format("{}", fmt::join(names, ", "));
+  const char* validate = std::getenv("UCACHED_WSGI_VALIDATE");
+  validate_ = validate != nullptr && *validate != '\0' && std::string_view(validate) != "0";
   GilGuard gil;
+  if (!make_names()) throw std::runtime_error("python: cannot intern names:\n" + take_exception_text());
   if (g_response_type == nullptr) {
     g_response_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&g_response_spec));
     if (g_response_type == nullptr)
@@ -263,50 +335,73 @@ WsgiApplication::WsgiApplication(const server::ApplicationSettings& settings) : 
   uwsgi_node_ = PyBytes_FromString(host);
   http_ = PyUnicode_InternFromString("http");
   https_ = PyUnicode_InternFromString("https");
+  script_name_key_ = PyUnicode_InternFromString("SCRIPT_NAME");
+  path_info_key_ = PyUnicode_InternFromString("PATH_INFO");
+  empty_str_ = PyUnicode_InternFromString("");
   if (version_ == nullptr || uwsgi_version_ == nullptr || uwsgi_node_ == nullptr || http_ == nullptr ||
-      https_ == nullptr) {
+      https_ == nullptr || script_name_key_ == nullptr || path_info_key_ == nullptr ||
+      empty_str_ == nullptr) {
     throw std::runtime_error("python: cannot build the environ constants:\n" + take_exception_text());
   }
 }
 
-bool WsgiApplication::try_load(std::string& error) {
+bool WsgiApplication::load_app(App& app, std::string& error) {
   std::string callable = settings_.callable.empty() ? "application" : settings_.callable;
+  std::string source = app.source;
   PyObject* module = nullptr;
-  if (!settings_.module.empty()) {
-    std::string name = settings_.module;
-    if (const auto colon = name.find(':'); colon != std::string::npos) {  // --module NAME:callable
-      callable = name.substr(colon + 1);
-      name.resize(colon);
-    }
-    PyObject* py_name = PyUnicode_FromString(name.c_str());
-    module = py_name == nullptr ? nullptr : PyObject_CallOneArg(bootstrap("load_module"), py_name);
-    Py_XDECREF(py_name);
-  } else if (!settings_.wsgi_file.empty()) {
-    PyObject* path = PyUnicode_DecodeFSDefault(settings_.wsgi_file.c_str());
+  if (app.is_file) {
+    PyObject* path = PyUnicode_DecodeFSDefault(source.c_str());
     module = path == nullptr ? nullptr : PyObject_CallOneArg(bootstrap("load_file"), path);
     Py_XDECREF(path);
   } else {
-    error = "no application given (--module or --wsgi-file)";
-    return false;
+    if (const auto colon = source.find(':'); colon != std::string::npos) {  // NAME:callable
+      callable = source.substr(colon + 1);
+      source.resize(colon);
+    }
+    PyObject* py_name = PyUnicode_FromString(source.c_str());
+    module = py_name == nullptr ? nullptr : PyObject_CallOneArg(bootstrap("load_module"), py_name);
+    Py_XDECREF(py_name);
   }
   if (module == nullptr) {
-    error = fmt::format("cannot import the WSGI application from {}:\n{}", what_, take_exception_text());
+    error = fmt::format("cannot import the WSGI application from {}:\n{}", app.what, take_exception_text());
     return false;
   }
-  PyObject* app = PyObject_GetAttrString(module, callable.c_str());
+  PyObject* callable_object = PyObject_GetAttrString(module, callable.c_str());
   Py_DECREF(module);  // sys.modules keeps it
-  if (app == nullptr) {
-    error = fmt::format("the WSGI application {} has no callable '{}':\n{}", what_, callable,
+  if (callable_object == nullptr) {
+    error = fmt::format("the WSGI application {} has no callable '{}':\n{}", app.what, callable,
                         take_exception_text());
     return false;
   }
-  if (!PyCallable_Check(app)) {
-    error = fmt::format("'{}' in the WSGI application {} is a {}, not a callable", callable, what_,
-                        Py_TYPE(app)->tp_name);
-    Py_DECREF(app);
+  if (!PyCallable_Check(callable_object)) {
+    error = fmt::format("'{}' in the WSGI application {} is a {}, not a callable", callable, app.what,
+                        Py_TYPE(callable_object)->tp_name);
+    Py_DECREF(callable_object);
     return false;
   }
-  Py_XSETREF(app_, app);
+  if (validate_) {  // a debugging aid (and the test suite's PEP 3333 check): see docs/python.md
+    PyObject* wrapped = PyObject_CallOneArg(bootstrap("validate"), callable_object);
+    Py_DECREF(callable_object);
+    if (wrapped == nullptr) {
+      error = fmt::format("cannot wrap {} in wsgiref.validate:\n{}", app.what, take_exception_text());
+      return false;
+    }
+    callable_object = wrapped;
+  }
+  Py_XSETREF(app.callable, callable_object);
+  return true;
+}
+
+bool WsgiApplication::try_load(std::string& error) {
+  if (apps_.empty()) {
+    error = "no application given (--module, --wsgi-file or --mount)";
+    return false;
+  }
+  for (App& app : apps_) {
+    if (!load_app(app, error)) return false;
+    if (!app.mountpoint.empty())
+      common::log("mounting {} on {}", app.source, app.mountpoint);  // uWSGI's words
+  }
   return true;
 }
 
@@ -336,15 +431,47 @@ bool WsgiApplication::worker_started(int worker_id, std::string& error) {
   return true;
 }
 
-PyObject* WsgiApplication::build_environ(const server::Request& request, std::string_view& protocol) {
+PyObject* WsgiApplication::environ_key(std::string_view key, std::size_t position) {
+  constexpr std::size_t kMaxKeys = 512;  // far more than nginx's uwsgi_params plus a browser's headers
+  // First guess: the key seen at this position last time (a memcmp, no hashing). An interned key made
+  // by DecodeLatin1 holds exactly the key's bytes.
+  const bool positioned = position < by_position_.size();
+  if (PyObject* last = positioned ? by_position_[position] : nullptr;
+      last != nullptr && static_cast<std::size_t>(PyUnicode_GET_LENGTH(last)) == key.size() &&
+      std::memcmp(PyUnicode_1BYTE_DATA(last), key.data(), key.size()) == 0) {
+    Py_INCREF(last);
+    return last;
+  }
+  PyObject* made = nullptr;
+  if (auto found = keys_.find(key); found != keys_.end()) {
+    made = found->second;
+    Py_INCREF(made);
+  } else {
+    // PEP 3333 "native strings": every byte maps to one code point (latin-1), reversibly.
+    made = PyUnicode_DecodeLatin1(key.data(), static_cast<Py_ssize_t>(key.size()), nullptr);
+    if (made == nullptr || keys_.size() >= kMaxKeys) return made;
+    PyUnicode_InternInPlace(&made);
+    Py_INCREF(made);  // the cache's reference
+    keys_.emplace(std::string(key), made);
+  }
+  if (positioned) by_position_[position] = made;  // borrowed: keys_ keeps it
+  return made;
+}
+
+PyObject* WsgiApplication::build_environ(const server::Request& request, std::string_view& protocol,
+                                         const App*& app) {
   PyObject* environ = PyDict_New();
   if (environ == nullptr) return nullptr;
-  std::string_view content_length, https, scheme;
+  std::string_view content_length, https, scheme, script_name, path_info;
+  bool has_script_name = false;
   server::VarsReader reader(request.payload);
   std::string_view key, value;
-  while (reader.next(key, value)) {
-    // PEP 3333 "native strings": every byte maps to one code point (latin-1), reversibly.
-    PyObject* py_key = PyUnicode_DecodeLatin1(key.data(), static_cast<Py_ssize_t>(key.size()), nullptr);
+  for (std::size_t position = 0; reader.next(key, value); ++position) {
+    // nginx passes every request header as HTTP_*, Content-Type and Content-Length too, beside the
+    // CONTENT_TYPE/CONTENT_LENGTH of uwsgi_params; PEP 3333 (CGI) has only the latter. uWSGI keeps both.
+    if (key.starts_with("HTTP_CONTENT_") && (key == "HTTP_CONTENT_TYPE" || key == "HTTP_CONTENT_LENGTH"))
+      continue;
+    PyObject* py_key = environ_key(key, position);
     PyObject* py_value = PyUnicode_DecodeLatin1(value.data(), static_cast<Py_ssize_t>(value.size()), nullptr);
     const bool ok =
         py_key != nullptr && py_value != nullptr && PyDict_SetItem(environ, py_key, py_value) == 0;
@@ -362,7 +489,46 @@ PyObject* WsgiApplication::build_environ(const server::Request& request, std::st
       https = value;
     } else if (key == "UWSGI_SCHEME") {
       scheme = value;
+    } else if (key == "SCRIPT_NAME") {
+      script_name = value;
+      has_script_name = true;
+    } else if (key == "PATH_INFO") {
+      path_info = value;
     }
+  }
+  // Which application: as uWSGI. --manage-script-name: the longest mountpoint that is a whole-segment
+  // prefix of PATH_INFO, which moves from PATH_INFO to SCRIPT_NAME. Otherwise the mountpoint equal to
+  // the SCRIPT_NAME the web server sent. Else the default application.
+  app = has_default_ ? &apps_.front() : nullptr;
+  std::size_t moved = 0;  // bytes of PATH_INFO that became SCRIPT_NAME
+  bool matched = false;
+  for (const App& candidate : apps_) {
+    const std::string& point = candidate.mountpoint;
+    if (point.empty()) continue;
+    if (settings_.manage_script_name) {
+      if (point.size() > moved && path_info.starts_with(point) &&
+          (path_info.size() == point.size() || path_info[point.size()] == '/')) {
+        app = &candidate;
+        moved = point.size();
+        matched = true;
+      }
+    } else if (has_script_name && script_name == point) {
+      app = &candidate;
+      break;
+    }
+  }
+  bool ok = true;
+  if (matched) {
+    PyObject* new_script = PyUnicode_DecodeLatin1(path_info.data(), static_cast<Py_ssize_t>(moved), nullptr);
+    PyObject* new_path = PyUnicode_DecodeLatin1(path_info.data() + moved,
+                                                static_cast<Py_ssize_t>(path_info.size() - moved), nullptr);
+    ok = new_script != nullptr && new_path != nullptr &&
+         PyDict_SetItem(environ, script_name_key_, new_script) == 0 &&
+         PyDict_SetItem(environ, path_info_key_, new_path) == 0;
+    Py_XDECREF(new_script);
+    Py_XDECREF(new_path);
+  } else if (!has_script_name) {  // uWSGI always passes one ("" at the root)
+    ok = PyDict_SetItem(environ, script_name_key_, empty_str_) == 0;
   }
   // wsgi.input: the body the worker buffered, cut to CONTENT_LENGTH (none without one).
   std::uint64_t length = 0;
@@ -382,16 +548,16 @@ PyObject* WsgiApplication::build_environ(const server::Request& request, std::st
   }
   PyObject* errors = PySys_GetObject("stderr");  // borrowed; the app may have replaced it
   PyObject* core = PyLong_FromLong(thread_core_index());
-  const bool ok = input != nullptr && url_scheme != nullptr && core != nullptr &&
-                  set_item(environ, "wsgi.version", version_) && set_item(environ, "wsgi.input", input) &&
-                  set_item(environ, "wsgi.errors", errors != nullptr ? errors : Py_None) &&
-                  set_item(environ, "wsgi.url_scheme", url_scheme) &&
-                  set_item(environ, "wsgi.multithread", multithread_) &&
-                  set_item(environ, "wsgi.multiprocess", multiprocess_) &&
-                  set_item(environ, "wsgi.run_once", Py_False) &&
-                  set_item(environ, "wsgi.file_wrapper", file_wrapper_) &&
-                  set_item(environ, "uwsgi.version", uwsgi_version_) &&
-                  set_item(environ, "uwsgi.node", uwsgi_node_) && set_item(environ, "uwsgi.core", core);
+  ok = ok && input != nullptr && url_scheme != nullptr && core != nullptr &&
+       set_item(environ, g_names.wsgi_version, version_) && set_item(environ, g_names.wsgi_input, input) &&
+       set_item(environ, g_names.wsgi_errors, errors != nullptr ? errors : Py_None) &&
+       set_item(environ, g_names.wsgi_url_scheme, url_scheme) &&
+       set_item(environ, g_names.wsgi_multithread, multithread_) &&
+       set_item(environ, g_names.wsgi_multiprocess, multiprocess_) &&
+       set_item(environ, g_names.wsgi_run_once, Py_False) &&
+       set_item(environ, g_names.wsgi_file_wrapper, file_wrapper_) &&
+       set_item(environ, g_names.uwsgi_version, uwsgi_version_) &&
+       set_item(environ, g_names.uwsgi_node, uwsgi_node_) && set_item(environ, g_names.uwsgi_core, core);
   Py_XDECREF(input);
   Py_XDECREF(owned_scheme);
   Py_XDECREF(core);
@@ -402,9 +568,9 @@ PyObject* WsgiApplication::build_environ(const server::Request& request, std::st
   return environ;
 }
 
-void WsgiApplication::internal_error(server::Reply& reply, std::string_view protocol,
-                                     const std::string& what) {
-  common::log("wsgi: {} failed, answering 500:\n{}", what_, what);
+void WsgiApplication::internal_error(server::Reply& reply, std::string_view protocol, const std::string& what,
+                                     const App* app) {
+  common::log("wsgi: {} failed, answering 500:\n{}", app != nullptr ? app->what : what_, what);
   reply.head.clear();
   reply.body.clear();
   fmt::format_to(std::back_inserter(reply.head),
@@ -416,25 +582,27 @@ void WsgiApplication::internal_error(server::Reply& reply, std::string_view prot
 void WsgiApplication::handle(const server::Request& request, server::Reply& reply) {
   std::string_view protocol = "HTTP/1.0";  // uWSGI's default when SERVER_PROTOCOL is absent
   GilGuard gil;
-  if (app_ == nullptr) {
-    PyErr_SetString(PyExc_RuntimeError, "no application loaded");
-    return internal_error(reply, protocol, take_exception_text());
+  const App* app = nullptr;
+  PyObject* environ = build_environ(request, protocol, app);
+  if (environ == nullptr) return internal_error(reply, protocol, take_exception_text(), app);
+  if (app == nullptr || app->callable == nullptr) {
+    Py_DECREF(environ);
+    common::log("--- no python application found, check your startup logs for errors ---");  // uWSGI's words
+    return internal_error(reply, protocol, "no application for this SCRIPT_NAME/PATH_INFO", app);
   }
-  PyObject* environ = build_environ(request, protocol);
-  if (environ == nullptr) return internal_error(reply, protocol, take_exception_text());
   auto* response = PyObject_New(ResponseObject, g_response_type);
   if (response == nullptr) {
     Py_DECREF(environ);
-    return internal_error(reply, protocol, take_exception_text());
+    return internal_error(reply, protocol, take_exception_text(), app);
   }
   response->status = nullptr;
   response->headers = nullptr;
   response->body = &reply.body;
   response->headers_sent = false;
-  PyObject* start_response = PyObject_GetAttrString(reinterpret_cast<PyObject*>(response), "start_response");
-  PyObject* result = start_response == nullptr
-                         ? nullptr
-                         : PyObject_CallFunctionObjArgs(app_, environ, start_response, nullptr);
+  PyObject* start_response = PyObject_GetAttr(reinterpret_cast<PyObject*>(response), g_names.start_response);
+  PyObject* args[] = {environ, start_response};
+  PyObject* result =
+      start_response == nullptr ? nullptr : PyObject_Vectorcall(app->callable, args, 2, nullptr);
   const bool ok =
       result != nullptr && consume(result, response) && compose_head(reply.head, protocol, response);
   std::string error;
@@ -444,7 +612,7 @@ void WsgiApplication::handle(const server::Request& request, server::Reply& repl
   Py_XDECREF(start_response);
   Py_DECREF(environ);
   Py_DECREF(response);
-  if (!ok) internal_error(reply, protocol, error);
+  if (!ok) internal_error(reply, protocol, error, app);
 }
 
 }  // namespace pyhost

@@ -44,7 +44,9 @@ struct ApplicationSettings {
   std::string callable = "application";
   std::string chdir;
   std::vector<std::string> pythonpath;
-  std::vector<std::string> env;  // KEY=VALUE
+  std::vector<std::string> env;     // KEY=VALUE
+  std::vector<std::string> mounts;  // MOUNTPOINT=APP (a .py/.wsgi file or module[:callable])
+  bool manage_script_name = false;  // mounts are chosen by PATH_INFO's prefix, which moves to SCRIPT_NAME
   bool lazy_apps = false;
   std::string home;       // --virtualenv/--home: the Python environment to use
   int py_autoreload = 0;  // --py-autoreload: seconds between checks of the loaded modules (0 = off)

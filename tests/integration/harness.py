@@ -11,6 +11,10 @@ Conventions
   process group), logs stderr+stdout to a file, waits until every --socket accepts and N workers exist,
   and on exit kills the whole process group (and any worker it ever saw) with SIGKILL, whatever happened.
 - Addresses are ("127.0.0.1", port) tuples for TCP and str paths for UNIX sockets.
+- PEP 3333: a Server that hosts a Python application runs it wrapped in `wsgiref.validate.validator`
+  (UCACHED_WSGI_VALIDATE=1, see docs/python.md) unless created with `validate_wsgi=False` (only for
+  applications that break the PEP on purpose); any finding of the validator in the server's log fails the
+  test when the Server is stopped or left (`check_wsgi_validator`).
 """
 
 import atexit
@@ -347,8 +351,9 @@ class Server:
     _counter = 0
 
     def __init__(self, args, workers=None, ready_addrs=None, wait_ready=True, ready_timeout=10.0,
-                 env=None, tmpdir=None, nofile=None):
+                 env=None, tmpdir=None, nofile=None, validate_wsgi=True):
         self.nofile = nofile  # RLIMIT_NOFILE (soft) for the server, None = inherit ours
+        self.validate_wsgi = validate_wsgi
         self.args = list(args)
         self.expected_workers = workers
         self.ready_addrs = sockets_from_args(self.args) if ready_addrs is None else list(ready_addrs)
@@ -367,6 +372,7 @@ class Server:
     # ---- lifecycle
     def start(self):
         env = dict(os.environ)
+        env["UCACHED_WSGI_VALIDATE"] = "1" if self.validate_wsgi else ""
         if self.env:
             env.update(self.env)
         self._logfile = open(self.log_path, "ab")
@@ -388,7 +394,26 @@ class Server:
         if exc_type is not None:
             self.dump_log(f"server log (test failed: {exc_type.__name__})")
         self.kill_all()
+        if exc_type is None:
+            self.check_wsgi_validator()
         return False
+
+    # What wsgiref.validate leaves in the log: a traceback through it (an AssertionError or a
+    # WSGIWarning turned into an error, answered 500), or "Exception ignored in" from its
+    # IteratorWrapper.__del__ (an iterable whose close() was never called).
+    _VALIDATOR_RE = re.compile(r"wsgiref/validate\.py|WSGIWarning")
+
+    def check_wsgi_validator(self):
+        """Raises when the log (since the last check) shows a PEP 3333 violation found by wsgiref.validate."""
+        offset = getattr(self, "_validated_upto", 0)
+        size = self.log_size()
+        text = self.log_since(offset, max(0, size - offset))
+        self._validated_upto = size
+        m = self._VALIDATOR_RE.search(text)
+        if m:
+            start = text.rfind("Traceback", 0, m.start())
+            excerpt = text[max(0, start if start >= 0 else m.start() - 1500):m.end() + 1500]
+            raise ServerError(f"wsgiref.validate found a PEP 3333 violation ({self.log_path}):\n{excerpt}")
 
     def wait_ready(self, timeout=None):
         """Every ready address accepts a connection and the expected number of workers exist."""
@@ -453,6 +478,7 @@ class Server:
             self.kill_all()
             raise ServerError(f"server did not exit within {timeout}s of {signal.Signals(sig).name}\n"
                               + self.log_tail())
+        self.check_wsgi_validator()
         return rc
 
     def leftovers(self):
@@ -764,6 +790,16 @@ def array_block(items):
     return bytes(out)
 
 
+def app_vars(path, method="GET", query="", protocol="HTTP/1.1", extra=()):
+    """The vars of an application request as nginx's uwsgi_params sends them (the keys PEP 3333
+    requires among them); `extra` pairs are added, replacing defaults of the same name."""
+    given = {k for k, _ in extra}
+    pairs = [("QUERY_STRING", query), ("REQUEST_METHOD", method), ("PATH_INFO", path),
+             ("REQUEST_URI", path + ("?" + query if query else "")), ("SERVER_PROTOCOL", protocol),
+             ("REMOTE_ADDR", "127.0.0.1"), ("SERVER_NAME", "localhost"), ("SERVER_PORT", "80")]
+    return [(k, v) for k, v in pairs if k not in given and v is not None] + list(extra)
+
+
 def packet(modifier1, modifier2, payload, body=b""):
     return header(modifier1, len(payload), modifier2) + payload + body
 
@@ -916,6 +952,8 @@ def run_tests(tests, budget=50):
         print(f"=== {name}", flush=True)
         try:
             t()
+            for srv in list(_SERVERS):  # servers shared between tests: each test answers for its requests
+                srv.check_wsgi_validator()
         except Skip as e:
             skipped.append(name)
             print(f"--- SKIP {name}: {e}", flush=True)
@@ -934,6 +972,11 @@ def run_tests(tests, budget=50):
     signal.alarm(0)
     for srv in list(_SERVERS):  # servers shared between the tests of a script
         srv.kill_all()
+        try:
+            srv.check_wsgi_validator()  # what the last requests (and close() at exit) left in the log
+        except ServerError as e:
+            failed.append(f"wsgiref.validate ({srv.log_path})")
+            print(f"--- FAIL {e}", flush=True)
     print(f"\n{len(passed)} passed, {len(failed)} failed, {len(skipped)} skipped "
           f"in {time.monotonic() - t_start:.1f}s" + (f"; failed: {', '.join(failed)}" if failed else ""))
     sys.stdout.flush()

@@ -20,7 +20,7 @@ ECHO_APP = r'''
 import json
 
 def application(environ, start_response):
-    body = environ["wsgi.input"].read()
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
     path = environ.get("PATH_INFO", "")
     if path == "/nolength":
         # No Content-Length: the server must add one to keep the connection.

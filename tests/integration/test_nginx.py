@@ -23,6 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (UWSGI, apt_install, need_uwsgi, uwsgi_plugin, SERVER_BIN, Server, _child_setup, peer_missing, peers_required, can_connect, check, check_eq, free_port,  # noqa: E402
                      in_thread, magic_get, magic_get_req, magic_set, make_temp_dir, request, run_tests, wait_until)
 
+from appnginx import _tail, launch  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 NGINX = "/usr/sbin/nginx"
 
@@ -90,14 +92,6 @@ def _stop(proc, name, sig, timeout=5.0):
     return rc
 
 
-def _tail(path, n=3000):
-    try:
-        with open(path, "rb") as f:
-            return f.read()[-n:].decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
 class Nginx:
     """A private nginx rendered from nginx.conf.in in front of `backend` (host, port)."""
 
@@ -121,16 +115,7 @@ class Nginx:
         self.proc = None
 
     def start(self):
-        args = [NGINX, "-p", self.tmp, "-e", self.error_log, "-c", self.conf]
-        test = subprocess.run(args + ["-t"], capture_output=True, timeout=20)
-        check(test.returncode == 0, f"nginx -t rejects the configuration:\n{test.stderr.decode()}")
-        with open(os.path.join(self.tmp, "stderr.log"), "ab") as err:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                         start_new_session=True, preexec_fn=_child_setup(), close_fds=True)
-        _PROCS.append((self.proc, "nginx"))
-        ok = wait_until(lambda: self.proc.poll() is not None or can_connect(("127.0.0.1", self.port)), 10)
-        check(ok and self.proc.poll() is None, f"nginx did not start listening on {self.port}\n"
-              + _tail(self.error_log) + _tail(os.path.join(self.tmp, "stderr.log")))
+        self.proc = launch(self.tmp, self.conf, self.error_log, self.port, lambda proc: _PROCS.append((proc, "nginx")))
         return self
 
     def stop(self):

@@ -11,7 +11,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Server, check, check_eq, free_port, magic_get, magic_set, make_temp_dir, packet, request,
+from harness import (app_vars, Server, check, check_eq, free_port, magic_get, magic_set, make_temp_dir, packet, request,
                      run_tests, vars_block, wait_until)
 
 # /sleep counts itself in the cache (the test's signal that a thread is held), then naps until the test
@@ -32,8 +32,7 @@ def application(environ, start_response):
 
 
 def app_request(addr, path):
-    pairs = [("REQUEST_METHOD", "GET"), ("PATH_INFO", path), ("SERVER_PROTOCOL", "HTTP/1.1")]
-    return request(addr, packet(0, 0, vars_block(pairs)), timeout=35)
+    return request(addr, packet(0, 0, vars_block(app_vars(path))), timeout=35)
 
 
 def percentile(samples, p):

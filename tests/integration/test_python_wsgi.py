@@ -10,7 +10,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Server, check, check_eq, free_port, make_temp_dir, packet, request, run_server_to_exit,
+from harness import (app_vars, Server, check, check_eq, free_port, make_temp_dir, packet, request, run_server_to_exit,
                      run_tests, vars_block)
 
 APP = r'''
@@ -32,7 +32,7 @@ def application(environ, start_response):
     if path == "/environ":
         inp = environ["wsgi.input"]
         first = inp.readline()
-        rest = inp.read()
+        rest = inp.read(int(environ.get("CONTENT_LENGTH") or 0) - len(first))
         out = {k: v for k, v in environ.items() if isinstance(v, str)}
         out["_types"] = {k: type(v).__name__ for k, v in environ.items()}
         out["_version"] = list(environ["wsgi.version"])
@@ -50,16 +50,16 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/json")])
         return [json.dumps(out).encode()]
     if path == "/raw":
-        start_response("201 Created", [("X-A", "1"), ("X-B", "two words")])
+        start_response("201 Created", [("Content-Type", "text/plain"), ("X-A", "1"), ("X-B", "two words")])
         return [b"part1,", b"", b"part2"]
     if path == "/write":
-        write = start_response("200 OK", [("X-Mode", "write")])
+        write = start_response("200 OK", [("Content-Type", "text/plain"), ("X-Mode", "write")])
         write(b"written;")
         return [b"returned"]
-    if path == "/close":
+    if path == "/close":  # breaks PEP 3333 on purpose (no start_response): close() must run all the same
         return Body([b"closing body %d" % len(closed)])
     if path == "/closed":
-        start_response("200 OK", [])
+        start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"closed=%d" % len(closed)]
     if path == "/raise":
         raise RuntimeError("boom from the test app")
@@ -75,11 +75,12 @@ def application(environ, start_response):
         start_response("200 OK", [])
         return ["not bytes"]
     if path == "/exc-info":
-        start_response("200 OK", [("X-First", "1")])
+        start_response("200 OK", [("Content-Type", "text/plain"), ("X-First", "1")])
         try:
             raise KeyError("handled")
         except KeyError:
-            start_response("503 Service Unavailable", [("X-Second", "1")], sys.exc_info())
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("X-Second", "1")],
+                           sys.exc_info())
         return [b"replaced"]
     if path == "/file":
         f = open(environ["QUERY_STRING"], "rb")
@@ -89,7 +90,7 @@ def application(environ, start_response):
     return [b"not found: " + path.encode("latin-1")]
 
 def other(environ, start_response):
-    start_response("200 OK", [])
+    start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"the other callable"]
 '''
 
@@ -100,10 +101,7 @@ def write_app(directory, name="pyapp"):
 
 
 def app_request(addr, path, extra=(), body=b"", protocol="HTTP/1.1", method="GET"):
-    pairs = [("REQUEST_METHOD", method), ("PATH_INFO", path)]
-    if protocol is not None:
-        pairs.append(("SERVER_PROTOCOL", protocol))
-    pairs += list(extra)
+    pairs = app_vars(path, method=method, protocol=protocol, extra=extra)
     if body:
         pairs.append(("CONTENT_LENGTH", str(len(body))))
     reply, how = request(addr, packet(0, 0, vars_block(pairs), body), timeout=10)
@@ -120,19 +118,20 @@ def split_reply(reply):
 _shared = {}
 
 
-def server():
-    """One server for the checks that do not need their own (2 threads, 2 processes)."""
-    if "srv" not in _shared:
-        d = make_temp_dir("py-")
+def server(validated=True):
+    """One server for the checks that do not need their own (2 threads, 2 processes), its application
+    under wsgiref.validate; `validated=False`: a second one without, for the paths that break PEP 3333 on
+    purpose to show what the server does then."""
+    key = "srv" if validated else "unvalidated"
+    if key not in _shared:
+        d = _shared.setdefault("dir", make_temp_dir("py-"))
         write_app(d)
         port = free_port()
         srv = Server(["--socket", f"127.0.0.1:{port}", "--module", "pyapp", "--chdir", d, "--processes", "2",
                       "--threads", "2", "--env", "PYHOST_TEST_ENV=from-env", "--cache2", "name=default,items=100"],
-                     workers=2).start()
-        _shared["srv"] = srv
-        _shared["addr"] = ("127.0.0.1", port)
-        _shared["dir"] = d
-    return _shared["srv"], _shared["addr"]
+                     workers=2, validate_wsgi=validated).start()
+        _shared[key] = (srv, ("127.0.0.1", port))
+    return _shared[key]
 
 
 def test_environ_and_body():
@@ -180,18 +179,20 @@ def test_body_honours_content_length_and_default_protocol():
 def test_raw_response_as_uwsgi():
     srv, addr = server()
     reply = app_request(addr, "/raw")
-    check_eq(reply, b"HTTP/1.1 201 Created\r\nX-A: 1\r\nX-B: two words\r\n\r\npart1,part2",
+    check_eq(reply, b"HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nX-A: 1\r\nX-B: two words\r\n\r\n"
+             b"part1,part2",
              "response bytes (headers as given, no Content-Length added)")
 
 
 def test_write_callable():
     srv, addr = server()
     reply = app_request(addr, "/write")
-    check_eq(reply, b"HTTP/1.1 200 OK\r\nX-Mode: write\r\n\r\nwritten;returned", "write() then the iterable")
+    check_eq(reply, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Mode: write\r\n\r\nwritten;returned",
+             "write() then the iterable")
 
 
 def test_close_is_called():
-    srv, addr = server()
+    srv, addr = server(validated=False)
     # Same worker process not guaranteed with 2 processes: count over several tries.
     for _ in range(4):
         reply = app_request(addr, "/close")
@@ -204,7 +205,7 @@ def test_close_is_called():
 
 
 def test_errors_give_500_and_a_traceback():
-    srv, addr = server()
+    srv, addr = server(validated=False)
     for path, what in [("/raise", "RuntimeError: boom from the test app"), ("/raise-late", "ValueError: late failure"),
                        ("/no-start", "before calling start_response"), ("/str-body", "wants bytes")]:
         offset = srv.log_size()
@@ -221,7 +222,8 @@ def test_errors_give_500_and_a_traceback():
 def test_exc_info_replaces_the_status():
     srv, addr = server()
     reply = app_request(addr, "/exc-info")
-    check_eq(reply, b"HTTP/1.1 503 Service Unavailable\r\nX-Second: 1\r\n\r\nreplaced", "start_response(exc_info)")
+    check_eq(reply, b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nX-Second: 1\r\n\r\n"
+             b"replaced", "start_response(exc_info)")
 
 
 def test_file_wrapper():
@@ -253,6 +255,36 @@ def test_wsgi_file_callable_pythonpath_lazy():
     with Server(["--socket", f"127.0.0.1:{port}", "--module", "libapp:other", "--pythonpath", lib], workers=1):
         reply = app_request(("127.0.0.1", port), "/")
         check_eq(split_reply(reply)[2], b"the other callable", "--module NAME:callable")
+
+
+def test_wsgi_file_runs_as_uwsgi_does():
+    """--wsgi-file runs the file as uWSGI 2.0.21 does (checked against the real one): __name__ is
+    uwsgi_file_ + the path given with '.' and '/' as '_' and no trailing "_py", __file__ is the path as
+    given (relative here, with --chdir), the module is in sys.modules, and the file's directory is NOT
+    put on sys.path (so a Django-style wsgi.py adds it itself, through __file__)."""
+    d = make_temp_dir("py-")
+    os.makedirs(os.path.join(d, "my-site", "conf"))
+    with open(os.path.join(d, "my-site", "conf", "sibling.py"), "w") as f:
+        f.write("VALUE = 'imported beside the wsgi file'\n")
+    with open(os.path.join(d, "my-site", "conf", "wsgi.py"), "w") as f:
+        f.write("""import os, sys, json
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sibling
+INFO = {"name": __name__, "file": __file__, "in_modules": sys.modules.get(__name__) is not None,
+        "sibling": sibling.VALUE, "path0": sys.path[0], "builtins": "__builtins__" in globals()}
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(INFO).encode()]
+""")
+    port = free_port()
+    with Server(["--socket", f"127.0.0.1:{port}", "--chdir", d, "--wsgi-file", "my-site/conf/wsgi.py"], workers=1):
+        info = json.loads(split_reply(app_request(("127.0.0.1", port), "/"))[2])
+    check_eq(info["name"], "uwsgi_file_my-site_conf_wsgi", "__name__ (uWSGI's: uwsgi_file_my-site_conf_wsgi)")
+    check_eq(info["file"], "my-site/conf/wsgi.py", "__file__ is the path as given")
+    check(info["in_modules"], "the module is in sys.modules under its name")
+    check_eq(info["sibling"], "imported beside the wsgi file", "the file put its own directory on sys.path")
+    check_eq(info["path0"], os.path.join(d, "my-site", "conf"), "sys.path[0] after the file's insert")
+    check(info["builtins"], "the module has __builtins__")
 
 
 def test_import_failure_exits_1():
@@ -292,5 +324,5 @@ def test_lazy_import_failure_stops_the_server():
 if __name__ == "__main__":
     run_tests([test_environ_and_body, test_body_honours_content_length_and_default_protocol, test_raw_response_as_uwsgi,
                test_write_callable, test_close_is_called, test_errors_give_500_and_a_traceback,
-               test_exc_info_replaces_the_status, test_file_wrapper, test_wsgi_file_callable_pythonpath_lazy,
+               test_exc_info_replaces_the_status, test_file_wrapper, test_wsgi_file_callable_pythonpath_lazy, test_wsgi_file_runs_as_uwsgi_does,
                test_import_failure_exits_1, test_lazy_import_failure_stops_the_server], budget=120)

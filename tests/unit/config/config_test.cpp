@@ -218,6 +218,18 @@ TEST_CASE("command line: every value form and alias", "[cli]") {
   CHECK(parse({"--cache-sync", "10.0.0.1:3031"}).config.cache_sync == "10.0.0.1:3031");
 }
 
+TEST_CASE("--mount MOUNTPOINT=APP and --manage-script-name", "[cli]") {
+  const auto config =
+      parse({"--mount", "/app=app.py", "--mount", "/api=pkg.api:app", "--manage-script-name"}).config;
+  CHECK(config.mounts == std::vector<std::string>{"/app=app.py", "/api=pkg.api:app"});
+  CHECK(config.manage_script_name);
+  CHECK(parse({"--mount", "=default.py"}).config.mounts == std::vector<std::string>{"=default.py"});
+  CHECK_THAT(error_of({"--mount", "app=x.py"}),
+             Contains("--mount \"app=x.py\"") && Contains("must start with '/'"));
+  CHECK_THAT(error_of({"--mount", "/app"}), Contains("expected MOUNTPOINT=APP"));
+  CHECK_THAT(error_of({"--mount", "/app="}), Contains("expected MOUNTPOINT=APP"));
+}
+
 TEST_CASE("command line: flags take no value, or an explicit boolean after =", "[cli]") {
   CHECK(parse({"--log-debug"}).config.debug_log);
   CHECK(parse({"--lazy-apps"}).config.lazy_apps);
