@@ -529,7 +529,7 @@ std::vector<OptionSpec> build_table() {
       flag("manage-script-name", "", &C::manage_script_name, g4,
            "pick the --mount application by the longest mountpoint that prefixes PATH_INFO, and move that "
            "prefix from PATH_INFO to SCRIPT_NAME"),
-            flag("lazy-apps", "lazy", &C::lazy_apps, g4,
+      flag("lazy-apps", "lazy", &C::lazy_apps, g4,
            "load the application in each worker instead of the master"),
       text("virtualenv", "home venv pyhome -H", &C::virtualenv, g4, "DIR",
            "the Python environment to use (a venv or virtualenv folder): its site-packages come first on "

@@ -907,6 +907,12 @@ def app_req(path="/", method="GET", protocol="HTTP/1.1", extra=()):
     return packet(0, 0, vars_block(pairs))
 
 
+def wsgi_req(path="/", method="GET", query="", extra=()):
+    """A request for a hosted (Python) application, carrying what nginx's uwsgi_params sends, which
+    PEP 3333 requires (app_req is the demo application's minimal packet)."""
+    return packet(0, 0, vars_block(app_vars(path, method, query=query, extra=extra)))
+
+
 def app_get(addr, path="/", timeout=5.0):
     """Demo-app request; asserts an HTTP/1.1 200 reply then a clean EOF; returns the reply bytes."""
     reply, how = request(addr, app_req(path), timeout)

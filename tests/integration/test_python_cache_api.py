@@ -13,8 +13,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (app_vars, SERVER_BIN, Server, UwsgiProcess, check, check_eq, free_port, make_temp_dir,  # noqa: E402
-                     need_uwsgi, packet, request, run_tests, vars_block)
+from harness import (wsgi_req, SERVER_BIN, Server, UwsgiProcess, check, check_eq, free_port, make_temp_dir,  # noqa: E402
+                     need_uwsgi, request, run_tests)
 
 
 APP = r'''
@@ -267,7 +267,7 @@ def exc_type(text):
 
 
 def app_get(addr, path, query="", timeout=60):
-    reply, how = request(addr, packet(0, 0, vars_block(app_vars(path, query=query))), timeout=timeout)
+    reply, how = request(addr, wsgi_req(path, query=query), timeout=timeout)
     check(how == "eof" and reply.startswith(b"HTTP/1.1 200"), f"{path}: {reply[:300]!r} ({how})")
     return json.loads(reply.partition(b"\r\n\r\n")[2])
 

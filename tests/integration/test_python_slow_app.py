@@ -11,8 +11,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (app_vars, Server, check, check_eq, free_port, magic_get, magic_set, make_temp_dir, packet, request,
-                     run_tests, vars_block, wait_until)
+from harness import (wsgi_req, Server, check, check_eq, free_port, magic_get, magic_set, make_temp_dir, request,
+                     run_tests, wait_until)
 
 # /sleep counts itself in the cache (the test's signal that a thread is held), then naps until the test
 # creates the release file (bounded: 30 s).
@@ -32,7 +32,7 @@ def application(environ, start_response):
 
 
 def app_request(addr, path):
-    return request(addr, packet(0, 0, vars_block(app_vars(path))), timeout=35)
+    return request(addr, wsgi_req(path), timeout=35)
 
 
 def percentile(samples, p):

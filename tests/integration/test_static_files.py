@@ -16,7 +16,7 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Server, UwsgiFront, app_req, check, check_eq, free_port, make_temp_dir,  # noqa: E402
+from harness import (Server, UwsgiFront, wsgi_req, check, check_eq, free_port, make_temp_dir,  # noqa: E402
                      request, run_tests)
 
 APP = '''\
@@ -199,10 +199,10 @@ def test_no_way_out_of_the_folder():
     with Server(["--socket", f"127.0.0.1:{port2}"] + static_args(st), workers=1):
         for path in ("/static/../outside/secret.txt", "/static/css/../../outside/secret.txt",
                      "/static/linkdir/secret.txt"):
-            reply, how = request(("127.0.0.1", port2), app_req(path))
+            reply, how = request(("127.0.0.1", port2), wsgi_req(path))
             check(b"SECRET" not in reply, f"uwsgi PATH_INFO {path!r} leaked: {reply[:200]!r}")
             check(reply.endswith(f"app:{path}".encode()), f"{path!r} went to the application: {reply[-100:]!r}")
-        reply, how = request(("127.0.0.1", port2), app_req("/static/css/site.css"))
+        reply, how = request(("127.0.0.1", port2), wsgi_req("/static/css/site.css"))
         check(reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"body { color: red }\n"),
               f"a file over uwsgi: {reply[:200]!r}")
 

@@ -13,7 +13,7 @@ import threading
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Server, app_req, check, check_eq, free_port, make_temp_dir, pid_alive,  # noqa: E402
+from harness import (Server, wsgi_req, check, check_eq, free_port, make_temp_dir, pid_alive,  # noqa: E402
                      request, run_server_to_exit, run_tests, wait_until)
 
 APP = '''\
@@ -33,7 +33,7 @@ def write_app(directory, version, name="appmod"):
 
 
 def body_of(addr, path="/"):
-    reply, how = request(addr, app_req(path), 5.0)
+    reply, how = request(addr, wsgi_req(path), 5.0)
     return reply.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in reply else reply
 
 
@@ -58,7 +58,7 @@ def test_virtualenv():
         f.write("import sys, onlyinvenv\n"
                 "def application(environ, start_response):\n"
                 "    body = (onlyinvenv.WHERE + '|' + sys.prefix + '|' + sys.base_prefix).encode()\n"
-                "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+                "    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])\n"
                 "    return [body]\n")
     for spelling in ("--virtualenv", "--home", "-H", "--venv"):
         port = free_port()
@@ -130,7 +130,7 @@ def application(environ, start_response):
         deadline = time.monotonic() + 20
         while not os.path.exists(RELEASE) and time.monotonic() < deadline:
             time.sleep(0.01)
-    start_response("200 OK", [("Content-Length", "2")])
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
     return [b"ok"]
 '''
 
@@ -147,7 +147,7 @@ def test_cheaper_spare():
                 workers=1) as srv:
         check_eq(len(srv.workers()), 1, "workers at start (--cheaper 1)")
         held = []
-        thread = threading.Thread(target=lambda: held.append(request(addr, app_req("/hold"), 25.0)), daemon=True)
+        thread = threading.Thread(target=lambda: held.append(request(addr, wsgi_req("/hold"), 25.0)), daemon=True)
         thread.start()
         check(srv.wait_log(r"cheaper: 1 of 1 worker\(s\) busy: starting 1 more", 8.0), "a worker added under load")
         check_eq(len(srv.wait_workers(2, timeout=5.0)), 2, "workers under load")
@@ -216,7 +216,7 @@ def test_procname_add_header_max_fd():
         # A forked worker renames itself first thing; the test may look between the fork and that.
         wait_until(lambda: sorted(cmdline(pid) for pid in srv.workers()) == want, 5.0)
         check_eq(sorted(cmdline(pid) for pid in srv.workers()), want, "worker titles")
-        reply, how = request(("127.0.0.1", port), app_req("/"))
+        reply, how = request(("127.0.0.1", port), wsgi_req("/"))
         head = reply.split(b"\r\n\r\n")[0]
         check(b"\r\nX-Frame-Options: DENY\r\n" in head + b"\r\n" and b"\r\nConnection: close" in head,
               f"--add-header: {head!r}")
