@@ -39,10 +39,11 @@
 
 #include "common/clock.hpp"
 #include "common/log.hpp"
-#include "server/http.hpp"
 #include "server/protocol.hpp"
 #include "workers/application_threads.hpp"
-#include "workers/byte_buffer.hpp"
+#include "workers/connection.hpp"
+#include "workers/http_framing.hpp"
+#include "workers/uwsgi_framing.hpp"
 
 namespace workers {
 
@@ -51,93 +52,37 @@ namespace {
 using common::monotonic_ms;
 
 constexpr int kMaxEvents = 32;
-constexpr std::size_t kInitialBuffer = 4096;  // most cache requests are far smaller
-constexpr int kTickMs = 250;                  // timeout checks
+constexpr int kTickMs = 250;  // timeout checks
 // epoll data: a Connection*, or one of these tags (user-space pointers never have bit 62 or 63 set).
 constexpr std::uint64_t kBackendTag = std::uint64_t{1} << 63;   // libuv's backend fd
 constexpr std::uint64_t kListenerTag = std::uint64_t{1} << 62;  // | the listening fd
 constexpr int kAcceptPauseMs = 100;                             // accept pause when out of descriptors
 
 class Worker;
-struct Connection;
 using ApplicationThreads = workers::ApplicationThreads<Worker, Connection>;
 
-// Numeric host and port of a socket's peer (or of the socket itself), for CGI's REMOTE_ADDR and
-// SERVER_PORT. A UNIX socket has neither: both stay empty.
-void describe_address(const sockaddr_storage& addr, std::string& host, std::string& port) {
-  char text[INET6_ADDRSTRLEN] = "";
-  if (addr.ss_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(&addr);
-    inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
-    host = text;
-    port = std::to_string(ntohs(in->sin_port));
-  } else if (addr.ss_family == AF_INET6) {
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&addr);
-    inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
-    host = text;
-    port = std::to_string(ntohs(in6->sin6_port));
-  } else {
-    host.clear();
-    port.clear();
-  }
+server::FrameLimits uwsgi_limits(const WorkerSettings& settings) {
+  server::FrameLimits limits;
+  limits.buffer_size = settings.buffer_size;
+  limits.max_body = settings.max_body;
+  return limits;
 }
 
-void describe_peer(int fd, std::string& host, std::string& port) {
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
-  if (getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) addr.ss_family = AF_UNSPEC;
-  describe_address(addr, host, port);
+server::HttpLimits http_limits(const WorkerSettings& settings) {
+  server::HttpLimits limits;
+  limits.max_header_bytes = settings.buffer_size;  // one knob bounds both protocols' heads
+  limits.max_body = settings.max_body;
+  return limits;
 }
-
-void describe_local(int fd, std::string& host, std::string& port) {
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) addr.ss_family = AF_UNSPEC;
-  describe_address(addr, host, port);
-}
-
-struct Connection {
-  Worker* owner = nullptr;
-  int fd = -1;
-  bool registered = false;     // waited on by the loop: in Worker::active_ (timeouts, stop)
-  bool in_epoll = false;       // in the worker's epoll set
-  std::uint32_t watching = 0;  // the epoll events asked for: EPOLLIN or EPOLLOUT
-  ByteBuffer in;
-  server::Reply reply;
-  std::size_t reply_written = 0;  // bytes of head+body already sent
-  bool writing = false;
-  bool persistent = false;         // the client asked to keep the connection (our opt-in mode)
-  bool peer_closed = false;        // read returned EOF
-  bool socket_drained = false;     // the last read returned less than asked: wait for readability
-  bool persistent_socket = false;  // accepted on a --persistent-socket: framed replies, kept open
-  server::Request pending;         // the request being handled (views into `in` or the http buffers)
-  // --http-socket connections: the resumable HTTP frame, the request turned into a uwsgi packet, and
-  // what the response must honour (keep-alive, HEAD).
-  bool http = false;
-  bool sent_continue = false;
-  server::Frame frame;           // the uwsgi frame of what `in` holds (frame_state keeps it current)
-  server::HttpFrame http_frame;  // the same for an --http-socket connection (resumable)
-  server::HttpRequestInfo http_info;
-  std::string http_packet;
-  std::string http_body;
-  std::string peer_host;
-  std::string peer_port;
-  std::string_view server_port;   // of the listening socket (the worker's table outlives connections)
-  bool in_application = false;    // an application thread owns the request and the reply right now
-  std::size_t request_bytes = 0;  // size of the request being handled (consumed once replied)
-  std::int64_t deadline_ms = 0;   // socket timeout: when we give up waiting for the client
-  std::size_t active_index = 0;   // position in Worker::active_
-};
 
 class Worker {
  public:
   explicit Worker(const WorkerSettings& settings)
-      : settings_(settings), dispatcher_(*settings.caches, settings.application) {
-    limits_.buffer_size = settings.buffer_size;
-    limits_.max_body = settings.max_body;
-    http_limits_.max_header_bytes = settings.buffer_size;  // one knob bounds both protocols' heads
-    http_limits_.max_body = settings.max_body;
-  }
+      : settings_(settings),
+        dispatcher_(*settings.caches, settings.application),
+        uwsgi_(uwsgi_limits(settings), /*persistent=*/false),
+        persistent_(uwsgi_limits(settings), /*persistent=*/true),
+        http_(http_limits(settings), settings.http_fds) {}
 
   int run();
 
@@ -153,8 +98,7 @@ class Worker {
   void accept_from(int listen_fd);
   void serve(Connection* conn);           // read what is there, handle complete requests, write replies
   bool read_available(Connection* conn);  // false = connection failed and was closed
-  server::FrameStatus frame_state(Connection* conn, std::size_t* want);
-  void serve_http(Connection* conn);
+  void frame_state(Connection* conn, std::size_t* want);
   bool ready_for_next_request(Connection* conn);
   void dispatch(Connection* conn);      // runs conn->pending inline or on an application thread
   bool finish_reply(Connection* conn);  // true when the connection was closed
@@ -167,7 +111,6 @@ class Worker {
   void begin_graceful_stop();
   void watch_listeners(bool on);
   void publish_busy(const server::Request& request);
-  server::Request request_view(const Connection* conn, const server::Frame& frame) const;
   void hand_to_application(Connection* conn);
   bool start_reply(Connection* conn);  // true when the connection was closed
 
@@ -176,7 +119,11 @@ class Worker {
 
   WorkerSettings settings_;
   server::Dispatcher dispatcher_;
-  server::FrameLimits limits_;
+  // What the listeners speak (see connection.hpp); listeners_ names each listening fd's framing.
+  UwsgiFraming uwsgi_;
+  UwsgiFraming persistent_;  // --persistent-socket
+  HttpFraming http_;         // --http-socket
+  std::vector<std::pair<int, Framing*>> listeners_;
   uv_loop_t loop_{};
   int epoll_fd_ = -1;
   uv_signal_t signals_[4]{};
@@ -195,9 +142,7 @@ class Worker {
   std::int64_t accept_paused_until_ms_ = 0;
   std::string note_;
   ApplicationThreads app_threads_;
-  server::HttpLimits http_limits_;
-  std::vector<std::pair<int, std::string>> http_ports_;  // --http-socket fd → its port, for SERVER_PORT
-  std::size_t in_application_ = 0;                       // connections an application thread holds
+  std::size_t in_application_ = 0;  // connections an application thread holds
 };
 
 Worker* worker_of(uv_handle_t* handle) { return static_cast<Worker*>(handle->data); }
@@ -246,12 +191,16 @@ bool Worker::setup() {
     common::log("worker {}: cannot watch the libuv backend: {}", settings_.id, std::strerror(errno));
     return false;
   }
-  watch_listeners(true);
-  for (int fd : settings_.http_fds) {
-    std::string host, port;
-    describe_local(fd, host, port);
-    http_ports_.emplace_back(fd, port);
+  auto has = [](const std::vector<int>& fds, int fd) {
+    return std::find(fds.begin(), fds.end(), fd) != fds.end();
+  };
+  for (int fd : settings_.listen_fds) {
+    Framing* framing = has(settings_.http_fds, fd)         ? static_cast<Framing*>(&http_)
+                       : has(settings_.persistent_fds, fd) ? &persistent_
+                                                           : &uwsgi_;
+    listeners_.emplace_back(fd, framing);
   }
+  watch_listeners(true);
   // Signals were blocked by the master across fork so none sent during start-up is lost: now that
   // libuv handles them, let them in.
   sigset_t all;
@@ -357,14 +306,10 @@ void Worker::accept_from(int listen_fd) {
   slot->accepted.fetch_add(1, std::memory_order_relaxed);
   Connection* conn = acquire();
   conn->fd = fd;
-  conn->persistent_socket = std::find(settings_.persistent_fds.begin(), settings_.persistent_fds.end(),
-                                      listen_fd) != settings_.persistent_fds.end();
-  for (const auto& [fd_of_listener, port] : http_ports_) {
-    if (fd_of_listener != listen_fd) continue;
-    conn->http = true;
-    conn->server_port = port;
-    describe_peer(fd, conn->peer_host, conn->peer_port);
+  for (const auto& [fd_of_listener, framing] : listeners_) {
+    if (fd_of_listener == listen_fd) conn->framing = framing;
   }
+  conn->framing->attach(*conn, listen_fd);
   conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
   serve(conn);
 }
@@ -377,7 +322,6 @@ Connection* Worker::acquire() {
   } else {
     all_.push_back(std::make_unique<Connection>());
     conn = all_.back().get();
-    conn->owner = this;
     conn->in.reserve(kInitialBuffer);
   }
   return conn;
@@ -395,40 +339,25 @@ void Worker::release(Connection* conn) {
   conn->persistent = false;
   conn->peer_closed = false;
   conn->socket_drained = false;
-  conn->persistent_socket = false;
-  conn->http = false;
-  conn->sent_continue = false;
-  conn->frame = server::Frame{};
-  conn->http_frame = server::HttpFrame{};
+  conn->frame_status = server::FrameStatus::incomplete;
+  conn->framing = nullptr;  // the session stays: the next attach() reuses or replaces it
   conn->pending = server::Request{};
-  conn->server_port = {};
   conn->in_application = false;
   conn->request_bytes = 0;
   if (conn->reply.body.capacity() > ByteBuffer::kRetainedBuffer) conn->reply.body.shrink_to_fit();
   free_.push_back(conn);
 }
 
-// Frames what arrived so far (uwsgi packet or HTTP request) and says how many bytes to make room for.
-server::FrameStatus Worker::frame_state(Connection* conn, std::size_t* want) {
-  if (conn->http) {
-    conn->http_frame = server::frame_http_request(conn->in.view(), http_limits_, std::move(conn->http_frame));
-    *want = conn->in.size() + kInitialBuffer;
-    if (conn->http_frame.head_end != 0 && !conn->http_frame.chunked) {
-      *want = std::max<std::size_t>(*want, conn->http_frame.head_end + conn->http_frame.body_length);
-    }
-    return conn->http_frame.status;
-  }
-  conn->frame = server::frame_request(conn->in.view(), limits_);
-  // Grow to what the request announced (known once the header is in), else by a page.
-  *want = std::max<std::size_t>(conn->frame.total, conn->frame.payload_end);
-  if (*want <= conn->in.size()) *want = conn->in.size() + kInitialBuffer;
-  return conn->frame.status;
+// Frames what arrived so far and says how many bytes to make room for.
+void Worker::frame_state(Connection* conn, std::size_t* want) {
+  conn->frame_status = conn->framing->frame(*conn, want);
 }
 
 bool Worker::read_available(Connection* conn) {
   for (;;) {
     std::size_t want = 0;
-    if (frame_state(conn, &want) != server::FrameStatus::incomplete) return true;
+    frame_state(conn, &want);
+    if (conn->frame_status != server::FrameStatus::incomplete) return true;
     // A short read means the socket had nothing more: reading again would only return EAGAIN (one
     // wasted syscall per request on a kept connection). Level-triggered polling reports what comes next.
     if (conn->socket_drained) return true;
@@ -477,7 +406,7 @@ void Worker::publish_busy(const server::Request& request) {
 }
 
 // Finishes a pending reply and reads what arrived. False when the connection is closed or waits for
-// the socket; true when conn->frame (or conn->http_frame) describes what the buffer holds now: every
+// the socket; true when conn->frame_status describes what the buffer holds now: every
 // way out of read_available frames after the last byte it added, so nobody frames the bytes twice.
 bool Worker::ready_for_next_request(Connection* conn) {
   while (conn->writing) {
@@ -494,89 +423,43 @@ bool Worker::ready_for_next_request(Connection* conn) {
   return true;
 }
 
+// The one connection loop, whatever the connection speaks (its Framing): answer every complete request
+// the buffer holds, in order, then wait for the socket.
 void Worker::serve(Connection* conn) {
-  if (conn->http) return serve_http(conn);
+  Framing& framing = *conn->framing;
   for (;;) {
     if (!ready_for_next_request(conn)) return;
-    const server::Frame& frame = conn->frame;
-    if (frame.status == server::FrameStatus::invalid) {
-      settings_.slot->bad_requests.fetch_add(1, std::memory_order_relaxed);
-      log_problem(conn, frame.error);
-      return close_connection(conn, true);
-    }
-    if (frame.status == server::FrameStatus::incomplete) {
+    if (conn->frame_status == server::FrameStatus::incomplete) {
       if (conn->peer_closed) {
         if (conn->in.size() > 0) {
-          settings_.slot->bad_requests.fetch_add(1, std::memory_order_relaxed);
-          log_problem(conn,
-                      fmt::format("client closed the connection after {} byte(s) of an incomplete request",
-                                  conn->in.size()));
+          note_.clear();
+          if (framing.truncated(*conn, note_))
+            settings_.slot->bad_requests.fetch_add(1, std::memory_order_relaxed);
+          log_problem(conn, note_);
         }
         return close_connection(conn, true);
       }
-      return wait_for(conn, EPOLLIN);
-    }
-
-    conn->pending = request_view(conn, frame);
-    conn->request_bytes = frame.total;
-    dispatch(conn);
-    if (conn->in_application) return;
-    if (finish_reply(conn)) return;
-  }
-}
-
-// An --http-socket connection: HTTP/1.1 requests, kept alive, turned into modifier1 0 requests for
-// the application; its raw response is made safe for a kept connection (server/http.hpp).
-void Worker::serve_http(Connection* conn) {
-  for (;;) {
-    if (!ready_for_next_request(conn)) return;
-    server::HttpFrame& frame = conn->http_frame;
-    const server::FrameStatus status = frame.status;
-    if (status == server::FrameStatus::incomplete) {
-      if (conn->peer_closed) {
-        if (conn->in.size() > 0) {
-          log_problem(conn, fmt::format("client closed the connection after {} byte(s) of an incomplete HTTP "
-                                        "request",
-                                        conn->in.size()));
-        }
-        return close_connection(conn, true);
-      }
-      if (frame.head_end != 0 && frame.expect_continue && !conn->sent_continue) {
-        conn->sent_continue = true;  // a short write is harmless: the client sends its body after 1 s anyway
-        [[maybe_unused]] ssize_t n =
-            ::write(conn->fd, server::kContinueResponse.data(), server::kContinueResponse.size());
-      }
+      framing.waiting(*conn);
       return wait_for(conn, EPOLLIN);
     }
     conn->reply.clear();
-    std::string error;
-    if (status == server::FrameStatus::complete) {
-      const server::HttpConnectionInfo info{.remote_addr = conn->peer_host,
-                                            .remote_port = conn->peer_port,
-                                            .server_name = {},
-                                            .server_port = conn->server_port};
-      if (server::http_to_uwsgi(conn->in.view(), frame, info, conn->http_packet, conn->http_body,
-                                conn->http_info, error)) {
-        conn->pending = server::Request{};
-        conn->pending.header = server::decode_header(conn->http_packet.data());
-        conn->pending.payload = std::string_view(conn->http_packet).substr(server::kHeaderSize);
-        conn->pending.body = conn->http_body;
-        conn->request_bytes = frame.total;
+    note_.clear();
+    switch (framing.take_request(*conn, note_)) {
+      case Take::dispatch:
         dispatch(conn);
         if (conn->in_application) return;
         if (finish_reply(conn)) return;
         continue;
-      }
-      frame.error_status = 431;
-      frame.error = error;
+      case Take::rejected:
+        settings_.slot->bad_requests.fetch_add(1, std::memory_order_relaxed);
+        log_problem(conn, note_);
+        if (conn->reply.body.empty() && conn->reply.head.empty()) return close_connection(conn, true);
+        break;
+      case Take::replied:
+        if (!note_.empty()) log_problem(conn, note_);
+        break;
     }
-    settings_.slot->bad_requests.fetch_add(1, std::memory_order_relaxed);
-    log_problem(conn, fmt::format("HTTP {}: {}", frame.error_status, frame.error));
-    server::http_error_response(conn->reply.body, frame.error_status, frame.error);
-    conn->reply.close_after = true;
-    conn->request_bytes = conn->in.size();
-    conn->writing = true;
-    conn->reply_written = 0;
+    if (start_reply(conn)) return;
   }
 }
 
@@ -593,33 +476,12 @@ void Worker::dispatch(Connection* conn) {
   if (!note_.empty()) log_problem(conn, note_);
 }
 
-// The request was handled: fix an HTTP response up for its connection, then start writing.
+// A dispatched request was handled: let the framing shape the reply, then start writing.
 bool Worker::finish_reply(Connection* conn) {
-  if (conn->http) {
-    server::Reply& reply = conn->reply;
-    if (!reply.head.empty()) {  // an application may hand back its status and headers apart
-      reply.head.append(reply.body);
-      reply.body.swap(reply.head);
-      reply.head.clear();
-    }
-    note_.clear();
-    const bool keep = server::finish_http_response(reply.body, conn->http_info, &note_);
-    if (!note_.empty()) log_problem(conn, note_);
-    conn->reply.close_after = !keep;
-    conn->http_frame = server::HttpFrame{};
-    conn->sent_continue = false;
-  }
+  note_.clear();
+  conn->framing->finish(*conn, note_);
+  if (!note_.empty()) log_problem(conn, note_);
   return start_reply(conn);
-}
-
-server::Request Worker::request_view(const Connection* conn, const server::Frame& frame) const {
-  std::string_view bytes = conn->in.view();
-  server::Request request;
-  request.header = frame.header;
-  request.payload = bytes.substr(server::kHeaderSize, frame.payload_end - server::kHeaderSize);
-  request.body = bytes.substr(frame.payload_end, frame.total - frame.payload_end);
-  request.persistent = conn->persistent_socket;
-  return request;
 }
 
 // The request was handled and conn->reply holds the answer: drop the request's bytes, start writing.
