@@ -95,6 +95,7 @@ class Worker {
 
  private:
   bool setup();
+  void accept_ready(const int* fds, int count);
   void accept_from(int listen_fd);
   void serve(Connection* conn);           // read what is there, handle complete requests, write replies
   bool read_available(Connection* conn);  // false = connection failed and was closed
@@ -109,7 +110,9 @@ class Worker {
   void close_connection(Connection* conn, bool orderly);
   void log_problem(Connection* conn, std::string_view what);
   void begin_graceful_stop();
-  void watch_listeners(bool on);
+  void update_accepting();
+  std::int32_t app_backlog() const;
+  bool takes_app_connections(std::int32_t backlog) const;
   void publish_busy(const server::Request& request);
   void hand_to_application(Connection* conn);
   bool start_reply(Connection* conn);  // true when the connection was closed
@@ -123,7 +126,13 @@ class Worker {
   UwsgiFraming uwsgi_;
   UwsgiFraming persistent_;  // --persistent-socket
   HttpFraming http_;         // --http-socket
-  std::vector<std::pair<int, Framing*>> listeners_;
+  struct Listener {
+    int fd;
+    Framing* framing;
+    bool cache_path;       // --persistent-socket: still watched while saturated (cache clients' own path)
+    bool watched = false;  // in the epoll set
+  };
+  std::vector<Listener> listeners_;
   uv_loop_t loop_{};
   int epoll_fd_ = -1;
   uv_signal_t signals_[4]{};
@@ -142,7 +151,9 @@ class Worker {
   std::int64_t accept_paused_until_ms_ = 0;
   std::string note_;
   ApplicationThreads app_threads_;
-  std::size_t in_application_ = 0;  // connections an application thread holds
+  std::size_t in_application_ = 0;  // connections an application thread holds (or that wait for one)
+  std::size_t last_listener_ = 0;   // index in listeners_ of the one accepted from last
+  std::int32_t published_backlog_ = kNoAppBacklog;  // what our scoreboard slot says
 };
 
 Worker* worker_of(uv_handle_t* handle) { return static_cast<Worker*>(handle->data); }
@@ -198,9 +209,9 @@ bool Worker::setup() {
     Framing* framing = has(settings_.http_fds, fd)         ? static_cast<Framing*>(&http_)
                        : has(settings_.persistent_fds, fd) ? &persistent_
                                                            : &uwsgi_;
-    listeners_.emplace_back(fd, framing);
+    listeners_.push_back({fd, framing, framing == &persistent_});
   }
-  watch_listeners(true);
+  update_accepting();
   // Signals were blocked by the master across fork so none sent during start-up is lost: now that
   // libuv handles them, let them in.
   sigset_t all;
@@ -241,27 +252,31 @@ int Worker::run() {
     }
     if (accept_paused_until_ms_ != 0 && !stopping_ && monotonic_ms() >= accept_paused_until_ms_) {
       accept_paused_until_ms_ = 0;
-      watch_listeners(true);
+      update_accepting();
     }
     int timeout = uv_backend_timeout(&loop_);
     if (timeout < 0 || timeout > kTickMs) timeout = kTickMs;
     if (accept_paused_until_ms_ != 0) timeout = std::min(timeout, kAcceptPauseMs);
+
     int n = epoll_wait(epoll_fd_, events, kMaxEvents, timeout);
     if (n < 0 && errno != EINTR) {
       common::log("worker {}: epoll_wait: {}", settings_.id, std::strerror(errno));
       return 1;
     }
     bool run_libuv = (n == 0);
+    int ready_listeners[kMaxEvents];
+    int ready_count = 0;
     for (int i = 0; i < n; ++i) {
       const std::uint64_t tag = events[i].data.u64;
       if (tag == kBackendTag) {
         run_libuv = true;
       } else if (tag & kListenerTag) {
-        if (!stopping_) accept_from(static_cast<int>(tag & 0xffffffffu));
+        ready_listeners[ready_count++] = static_cast<int>(tag & 0xffffffffu);
       } else {
         on_ready(static_cast<Connection*>(events[i].data.ptr), events[i].events);
       }
     }
+    accept_ready(ready_listeners, ready_count);
     // libuv fires timers only inside uv_run: run a pass when one is due, not only when its fd is
     // readable, or a worker kept busy by its connections would never time them out.
     if (!run_libuv) {
@@ -273,6 +288,22 @@ int Worker::run() {
   }
   app_threads_.shutdown(/*wait=*/in_application_ == 0);
   return recycling_ && !exit_now_ ? kExitRecycled : 0;
+}
+
+// The listeners one epoll_wait found ready, in turn from the one after the last accepted from: a
+// worker that saturates after one connection takes each listener's turn, so no listener's queue waits
+// forever behind another's (it did: the first fd in the set always won). Stops once the worker
+// saturates or stops (it stops watching the listener then).
+void Worker::accept_ready(const int* fds, int count) {
+  if (count == 0) return;
+  const std::size_t total = listeners_.size();
+  for (std::size_t step = 1; step <= total; ++step) {
+    const std::size_t index = (last_listener_ + step) % total;
+    const Listener& listener = listeners_[index];
+    if (!listener.watched || std::find(fds, fds + count, listener.fd) == fds + count) continue;
+    last_listener_ = index;
+    accept_from(listener.fd);
+  }
 }
 
 // One connection per wake-up: a second accept4 would mostly fail with EAGAIN (a syscall per request
@@ -294,7 +325,7 @@ void Worker::accept_from(int listen_fd) {
       // (connections keep waiting in the kernel's queue) while timeouts free descriptors.
       const int error = errno;
       accept_paused_until_ms_ = monotonic_ms() + kAcceptPauseMs;
-      watch_listeners(false);
+      update_accepting();
       resource_log_.log(
           fmt::format("worker {}: accept: {}: pausing accepts for {} ms with {} connection(s) open (raise "
                       "the file limit: "
@@ -306,8 +337,8 @@ void Worker::accept_from(int listen_fd) {
   slot->accepted.fetch_add(1, std::memory_order_relaxed);
   Connection* conn = acquire();
   conn->fd = fd;
-  for (const auto& [fd_of_listener, framing] : listeners_) {
-    if (fd_of_listener == listen_fd) conn->framing = framing;
+  for (const Listener& listener : listeners_) {
+    if (listener.fd == listen_fd) conn->framing = listener.framing;
   }
   conn->framing->attach(*conn, listen_fd);
   conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
@@ -509,6 +540,7 @@ bool Worker::start_reply(Connection* conn) {
 void Worker::hand_to_application(Connection* conn) {
   conn->in_application = true;
   ++in_application_;
+  update_accepting();
   if (conn->in_epoll) {
     // The loop leaves the socket alone until the reply is ready (out of the set: epoll would report
     // a hang-up over and over even with no events asked for).
@@ -539,6 +571,7 @@ void Worker::on_application_finished() {
     conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
     if (!finish_reply(conn)) serve(conn);
   }
+  update_accepting();
 }
 
 // A reply was fully sent (or there was none): close unless the client chose the persistent mode.
@@ -656,6 +689,7 @@ void Worker::log_problem(Connection* conn, std::string_view what) {
 }
 
 void Worker::on_tick() {
+  update_accepting();  // another worker started or went away: whether we are the only one may have changed
   std::int64_t now = monotonic_ms();
   // Walk backwards: closing swaps the last connection into the current index.
   for (std::size_t i = active_.size(); i-- > 0;) {
@@ -674,19 +708,55 @@ void Worker::on_tick() {
   }
 }
 
-void Worker::watch_listeners(bool on) {
-  for (int fd : settings_.listen_fds) {
-    if (!on) {
-      epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+// Which listeners are watched (docs/architecture.md, "Scheduling application requests"): none while
+// stopping or paused for descriptors; the --persistent-socket ones (the cache clients' own path)
+// otherwise; the others only while takes_app_connections(). Publishes this worker's backlog for the
+// others' decisions. Connections already open are served all along.
+void Worker::update_accepting() {
+  const std::int32_t backlog = app_backlog();
+  if (backlog != published_backlog_) {
+    settings_.slot->app_backlog.store(backlog, std::memory_order_relaxed);
+    published_backlog_ = backlog;
+  }
+  const bool open = !stopping_ && accept_paused_until_ms_ == 0;
+  const bool app = open && takes_app_connections(backlog);
+  for (Listener& listener : listeners_) {
+    const bool want = listener.cache_path ? open : app;
+    if (want == listener.watched) continue;
+    listener.watched = want;
+    if (!want) {
+      epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listener.fd, nullptr);
       continue;
     }
     struct epoll_event ev {};
     ev.events = EPOLLIN | (settings_.exclusive_accept ? static_cast<std::uint32_t>(EPOLLEXCLUSIVE) : 0u);
-    ev.data.u64 = kListenerTag | static_cast<std::uint32_t>(fd);
-    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST) {
-      common::log("worker {}: cannot watch listening fd {}: {}", settings_.id, fd, std::strerror(errno));
+    ev.data.u64 = kListenerTag | static_cast<std::uint32_t>(listener.fd);
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listener.fd, &ev) != 0 && errno != EEXIST) {
+      common::log("worker {}: cannot watch listening fd {}: {}", settings_.id, listener.fd,
+                  std::strerror(errno));
     }
   }
+}
+
+// Application requests held (running or queued) minus application threads; kNoAppBacklog without
+// application threads (nothing to saturate) or once stopping.
+std::int32_t Worker::app_backlog() const {
+  if (!app_threads_.started() || stopping_) return kNoAppBacklog;
+  return static_cast<std::int32_t>(in_application_) - settings_.application_threads;
+}
+
+// With a thread free: yes. Saturated: only when no other worker takes part (the only worker, as with
+// --processes 1): its connections have nowhere else to go, and a cache request on one is answered at
+// once. With others, the connection waits in the kernel's queue for the first thread freed anywhere
+// (a worker's own queue would tie it to that worker's thread; measured in docs/architecture.md).
+bool Worker::takes_app_connections(std::int32_t backlog) const {
+  if (backlog < 0 || backlog == kNoAppBacklog) return true;
+  for (int i = 0; i < settings_.scoreboard_size; ++i) {
+    const WorkerSlot& other = settings_.scoreboard[i];
+    if (&other != settings_.slot && other.app_backlog.load(std::memory_order_relaxed) != kNoAppBacklog)
+      return false;
+  }
+  return true;
 }
 
 void Worker::begin_graceful_stop() {
@@ -694,7 +764,7 @@ void Worker::begin_graceful_stop() {
   stopping_ = true;
   stop_deadline_ms_ = monotonic_ms() + settings_.stop_mercy_s * 1000LL;
   // Stop accepting: the connections still queued go to the other workers (or wait for the next one).
-  watch_listeners(false);
+  update_accepting();
   for (int fd : settings_.listen_fds) ::close(fd);
   // Idle kept-alive connections have nothing in flight.
   for (std::size_t i = active_.size(); i-- > 0;) {
