@@ -130,22 +130,18 @@ std::int32_t Worker::app_backlog() const {
   return static_cast<std::int32_t>(in_application_) - settings_.application_threads;
 }
 
-// With a thread free: yes. Saturated: not while another worker has a thread free (the connection is
-// theirs); when every worker is saturated, only to hold one request ready for our own thread (backlog
-// 0), so the thread goes on to it without waiting for the loop to accept, read and hand it over; the
-// only worker (--processes 1) takes everything, since its connections have nowhere else to go.
+// With a thread free: yes. Saturated: only when no other worker takes part (the only worker, as with
+// --processes 1): its connections have nowhere else to go, and a cache request on one is answered at
+// once. With others, the connection waits in the kernel's queue for the first thread freed anywhere
+// (a worker's own queue would tie it to that worker's thread; measured in docs/architecture.md).
 bool Worker::takes_app_connections(std::int32_t backlog) const {
   if (backlog < 0 || backlog == kNoAppBacklog) return true;
-  bool alone = true;
   for (int i = 0; i < settings_.scoreboard_size; ++i) {
     const WorkerSlot& other = settings_.scoreboard[i];
-    if (&other == settings_.slot) continue;
-    const std::int32_t theirs = other.app_backlog.load(std::memory_order_relaxed);
-    if (theirs == kNoAppBacklog) continue;
-    if (theirs < 0) return false;
-    alone = false;
+    if (&other != settings_.slot && other.app_backlog.load(std::memory_order_relaxed) != kNoAppBacklog)
+      return false;
   }
-  return alone || backlog == 0;
+  return true;
 }
 
 }  // namespace workers::loop

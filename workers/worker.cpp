@@ -149,12 +149,6 @@ int Worker::run() {
     int timeout = uv_backend_timeout(&loop_);
     if (timeout < 0 || timeout > kTickMs) timeout = kTickMs;
     if (accept_paused_until_ms_ != 0) timeout = std::min(timeout, kAcceptPauseMs);
-    if (published_backlog_ == 0) {
-      // Holding a ready request for our thread depends on the others having none free: look again
-      // soon (nothing wakes us when theirs changes).
-      update_accepting();
-      timeout = std::min(timeout, kBacklogPollMs);
-    }
 
     int n = epoll_wait(epoll_fd_, events, kMaxEvents, timeout);
     if (n < 0 && errno != EINTR) {

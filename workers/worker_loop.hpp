@@ -43,7 +43,6 @@ constexpr int kTickMs = 250;  // timeout checks
 constexpr std::uint64_t kBackendTag = std::uint64_t{1} << 63;   // libuv's backend fd
 constexpr std::uint64_t kListenerTag = std::uint64_t{1} << 62;  // | the listening fd
 constexpr int kAcceptPauseMs = 100;                             // accept pause when out of descriptors
-constexpr int kBacklogPollMs = 2;  // see Worker::run: a saturated worker re-reads the others' backlogs
 
 class Worker;
 using ApplicationThreads = workers::ApplicationThreads<Worker, Connection>;
