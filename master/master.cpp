@@ -332,6 +332,8 @@ void Master::create_scoreboard() {
   if (area == MAP_FAILED)
     throw std::runtime_error(fmt::format("cannot map the worker scoreboard: {}", std::strerror(errno)));
   slots_ = static_cast<workers::WorkerSlot*>(area);  // zero-filled by mmap: every atomic starts at 0
+  for (std::size_t i = 0; i < slot_count_; ++i)
+    slots_[i].app_backlog.store(workers::kNoAppBacklog);  // no worker
   slot_used_.assign(slot_count_, false);
 }
 
@@ -351,6 +353,7 @@ std::optional<pid_t> Master::spawn(int id) {
   s.requests.store(0);
   s.bad_requests.store(0);
   s.request_len.store(0);
+  s.app_backlog.store(workers::kNoAppBacklog);
 
   const pid_t master_pid = getpid();
   pid_t pid = fork();
@@ -397,6 +400,8 @@ void Master::become_worker(int id, int slot) {
   settings.recycle.max_lifetime_ms = config_.max_worker_lifetime * 1000LL;
   settings.recycle.reload_on_rss_bytes = config_.reload_on_rss << 20;
   settings.slot = &slots_[slot];
+  settings.scoreboard = slots_;
+  settings.scoreboard_size = static_cast<int>(slot_count_);
   settings.publish_busy = config_.harakiri > 0 || cheaper_.enabled();
   settings.caches = &caches_;
   settings.application = application_.get();
@@ -450,6 +455,7 @@ void Master::on_child_exit(pid_t pid, int status) {
   if (child == nullptr) return;
   Child gone = *child;
   slot_used_[static_cast<std::size_t>(gone.slot)] = false;
+  slots_[gone.slot].app_backlog.store(workers::kNoAppBacklog);  // no longer a candidate for connections
   children_.erase(children_.begin() + (child - children_.data()));
   const std::int64_t lived_ms = monotonic_ms() - gone.started_ms;
 

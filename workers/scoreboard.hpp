@@ -6,9 +6,14 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 namespace workers {
+
+// WorkerSlot::app_backlog of a worker that takes no part in application scheduling (no application
+// threads, stopping, gone): never the least loaded, never a free thread.
+inline constexpr std::int32_t kNoAppBacklog = std::numeric_limits<std::int32_t>::max();
 
 struct WorkerSlot {
   std::atomic<std::int32_t> pid;
@@ -21,7 +26,11 @@ struct WorkerSlot {
   std::atomic<std::uint64_t> requests;        // requests handled
   std::atomic<std::uint64_t> bad_requests;    // closed for bad input or timeout
   std::atomic<std::uint32_t> request_len;     // bytes of `request` in use
-  char request[132];                          // what the busy request is, for the harakiri log line
+  // Application requests held minus application threads: < 0 = that many threads free, >= 0 = every
+  // thread busy and that many requests queued. The workers read each other's to decide who accepts
+  // (docs/architecture.md, "Scheduling application requests"); kNoAppBacklog = takes no part.
+  std::atomic<std::int32_t> app_backlog;
+  char request[128];  // what the busy request is, for the harakiri log line
 };
 
 static_assert(std::is_standard_layout_v<WorkerSlot>);

@@ -30,7 +30,10 @@ struct WorkerSettings {
   int stop_mercy_s = 60;       // how long a graceful stop waits for in-flight requests
   RecyclePolicy recycle;       // when this worker recycles itself (all zero = never)
   WorkerSlot* slot = nullptr;  // this worker's scoreboard slot (shared with the master)
-  bool publish_busy = false;   // --harakiri is on: publish when each request starts, and what it is
+  // The whole scoreboard (every worker's slot, this one's included): read for app_backlog only.
+  const WorkerSlot* scoreboard = nullptr;
+  int scoreboard_size = 0;
+  bool publish_busy = false;  // --harakiri is on: publish when each request starts, and what it is
   cache::CacheSet* caches = nullptr;
   server::Application* application = nullptr;
   int application_threads = 1;   // --threads: threads running a blocking application

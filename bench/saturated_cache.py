@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Cache requests while every worker's application threads are busy (issue 13, item 1).
+
+2 workers, default --threads (1), an app that sleeps APP_MS (default 100) per request, kept saturated by
+SATURATORS (default 8) clients looping on it; meanwhile one client makes cache gets one after the other
+(a) each on a new connection to the --socket (how nginx's uwsgi_pass and uWSGI's clients talk) and
+(b) on one kept --persistent-socket connection. Prints get latency p50/p99/max per case, idle and
+saturated, and the app requests/s. Run it with SERVER_BIN=old and new binaries to compare.
+Usage: SERVER_BIN=build/bin/server /usr/bin/python3 bench/saturated_cache.py   (env: APP_MS, SATURATORS,
+       GETS=400)"""
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+from harness import Server, free_port, magic_get, magic_set, make_temp_dir, packet, request, vars_block  # noqa: E402
+
+APP_MS = int(os.environ.get("APP_MS", "100"))
+SATURATORS = int(os.environ.get("SATURATORS", "8"))
+GETS = int(os.environ.get("GETS", "400"))
+APP = f'''
+import time
+def application(environ, start_response):
+    time.sleep({APP_MS / 1000.0})
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+'''
+
+
+def read_exact(s, n):
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            raise EOFError("closed")
+        data += chunk
+    return data
+
+
+def persistent_get(s, key):
+    s.sendall(packet(111, 0, key.encode()))
+    _, length, _ = struct.unpack("<BHB", read_exact(s, 4))
+    return read_exact(s, length)
+
+
+def stats(samples):
+    s = sorted(samples)
+    return (f"p50 {s[len(s) // 2] * 1e3:7.3f} ms  p99 {s[min(len(s) - 1, int(len(s) * 0.99))] * 1e3:7.3f} ms  "
+            f"max {s[-1] * 1e3:7.3f} ms")
+
+
+def measure(addr, paddr):
+    fresh, kept = [], []
+    with socket.create_connection(paddr) as s:
+        for _ in range(GETS):
+            t0 = time.perf_counter()
+            assert magic_get(addr, "k", timeout=30) == b"v"
+            fresh.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            assert persistent_get(s, "k") == b"v"
+            kept.append(time.perf_counter() - t0)
+    return fresh, kept
+
+
+def main():
+    d = make_temp_dir("satbench-")
+    with open(os.path.join(d, "sat_app.py"), "w") as f:
+        f.write(APP)
+    port, pport = free_port(), free_port()
+    addr, paddr = ("127.0.0.1", port), ("127.0.0.1", pport)
+    with Server(["--socket", f"127.0.0.1:{port}", "--persistent-socket", f"127.0.0.1:{pport}", "--module", "sat_app",
+                 "--chdir", d, "--processes", "2", "--cache2", "name=default,items=1000"], workers=2):
+        assert magic_set(addr, "k", "v")
+        fresh, kept = measure(addr, paddr)
+        print(f"idle       new connection: {stats(fresh)}")
+        print(f"idle       kept connection: {stats(kept)}")
+        stop = threading.Event()
+        served = []
+
+        def saturate():
+            pairs = [("REQUEST_METHOD", "GET"), ("PATH_INFO", "/"), ("SERVER_PROTOCOL", "HTTP/1.1")]
+            while not stop.is_set():
+                reply, how = request(addr, packet(0, 0, vars_block(pairs)), timeout=30)
+                served.append(how == "eof" and reply.startswith(b"HTTP/1.1 200"))
+        pool = [threading.Thread(target=saturate, daemon=True) for _ in range(SATURATORS)]
+        for t in pool:
+            t.start()
+        time.sleep(3 * APP_MS / 1000.0)  # a bench, not a test: let the saturators fill both workers
+        t0 = time.monotonic()
+        n0 = len(served)
+        fresh, kept = measure(addr, paddr)
+        elapsed = time.monotonic() - t0
+        n1 = len(served)
+        stop.set()
+        for t in pool:
+            t.join(timeout=30)
+        print(f"saturated  new connection: {stats(fresh)}")
+        print(f"saturated  kept connection: {stats(kept)}")
+        print(f"app requests during the saturated gets: {(n1 - n0) / elapsed:.1f}/s "
+              f"(ideal {2 * 1000.0 / APP_MS:.1f}/s), all ok: {all(served)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+// The one connection loop (Worker::serve) and what it drives: reading and framing through the
+// connection's Framing (connection.hpp), dispatching, the hand-off to the application threads, writing
+// replies, closing. docs/architecture.md, "The connection loop and its framing seam".
+#include "workers/worker_loop.hpp"
+
+namespace workers::loop {
+
+// Frames what arrived so far and says how many bytes to make room for.
+void Worker::frame_state(Connection* conn, std::size_t* want) {
+  conn->frame_status = conn->framing->frame(*conn, want);
+}
+
+bool Worker::read_available(Connection* conn) {
+  for (;;) {
+    std::size_t want = 0;
+    frame_state(conn, &want);
+    if (conn->frame_status != server::FrameStatus::incomplete) return true;
+    // A short read means the socket had nothing more: reading again would only return EAGAIN (one
+    // wasted syscall per request on a kept connection). Level-triggered polling reports what comes next.
+    if (conn->socket_drained) return true;
+    conn->in.reserve(want);
+    const std::size_t asked = conn->in.spare_size();
+    ssize_t n = ::read(conn->fd, conn->in.spare(), asked);
+    if (n > 0) {
+      conn->in.commit(static_cast<std::size_t>(n));
+      conn->socket_drained = static_cast<std::size_t>(n) < asked;
+      continue;
+    }
+    if (n == 0) {
+      conn->peer_closed = true;
+      return true;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      conn->socket_drained = true;
+      return true;
+    }
+    log_problem(conn, fmt::format("read failed: {}", std::strerror(errno)));
+    close_connection(conn, false);
+    return false;
+  }
+}
+
+// Finishes a pending reply and reads what arrived. False when the connection is closed or waits for
+// the socket; true when conn->frame_status describes what the buffer holds now: every
+// way out of read_available frames after the last byte it added, so nobody frames the bytes twice.
+bool Worker::ready_for_next_request(Connection* conn) {
+  while (conn->writing) {
+    if (!write_reply(conn)) return false;
+    if (conn->writing) {
+      wait_for(conn, EPOLLOUT);
+      return false;
+    }
+    if (reply_done(conn)) return false;
+  }
+  if (!conn->peer_closed) return read_available(conn);
+  std::size_t want = 0;  // nothing more will arrive: frame what is there
+  frame_state(conn, &want);
+  return true;
+}
+
+// The one connection loop, whatever the connection speaks (its Framing): answer every complete request
+// the buffer holds, in order, then wait for the socket.
+void Worker::serve(Connection* conn) {
+  Framing& framing = *conn->framing;
+  for (;;) {
+    if (!ready_for_next_request(conn)) return;
+    if (conn->frame_status == server::FrameStatus::incomplete) {
+      if (conn->peer_closed) {
+        if (conn->in.size() > 0) {
+          note_.clear();
+          if (framing.truncated(*conn, note_))
+            settings_.slot->bad_requests.fetch_add(1, std::memory_order_relaxed);
+          log_problem(conn, note_);
+        }
+        return close_connection(conn, true);
+      }
+      framing.waiting(*conn);
+      return wait_for(conn, EPOLLIN);
+    }
+    conn->reply.clear();
+    note_.clear();
+    switch (framing.take_request(*conn, note_)) {
+      case Take::dispatch:
+        dispatch(conn);
+        if (conn->in_application) return;
+        if (finish_reply(conn)) return;
+        continue;
+      case Take::rejected:
+        settings_.slot->bad_requests.fetch_add(1, std::memory_order_relaxed);
+        log_problem(conn, note_);
+        if (conn->reply.body.empty() && conn->reply.head.empty()) return close_connection(conn, true);
+        break;
+      case Take::replied:
+        if (!note_.empty()) log_problem(conn, note_);
+        break;
+    }
+    if (start_reply(conn)) return;
+  }
+}
+
+// Handles conn->pending: inline, or on an application thread for a blocking application (the loop
+// then leaves the connection alone until on_application_finished).
+void Worker::dispatch(Connection* conn) {
+  if (serve_static(conn)) return;
+  if (conn->pending.header.modifier1 == server::kModifierApp && app_threads_.started()) {
+    return hand_to_application(conn);
+  }
+  publish_busy(conn->pending);
+  dispatcher_.handle(conn->pending, conn->reply, &note_);  // clears the reply and the note first
+  if (settings_.publish_busy) settings_.slot->busy_since_ms.store(0, std::memory_order_relaxed);
+  settings_.slot->requests.fetch_add(1, std::memory_order_relaxed);
+  if (!note_.empty()) log_problem(conn, note_);
+}
+
+// --static-map & co (server/static_files.hpp): answered on the loop, the file sent with sendfile.
+bool Worker::serve_static(Connection* conn) {
+  if (settings_.static_files == nullptr || conn->pending.header.modifier1 != server::kModifierApp)
+    return false;
+  note_.clear();
+  const bool served = settings_.static_files->serve(conn->pending, conn->framing->direct_reply_context(*conn),
+                                                    conn->reply, note_);
+  if (!note_.empty()) log_problem(conn, note_);
+  if (served) settings_.slot->requests.fetch_add(1, std::memory_order_relaxed);
+  return served;
+}
+
+// A dispatched request was handled: let the framing shape the reply, then start writing.
+bool Worker::finish_reply(Connection* conn) {
+  note_.clear();
+  conn->framing->finish(*conn, note_);
+  if (!note_.empty()) log_problem(conn, note_);
+  return start_reply(conn);
+}
+
+// The request was handled and conn->reply holds the answer: drop the request's bytes, start writing.
+// Returns true when the connection was closed (or waits for writability), false to go on reading.
+bool Worker::start_reply(Connection* conn) {
+  conn->in.consume(conn->request_bytes);  // the request views are dead from here on
+  conn->request_bytes = 0;
+  if (!conn->reply.close_after && !conn->persistent) {
+    conn->persistent = true;
+    int one = 1;
+    setsockopt(conn->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on UNIX
+  }
+  conn->reply_written = 0;
+  conn->writing = !conn->reply.head.empty() || !conn->reply.body.empty();
+  if (conn->writing) {
+    if (!write_reply(conn)) return true;
+    if (conn->writing) {
+      wait_for(conn, EPOLLOUT);
+      return true;
+    }
+  }
+  return reply_done(conn);
+}
+
+void Worker::hand_to_application(Connection* conn) {
+  conn->in_application = true;
+  ++in_application_;
+  update_accepting();
+  if (conn->in_epoll) {
+    // The loop leaves the socket alone until the reply is ready (out of the set: epoll would report
+    // a hang-up over and over even with no events asked for).
+    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, conn->fd, nullptr);
+    conn->in_epoll = false;
+  }
+  conn->reply.clear();
+  app_threads_.submit(conn);
+}
+
+void Worker::run_application(Worker* self, Connection* conn) {
+  const server::Request& request = conn->pending;
+  self->publish_busy(request);
+  try {
+    self->settings_.application->handle(request, conn->reply);
+  } catch (const std::exception& error) {
+    conn->reply.clear();
+    common::log("worker {}: application failed: {}", self->settings_.id, error.what());
+  }
+  if (self->settings_.publish_busy) self->settings_.slot->busy_since_ms.store(0, std::memory_order_relaxed);
+  self->settings_.slot->requests.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Worker::on_application_finished() {
+  for (Connection* conn : app_threads_.take_finished()) {
+    conn->in_application = false;
+    --in_application_;
+    conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
+    if (!finish_reply(conn)) serve(conn);
+  }
+  update_accepting();
+}
+
+// A reply was fully sent (or there was none): close unless the client chose the persistent mode.
+// Returns true when the connection was closed.
+bool Worker::reply_done(Connection* conn) {
+  const bool drained = conn->in.size() == 0;
+  if (conn->reply.close_after || (stopping_ && drained) || (conn->peer_closed && drained)) {
+    close_connection(conn, true);
+    return true;
+  }
+  conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
+  return false;
+}
+
+bool Worker::write_reply(Connection* conn) {
+  server::Reply& reply = conn->reply;
+  const std::size_t total = reply.head.size() + reply.body.size();
+  while (conn->reply_written < total) {
+    struct iovec iov[2];
+    int count = 0;
+    std::size_t done = conn->reply_written;
+    if (done < reply.head.size()) {
+      iov[count++] = {reply.head.data() + done, reply.head.size() - done};
+      done = 0;
+    } else {
+      done -= reply.head.size();
+    }
+    if (!reply.body.empty()) iov[count++] = {reply.body.data() + done, reply.body.size() - done};
+    ssize_t n = ::writev(conn->fd, iov, count);
+    if (n > 0) {
+      conn->reply_written += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;  // still writing
+    log_problem(conn, fmt::format("write failed after {} of {} byte(s): {}", conn->reply_written, total,
+                                  n < 0 ? std::strerror(errno) : "no progress"));
+    close_connection(conn, false);
+    return false;
+  }
+  if (reply.file.open()) {
+    const server::SendStatus sent = server::send_file_body(conn->fd, reply.file);
+    if (sent == server::SendStatus::again) return true;  // still writing
+    if (sent == server::SendStatus::failed) {
+      log_problem(conn, fmt::format("sending a static file failed with {} byte(s) left: {}",
+                                    reply.file.length, std::strerror(errno)));
+      close_connection(conn, false);
+      return false;
+    }
+  }
+  conn->writing = false;
+  return true;
+}
+
+void Worker::wait_for(Connection* conn, std::uint32_t events) {
+  if (conn->in_epoll && conn->watching == events) return;
+  struct epoll_event ev {};
+  ev.events = events;
+  ev.data.ptr = conn;
+  if (epoll_ctl(epoll_fd_, conn->in_epoll ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, conn->fd, &ev) != 0) {
+    log_problem(conn, fmt::format("cannot watch the connection: {}", std::strerror(errno)));
+    return close_connection(conn, false);
+  }
+  conn->in_epoll = true;
+  conn->watching = events;
+  if (!conn->registered) {
+    conn->registered = true;
+    conn->active_index = active_.size();
+    active_.push_back(conn);
+  }
+}
+
+void Worker::on_ready(Connection* conn, std::uint32_t events) {
+  // Closed earlier in this batch (released only after it), or owned by an application thread.
+  if (conn->fd < 0 || conn->in_application) return;
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) conn->socket_drained = false;
+  conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
+  serve(conn);
+}
+
+// Orderly close: half-close first so the peer reads our whole reply and an EOF, never a reset.
+// close() also takes the fd out of the epoll set (nothing else holds it). The Connection is released
+// only after the current batch of events, one of which may still name it.
+void Worker::close_connection(Connection* conn, bool orderly) {
+  if (conn->fd < 0) return;
+  if (orderly) ::shutdown(conn->fd, SHUT_WR);
+  if (conn->registered) {
+    Connection* last = active_.back();
+    active_[conn->active_index] = last;
+    last->active_index = conn->active_index;
+    active_.pop_back();
+  }
+  ::close(conn->fd);
+  conn->fd = -1;
+  closed_.push_back(conn);
+}
+
+void Worker::release_closed() {
+  for (Connection* conn : closed_) release(conn);
+  closed_.clear();
+}
+
+void Worker::log_problem(Connection* conn, std::string_view what) {
+  unsigned long long suppressed = 0;
+  if (!problem_log_.allow(&suppressed)) return;
+  std::string peer = "?";
+  struct sockaddr_storage addr {};
+  socklen_t len = sizeof addr;
+  if (conn->fd >= 0 && getpeername(conn->fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    char host[64] = "";
+    if (addr.ss_family == AF_INET) {
+      auto* in = reinterpret_cast<sockaddr_in*>(&addr);
+      inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+      peer = fmt::format("{}:{}", host, ntohs(in->sin_port));
+    } else if (addr.ss_family == AF_INET6) {
+      auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
+      inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+      peer = fmt::format("[{}]:{}", host, ntohs(in6->sin6_port));
+    } else {
+      peer = "unix";
+    }
+  }
+  common::log("worker {}: client {}: {}{}", settings_.id, peer, what,
+              common::RateLimitedLog::suppressed_note(suppressed));
+}
+
+}  // namespace workers::loop

@@ -1,0 +1,127 @@
+// The worker's loop, private to workers/: the Worker class, whose members live in worker.cpp (set-up,
+// the epoll loop, signals, ticks), accepting.cpp (which listeners are watched, accepting, the
+// connection pool) and connection_loop.cpp (the one connection loop and its framing seam, replies, the
+// application hand-off).
+#pragma once
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/clock.hpp"
+#include "common/log.hpp"
+#include "server/protocol.hpp"
+#include "workers/application_threads.hpp"
+#include "workers/connection.hpp"
+#include "workers/http_framing.hpp"
+#include "workers/uwsgi_framing.hpp"
+#include "workers/worker.hpp"
+
+namespace workers::loop {
+
+using common::monotonic_ms;
+
+constexpr int kMaxEvents = 32;
+constexpr int kTickMs = 250;  // timeout checks
+// epoll data: a Connection*, or one of these tags (user-space pointers never have bit 62 or 63 set).
+constexpr std::uint64_t kBackendTag = std::uint64_t{1} << 63;   // libuv's backend fd
+constexpr std::uint64_t kListenerTag = std::uint64_t{1} << 62;  // | the listening fd
+constexpr int kAcceptPauseMs = 100;                             // accept pause when out of descriptors
+
+class Worker;
+using ApplicationThreads = workers::ApplicationThreads<Worker, Connection>;
+
+class Worker {
+ public:
+  explicit Worker(const WorkerSettings& settings);
+
+  int run();
+
+  // libuv callbacks (static trampolines call these)
+  void on_ready(Connection* conn, std::uint32_t events);
+  void on_signal(int signum);
+  void on_tick();
+  void on_application_finished();
+  static void run_application(Worker* self, Connection* conn);  // on an application thread
+
+ private:
+  bool setup();
+  void accept_ready(const int* fds, int count);
+  void accept_from(int listen_fd);
+  void serve(Connection* conn);           // read what is there, handle complete requests, write replies
+  bool read_available(Connection* conn);  // false = connection failed and was closed
+  void frame_state(Connection* conn, std::size_t* want);
+  bool ready_for_next_request(Connection* conn);
+  void dispatch(Connection* conn);      // runs conn->pending inline or on an application thread
+  bool finish_reply(Connection* conn);  // true when the connection was closed
+  bool reply_done(Connection* conn);
+  bool write_reply(Connection* conn);                     // false = connection failed and was closed
+  void wait_for(Connection* conn, std::uint32_t events);  // EPOLLIN or EPOLLOUT
+  void release_closed();
+  void close_connection(Connection* conn, bool orderly);
+  void log_problem(Connection* conn, std::string_view what);
+  void begin_graceful_stop();
+  void update_accepting();
+  std::int32_t app_backlog() const;
+  bool takes_app_connections(std::int32_t backlog) const;
+  void publish_busy(const server::Request& request);
+  void hand_to_application(Connection* conn);
+  bool start_reply(Connection* conn);   // true when the connection was closed
+  bool serve_static(Connection* conn);  // a static file answered the request (never the application)
+
+  Connection* acquire();
+  void release(Connection* conn);
+
+  WorkerSettings settings_;
+  server::Dispatcher dispatcher_;
+  // What the listeners speak (see connection.hpp); listeners_ names each listening fd's framing.
+  UwsgiFraming uwsgi_;
+  UwsgiFraming persistent_;  // --persistent-socket
+  HttpFraming http_;         // --http-socket
+  struct Listener {
+    int fd;
+    Framing* framing;
+    bool cache_path;       // --persistent-socket: still watched while saturated (cache clients' own path)
+    bool watched = false;  // in the epoll set
+  };
+  std::vector<Listener> listeners_;
+  uv_loop_t loop_{};
+  int epoll_fd_ = -1;
+  uv_signal_t signals_[4]{};
+  uv_timer_t tick_{};
+  std::vector<Connection*> active_;  // connections waiting on the loop
+  std::vector<std::unique_ptr<Connection>> all_;
+  std::vector<Connection*> free_;
+  bool stopping_ = false;
+  bool exit_now_ = false;
+  Recycler recycler_{settings_.recycle, monotonic_ms()};
+  bool recycling_ = false;  // stopping because the Recycler said so: exit with kExitRecycled
+  std::int64_t stop_deadline_ms_ = 0;
+  common::RateLimitedLog problem_log_{20, 1};
+  common::RateLimitedLog resource_log_{1, 10};
+  std::vector<Connection*> closed_;  // closed during the current batch, released after it
+  std::int64_t accept_paused_until_ms_ = 0;
+  std::string note_;
+  ApplicationThreads app_threads_;
+  std::size_t in_application_ = 0;  // connections an application thread holds (or that wait for one)
+  std::size_t last_listener_ = 0;   // index in listeners_ of the one accepted from last
+  std::int32_t published_backlog_ = kNoAppBacklog;  // what our scoreboard slot says
+};
+
+}  // namespace workers::loop
