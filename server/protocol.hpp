@@ -163,10 +163,12 @@ struct Reply {
   std::string head;
   std::string body;
   bool close_after = true;  // one request per connection unless the persistent mode asked otherwise
+  bool failed = false;      // the application raised (the answer is its 500): counted as an exception
   void clear() {
     head.clear();
     body.clear();
     close_after = true;
+    failed = false;
   }
 };
 

@@ -125,6 +125,7 @@ struct Connection {
   std::string_view server_port;   // of the listening socket (the worker's table outlives connections)
   bool in_application = false;    // an application thread owns the request and the reply right now
   std::size_t request_bytes = 0;  // size of the request being handled (consumed once replied)
+  std::int64_t started_ns = 0;    // when `pending` was handed to its handler (request accounting)
   std::int64_t deadline_ms = 0;   // socket timeout: when we give up waiting for the client
   std::size_t active_index = 0;   // position in Worker::active_
 };
@@ -132,7 +133,9 @@ struct Connection {
 class Worker {
  public:
   explicit Worker(const WorkerSettings& settings)
-      : settings_(settings), dispatcher_(*settings.caches, settings.application) {
+      : settings_(settings),
+        dispatcher_(*settings.caches, settings.application),
+        accounting_(settings.id, settings.slot, settings.totals, settings.board, settings.request_log) {
     limits_.buffer_size = settings.buffer_size;
     limits_.max_body = settings.max_body;
     http_limits_.max_header_bytes = settings.buffer_size;  // one knob bounds both protocols' heads
@@ -176,6 +179,7 @@ class Worker {
 
   WorkerSettings settings_;
   server::Dispatcher dispatcher_;
+  RequestAccounting accounting_;  // counters and the request log, at begin and finish of each request
   server::FrameLimits limits_;
   uv_loop_t loop_{};
   int epoll_fd_ = -1;
@@ -583,6 +587,7 @@ void Worker::serve_http(Connection* conn) {
 // Handles conn->pending: inline, or on an application thread for a blocking application (the loop
 // then leaves the connection alone until on_application_finished).
 void Worker::dispatch(Connection* conn) {
+  conn->started_ns = accounting_.begin(conn->pending);
   if (conn->pending.header.modifier1 == server::kModifierApp && app_threads_.started()) {
     return hand_to_application(conn);
   }
@@ -595,6 +600,7 @@ void Worker::dispatch(Connection* conn) {
 
 // The request was handled: fix an HTTP response up for its connection, then start writing.
 bool Worker::finish_reply(Connection* conn) {
+  accounting_.finish(conn->pending, conn->reply, conn->started_ns, conn->reply.failed);
   if (conn->http) {
     server::Reply& reply = conn->reply;
     if (!reply.head.empty()) {  // an application may hand back its status and headers apart
@@ -664,6 +670,7 @@ void Worker::run_application(Worker* self, Connection* conn) {
     self->settings_.application->handle(request, conn->reply);
   } catch (const std::exception& error) {
     conn->reply.clear();
+    conn->reply.failed = true;
     common::log("worker {}: application failed: {}", self->settings_.id, error.what());
   }
   if (self->settings_.publish_busy) self->settings_.slot->busy_since_ms.store(0, std::memory_order_relaxed);

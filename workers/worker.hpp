@@ -8,6 +8,7 @@
 #include "cache/cache.hpp"
 #include "server/dispatcher.hpp"
 #include "workers/recycle.hpp"
+#include "workers/request_log.hpp"
 #include "workers/scoreboard.hpp"
 
 namespace workers {
@@ -29,6 +30,9 @@ struct WorkerSettings {
   int stop_mercy_s = 60;       // how long a graceful stop waits for in-flight requests
   RecyclePolicy recycle;       // when this worker recycles itself (all zero = never)
   WorkerSlot* slot = nullptr;  // this worker's scoreboard slot (shared with the master)
+  WorkerTotals* totals = nullptr;     // this worker id's records (shared; survive respawns)
+  ScoreboardHeader* board = nullptr;  // the scoreboard's header (server-wide totals)
+  RequestLogOptions request_log;      // what finished requests write to the log
   bool publish_busy = false;   // --harakiri is on: publish when each request starts, and what it is
   cache::CacheSet* caches = nullptr;
   server::Application* application = nullptr;

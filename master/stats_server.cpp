@@ -1,0 +1,210 @@
+#include "master/stats_server.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <vector>
+
+#include "common/clock.hpp"
+#include "common/log.hpp"
+
+namespace master {
+
+namespace {
+constexpr std::size_t kMaxRequestBytes = 8192;  // an HTTP request head to the stats socket
+constexpr int kPollMs = 250;                    // deadline checks
+}  // namespace
+
+struct StatsServer::Client {
+  int fd = -1;
+  std::int64_t deadline_ms = 0;
+  std::string in;   // HTTP: the request head so far
+  std::string out;  // the response
+  std::size_t written = 0;
+  bool responding = false;
+};
+
+StatsServer::StatsServer(int fd, std::string unix_path, bool http, int timeout_ms,
+                         std::shared_ptr<const workers::StatsContext> context)
+    : listen_fd_(fd),
+      unix_path_(std::move(unix_path)),
+      http_(http),
+      timeout_ms_(timeout_ms),
+      context_(std::move(context)),
+      clients_(new Client[kMaxClients]) {
+  for (auto& mirror : client_fds_) mirror.store(-1);
+  if (pipe2(wake_, O_NONBLOCK | O_CLOEXEC) != 0)
+    throw std::runtime_error(fmt::format("stats server: pipe2: {}", std::strerror(errno)));
+  fcntl(listen_fd_, F_SETFL, fcntl(listen_fd_, F_GETFL) | O_NONBLOCK);
+}
+
+StatsServer::~StatsServer() {
+  if (thread_.joinable()) {
+    [[maybe_unused]] ssize_t n = ::write(wake_[1], "x", 1);
+    thread_.join();
+  }
+  for (std::size_t i = 0; i < kMaxClients; ++i) drop(clients_[i]);
+  ::close(listen_fd_);
+  if (remove_file_ && !unix_path_.empty()) ::unlink(unix_path_.c_str());
+  ::close(wake_[0]);
+  ::close(wake_[1]);
+}
+
+void StatsServer::start() { thread_ = std::thread([this] { loop(); }); }
+
+void StatsServer::close_inherited() noexcept {
+  ::close(listen_fd_);
+  ::close(wake_[0]);
+  ::close(wake_[1]);
+  for (auto& mirror : client_fds_) {
+    const int fd = mirror.load(std::memory_order_relaxed);
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+void StatsServer::drop(Client& client) {
+  if (client.fd < 0) return;
+  client_fds_[static_cast<std::size_t>(&client - clients_.get())].store(-1, std::memory_order_relaxed);
+  ::close(client.fd);
+  client.fd = -1;
+  client.in.clear();
+  client.out.clear();
+  client.written = 0;
+  client.responding = false;
+}
+
+void StatsServer::loop() {
+  std::vector<pollfd> fds;
+  std::vector<Client*> owners;
+  for (;;) {
+    fds.clear();
+    owners.clear();
+    fds.push_back({wake_[0], POLLIN, 0});
+    fds.push_back({listen_fd_, POLLIN, 0});
+    for (std::size_t i = 0; i < kMaxClients; ++i) {
+      Client& client = clients_[i];
+      if (client.fd < 0) continue;
+      fds.push_back({client.fd, static_cast<short>(client.responding ? POLLOUT : POLLIN), 0});
+      owners.push_back(&client);
+    }
+    const int n = ::poll(fds.data(), fds.size(), kPollMs);
+    if (n < 0 && errno != EINTR) {
+      common::log("stats server: poll: {}: stopping", std::strerror(errno));
+      return;
+    }
+    if (fds[0].revents != 0) return;  // asked to stop
+    for (std::size_t i = 2; i < fds.size(); ++i) {
+      if (fds[i].revents != 0) serve(*owners[i - 2], fds[i].revents);
+    }
+    const std::int64_t now = common::monotonic_ms();
+    for (std::size_t i = 0; i < kMaxClients; ++i) {
+      if (clients_[i].fd >= 0 && now >= clients_[i].deadline_ms) drop(clients_[i]);
+    }
+    if (fds[1].revents != 0) accept_all();
+  }
+}
+
+void StatsServer::accept_all() {
+  for (;;) {
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;  // EAGAIN, or a transient error: the next poll retries
+    // A free entry, or the one closest to its deadline (a client that never reads nor sends).
+    Client* slot = nullptr;
+    for (std::size_t i = 0; i < kMaxClients; ++i) {
+      Client& candidate = clients_[i];
+      if (candidate.fd < 0) {
+        slot = &candidate;
+        break;
+      }
+      if (slot == nullptr || candidate.deadline_ms < slot->deadline_ms) slot = &candidate;
+    }
+    drop(*slot);
+    slot->fd = fd;
+    client_fds_[static_cast<std::size_t>(slot - clients_.get())].store(fd, std::memory_order_relaxed);
+    slot->deadline_ms = common::monotonic_ms() + timeout_ms_;
+    if (!http_) {
+      respond(*slot);  // uWSGI's plain stats socket: the JSON at once, then close
+    }
+  }
+}
+
+void StatsServer::serve(Client& client, short revents) {
+  if (client.responding) {
+    flush(client);
+    return;
+  }
+  char buffer[2048];
+  for (;;) {
+    const ssize_t n = ::read(client.fd, buffer, sizeof buffer);
+    if (n > 0) {
+      client.in.append(buffer, static_cast<std::size_t>(n));
+      if (client.in.find("\r\n\r\n") != std::string::npos) return respond(client);
+      if (client.in.size() > kMaxRequestBytes) return drop(client);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && (revents & (POLLHUP | POLLERR)) == 0) return;
+    return drop(client);  // EOF before a complete head, or an error
+  }
+}
+
+void StatsServer::respond(Client& client) {
+  if (!http_) {
+    client.out = workers::stats_json(*context_);
+  } else {
+    // GET /metrics: Prometheus; any other GET: the JSON (uwsgitop asks for "/").
+    const std::size_t line_end = client.in.find("\r\n");
+    const std::string_view line = std::string_view(client.in).substr(0, line_end);
+    const std::size_t first = line.find(' ');
+    const std::size_t second = line.find(' ', first + 1);
+    const std::string_view method = line.substr(0, first);
+    std::string_view path =
+        first == std::string_view::npos ? std::string_view() : line.substr(first + 1, second - first - 1);
+    path = path.substr(0, path.find('?'));
+    std::string body;
+    std::string_view status = "200 OK";
+    std::string_view type = "application/json";
+    if (method != "GET" && method != "HEAD") {
+      status = "405 Method Not Allowed";
+      type = "text/plain";
+      body = "only GET and HEAD here\n";
+    } else if (path == "/metrics") {
+      body = workers::prometheus_metrics(*context_);
+      type = workers::kPrometheusContentType;
+    } else {
+      body = workers::stats_json(*context_);
+    }
+    client.out = fmt::format("HTTP/1.0 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                             status, type, body.size());
+    if (method != "HEAD") client.out.append(body);
+  }
+  client.responding = true;
+  client.written = 0;
+  flush(client);
+}
+
+bool StatsServer::flush(Client& client) {
+  while (client.written < client.out.size()) {
+    const ssize_t n = ::send(client.fd, client.out.data() + client.written, client.out.size() - client.written,
+                             MSG_NOSIGNAL);
+    if (n > 0) {
+      client.written += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;  // poll says when to go on
+    drop(client);
+    return false;
+  }
+  // All handed to the kernel: closing now frees everything here (the kernel still delivers the bytes).
+  ::shutdown(client.fd, SHUT_WR);
+  drop(client);
+  return false;
+}
+
+}  // namespace master
