@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -18,6 +19,10 @@
 #endif
 
 namespace master {
+
+namespace {
+constexpr int kStatsBacklog = 1024;
+}
 
 workers::RequestLogOptions request_log_options(const config::Config& config) {
   workers::RequestLogOptions options;
@@ -98,7 +103,9 @@ std::unique_ptr<StatsServer> make_stats_server(const config::Config& config,
                                                std::shared_ptr<const workers::StatsContext> context) {
   if (config.stats.empty()) return nullptr;
   ListenOptions options;
-  options.backlog = config.listen_backlog;
+  // Stats clients come in bursts (a dashboard of many servers, a monitoring fleet): a full accept
+  // queue drops SYNs, which the client retries only after a second.
+  options.backlog = std::max(config.listen_backlog, kStatsBacklog);
   std::vector<Listener> bound;
   try {
     bound = bind_listeners({config.stats}, options);

@@ -82,6 +82,7 @@ void StatsServer::loop() {
   std::vector<pollfd> fds;
   std::vector<Client*> owners;
   for (;;) {
+    json_built_ = metrics_built_ = false;
     fds.clear();
     owners.clear();
     fds.push_back({wake_[0], POLLIN, 0});
@@ -153,9 +154,21 @@ void StatsServer::serve(Client& client, short revents) {
   }
 }
 
+const std::string& StatsServer::json() {
+  if (!json_built_) json_ = workers::stats_json(*context_);
+  json_built_ = true;
+  return json_;
+}
+
+const std::string& StatsServer::metrics() {
+  if (!metrics_built_) metrics_ = workers::prometheus_metrics(*context_);
+  metrics_built_ = true;
+  return metrics_;
+}
+
 void StatsServer::respond(Client& client) {
   if (!http_) {
-    client.out = workers::stats_json(*context_);
+    client.out = json();
   } else {
     // GET /metrics: Prometheus; any other GET: the JSON (uwsgitop asks for "/").
     const std::size_t line_end = client.in.find("\r\n");
@@ -174,10 +187,10 @@ void StatsServer::respond(Client& client) {
       type = "text/plain";
       body = "only GET and HEAD here\n";
     } else if (path == "/metrics") {
-      body = workers::prometheus_metrics(*context_);
+      body = metrics();
       type = workers::kPrometheusContentType;
     } else {
-      body = workers::stats_json(*context_);
+      body = json();
     }
     client.out = fmt::format("HTTP/1.0 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                              status, type, body.size());

@@ -45,6 +45,13 @@ class StatsServer {
   void respond(Client& client);
   bool flush(Client& client);  // false when the client is done (closed)
   void drop(Client& client);
+  // The reports, built at most once per round of the loop: every client served in one round (a
+  // burst of connections) gets the same snapshot instead of one build each.
+  const std::string& json();
+  const std::string& metrics();
+
+  std::string json_, metrics_;
+  bool json_built_ = false, metrics_built_ = false;
 
   int listen_fd_;
   std::string unix_path_;
