@@ -61,8 +61,15 @@ void rotate_if_due() {
   const bool same = ::stat(g_file.path.c_str(), &named) == 0 && named.st_ino == mine.st_ino &&
                     named.st_dev == mine.st_dev;
   if (same) {
-    const std::string target =
-        g_file.backup.empty() ? fmt::format("{}.{}", g_file.path, time(nullptr)) : g_file.backup;
+    // uWSGI's FILE.<unix time>; a second rotation within the same second gets .1, .2 ... instead of
+    // replacing the first (its lines would be lost). --log-backupname is one file, replaced each time.
+    std::string target = g_file.backup;
+    if (target.empty()) {
+      const std::string stem = fmt::format("{}.{}", g_file.path, time(nullptr));
+      target = stem;
+      struct stat taken {};
+      for (int n = 1; n < 10000 && ::stat(target.c_str(), &taken) == 0; ++n) target = fmt::format("{}.{}", stem, n);
+    }
     ::rename(g_file.path.c_str(), target.c_str());
   }
   flock(STDERR_FILENO, LOCK_UN);

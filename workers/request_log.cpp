@@ -26,11 +26,9 @@ RequestFacts facts_of(const server::Request& request) {
   RequestFacts facts;
   server::parse_vars(request.payload, [&facts](std::string_view key, std::string_view value) {
     ++facts.vars;
-    if (key.size() < 9 || key.size() > 15) {
-      if (key == "HTTP_HOST") facts.host = value;
-      return;
-    }
-    if (key == "REQUEST_METHOD") facts.method = value;
+    if (key.size() < 9 || key.size() > 15) return;  // none of the names below
+    if (key == "HTTP_HOST") facts.host = value;
+    else if (key == "REQUEST_METHOD") facts.method = value;
     else if (key == "REQUEST_URI") facts.uri = value;
     else if (key == "PATH_INFO") facts.path_info = value;
     else if (key == "QUERY_STRING") facts.query = value;
@@ -56,6 +54,9 @@ void memory_usage(std::uint64_t& vsz, std::uint64_t& rss) {
   }
   std::fclose(f);
 }
+
+// uWSGI's --log-format writes "-" for an empty user, referer or user agent (Apache's convention).
+std::string_view or_dash(std::string_view value) { return value.empty() ? std::string_view("-") : value; }
 
 std::int64_t realtime_ns() {
   struct timespec ts;
@@ -212,11 +213,11 @@ void RequestAccounting::write_line(const server::Request& request, const Respons
         const std::size_t len = strftime(date, sizeof date, "%d/%b/%Y:%H:%M:%S %z", &local);
         line_.append(date, len);
       } else if (v == "time" || v == "epoch") fmt::format_to(out, "{}", static_cast<long long>(wall));
-      else if (v == "uagent") line_.append(facts.uagent);
-      else if (v == "referer") line_.append(facts.referer);
+      else if (v == "uagent") line_.append(or_dash(facts.uagent));
+      else if (v == "referer") line_.append(or_dash(facts.referer));
       else if (v == "host") line_.append(facts.host);
       else if (v == "proto") line_.append(facts.proto);
-      else if (v == "user") line_.append(facts.user);
+      else if (v == "user") line_.append(or_dash(facts.user));
       else if (v == "vars") fmt::format_to(out, "{}", facts.vars);
       else if (v == "pktsize") fmt::format_to(out, "{}", request.payload.size());
       else if (v == "headers") fmt::format_to(out, "{}", shape.headers);
