@@ -58,8 +58,8 @@ void rotate_if_due() {
   std::lock_guard<std::mutex> lock(g_file.mutex);
   if (flock(STDERR_FILENO, LOCK_EX) != 0) return;
   struct stat named {};
-  const bool same = ::stat(g_file.path.c_str(), &named) == 0 && named.st_ino == mine.st_ino &&
-                    named.st_dev == mine.st_dev;
+  const bool same =
+      ::stat(g_file.path.c_str(), &named) == 0 && named.st_ino == mine.st_ino && named.st_dev == mine.st_dev;
   if (same) {
     // uWSGI's FILE.<unix time>; a second rotation within the same second gets .1, .2 ... instead of
     // replacing the first (its lines would be lost). --log-backupname is one file, replaced each time.
@@ -68,7 +68,8 @@ void rotate_if_due() {
       const std::string stem = fmt::format("{}.{}", g_file.path, time(nullptr));
       target = stem;
       struct stat taken {};
-      for (int n = 1; n < 10000 && ::stat(target.c_str(), &taken) == 0; ++n) target = fmt::format("{}.{}", stem, n);
+      for (int n = 1; n < 10000 && ::stat(target.c_str(), &taken) == 0; ++n)
+        target = fmt::format("{}.{}", stem, n);
     }
     ::rename(g_file.path.c_str(), target.c_str());
   }
@@ -83,7 +84,8 @@ void emit(const char* data, size_t size) {
 }
 }  // namespace
 
-bool log_to_file(const std::string& path, std::uint64_t max_bytes, const std::string& backup, std::string& error) {
+bool log_to_file(const std::string& path, std::uint64_t max_bytes, const std::string& backup,
+                 std::string& error) {
   if (!open_onto_stdio(path, error)) return false;
   g_file.path = path;
   g_file.max_bytes = max_bytes;

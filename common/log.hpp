@@ -26,7 +26,8 @@ void log_write_raw(std::string_view line);
 // reaches that size, to `backup` (--log-backupname) or to PATH.<unix time>, and a fresh one is
 // opened. Whichever process notices first renames, under an flock, and the others follow it to the
 // new file at their next line. False with `error` set when the file cannot be opened.
-bool log_to_file(const std::string& path, std::uint64_t max_bytes, const std::string& backup, std::string& error);
+bool log_to_file(const std::string& path, std::uint64_t max_bytes, const std::string& backup,
+                 std::string& error);
 // uWSGI's --req-logger file:PATH: request lines (log_write_raw) go to PATH instead of the log.
 bool log_requests_to_file(const std::string& path, std::string& error);
 // --log-reopen: opens the --logto file again (after an outside rotation moved it). No-op without --logto.

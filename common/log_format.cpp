@@ -23,7 +23,8 @@ bool parse_log_format(std::string_view format, std::vector<LogFormatPiece>& out,
       return false;
     }
     const std::string_view name = format.substr(start + 2, end - start - 2);
-    if (std::find(kLogFormatVariables.begin(), kLogFormatVariables.end(), name) == kLogFormatVariables.end()) {
+    if (std::find(kLogFormatVariables.begin(), kLogFormatVariables.end(), name) ==
+        kLogFormatVariables.end()) {
       error = fmt::format("unknown variable %({}) at byte {} (known: {})", name, start,
                           fmt::join(kLogFormatVariables, ", "));
       return false;

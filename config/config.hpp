@@ -120,12 +120,12 @@ struct Config {
   bool disable_logging = false;  // no request log lines (except what log-4xx/5xx/slow pick)
   bool log_4xx = false;
   bool log_5xx = false;
-  std::uint64_t log_slow = 0;    // ms; 0 = off
-  std::string log_format;        // uWSGI's %(var) template ("" = uWSGI's default line)
-  bool log_cache = false;        // modifier1 111 requests get a line too
-  bool memory_report = false;    // the request line starts with the address space and rss usage
-  std::string logto;             // every log line goes to this file
-  std::string logto2;            // the same, opened after the privileges drop
+  std::uint64_t log_slow = 0;     // ms; 0 = off
+  std::string log_format;         // uWSGI's %(var) template ("" = uWSGI's default line)
+  bool log_cache = false;         // modifier1 111 requests get a line too
+  bool memory_report = false;     // the request line starts with the address space and rss usage
+  std::string logto;              // every log line goes to this file
+  std::string logto2;             // the same, opened after the privileges drop
   std::uint64_t log_maxsize = 0;  // bytes; rotate the --logto file at this size (0 = never)
   std::string log_backupname;     // the rotated file's name ("" = FILE.<unix time>)
   bool log_reopen = false;        // reopen the --logto file on SIGHUP (reload)

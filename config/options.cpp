@@ -17,8 +17,8 @@
 #include <sstream>
 #include <utility>
 
-#include "config/config.hpp"
 #include "common/log_format.hpp"
+#include "config/config.hpp"
 #include "config/ini.hpp"
 
 namespace config {
@@ -449,8 +449,9 @@ std::vector<OptionSpec> build_table() {
            "append every log line (and stdout, stderr) to FILE"),
       text("logto2", "", &C::logto2, kObservabilityGroup, "FILE",
            "as --logto, but opened after the privileges drop (as the --uid user)"),
-      size("log-maxsize", "", &C::log_maxsize, {0, std::numeric_limits<std::int64_t>::max()}, kObservabilityGroup,
-           "SIZE", "rename the --logto file once it reaches SIZE bytes and start a fresh one (0 = never)"),
+      size("log-maxsize", "", &C::log_maxsize, {0, std::numeric_limits<std::int64_t>::max()},
+           kObservabilityGroup, "SIZE",
+           "rename the --logto file once it reaches SIZE bytes and start a fresh one (0 = never)"),
       text("log-backupname", "", &C::log_backupname, kObservabilityGroup, "FILE",
            "what --log-maxsize renames the log file to (default: FILE.<unix time>)"),
       flag("log-reopen", "", &C::log_reopen, kObservabilityGroup,

@@ -713,7 +713,7 @@ void Master::flush_stores() {
 
 int Master::run() {
   common::set_log_level(config_.debug_log ? common::LogLevel::debug : common::LogLevel::info);
-  start_logging(config_);  // --daemonize, --logto: before the first line worth keeping
+  start_logging(config_);      // --daemonize, --logto: before the first line worth keeping
   apply_umask(config_.umask);  // before the first file (store, socket, pidfile) is created
   const Identity identity = resolve_identity(config_.uid, config_.gid);  // a typo fails before any bind
   create_caches();  // geometry errors surface before any socket is bound
@@ -786,8 +786,8 @@ int Master::run() {
   for (const Listener& listener : listeners_) common::log("listening on {}", listener.describe());
 
   if (!caches_.empty()) {
-    cache_jobs_ = std::make_unique<CacheJobs>(caches_, board_, !config_.cache_no_expire, config_.cache_expire_freq,
-                                              config_.cache_report_freed_items);
+    cache_jobs_ = std::make_unique<CacheJobs>(caches_, board_, !config_.cache_no_expire,
+                                              config_.cache_expire_freq, config_.cache_report_freed_items);
   }
   served_ = true;
   ensure_workers();

@@ -55,7 +55,9 @@ StatsServer::~StatsServer() {
   ::close(wake_[1]);
 }
 
-void StatsServer::start() { thread_ = std::thread([this] { loop(); }); }
+void StatsServer::start() {
+  thread_ = std::thread([this] { loop(); });
+}
 
 void StatsServer::close_inherited() noexcept {
   ::close(listen_fd_);
@@ -192,8 +194,9 @@ void StatsServer::respond(Client& client) {
     } else {
       body = json();
     }
-    client.out = fmt::format("HTTP/1.0 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                             status, type, body.size());
+    client.out =
+        fmt::format("HTTP/1.0 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    status, type, body.size());
     if (method != "HEAD") client.out.append(body);
   }
   client.responding = true;
@@ -203,8 +206,8 @@ void StatsServer::respond(Client& client) {
 
 bool StatsServer::flush(Client& client) {
   while (client.written < client.out.size()) {
-    const ssize_t n = ::send(client.fd, client.out.data() + client.written, client.out.size() - client.written,
-                             MSG_NOSIGNAL);
+    const ssize_t n = ::send(client.fd, client.out.data() + client.written,
+                             client.out.size() - client.written, MSG_NOSIGNAL);
     if (n > 0) {
       client.written += static_cast<std::size_t>(n);
       continue;

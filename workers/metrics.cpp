@@ -10,7 +10,9 @@ namespace workers {
 
 namespace {
 
-std::uint64_t load(const std::atomic<std::uint64_t>& counter) { return counter.load(std::memory_order_relaxed); }
+std::uint64_t load(const std::atomic<std::uint64_t>& counter) {
+  return counter.load(std::memory_order_relaxed);
+}
 
 // A label value with Prometheus' escapes (backslash, quote, newline).
 std::string label(std::string_view value) {
@@ -51,7 +53,8 @@ class Exposition {
     }
     cumulative += buckets[kDurationBoundsUs.size()];
     fmt::format_to(std::back_inserter(out_), "{}_bucket{{{},le=\"+Inf\"}} {}\n", name, labels, cumulative);
-    fmt::format_to(std::back_inserter(out_), "{}_sum{{{}}} {}\n", name, labels, static_cast<double>(sum_us) / 1e6);
+    fmt::format_to(std::back_inserter(out_), "{}_sum{{{}}} {}\n", name, labels,
+                   static_cast<double>(sum_us) / 1e6);
     fmt::format_to(std::back_inserter(out_), "{}_count{{{}}} {}\n", name, labels, cumulative);
   }
   std::string take() { return std::move(out_); }
@@ -94,7 +97,8 @@ std::string prometheus_metrics(const StatsContext& c) {
 
   e.family("ucached_requests_total", "counter", "Application requests handled by all workers.");
   e.sample("ucached_requests_total", "", load(b.header().total_requests));
-  per_worker(e, c, "ucached_worker_requests_total", "counter", "Application requests handled by the worker id.",
+  per_worker(e, c, "ucached_worker_requests_total", "counter",
+             "Application requests handled by the worker id.",
              [&](int id) { return load(totals(id).requests); });
   per_worker(e, c, "ucached_worker_cache_requests_total", "counter",
              "Cache requests (modifier1 111) handled by the worker id.",
@@ -132,9 +136,11 @@ std::string prometheus_metrics(const StatsContext& c) {
     const pid_t pid = slot != nullptr ? slot->pid.load(std::memory_order_relaxed) : 0;
     if (pid > 0) process_memory(pid, rss[static_cast<std::size_t>(id)], vsz[static_cast<std::size_t>(id)]);
   }
-  per_worker(e, c, "ucached_worker_resident_memory_bytes", "gauge", "Resident memory of the worker id's process.",
+  per_worker(e, c, "ucached_worker_resident_memory_bytes", "gauge",
+             "Resident memory of the worker id's process.",
              [&](int id) { return rss[static_cast<std::size_t>(id)]; });
-  per_worker(e, c, "ucached_worker_virtual_memory_bytes", "gauge", "Address space of the worker id's process.",
+  per_worker(e, c, "ucached_worker_virtual_memory_bytes", "gauge",
+             "Address space of the worker id's process.",
              [&](int id) { return vsz[static_cast<std::size_t>(id)]; });
   per_worker(e, c, "ucached_worker_accepted_connections_total", "counter",
              "Connections accepted by the worker id's current process.", [&](int id) {
@@ -163,7 +169,8 @@ std::string prometheus_metrics(const StatsContext& c) {
            "Time from handing an application request to the application to its response.");
   summed(RequestKind::app, buckets, sum);
   e.histogram("ucached_app_request_duration_seconds", "app=\"0\"", buckets, sum);
-  e.family("ucached_cache_request_duration_seconds", "histogram", "Time to handle a cache request, by command.");
+  e.family("ucached_cache_request_duration_seconds", "histogram",
+           "Time to handle a cache request, by command.");
   for (std::size_t k = static_cast<std::size_t>(RequestKind::get); k < kRequestKindNames.size(); ++k) {
     summed(static_cast<RequestKind>(k), buckets, sum);
     e.histogram("ucached_cache_request_duration_seconds", fmt::format("command=\"{}\"", kRequestKindNames[k]),
@@ -229,14 +236,18 @@ class MetricsEndpoint final : public server::Application {
   void handle(const server::Request& request, server::Reply& reply) override {
     std::string_view path, method, protocol = "HTTP/1.0";
     server::parse_vars(request.payload, [&](std::string_view key, std::string_view value) {
-      if (key == "PATH_INFO") path = value;
-      else if (key == "REQUEST_METHOD") method = value;
-      else if (key == "SERVER_PROTOCOL") protocol = value;
+      if (key == "PATH_INFO")
+        path = value;
+      else if (key == "REQUEST_METHOD")
+        method = value;
+      else if (key == "SERVER_PROTOCOL")
+        protocol = value;
     });
     if (path != "/metrics" || (method != "GET" && method != "HEAD")) return inner_->handle(request, reply);
     const std::string text = prometheus_metrics(*context_);
-    fmt::format_to(std::back_inserter(reply.body), "{} 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
-                   protocol, kPrometheusContentType, text.size());
+    fmt::format_to(std::back_inserter(reply.body),
+                   "{} 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n", protocol,
+                   kPrometheusContentType, text.size());
     if (method == "GET") reply.body.append(text);
   }
   bool blocking() const override { return inner_->blocking(); }

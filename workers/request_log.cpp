@@ -27,16 +27,26 @@ RequestFacts facts_of(const server::Request& request) {
   server::parse_vars(request.payload, [&facts](std::string_view key, std::string_view value) {
     ++facts.vars;
     if (key.size() < 9 || key.size() > 15) return;  // none of the names below
-    if (key == "HTTP_HOST") facts.host = value;
-    else if (key == "REQUEST_METHOD") facts.method = value;
-    else if (key == "REQUEST_URI") facts.uri = value;
-    else if (key == "PATH_INFO") facts.path_info = value;
-    else if (key == "QUERY_STRING") facts.query = value;
-    else if (key == "REMOTE_ADDR") facts.addr = value;
-    else if (key == "REMOTE_USER") facts.user = value;
-    else if (key == "SERVER_PROTOCOL") facts.proto = value;
-    else if (key == "HTTP_USER_AGENT") facts.uagent = value;
-    else if (key == "HTTP_REFERER") facts.referer = value;
+    if (key == "HTTP_HOST")
+      facts.host = value;
+    else if (key == "REQUEST_METHOD")
+      facts.method = value;
+    else if (key == "REQUEST_URI")
+      facts.uri = value;
+    else if (key == "PATH_INFO")
+      facts.path_info = value;
+    else if (key == "QUERY_STRING")
+      facts.query = value;
+    else if (key == "REMOTE_ADDR")
+      facts.addr = value;
+    else if (key == "REMOTE_USER")
+      facts.user = value;
+    else if (key == "SERVER_PROTOCOL")
+      facts.proto = value;
+    else if (key == "HTTP_USER_AGENT")
+      facts.uagent = value;
+    else if (key == "HTTP_REFERER")
+      facts.referer = value;
   });
   return facts;
 }
@@ -118,7 +128,8 @@ std::int64_t RequestAccounting::begin(const server::Request& request) {
 
 void RequestAccounting::finish(const server::Request& request, const server::Reply& reply,
                                std::int64_t started_ns, bool exception) {
-  const std::uint64_t micros = static_cast<std::uint64_t>(std::max<std::int64_t>(0, common::monotonic_ns() - started_ns)) / 1000;
+  const std::uint64_t micros =
+      static_cast<std::uint64_t>(std::max<std::int64_t>(0, common::monotonic_ns() - started_ns)) / 1000;
   const bool app = request.header.modifier1 == server::kModifierApp;
   const std::uint64_t tx = reply.head.size() + reply.body.size();
   if (app && slot_ != nullptr) slot_->in_request.fetch_sub(1, std::memory_order_relaxed);
@@ -126,7 +137,8 @@ void RequestAccounting::finish(const server::Request& request, const server::Rep
   totals_->tx.fetch_add(tx, std::memory_order_relaxed);
   if (!app) {
     totals_->cache_requests.fetch_add(1, std::memory_order_relaxed);
-    totals_->durations[static_cast<std::size_t>(cache_request_kind(request.header.modifier2))].observe(micros);
+    totals_->durations[static_cast<std::size_t>(cache_request_kind(request.header.modifier2))].observe(
+        micros);
     if (!options_.log_cache) return;
     ResponseShape shape;
     shape.body_bytes = tx;
@@ -151,8 +163,8 @@ void RequestAccounting::finish(const server::Request& request, const server::Rep
 }
 
 void RequestAccounting::write_line(const server::Request& request, const ResponseShape& shape,
-                                   std::uint64_t micros, std::int64_t started_ns, std::uint64_t worker_requests,
-                                   std::uint64_t total_requests) {
+                                   std::uint64_t micros, std::int64_t started_ns,
+                                   std::uint64_t worker_requests, std::uint64_t total_requests) {
   const RequestFacts facts = facts_of(request);
   const bool app = request.header.modifier1 == server::kModifierApp;
   std::string uri_buffer;
@@ -178,16 +190,16 @@ void RequestAccounting::write_line(const server::Request& request, const Respons
   if (pieces_.empty()) {
     // uWSGI's default line, field for field (docs/operations.md).
     if (options_.memory_report)
-      fmt::format_to(out, "{{address space usage: {} bytes/{}MB}} {{rss usage: {} bytes/{}MB}} ", vsz, vsz >> 20,
-                     rss, rss >> 20);
+      fmt::format_to(out, "{{address space usage: {} bytes/{}MB}} {{rss usage: {} bytes/{}MB}} ", vsz,
+                     vsz >> 20, rss, rss >> 20);
     char date[64];
     const std::size_t date_len = strftime(date, sizeof date, "%a %b %e %H:%M:%S %Y", &local);
     fmt::format_to(out,
                    "[pid: {}|app: {}|req: {}/{}] {} ({}) {{{} vars in {} bytes}} [{}] {} {} => generated {} "
                    "bytes in {} msecs ({} {}) {} headers in {} bytes (1 switches on core 0)\n",
-                   getpid(), app ? 0 : -1, worker_requests, total_requests, facts.addr, facts.user, facts.vars,
-                   request.payload.size(), std::string_view(date, date_len), method, uri, shape.body_bytes,
-                   micros / 1000, app ? facts.proto : std::string_view("uwsgi"),
+                   getpid(), app ? 0 : -1, worker_requests, total_requests, facts.addr, facts.user,
+                   facts.vars, request.payload.size(), std::string_view(date, date_len), method, uri,
+                   shape.body_bytes, micros / 1000, app ? facts.proto : std::string_view("uwsgi"),
                    app ? shape.status : static_cast<int>(request.header.modifier1), shape.headers,
                    shape.header_bytes);
   } else {
@@ -197,32 +209,54 @@ void RequestAccounting::write_line(const server::Request& request, const Respons
         continue;
       }
       const std::string_view v = piece.text;
-      if (v == "addr") line_.append(facts.addr);
-      else if (v == "method") line_.append(method);
-      else if (v == "uri") line_.append(uri);
-      else if (v == "status") fmt::format_to(out, "{}", shape.status);
-      else if (v == "size") fmt::format_to(out, "{}", shape.header_bytes + shape.body_bytes);
-      else if (v == "rsize") fmt::format_to(out, "{}", shape.body_bytes);
-      else if (v == "hsize") fmt::format_to(out, "{}", shape.header_bytes);
-      else if (v == "msecs") fmt::format_to(out, "{}", micros / 1000);
-      else if (v == "micros") fmt::format_to(out, "{}", micros);
-      else if (v == "pid") fmt::format_to(out, "{}", getpid());
-      else if (v == "wid") fmt::format_to(out, "{}", worker_id_);
+      if (v == "addr")
+        line_.append(facts.addr);
+      else if (v == "method")
+        line_.append(method);
+      else if (v == "uri")
+        line_.append(uri);
+      else if (v == "status")
+        fmt::format_to(out, "{}", shape.status);
+      else if (v == "size")
+        fmt::format_to(out, "{}", shape.header_bytes + shape.body_bytes);
+      else if (v == "rsize")
+        fmt::format_to(out, "{}", shape.body_bytes);
+      else if (v == "hsize")
+        fmt::format_to(out, "{}", shape.header_bytes);
+      else if (v == "msecs")
+        fmt::format_to(out, "{}", micros / 1000);
+      else if (v == "micros")
+        fmt::format_to(out, "{}", micros);
+      else if (v == "pid")
+        fmt::format_to(out, "{}", getpid());
+      else if (v == "wid")
+        fmt::format_to(out, "{}", worker_id_);
       else if (v == "ltime") {
         char date[64];
         const std::size_t len = strftime(date, sizeof date, "%d/%b/%Y:%H:%M:%S %z", &local);
         line_.append(date, len);
-      } else if (v == "time" || v == "epoch") fmt::format_to(out, "{}", static_cast<long long>(wall));
-      else if (v == "uagent") line_.append(or_dash(facts.uagent));
-      else if (v == "referer") line_.append(or_dash(facts.referer));
-      else if (v == "host") line_.append(facts.host);
-      else if (v == "proto") line_.append(facts.proto);
-      else if (v == "user") line_.append(or_dash(facts.user));
-      else if (v == "vars") fmt::format_to(out, "{}", facts.vars);
-      else if (v == "pktsize") fmt::format_to(out, "{}", request.payload.size());
-      else if (v == "headers") fmt::format_to(out, "{}", shape.headers);
-      else if (v == "switches") line_.append("1");
-      else if (v == "core") line_.append("0");
+      } else if (v == "time" || v == "epoch")
+        fmt::format_to(out, "{}", static_cast<long long>(wall));
+      else if (v == "uagent")
+        line_.append(or_dash(facts.uagent));
+      else if (v == "referer")
+        line_.append(or_dash(facts.referer));
+      else if (v == "host")
+        line_.append(facts.host);
+      else if (v == "proto")
+        line_.append(facts.proto);
+      else if (v == "user")
+        line_.append(or_dash(facts.user));
+      else if (v == "vars")
+        fmt::format_to(out, "{}", facts.vars);
+      else if (v == "pktsize")
+        fmt::format_to(out, "{}", request.payload.size());
+      else if (v == "headers")
+        fmt::format_to(out, "{}", shape.headers);
+      else if (v == "switches")
+        line_.append("1");
+      else if (v == "core")
+        line_.append("0");
       else if (v == "rss" || v == "vsz") {
         if (!options_.memory_report) memory_usage(vsz, rss);
         fmt::format_to(out, "{}", v == "rss" ? rss : vsz);

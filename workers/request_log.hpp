@@ -19,19 +19,19 @@
 namespace workers {
 
 struct RequestLogOptions {
-  bool enabled = true;          // off with --disable-logging
-  bool log_cache = false;       // --log-cache: modifier1 111 requests get a line too
-  bool log_4xx = false;         // uWSGI: these log a request even when logging is disabled
+  bool enabled = true;     // off with --disable-logging
+  bool log_cache = false;  // --log-cache: modifier1 111 requests get a line too
+  bool log_4xx = false;    // uWSGI: these log a request even when logging is disabled
   bool log_5xx = false;
-  std::uint64_t slow_ms = 0;    // --log-slow: requests at least this slow (0 = off)
-  bool memory_report = false;   // --memory-report: the {address space usage} {rss usage} prefix
-  std::string format;           // --log-format: uWSGI's %(var) template; "" = the default line
+  std::uint64_t slow_ms = 0;   // --log-slow: requests at least this slow (0 = off)
+  bool memory_report = false;  // --memory-report: the {address space usage} {rss usage} prefix
+  std::string format;          // --log-format: uWSGI's %(var) template; "" = the default line
 };
 
 // What the accounting needs to know of a reply it did not build.
 struct ResponseShape {
-  int status = 0;                 // HTTP status (0 = none found)
-  std::uint32_t headers = 0;      // header lines, not counting the status line
+  int status = 0;                  // HTTP status (0 = none found)
+  std::uint32_t headers = 0;       // header lines, not counting the status line
   std::uint64_t header_bytes = 0;  // status line + headers + the blank line
   std::uint64_t body_bytes = 0;
 };
@@ -61,7 +61,7 @@ class RequestAccounting {
   ScoreboardHeader* board_;
   RequestLogOptions options_;
   std::vector<common::LogFormatPiece> pieces_;
-  std::string line_;  // reused: one line, one write
+  std::string line_;             // reused: one line, one write
   std::int64_t wall_offset_ns_;  // realtime - monotonic, for the request's start date
 };
 

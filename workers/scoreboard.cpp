@@ -11,8 +11,8 @@ namespace workers {
 
 Scoreboard Scoreboard::create(int processes, std::size_t slots, std::size_t caches) {
   const std::size_t ids = static_cast<std::size_t>(processes) + 1;
-  const std::size_t bytes = sizeof(ScoreboardHeader) + ids * sizeof(WorkerTotals) + slots * sizeof(WorkerSlot) +
-                            caches * sizeof(StoreSyncRecord);
+  const std::size_t bytes = sizeof(ScoreboardHeader) + ids * sizeof(WorkerTotals) +
+                            slots * sizeof(WorkerSlot) + caches * sizeof(StoreSyncRecord);
   void* area = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (area == MAP_FAILED)
     throw std::runtime_error(fmt::format("cannot map the worker scoreboard: {}", std::strerror(errno)));

@@ -43,30 +43,38 @@ struct DurationHistogram {
 
 // What a histogram is kept for: the application (uWSGI's app 0) and each cache command.
 enum class RequestKind : std::uint8_t { app, get, set, del, dict_get, stream_get, dump, magic, other, count };
-inline constexpr std::array<std::string_view, static_cast<std::size_t>(RequestKind::count)> kRequestKindNames = {
-    "app", "get", "set", "del", "dict_get", "stream_get", "dump", "magic", "other"};
+inline constexpr std::array<std::string_view, static_cast<std::size_t>(RequestKind::count)>
+    kRequestKindNames = {"app", "get", "set", "del", "dict_get", "stream_get", "dump", "magic", "other"};
 
 // The kind of a modifier1 111 request, by its modifier2 (server/protocol.hpp's CacheCommand values).
 constexpr RequestKind cache_request_kind(std::uint8_t modifier2) {
   switch (modifier2) {
-    case 0: return RequestKind::get;
-    case 1: return RequestKind::set;
-    case 2: return RequestKind::del;
+    case 0:
+      return RequestKind::get;
+    case 1:
+      return RequestKind::set;
+    case 2:
+      return RequestKind::del;
     case 3:
-    case 4: return RequestKind::dict_get;
-    case 5: return RequestKind::stream_get;
-    case 6: return RequestKind::dump;
-    case 17: return RequestKind::magic;
-    default: return RequestKind::other;
+    case 4:
+      return RequestKind::dict_get;
+    case 5:
+      return RequestKind::stream_get;
+    case 6:
+      return RequestKind::dump;
+    case 17:
+      return RequestKind::magic;
+    default:
+      return RequestKind::other;
   }
 }
 
 // One worker id, across its respawns. The workers add to the counters; the master writes the rest.
 struct WorkerTotals {
-  std::atomic<std::uint64_t> requests;        // application requests (uWSGI's `requests`)
-  std::atomic<std::uint64_t> cache_requests;  // modifier1 111 requests (counted, not logged by default)
-  std::atomic<std::uint64_t> exceptions;      // application errors answered with a 500
-  std::atomic<std::uint64_t> tx;              // bytes of responses handed to the socket
+  std::atomic<std::uint64_t> requests;         // application requests (uWSGI's `requests`)
+  std::atomic<std::uint64_t> cache_requests;   // modifier1 111 requests (counted, not logged by default)
+  std::atomic<std::uint64_t> exceptions;       // application errors answered with a 500
+  std::atomic<std::uint64_t> tx;               // bytes of responses handed to the socket
   std::atomic<std::uint64_t> running_time_us;  // time spent in application requests (uWSGI's running_time)
   std::atomic<std::uint64_t> status_4xx;
   std::atomic<std::uint64_t> status_5xx;
@@ -113,7 +121,7 @@ struct ScoreboardHeader {
   std::uint32_t slot_size;    // sizeof(WorkerSlot)
   std::uint32_t id_count;     // WorkerTotals records (worker ids 0..id_count-1; 0 unused)
   std::uint32_t slot_count;
-  std::uint32_t cache_count;  // StoreSyncRecord records
+  std::uint32_t cache_count;                  // StoreSyncRecord records
   std::atomic<std::uint64_t> total_requests;  // every worker's application requests (the log's req: R/T)
   std::uint64_t reserved[7];
 };
@@ -125,7 +133,8 @@ static_assert(sizeof(DurationHistogram) == 136);
 static_assert(sizeof(WorkerTotals) == 96 + 9 * 136, "WorkerTotals is shared: keep its layout fixed");
 static_assert(sizeof(ScoreboardHeader) == 96);
 static_assert(sizeof(StoreSyncRecord) == 32);
-static_assert(std::atomic<std::int64_t>::is_always_lock_free && std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic<std::int64_t>::is_always_lock_free &&
+              std::atomic<std::uint64_t>::is_always_lock_free);
 
 // The mapped area (created by the master before any fork, inherited by every worker). Offsets from
 // the header only, so it would read the same at any address.
@@ -134,7 +143,9 @@ class Scoreboard {
   // Maps a zeroed area for worker ids 1..processes and `slots` process slots. Throws std::runtime_error.
   static Scoreboard create(int processes, std::size_t slots, std::size_t caches);
   Scoreboard() = default;
-  Scoreboard(Scoreboard&& other) noexcept : base_(other.base_), bytes_(other.bytes_) { other.base_ = nullptr; }
+  Scoreboard(Scoreboard&& other) noexcept : base_(other.base_), bytes_(other.bytes_) {
+    other.base_ = nullptr;
+  }
   Scoreboard& operator=(Scoreboard&& other) noexcept;
   ~Scoreboard();
 
@@ -146,7 +157,8 @@ class Scoreboard {
     return reinterpret_cast<WorkerTotals*>(base_ + header().header_size)[id];
   }
   WorkerSlot& slot(std::size_t index) const {
-    return reinterpret_cast<WorkerSlot*>(base_ + header().header_size + header().id_count * header().totals_size)[index];
+    return reinterpret_cast<WorkerSlot*>(base_ + header().header_size +
+                                         header().id_count * header().totals_size)[index];
   }
   std::size_t cache_count() const { return header().cache_count; }
   StoreSyncRecord& store_sync(std::size_t cache_index) const {

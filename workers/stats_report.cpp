@@ -23,7 +23,8 @@ void append_json_string(std::string& out, std::string_view text) {
       out.push_back('\\');
       out.push_back(c);
     } else if (static_cast<unsigned char>(c) < 0x20) {
-      fmt::format_to(std::back_inserter(out), "\\u{:04x}", static_cast<unsigned>(static_cast<unsigned char>(c)));
+      fmt::format_to(std::back_inserter(out), "\\u{:04x}",
+                     static_cast<unsigned>(static_cast<unsigned char>(c)));
     } else {
       out.push_back(c);
     }
@@ -98,7 +99,9 @@ WorkerView view_of(const Scoreboard& board, int id) {
   return view;
 }
 
-std::uint64_t load(const std::atomic<std::uint64_t>& counter) { return counter.load(std::memory_order_relaxed); }
+std::uint64_t load(const std::atomic<std::uint64_t>& counter) {
+  return counter.load(std::memory_order_relaxed);
+}
 
 }  // namespace
 

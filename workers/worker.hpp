@@ -27,13 +27,13 @@ struct WorkerSettings {
   std::uint32_t buffer_size = 65535;
   std::uint64_t max_body = 16u << 20;
   int socket_timeout_s = 4;
-  int stop_mercy_s = 60;       // how long a graceful stop waits for in-flight requests
-  RecyclePolicy recycle;       // when this worker recycles itself (all zero = never)
-  WorkerSlot* slot = nullptr;  // this worker's scoreboard slot (shared with the master)
+  int stop_mercy_s = 60;              // how long a graceful stop waits for in-flight requests
+  RecyclePolicy recycle;              // when this worker recycles itself (all zero = never)
+  WorkerSlot* slot = nullptr;         // this worker's scoreboard slot (shared with the master)
   WorkerTotals* totals = nullptr;     // this worker id's records (shared; survive respawns)
   ScoreboardHeader* board = nullptr;  // the scoreboard's header (server-wide totals)
   RequestLogOptions request_log;      // what finished requests write to the log
-  bool publish_busy = false;   // --harakiri is on: publish when each request starts, and what it is
+  bool publish_busy = false;          // --harakiri is on: publish when each request starts, and what it is
   cache::CacheSet* caches = nullptr;
   server::Application* application = nullptr;
   int application_threads = 1;   // --threads: threads running a blocking application
