@@ -294,7 +294,7 @@ void Master::cleanup() {
     if (fd >= 0) close(fd);
     fd = -1;
   }
-  stats_server_.reset();  // its thread reads the scoreboard: stopped before the area goes
+  stats_server_.reset();  // its process reads the scoreboard: stopped before the area goes
   board_ = workers::Scoreboard{};
 }
 
@@ -472,6 +472,7 @@ void Master::reap_children() {
 }
 
 void Master::on_child_exit(pid_t pid, int status) {
+  if (stats_server_ && stats_server_->on_exit(pid, phase_ == Phase::running)) return;
   Child* child = find_child(pid);
   if (child == nullptr) return;
   Child gone = *child;

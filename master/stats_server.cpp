@@ -3,11 +3,15 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <vector>
 
 #include "common/clock.hpp"
@@ -18,6 +22,7 @@ namespace master {
 namespace {
 constexpr std::size_t kMaxRequestBytes = 8192;  // an HTTP request head to the stats socket
 constexpr int kPollMs = 250;                    // deadline checks
+constexpr const char* kProcessName = "ucached-stats";
 }  // namespace
 
 struct StatsServer::Client {
@@ -37,41 +42,51 @@ StatsServer::StatsServer(int fd, std::string unix_path, bool http, int timeout_m
       timeout_ms_(timeout_ms),
       context_(std::move(context)),
       clients_(new Client[kMaxClients]) {
-  for (auto& mirror : client_fds_) mirror.store(-1);
-  if (pipe2(wake_, O_NONBLOCK | O_CLOEXEC) != 0)
-    throw std::runtime_error(fmt::format("stats server: pipe2: {}", std::strerror(errno)));
   fcntl(listen_fd_, F_SETFL, fcntl(listen_fd_, F_GETFL) | O_NONBLOCK);
 }
 
 StatsServer::~StatsServer() {
-  if (thread_.joinable()) {
-    [[maybe_unused]] ssize_t n = ::write(wake_[1], "x", 1);
-    thread_.join();
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);  // it holds nothing worth a graceful stop
+    waitpid(pid_, nullptr, 0);
   }
-  for (std::size_t i = 0; i < kMaxClients; ++i) drop(clients_[i]);
   ::close(listen_fd_);
   if (remove_file_ && !unix_path_.empty()) ::unlink(unix_path_.c_str());
-  ::close(wake_[0]);
-  ::close(wake_[1]);
 }
 
-void StatsServer::start() {
-  thread_ = std::thread([this] { loop(); });
-}
-
-void StatsServer::close_inherited() noexcept {
-  ::close(listen_fd_);
-  ::close(wake_[0]);
-  ::close(wake_[1]);
-  for (auto& mirror : client_fds_) {
-    const int fd = mirror.load(std::memory_order_relaxed);
-    if (fd >= 0) ::close(fd);
+bool StatsServer::start() {
+  const pid_t master = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) {
+    common::log("stats server: fork: {}", std::strerror(errno));
+    return false;
   }
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != master) _exit(0);
+    prctl(PR_SET_NAME, kProcessName);  // what ps and the tests tell it from the workers by
+    loop();
+    _exit(0);
+  }
+  pid_ = pid;
+  common::log("stats server process (pid {}) started", pid);
+  return true;
 }
+
+bool StatsServer::on_exit(pid_t pid, bool restart) {
+  if (pid != pid_) return false;
+  pid_ = -1;  // reaped: never signalled again (its pid may be reused)
+  if (restart) {
+    common::log("stats server process (pid {}) exited: starting a fresh one", pid);
+    start();
+  }
+  return true;
+}
+
+void StatsServer::close_inherited() noexcept { ::close(listen_fd_); }
 
 void StatsServer::drop(Client& client) {
   if (client.fd < 0) return;
-  client_fds_[static_cast<std::size_t>(&client - clients_.get())].store(-1, std::memory_order_relaxed);
   ::close(client.fd);
   client.fd = -1;
   client.in.clear();
@@ -87,7 +102,6 @@ void StatsServer::loop() {
     json_built_ = metrics_built_ = false;
     fds.clear();
     owners.clear();
-    fds.push_back({wake_[0], POLLIN, 0});
     fds.push_back({listen_fd_, POLLIN, 0});
     for (std::size_t i = 0; i < kMaxClients; ++i) {
       Client& client = clients_[i];
@@ -100,15 +114,14 @@ void StatsServer::loop() {
       common::log("stats server: poll: {}: stopping", std::strerror(errno));
       return;
     }
-    if (fds[0].revents != 0) return;  // asked to stop
-    for (std::size_t i = 2; i < fds.size(); ++i) {
-      if (fds[i].revents != 0) serve(*owners[i - 2], fds[i].revents);
+    for (std::size_t i = 1; i < fds.size(); ++i) {
+      if (fds[i].revents != 0) serve(*owners[i - 1], fds[i].revents);
     }
     const std::int64_t now = common::monotonic_ms();
     for (std::size_t i = 0; i < kMaxClients; ++i) {
       if (clients_[i].fd >= 0 && now >= clients_[i].deadline_ms) drop(clients_[i]);
     }
-    if (fds[1].revents != 0) accept_all();
+    if (fds[0].revents != 0) accept_all();
   }
 }
 
@@ -128,7 +141,6 @@ void StatsServer::accept_all() {
     }
     drop(*slot);
     slot->fd = fd;
-    client_fds_[static_cast<std::size_t>(slot - clients_.get())].store(fd, std::memory_order_relaxed);
     slot->deadline_ms = common::monotonic_ms() + timeout_ms_;
     if (!http_) {
       respond(*slot);  // uWSGI's plain stats socket: the JSON at once, then close

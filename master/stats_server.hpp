@@ -1,19 +1,21 @@
 // The stats server (--stats): uWSGI's stats JSON for uwsgitop and exporters, and with --stats-http
 // the same over HTTP plus the Prometheus metrics at /metrics.
 //
-// It runs in a thread of its own in the master, never in the master's signal loop: uWSGI writes the
-// JSON from its master loop, so a slow reader delays its respawns and reloads. Here every socket is
+// It runs in a process of its own, a child of the master, never in the master's signal loop: uWSGI
+// writes the JSON from its master loop, so a slow reader delays its respawns and reloads. Not a thread
+// of the master either: each fork of a worker holds the master's whole address space locked while it
+// copies its page tables, and a thread of that process stalls on its next page fault (measured: 449 ms
+// on a busy 2-core machine during a reload). Here every socket is
 // non-blocking and polled by this thread alone; a reply that does not fit the socket buffer waits for
 // writability, a client that neither reads nor sends is closed at its deadline, and when the client
 // table is full the client closest to its deadline makes room. Everything it reports comes from
 // shared memory (the scoreboard, the caches), so it takes no lock of the master's.
 #pragma once
 
-#include <array>
-#include <atomic>
+#include <sys/types.h>
+
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "workers/stats_report.hpp"
 
@@ -28,11 +30,12 @@ class StatsServer {
   StatsServer(const StatsServer&) = delete;
   StatsServer& operator=(const StatsServer&) = delete;
 
-  void start();
+  // Forks the stats process (it dies with the master: PR_SET_PDEATHSIG). False when fork fails.
+  bool start();
+  // The master reaped `pid`: true when it was the stats process (started again when `restart`).
+  bool on_exit(pid_t pid, bool restart);
   void remove_file_on_close(bool remove) { remove_file_ = remove; }
-  // In a freshly forked worker: closes the inherited copies of the listening socket and of every
-  // client connection, so a client sees EOF as soon as this server is done with it. Reads only
-  // atomics (the thread that owned the table does not exist in the child).
+  // In a freshly forked worker: closes its inherited copy of the listening socket.
   void close_inherited() noexcept;
 
   static constexpr std::size_t kMaxClients = 256;
@@ -59,10 +62,8 @@ class StatsServer {
   const bool http_;
   const int timeout_ms_;
   std::shared_ptr<const workers::StatsContext> context_;
-  int wake_[2] = {-1, -1};
-  std::thread thread_;
+  pid_t pid_ = -1;  // the stats process
   std::unique_ptr<Client[]> clients_;
-  std::array<std::atomic<int>, kMaxClients> client_fds_;  // mirror of clients_[i].fd, for close_inherited
 };
 
 }  // namespace master

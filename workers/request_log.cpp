@@ -120,6 +120,12 @@ RequestAccounting::RequestAccounting(int worker_id, WorkerSlot* slot, WorkerTota
   line_.reserve(512);
 }
 
+void RequestAccounting::flush() {
+  if (line_.empty()) return;
+  common::log_write_raw(line_);
+  line_.clear();
+}
+
 std::int64_t RequestAccounting::begin(const server::Request& request) {
   if (request.header.modifier1 == server::kModifierApp && slot_ != nullptr)
     slot_->in_request.fetch_add(1, std::memory_order_relaxed);
@@ -180,25 +186,27 @@ void RequestAccounting::write_line(const server::Request& request, const Respons
   }
   const std::int64_t wall_ns = started_ns + wall_offset_ns_;
   const time_t wall = static_cast<time_t>(wall_ns / 1000000000LL);
-  struct tm local {};
-  localtime_r(&wall, &local);
+  if (wall != dates_second_) {  // the dates change once a second: format them then, not per request
+    dates_second_ = wall;
+    struct tm local {};
+    localtime_r(&wall, &local);
+    ctime_len_ = strftime(ctime_, sizeof ctime_, "%a %b %e %H:%M:%S %Y", &local);
+    ltime_len_ = strftime(ltime_, sizeof ltime_, "%d/%b/%Y:%H:%M:%S %z", &local);
+  }
   std::uint64_t vsz = 0, rss = 0;
   if (options_.memory_report) memory_usage(vsz, rss);
 
-  line_.clear();
   auto out = std::back_inserter(line_);
   if (pieces_.empty()) {
     // uWSGI's default line, field for field (docs/operations.md).
     if (options_.memory_report)
       fmt::format_to(out, "{{address space usage: {} bytes/{}MB}} {{rss usage: {} bytes/{}MB}} ", vsz,
                      vsz >> 20, rss, rss >> 20);
-    char date[64];
-    const std::size_t date_len = strftime(date, sizeof date, "%a %b %e %H:%M:%S %Y", &local);
     fmt::format_to(out,
                    "[pid: {}|app: {}|req: {}/{}] {} ({}) {{{} vars in {} bytes}} [{}] {} {} => generated {} "
                    "bytes in {} msecs ({} {}) {} headers in {} bytes (1 switches on core 0)\n",
                    getpid(), app ? 0 : -1, worker_requests, total_requests, facts.addr, facts.user,
-                   facts.vars, request.payload.size(), std::string_view(date, date_len), method, uri,
+                   facts.vars, request.payload.size(), std::string_view(ctime_, ctime_len_), method, uri,
                    shape.body_bytes, micros / 1000, app ? facts.proto : std::string_view("uwsgi"),
                    app ? shape.status : static_cast<int>(request.header.modifier1), shape.headers,
                    shape.header_bytes);
@@ -232,9 +240,7 @@ void RequestAccounting::write_line(const server::Request& request, const Respons
       else if (v == "wid")
         fmt::format_to(out, "{}", worker_id_);
       else if (v == "ltime") {
-        char date[64];
-        const std::size_t len = strftime(date, sizeof date, "%d/%b/%Y:%H:%M:%S %z", &local);
-        line_.append(date, len);
+        line_.append(ltime_, ltime_len_);
       } else if (v == "time" || v == "epoch")
         fmt::format_to(out, "{}", static_cast<long long>(wall));
       else if (v == "uagent")
@@ -264,7 +270,7 @@ void RequestAccounting::write_line(const server::Request& request, const Respons
     }
     line_.push_back('\n');
   }
-  common::log_write_raw(line_);
+  if (line_.size() >= kFlushBytes) flush();
   totals_->logged_lines.fetch_add(1, std::memory_order_relaxed);
 }
 

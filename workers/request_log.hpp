@@ -7,6 +7,8 @@
 // template, built in a reused buffer and written with a single write(2).
 #pragma once
 
+#include <time.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -50,6 +52,10 @@ class RequestAccounting {
   // The request was handled; `reply` is what its handler produced, `exception` whether it failed.
   void finish(const server::Request& request, const server::Reply& reply, std::int64_t started_ns,
               bool exception);
+  // Writes the lines finish() buffered, in one write(2). The worker calls it at the end of each pass
+  // of its loop and before it exits; the destructor too.
+  void flush();
+  ~RequestAccounting() { flush(); }
 
  private:
   void write_line(const server::Request& request, const ResponseShape& shape, std::uint64_t micros,
@@ -61,7 +67,16 @@ class RequestAccounting {
   ScoreboardHeader* board_;
   RequestLogOptions options_;
   std::vector<common::LogFormatPiece> pieces_;
-  std::string line_;             // reused: one line, one write
+  // The lines of the requests finished since the last flush(): the worker flushes once per pass of
+  // its loop (one write(2) for every request that pass finished, nothing held while it sleeps), and
+  // at kFlushBytes.
+  std::string line_;
+  static constexpr std::size_t kFlushBytes = 32 * 1024;
+  time_t dates_second_ = -1;  // the second the two dates below show
+  char ctime_[32] = "";       // uWSGI's default line: "Sun Dec  6 06:02:00 2026"
+  std::size_t ctime_len_ = 0;
+  char ltime_[40] = "";  // %(ltime): "06/Dec/2026:06:02:00 +0000"
+  std::size_t ltime_len_ = 0;
   std::int64_t wall_offset_ns_;  // realtime - monotonic, for the request's start date
 };
 

@@ -325,7 +325,9 @@ int Worker::run() {
     }
     if (run_libuv) uv_run(&loop_, UV_RUN_NOWAIT);
     release_closed();
+    accounting_.flush();  // this pass's request log lines, in one write
   }
+  accounting_.flush();
   app_threads_.shutdown(/*wait=*/in_application_ == 0);
   return recycling_ && !exit_now_ ? kExitRecycled : 0;
 }

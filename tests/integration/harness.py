@@ -256,6 +256,18 @@ def live_children(pid):
     return sorted(live)
 
 
+# The --stats server's process (a child of the master, not a worker) names itself so (master/stats_server.cpp).
+STATS_PROCESS_NAME = "ucached-stats"
+
+
+def process_name(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def zombie_children(pid):
     return sorted(p for p, st in all_procs() if st[1] == pid and st[0] == "Z")
 
@@ -411,10 +423,10 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def workers(self):
-        """Current worker pids (live direct children of the master), sorted."""
+        """Current worker pids (live direct children of the master but the --stats process), sorted."""
         if self.pid is None:
             return []
-        ws = live_children(self.pid)
+        ws = [w for w in live_children(self.pid) if process_name(w) != STATS_PROCESS_NAME]
         for w in ws:
             st = proc_stat(w)
             if st is not None and w not in self.seen_workers:

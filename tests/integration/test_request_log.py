@@ -34,7 +34,7 @@ def application(environ, start_response):
     if path == "/boom":
         raise RuntimeError("boom")
     if path == "/slow":
-        time.sleep(0.15)  # the application is slow; what --log-slow picks
+        time.sleep(float(environ["QUERY_STRING"] or 0))  # the application is slow; what --log-slow picks
     if environ["REQUEST_METHOD"] == "POST":
         environ["wsgi.input"].read()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
@@ -185,17 +185,20 @@ def test_disable_logging_with_4xx_5xx_slow():
         (["--disable-logging"], []),
         (["--disable-logging", "--log-4xx"], ["/missing"]),
         (["--disable-logging", "--log-5xx"], ["/boom"]),
-        (["--disable-logging", "--log-slow", "100"], ["/slow"]),
+        # 1 s: no other request of these takes that long, even on a busy machine.
+        (["--disable-logging", "--log-slow", "1000"], ["/slow?1.1"]),
         (["--log-5xx"], ["/ok", "/missing", "/boom", "/slow"]),  # uWSGI: with logging on, every line
     ]
     for extra, want in cases:
         sock, http = free_port(), free_port()
         with start(["--socket", f"{HOST}:{sock}", "--http-socket", f"{HOST}:{http}", "--wsgi-file", app, "--stats",
                     f"{HOST}:{free_port()}"] + extra, 1, [(HOST, sock), (HOST, http)]) as srv:
-            for path in ("/ok", "/missing", "/boom", "/slow"):
+            for path in ("/ok", "/missing", "/boom", "/slow?1.1" if "--log-slow" in extra else "/slow"):
                 get(http, path)
-            # The last request's line (when logged) is written before its response: the log is complete now.
-            got = [m.group("uri") for m in lines_of(srv)]
+            # The one worker writes its lines at the end of each pass of its loop: once a further request
+            # was answered, the pass of the last one ended.
+            get(http, "/flush-mark")
+            got = [m.group("uri") for m in lines_of(srv) if m.group("uri") != "/flush-mark"]
             check_eq(got, want, f"lines logged with {extra}")
 
 
@@ -210,7 +213,8 @@ def test_cache_requests_counted_not_logged_unless_log_cache():
             data, _ = read_reply(s, 5)
             s.close()
             check_eq(json.loads(data)["workers"][0]["cache_requests"], 2, "cache requests counted")
-            lines = lines_of(srv)
+            magic_get((HOST, sock), "flush-mark")  # answered: the pass of the requests before it ended
+            lines = lines_of(srv)[:2]
             if logged:
                 check_eq([(m.group("app"), m.group("method"), m.group("proto")) for m in lines],
                          [("-1", "magic", "uwsgi")] * 2, "cache lines with --log-cache")
@@ -225,6 +229,7 @@ def test_req_logger_file():
     with start(["--socket", f"{HOST}:{sock}", "--http-socket", f"{HOST}:{http}", "--wsgi-file", app_file(tmp),
                 "--req-logger", f"file:{path}"], 1, [(HOST, sock), (HOST, http)]) as srv:
         get(http, "/to-the-file")
+        check(wait_until(lambda: request_lines(read(path)), 5), "a request line in the file")
         check_eq([m.group("uri") for m in request_lines(read(path))], ["/to-the-file"], "the request line in the file")
         check_eq(lines_of(srv), [], "not in the log")
         check("worker 1" in srv.log(), "other lines stay in the log")
@@ -244,7 +249,9 @@ def test_logto_rotation_keeps_every_line():
         files = [path] + sorted(glob.glob(path + ".*"))
         for rotated in files[1:]:
             check(os.path.getsize(rotated) >= 4000, f"{rotated} reached --log-maxsize before its rotation")
-        uris = [m.group("uri") for f in files for m in request_lines(read(f))]
+        uris = lambda: [m.group("uri") for f in [path] + sorted(glob.glob(path + ".*")) for m in request_lines(read(f))]
+        check(wait_until(lambda: len(uris()) >= sent, 5), "the last lines written")
+        uris = uris()
         check_eq(sorted(uris), sorted(f"/r{i}" for i in range(sent)), "every request line kept across the files")
     backup = os.path.join(tmp, "backup.log")
     path2 = os.path.join(tmp, "server2.log")
@@ -273,6 +280,7 @@ def test_log_reopen_on_sighup():
         check(wait_until(lambda: not pid_alive(old_worker) and len(srv.workers()) == 1, 10),
               "the old worker replaced")
         get(http, "/after-reopen")
+        check(wait_until(lambda: request_lines(read(path)), 5), "a request line in the reopened file")
         check_eq([m.group("uri") for m in request_lines(read(path))], ["/after-reopen"], "the new worker logs there")
 
 

@@ -112,6 +112,8 @@ TEST_CASE("RequestAccounting counts into the scoreboard and writes uWSGI's line 
     gets += bucket.load();
   CHECK(gets == 1);
 
+  CHECK(read_file(path).empty());  // buffered until the worker's pass ends
+  accounting.flush();
   const std::string text = read_file(path);
   unlink(path);
   INFO(text);
