@@ -6,11 +6,11 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdio>
 
 #include "common/clock.hpp"
 #include "common/log.hpp"
 #include "common/log_format.hpp"
+#include "workers/stats_report.hpp"
 
 namespace workers {
 
@@ -49,20 +49,6 @@ RequestFacts facts_of(const server::Request& request) {
       facts.referer = value;
   });
   return facts;
-}
-
-// Virtual and resident size of this process in bytes, from /proc/self/statm (--memory-report).
-void memory_usage(std::uint64_t& vsz, std::uint64_t& rss) {
-  vsz = rss = 0;
-  std::FILE* f = std::fopen("/proc/self/statm", "r");
-  if (f == nullptr) return;
-  unsigned long long pages = 0, resident = 0;
-  if (std::fscanf(f, "%llu %llu", &pages, &resident) == 2) {
-    const auto page = static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
-    vsz = pages * page;
-    rss = resident * page;
-  }
-  std::fclose(f);
 }
 
 // uWSGI's --log-format writes "-" for an empty user, referer or user agent (Apache's convention).
@@ -194,7 +180,7 @@ void RequestAccounting::write_line(const server::Request& request, const Respons
     ltime_len_ = strftime(ltime_, sizeof ltime_, "%d/%b/%Y:%H:%M:%S %z", &local);
   }
   std::uint64_t vsz = 0, rss = 0;
-  if (options_.memory_report) memory_usage(vsz, rss);
+  if (options_.memory_report) process_memory(getpid(), rss, vsz);
 
   auto out = std::back_inserter(line_);
   if (pieces_.empty()) {
@@ -264,7 +250,7 @@ void RequestAccounting::write_line(const server::Request& request, const Respons
       else if (v == "core")
         line_.append("0");
       else if (v == "rss" || v == "vsz") {
-        if (!options_.memory_report) memory_usage(vsz, rss);
+        if (!options_.memory_report) process_memory(getpid(), rss, vsz);
         fmt::format_to(out, "{}", v == "rss" ? rss : vsz);
       }
     }

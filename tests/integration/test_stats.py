@@ -333,6 +333,9 @@ def all_accepted(socks):
     return want <= accepted
 
 
+CONTROL_FAST = 0.003  # a control answer this fast: the machine was not starving processes
+
+
 def timed_control(port):
     t0 = time.monotonic()
     s = connect((HOST, port), 5)
@@ -349,8 +352,8 @@ def test_answers_within_50ms_while_reloading_and_with_100_silent_clients():
     (plain) or never send (HTTP) and (b) the master replaces its workers one by one (SIGHUP). The workers'
     application takes 300 ms to import, so the reload lasts over a second; answers are sampled throughout.
     Each stats answer is taken between two answers of a control process: a slow stats answer fails the test
-    when the machine was not starving processes around it (both controls under 10 ms), since then only
-    the stats server itself can have been slow."""
+    when the machine was not starving processes around it (both controls answered in under 3 ms, their
+    usual time here is 0.3 ms), since then only the stats server itself can have been slow."""
     tmp = make_temp_dir("stats-busy-")
     slow_app = os.path.join(tmp, "slowstart.py")
     with open(slow_app, "w") as f:
@@ -390,7 +393,7 @@ def test_answers_within_50ms_while_reloading_and_with_100_silent_clients():
                     after = timed_control(control_port)
                     samples += 1
                     worst = max(worst, took)
-                    if before < 0.010 and after < 0.010:
+                    if before < CONTROL_FAST and after < CONTROL_FAST:
                         worst_clean = max(worst_clean, took)
                     else:
                         starved += 1
