@@ -95,6 +95,7 @@ ResponseShape shape_of_response(std::string_view head, std::string_view body) {
 RequestAccounting::RequestAccounting(int worker_id, WorkerSlot* slot, WorkerTotals* totals,
                                      ScoreboardHeader* board, const RequestLogOptions& options)
     : worker_id_(worker_id),
+      pid_(getpid()),
       slot_(slot),
       totals_(totals),
       board_(board),
@@ -180,7 +181,7 @@ void RequestAccounting::write_line(const server::Request& request, const Respons
     ltime_len_ = strftime(ltime_, sizeof ltime_, "%d/%b/%Y:%H:%M:%S %z", &local);
   }
   std::uint64_t vsz = 0, rss = 0;
-  if (options_.memory_report) process_memory(getpid(), rss, vsz);
+  if (options_.memory_report) process_memory(pid_, rss, vsz);
 
   auto out = std::back_inserter(line_);
   if (pieces_.empty()) {
@@ -191,7 +192,7 @@ void RequestAccounting::write_line(const server::Request& request, const Respons
     fmt::format_to(out,
                    "[pid: {}|app: {}|req: {}/{}] {} ({}) {{{} vars in {} bytes}} [{}] {} {} => generated {} "
                    "bytes in {} msecs ({} {}) {} headers in {} bytes (1 switches on core 0)\n",
-                   getpid(), app ? 0 : -1, worker_requests, total_requests, facts.addr, facts.user,
+                   pid_, app ? 0 : -1, worker_requests, total_requests, facts.addr, facts.user,
                    facts.vars, request.payload.size(), std::string_view(ctime_, ctime_len_), method, uri,
                    shape.body_bytes, micros / 1000, app ? facts.proto : std::string_view("uwsgi"),
                    app ? shape.status : static_cast<int>(request.header.modifier1), shape.headers,
@@ -250,7 +251,7 @@ void RequestAccounting::write_line(const server::Request& request, const Respons
       else if (v == "core")
         line_.append("0");
       else if (v == "rss" || v == "vsz") {
-        if (!options_.memory_report) process_memory(getpid(), rss, vsz);
+        if (!options_.memory_report) process_memory(pid_, rss, vsz);
         fmt::format_to(out, "{}", v == "rss" ? rss : vsz);
       }
     }

@@ -7,6 +7,7 @@
 // template, built in a reused buffer and written with a single write(2).
 #pragma once
 
+#include <sys/types.h>
 #include <time.h>
 
 #include <cstdint>
@@ -62,6 +63,7 @@ class RequestAccounting {
                   std::int64_t started_ns, std::uint64_t worker_requests, std::uint64_t total_requests);
 
   int worker_id_;
+  pid_t pid_;  // getpid() is a system call in today's glibc: once, in the worker
   WorkerSlot* slot_;
   WorkerTotals* totals_;
   ScoreboardHeader* board_;
