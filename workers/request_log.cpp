@@ -192,8 +192,8 @@ void RequestAccounting::write_line(const server::Request& request, const Respons
     fmt::format_to(out,
                    "[pid: {}|app: {}|req: {}/{}] {} ({}) {{{} vars in {} bytes}} [{}] {} {} => generated {} "
                    "bytes in {} msecs ({} {}) {} headers in {} bytes (1 switches on core 0)\n",
-                   pid_, app ? 0 : -1, worker_requests, total_requests, facts.addr, facts.user,
-                   facts.vars, request.payload.size(), std::string_view(ctime_, ctime_len_), method, uri,
+                   pid_, app ? 0 : -1, worker_requests, total_requests, facts.addr, facts.user, facts.vars,
+                   request.payload.size(), std::string_view(ctime_, ctime_len_), method, uri,
                    shape.body_bytes, micros / 1000, app ? facts.proto : std::string_view("uwsgi"),
                    app ? shape.status : static_cast<int>(request.header.modifier1), shape.headers,
                    shape.header_bytes);
