@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (SERVER_BIN, Server, ServerError, UwsgiProcess, _child_setup, can_connect, check, check_eq,
+from harness import (SERVER_BIN, Server, ServerError, Skip, UwsgiProcess, _child_setup, can_connect, check, check_eq,
                      connect, free_port, magic_get, magic_set, make_temp_dir, need_uwsgi, peer_missing,
                      pid_alive, read_reply, run_tests, wait_until)
 
@@ -284,6 +284,25 @@ def test_log_reopen_on_sighup():
         check_eq([m.group("uri") for m in request_lines(read(path))], ["/after-reopen"], "the new worker logs there")
 
 
+def test_logto2_opens_after_the_privileges_drop():
+    if os.geteuid() != 0:
+        raise Skip("--uid needs root")
+    import pwd
+    nobody = pwd.getpwnam("nobody").pw_uid
+    tmp = make_temp_dir("reqlog-logto2-")
+    os.chmod(tmp, 0o777)  # the dropped user creates the file
+    path = os.path.join(tmp, "as-user.log")
+    sock = free_port()
+    with Server(["--socket", f"{HOST}:{sock}", "--cache", "10", "--uid", "nobody", "--gid", "nogroup", "--logto2",
+                 path], workers=1) as srv:
+        check(wait_until(lambda: os.path.exists(path) and "worker 1" in read(path), 5),
+              "the lines after the drop go to the --logto2 file")
+        check_eq(os.stat(path).st_uid, nobody, "created by the dropped user")
+        # The cache is created before the drop: its line stays where the log was.
+        check('cache "default" ready' not in read(path) and 'cache "default" ready' in srv.log(),
+              "lines before the drop stay where they were")
+
+
 def test_daemonize():
     tmp = make_temp_dir("reqlog-daemon-")
     path = os.path.join(tmp, "daemon.log")
@@ -311,5 +330,6 @@ def test_daemonize():
 if __name__ == "__main__":
     run_tests([test_default_line_matches_a_live_uwsgi_field_by_field, test_log_format_matches_a_live_uwsgi,
                test_disable_logging_with_4xx_5xx_slow, test_cache_requests_counted_not_logged_unless_log_cache,
-               test_req_logger_file, test_logto_rotation_keeps_every_line, test_log_reopen_on_sighup, test_daemonize],
+               test_req_logger_file, test_logto_rotation_keeps_every_line, test_log_reopen_on_sighup,
+               test_logto2_opens_after_the_privileges_drop, test_daemonize],
               budget=120)
