@@ -69,6 +69,10 @@ bool StatsServer::start() {
     // the CPU as one group, and the workers busy starting during a reload kept this process waiting for
     // 50-60 ms in theirs. It still dies with the master (PR_SET_PDEATHSIG above).
     setsid();
+    // Only its own socket: the application's listening sockets stay with the master and the workers
+    // (a stats process outliving a master by a moment must not keep their ports bound).
+    if (listen_fd_ > 3) close_range(3, static_cast<unsigned>(listen_fd_) - 1, 0);
+    close_range(static_cast<unsigned>(listen_fd_) + 1, ~0U, 0);
     loop();
     _exit(0);
   }
