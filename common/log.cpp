@@ -1,16 +1,118 @@
 #include "common/log.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstring>
 
 namespace common {
 
 namespace {
 std::atomic<int> g_level{static_cast<int>(LogLevel::info)};
+
+// --logto and its rotation. Set once at start-up, before any thread or fork.
+struct LogFile {
+  std::string path;
+  std::string backup;
+  std::uint64_t max_bytes = 0;
+  std::mutex mutex;  // one rotation at a time within a process (flock orders the processes)
+};
+LogFile g_file;
+int g_request_fd = -1;  // --req-logger file:PATH; -1 = request lines go to the log
+
+void write_all(int fd, const char* data, size_t left) {
+  while (left > 0) {
+    ssize_t n = ::write(fd, data, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;  // nowhere left to report a failing log
+    }
+    data += n;
+    left -= static_cast<size_t>(n);
+  }
+}
+
+// Points stdout and stderr at a freshly opened `path`.
+bool open_onto_stdio(const std::string& path, std::string& error) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    error = fmt::format("cannot open the log file {}: {}", path, std::strerror(errno));
+    return false;
+  }
+  dup2(fd, STDOUT_FILENO);
+  dup2(fd, STDERR_FILENO);
+  ::close(fd);
+  return true;
+}
+
+// After a line: the file reached --log-maxsize, or another process rotated it already.
+void rotate_if_due() {
+  struct stat mine {};
+  if (fstat(STDERR_FILENO, &mine) != 0 || static_cast<std::uint64_t>(mine.st_size) < g_file.max_bytes) return;
+  std::lock_guard<std::mutex> lock(g_file.mutex);
+  if (flock(STDERR_FILENO, LOCK_EX) != 0) return;
+  struct stat named {};
+  const bool same =
+      ::stat(g_file.path.c_str(), &named) == 0 && named.st_ino == mine.st_ino && named.st_dev == mine.st_dev;
+  if (same) {
+    // uWSGI's FILE.<unix time>; a second rotation within the same second gets .1, .2 ... instead of
+    // replacing the first (its lines would be lost). --log-backupname is one file, replaced each time.
+    std::string target = g_file.backup;
+    if (target.empty()) {
+      const std::string stem = fmt::format("{}.{}", g_file.path, time(nullptr));
+      target = stem;
+      struct stat taken {};
+      for (int n = 1; n < 10000 && ::stat(target.c_str(), &taken) == 0; ++n)
+        target = fmt::format("{}.{}", stem, n);
+    }
+    ::rename(g_file.path.c_str(), target.c_str());
+  }
+  flock(STDERR_FILENO, LOCK_UN);
+  std::string error;
+  open_onto_stdio(g_file.path, error);  // failing, the lines keep going to the renamed file
+}
+
+void emit(const char* data, size_t size) {
+  write_all(STDERR_FILENO, data, size);
+  if (g_file.max_bytes != 0) rotate_if_due();
+}
+}  // namespace
+
+bool log_to_file(const std::string& path, std::uint64_t max_bytes, const std::string& backup,
+                 std::string& error) {
+  if (!open_onto_stdio(path, error)) return false;
+  g_file.path = path;
+  g_file.max_bytes = max_bytes;
+  g_file.backup = backup;
+  return true;
+}
+
+void log_reopen() {
+  if (g_file.path.empty()) return;
+  std::lock_guard<std::mutex> lock(g_file.mutex);
+  std::string error;
+  if (!open_onto_stdio(g_file.path, error)) log_write(error);
+}
+
+bool log_requests_to_file(const std::string& path, std::string& error) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    error = fmt::format("cannot open the request log {}: {}", path, std::strerror(errno));
+    return false;
+  }
+  g_request_fd = fd;
+  return true;
+}
+
+void log_write_raw(std::string_view line) {
+  if (g_request_fd >= 0) return write_all(g_request_fd, line.data(), line.size());
+  emit(line.data(), line.size());
 }
 
 void set_log_level(LogLevel level) { g_level.store(static_cast<int>(level), std::memory_order_relaxed); }
@@ -27,17 +129,7 @@ void log_write(std::string_view message) {
   char stamp[32];
   strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &local);
   std::string line = fmt::format("[{}] [pid {}] {}\n", stamp, getpid(), message);
-  const char* data = line.data();
-  size_t left = line.size();
-  while (left > 0) {
-    ssize_t n = ::write(STDERR_FILENO, data, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return;  // nowhere left to report a failing log
-    }
-    data += n;
-    left -= static_cast<size_t>(n);
-  }
+  emit(line.data(), line.size());
 }
 
 bool RateLimitedLog::allow(unsigned long long* suppressed) {

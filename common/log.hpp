@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <cstdint>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -17,6 +18,20 @@ void set_log_level(LogLevel level);
 bool log_enabled(LogLevel level);
 
 void log_write(std::string_view message);
+// Writes `line` (already ending in a newline) as it is, in one write(2): the request log's lines.
+void log_write_raw(std::string_view line);
+
+// uWSGI's --logto: stdout and stderr go to `path` (opened for appending) from now on, in this process
+// and every process it forks; with `max_bytes` > 0 (--log-maxsize) the file is renamed once it
+// reaches that size, to `backup` (--log-backupname) or to PATH.<unix time>, and a fresh one is
+// opened. Whichever process notices first renames, under an flock, and the others follow it to the
+// new file at their next line. False with `error` set when the file cannot be opened.
+bool log_to_file(const std::string& path, std::uint64_t max_bytes, const std::string& backup,
+                 std::string& error);
+// uWSGI's --req-logger file:PATH: request lines (log_write_raw) go to PATH instead of the log.
+bool log_requests_to_file(const std::string& path, std::string& error);
+// --log-reopen: opens the --logto file again (after an outside rotation moved it). No-op without --logto.
+void log_reopen();
 
 template <typename... Args>
 void log(fmt::format_string<Args...> format, Args&&... args) {

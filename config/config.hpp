@@ -113,6 +113,25 @@ struct Config {
   std::uint64_t evil_reload_on_rss = 0;   // MB; the master SIGKILLs a worker above this RSS (0 = off)
   std::string accept_mode = "exclusive";  // how workers wait on the listening sockets
 
+  // observability: the stats server, metrics and logs (uWSGI's names and meanings)
+  std::string stats;             // --stats ADDR: the stats server ("" = none)
+  bool stats_http = false;       // answer stats clients in HTTP (and serve /metrics)
+  bool metrics = false;          // --metrics: GET /metrics on the application sockets too
+  bool disable_logging = false;  // no request log lines (except what log-4xx/5xx/slow pick)
+  bool log_4xx = false;
+  bool log_5xx = false;
+  std::uint64_t log_slow = 0;     // ms; 0 = off
+  std::string log_format;         // uWSGI's %(var) template ("" = uWSGI's default line)
+  bool log_cache = false;         // modifier1 111 requests get a line too
+  bool memory_report = false;     // the request line starts with the address space and rss usage
+  std::string logto;              // every log line goes to this file
+  std::string logto2;             // the same, opened after the privileges drop
+  std::uint64_t log_maxsize = 0;  // bytes; rotate the --logto file at this size (0 = never)
+  std::string log_backupname;     // the rotated file's name ("" = FILE.<unix time>)
+  bool log_reopen = false;        // reopen the --logto file on SIGHUP (reload)
+  std::string daemonize;          // detach, log to this file
+  std::string req_logger;         // file:PATH: request lines go there instead of the log
+
   // the default cache (--cache and friends); items == 0 means no default cache
   std::uint64_t cache_items = 0;
   std::uint64_t cache_blocksize = cache::kDefaultBlocksize;

@@ -19,6 +19,7 @@
 #include <sstream>
 #include <utility>
 
+#include "common/log_format.hpp"
 #include "config/config.hpp"
 #include "config/ini.hpp"
 #include "config/reference_options.hpp"
@@ -43,6 +44,7 @@ constexpr std::int64_t kMaxMegabytes = std::int64_t{1} << 40;
 constexpr std::string_view kStaticGroup =
     "Static files (served by the workers with sendfile, never by the application)";
 constexpr std::string_view kReloadGroup = "Reloading, adaptive workers, side processes and hooks";
+constexpr std::string_view kObservabilityGroup = "Stats, metrics and logs";
 constexpr std::string_view kSourcesGroup = "Configuration sources and information";
 constexpr std::string_view kLogicGroup =
     "Configuration logic (uWSGI's if/for blocks; ini, toml or command line)";
@@ -309,6 +311,22 @@ void check_cache_item(std::string_view value) {
   }
 }
 
+void check_stats_address(std::string_view value) {
+  if (value.empty()) throw InvalidValue{"expected host:port, a UNIX path or @name"};
+  parse_socket_address(value);  // throws with the reason
+}
+
+void check_log_format(std::string_view value) {
+  std::vector<common::LogFormatPiece> pieces;
+  std::string error;
+  if (!common::parse_log_format(value, pieces, error)) throw InvalidValue{error};
+}
+
+void check_req_logger(std::string_view value) {
+  if (value.substr(0, 5) != "file:" || value.size() == 5)
+    throw InvalidValue{"expected file:PATH (the only request logger plugin built in)"};
+}
+
 void check_cache2(std::string_view value);  // defined with the --cache2 key table below
 
 // ---------------------------------------------------------------------------------------------
@@ -478,6 +496,51 @@ std::vector<OptionSpec> build_table() {
            "exclusive: the kernel wakes one idle worker per connection (EPOLLEXCLUSIVE); shared: every "
            "worker wakes (the thundering herd, kept to measure the difference)",
            check_accept_mode),
+
+      // Observability (issue 12): keep these rows together.
+      text("stats", "stats-server", &C::stats, kObservabilityGroup, "ADDR",
+           "serve uWSGI's stats JSON (what uwsgitop reads) on host:port, a UNIX path or @name, from a thread "
+           "of the master that never blocks its signal handling, respawns or reloads",
+           check_stats_address),
+      flag("stats-http", "", &C::stats_http, kObservabilityGroup,
+           "answer stats clients over HTTP: the JSON, and the Prometheus metrics at /metrics"),
+      flag("metrics", "", &C::metrics, kObservabilityGroup,
+           "also answer GET /metrics (Prometheus text format) on the application sockets (ours)"),
+      flag("disable-logging", "", &C::disable_logging, kObservabilityGroup,
+           "no request log lines (--log-4xx, --log-5xx and --log-slow still pick theirs)"),
+      flag("log-4xx", "", &C::log_4xx, kObservabilityGroup,
+           "log requests answered with a 4xx status even with --disable-logging"),
+      flag("log-5xx", "", &C::log_5xx, kObservabilityGroup,
+           "log requests answered with a 5xx status even with --disable-logging"),
+      integer("log-slow", "", &C::log_slow, {0, kMaxSeconds}, kObservabilityGroup, "MSECS",
+              "log requests that took at least this long even with --disable-logging (0 = off)"),
+      text("log-format", "logformat", &C::log_format, kObservabilityGroup, "FORMAT",
+           "request log line template with uWSGI's %(var) names (docs/operations.md lists them)",
+           check_log_format),
+      flag("log-cache", "", &C::log_cache, kObservabilityGroup,
+           "log cache requests (modifier1 111) too; they are always counted"),
+      flag("memory-report", "", &C::memory_report, kObservabilityGroup,
+           "start each request log line with the worker's address space and resident memory, as uWSGI does"),
+      text("logto", "", &C::logto, kObservabilityGroup, "FILE",
+           "append every log line (and stdout, stderr) to FILE"),
+      text("logto2", "", &C::logto2, kObservabilityGroup, "FILE",
+           "as --logto, but opened after the privileges drop (as the --uid user)"),
+      size("log-maxsize", "", &C::log_maxsize, {0, std::numeric_limits<std::int64_t>::max()},
+           kObservabilityGroup, "SIZE",
+           "rename the --logto file once it reaches SIZE bytes and start a fresh one (0 = never)"),
+      text("log-backupname", "", &C::log_backupname, kObservabilityGroup, "FILE",
+           "what --log-maxsize renames the log file to (default: FILE.<unix time>)"),
+      flag("log-reopen", "", &C::log_reopen, kObservabilityGroup,
+           "reopen the --logto file on reload (SIGHUP), after an outside rotation moved it"),
+      text("daemonize", "", &C::daemonize, kObservabilityGroup, "FILE",
+           "detach from the terminal (the master goes to the background) and log to FILE"),
+      text("req-logger", "", &C::req_logger, kObservabilityGroup, "file:PATH",
+           "write the request log lines to PATH instead of the log", check_req_logger),
+      accepted("log-master", "", OptionType::flag, "",
+               "each process writes its log lines itself, one write(2) each, so lines never interleave: no "
+               "logger process is needed"),
+      accepted("log-date", "logdate", OptionType::string, "[FORMAT]",
+               "every log line here already starts with the date; request lines keep uWSGI's [date] field"),
 
       size("cache", "", &C::cache_items, {0, kMaxCacheItems}, g2, "ITEMS",
            "create the cache \"default\" with this many items (0 = none)"),

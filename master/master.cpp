@@ -31,6 +31,7 @@
 #include "master/cheaper.hpp"
 #include "master/extras.hpp"
 #include "master/listeners.hpp"
+#include "master/observability.hpp"
 #include "master/privileges.hpp"
 #include "master/signals.hpp"
 #include "server/cache_sync.hpp"
@@ -90,6 +91,22 @@ cache::Geometry geometry_from(const config::CacheSpec& spec) {
   return geometry;
 }
 
+// Syncs a cache's store, timed, and records it for the metrics (record may be null: no scoreboard yet).
+bool timed_store_sync(cache::Cache& cache, workers::StoreSyncRecord* record, std::int64_t& took_ms) {
+  const std::int64_t started = common::monotonic_ns();
+  const bool ok = cache.sync_store();
+  const std::int64_t took_ns = common::monotonic_ns() - started;
+  took_ms = took_ns / 1000000;
+  if (record != nullptr) {
+    const auto us = static_cast<std::uint64_t>(took_ns / 1000);
+    record->syncs.fetch_add(1);
+    if (!ok) record->failures.fetch_add(1);
+    record->duration_us.fetch_add(us);
+    record->last_duration_us.store(us);
+  }
+  return ok;
+}
+
 // The cache's background jobs, in one thread of the master so that neither a worker nor the master's
 // signal loop (respawns, stops, reloads) ever waits on them:
 //  - the expiry sweeper, every --cache-expire-freq seconds (unless --cache-no-expire);
@@ -98,8 +115,10 @@ cache::Geometry geometry_from(const config::CacheSpec& spec) {
 // The engine bounds the work per lock hold; none of these holds a lock across a whole table.
 class CacheJobs {
  public:
-  CacheJobs(cache::CacheSet& caches, bool sweep, int sweep_interval_s, bool report_freed)
+  CacheJobs(cache::CacheSet& caches, const workers::Scoreboard& board, bool sweep, int sweep_interval_s,
+            bool report_freed)
       : caches_(caches),
+        board_(board),
         sweep_(sweep),
         sweep_interval_ms_(sweep_interval_s * 1000LL),
         report_freed_(report_freed) {}
@@ -157,23 +176,25 @@ class CacheJobs {
 
   void cycle() {
     ++cycles_;
-    for (const auto& cache : caches_.all()) {
+    for (std::size_t index = 0; index < caches_.all().size(); ++index) {
+      cache::Cache* cache = caches_.all()[index].get();
       std::int64_t started = monotonic_ms();
       const std::uint64_t moved = cache->reorder_hot_items();
       common::log_debug("reorder: cache \"{}\": moved {} item(s) in {} ms", cache->geometry().name, moved,
                         monotonic_ms() - started);
       const int every = cache->geometry().store_sync;
       if (cache->has_store() && every > 0 && cycles_ % static_cast<std::uint64_t>(every) == 0) {
-        started = monotonic_ms();
         common::log_debug("store sync: cache \"{}\": started", cache->geometry().name);
-        const bool ok = cache->sync_store();
+        std::int64_t took_ms = 0;
+        const bool ok = timed_store_sync(*cache, &board_.store_sync(index), took_ms);
         common::log_debug("store sync: cache \"{}\": {} in {} ms", cache->geometry().name,
-                          ok ? "done" : "FAILED", monotonic_ms() - started);
+                          ok ? "done" : "FAILED", took_ms);
       }
     }
   }
 
   cache::CacheSet& caches_;
+  const workers::Scoreboard& board_;
   const bool sweep_;
   const std::int64_t sweep_interval_ms_;
   const bool report_freed_;
@@ -239,9 +260,10 @@ class Master {
   Cheaper cheaper_{config_};        // --cheaper: how many of the --processes workers run now
   std::int64_t next_cheaper_ms_ = 0;
   std::vector<Listener> listeners_;
-  workers::WorkerSlot* slots_ = nullptr;
+  workers::Scoreboard board_;
   std::size_t slot_count_ = 0;
   std::vector<bool> slot_used_;
+  std::unique_ptr<StatsServer> stats_server_;
   std::vector<Child> children_;
   std::vector<IdState> ids_;  // index = id
   int signal_fd_ = -1;
@@ -279,8 +301,8 @@ void Master::cleanup() {
     if (fd >= 0) close(fd);
     fd = -1;
   }
-  if (slots_ != nullptr) munmap(slots_, slot_count_ * sizeof(workers::WorkerSlot));
-  slots_ = nullptr;
+  stats_server_.reset();  // its process reads the scoreboard: stopped before the area goes
+  board_ = workers::Scoreboard{};
 }
 
 // uWSGI cache features that are parsed (so uWSGI configurations start) but not implemented: each one a
@@ -327,13 +349,9 @@ void Master::create_caches() {
 void Master::create_scoreboard() {
   // Room for every worker twice over: during a reload a worker and its replacement overlap.
   slot_count_ = static_cast<std::size_t>(config_.processes) * 2;
-  void* area = mmap(nullptr, slot_count_ * sizeof(workers::WorkerSlot), PROT_READ | PROT_WRITE,
-                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (area == MAP_FAILED)
-    throw std::runtime_error(fmt::format("cannot map the worker scoreboard: {}", std::strerror(errno)));
-  slots_ = static_cast<workers::WorkerSlot*>(area);  // zero-filled by mmap: every atomic starts at 0
+  board_ = workers::Scoreboard::create(config_.processes, slot_count_, caches_.all().size());
   for (std::size_t i = 0; i < slot_count_; ++i)
-    slots_[i].app_backlog.store(workers::kNoAppBacklog);  // no worker
+    board_.slot(i).app_backlog.store(workers::kNoAppBacklog);  // no worker
   slot_used_.assign(slot_count_, false);
 }
 
@@ -344,8 +362,9 @@ std::optional<pid_t> Master::spawn(int id) {
     return std::nullopt;
   }
   int slot = static_cast<int>(free_slot - slot_used_.begin());
-  workers::WorkerSlot& s = slots_[slot];
+  workers::WorkerSlot& s = board_.slot(static_cast<std::size_t>(slot));
   s.pid.store(0);
+  s.in_request.store(0);
   s.busy_since_ms.store(0);
   s.wakeups.store(0);
   s.accepted.store(0);
@@ -369,6 +388,11 @@ std::optional<pid_t> Master::spawn(int id) {
     become_worker(id, slot);
   }
   slot_used_[static_cast<std::size_t>(slot)] = true;
+  s.pid.store(pid);  // before the worker's own store: the stats see the process at once
+  workers::WorkerTotals& totals = board_.totals(id);
+  totals.respawn_count.fetch_add(1);
+  totals.last_spawn.store(static_cast<std::int64_t>(time(nullptr)));
+  totals.active_slot.store(slot);
   Child child;
   child.id = id;
   child.pid = pid;
@@ -384,6 +408,7 @@ void Master::become_worker(int id, int slot) {
   // plumbing is not its business. Signals stay blocked until the worker's loop can take them.
   close(signal_fd_);
   close(ready_pipe_[0]);
+  if (stats_server_) stats_server_->close_inherited();
   workers::WorkerSettings settings;
   settings.id = id;
   for (const Listener& listener : listeners_) {
@@ -399,8 +424,11 @@ void Master::become_worker(int id, int slot) {
       workers::max_requests_for(id, config_.max_requests, config_.max_requests_delta);
   settings.recycle.max_lifetime_ms = config_.max_worker_lifetime * 1000LL;
   settings.recycle.reload_on_rss_bytes = config_.reload_on_rss << 20;
-  settings.slot = &slots_[slot];
-  settings.scoreboard = slots_;
+  settings.slot = &board_.slot(static_cast<std::size_t>(slot));
+  settings.totals = &board_.totals(id);
+  settings.board = &board_.header();
+  settings.request_log = request_log_options(config_);
+  settings.scoreboard = &board_.slot(0);
   settings.scoreboard_size = static_cast<int>(slot_count_);
   settings.publish_busy = config_.harakiri > 0 || cheaper_.enabled();
   settings.caches = &caches_;
@@ -450,12 +478,14 @@ void Master::reap_children() {
 }
 
 void Master::on_child_exit(pid_t pid, int status) {
+  if (stats_server_ && stats_server_->on_exit(pid, phase_ == Phase::running)) return;
   if (extras_->child_exited(pid, status)) return;
   Child* child = find_child(pid);
   if (child == nullptr) return;
   Child gone = *child;
   slot_used_[static_cast<std::size_t>(gone.slot)] = false;
-  slots_[gone.slot].app_backlog.store(workers::kNoAppBacklog);  // no longer a candidate for connections
+  board_.slot(gone.slot).app_backlog.store(workers::kNoAppBacklog);  // no longer a candidate for connections
+  if (board_.totals(gone.id).active_slot.load() == gone.slot) board_.totals(gone.id).active_slot.store(-1);
   children_.erase(children_.begin() + (child - children_.data()));
   const std::int64_t lived_ms = monotonic_ms() - gone.started_ms;
 
@@ -516,10 +546,10 @@ void Master::run_cheaper() {
   int running = 0, busy = 0;
   std::uint64_t requests = 0;
   for (const Child& child : children_) {
-    requests += slots_[child.slot].requests.load(std::memory_order_relaxed);
+    requests += board_.slot(child.slot).requests.load(std::memory_order_relaxed);
     if (child.retiring) continue;
     ++running;
-    if (slots_[child.slot].busy_since_ms.load(std::memory_order_relaxed) != 0) ++busy;
+    if (board_.slot(child.slot).busy_since_ms.load(std::memory_order_relaxed) != 0) ++busy;
   }
   const int change = cheaper_.tick(running, busy, requests, now);
   if (change > 0) common::log("cheaper: {} of {} worker(s) busy: starting {} more", busy, running, change);
@@ -586,6 +616,7 @@ void Master::handle_signals() {
         break;
       case SignalAction::graceful_reload:
         if (phase_ != Phase::running) break;
+        if (config_.log_reopen) common::log_reopen();  // the new workers inherit the reopened file
         common::log("{} received: graceful reload of {} worker(s), one at a time", spec->name,
                     worker_count());
         reload_queue_.clear();
@@ -654,7 +685,7 @@ void Master::check_harakiri() {
   const std::int64_t now = monotonic_ms();
   for (Child& child : children_) {
     if (child.harakiri) continue;
-    workers::WorkerSlot& slot = slots_[child.slot];
+    workers::WorkerSlot& slot = board_.slot(static_cast<std::size_t>(child.slot));
     const std::int64_t busy_since = slot.busy_since_ms.load(std::memory_order_relaxed);
     if (busy_since == 0 || now - busy_since < config_.harakiri * 1000LL) continue;
     const std::uint32_t len =
@@ -663,6 +694,7 @@ void Master::check_harakiri() {
     common::log("HARAKIRI: worker {} (pid {}) stuck for {} s on request \"{}\": SIGTERM, SIGKILL in {} ms",
                 child.id, child.pid, (now - busy_since) / 1000, request, kHarakiriGraceMs);
     child.harakiri = true;
+    board_.totals(child.id).harakiri_count.fetch_add(1);
     kill(child.pid, SIGTERM);
     child.kill_at_ms = now + kHarakiriGraceMs;
   }
@@ -687,7 +719,7 @@ void Master::check_evil_rss() {
 
 void Master::log_stats() {
   for (const Child& child : children_) {
-    const workers::WorkerSlot& slot = slots_[child.slot];
+    const workers::WorkerSlot& slot = board_.slot(static_cast<std::size_t>(child.slot));
     common::log(
         "stats: worker {} (pid {}): requests {}, accepted {}, wake-ups {} ({} wasted), bad requests {}{}",
         child.id, child.pid, slot.requests.load(), slot.accepted.load(), slot.wakeups.load(),
@@ -706,17 +738,19 @@ void Master::log_stats() {
 }
 
 void Master::flush_stores() {
-  for (const auto& cache : caches_.all()) {
+  for (std::size_t index = 0; index < caches_.all().size(); ++index) {
+    cache::Cache* cache = caches_.all()[index].get();
     if (!cache->has_store()) continue;
-    std::int64_t started = monotonic_ms();
-    bool ok = cache->sync_store();
+    std::int64_t took_ms = 0;
+    const bool ok = timed_store_sync(*cache, board_.valid() ? &board_.store_sync(index) : nullptr, took_ms);
     common::log("cache \"{}\": store {} {} in {} ms", cache->geometry().name, cache->geometry().store,
-                ok ? "flushed" : "flush FAILED", monotonic_ms() - started);
+                ok ? "flushed" : "flush FAILED", took_ms);
   }
 }
 
 int Master::run() {
   common::set_log_level(config_.debug_log ? common::LogLevel::debug : common::LogLevel::info);
+  start_logging(config_);      // --daemonize, --logto: before the first line worth keeping
   apply_umask(config_.umask);  // before the first file (store, socket, pidfile) is created
   extras_ = std::make_unique<Extras>(config_);
   const Identity identity = resolve_identity(config_.uid, config_.gid);  // a typo fails before any bind
@@ -760,6 +794,7 @@ int Master::run() {
   write_pidfile(config_.pidfile, "pidfile", getpid());
   // uWSGI's order: sockets, caches and the pidfile exist; the application is loaded as the new user.
   drop_privileges(identity);
+  start_logging_as_user(config_);
   write_pidfile(config_.pidfile2, "pidfile2", getpid());
   if (!config_.module.empty() || !config_.wsgi_file.empty() || !config_.mounts.empty()) {
     if (host == nullptr)
@@ -778,6 +813,11 @@ int Master::run() {
   if (pipe2(ready_pipe_, O_NONBLOCK | O_CLOEXEC) != 0)
     throw std::runtime_error(fmt::format("pipe2: {}", std::strerror(errno)));
   create_scoreboard();
+  {
+    auto context = stats_context(config_, board_, caches_, listeners_);
+    if (config_.metrics) application_ = workers::with_metrics_endpoint(std::move(application_), context);
+    stats_server_ = make_stats_server(config_, context);
+  }
   ids_.assign(static_cast<std::size_t>(config_.processes) + 1, IdState{});
 
   common::log("master pid {}: {} worker(s), buffer-size {}, socket-timeout {} s{}", getpid(),
@@ -786,8 +826,8 @@ int Master::run() {
   for (const Listener& listener : listeners_) common::log("listening on {}", listener.describe());
 
   if (!caches_.empty()) {
-    cache_jobs_ = std::make_unique<CacheJobs>(caches_, !config_.cache_no_expire, config_.cache_expire_freq,
-                                              config_.cache_report_freed_items);
+    cache_jobs_ = std::make_unique<CacheJobs>(caches_, board_, !config_.cache_no_expire,
+                                              config_.cache_expire_freq, config_.cache_report_freed_items);
   }
   served_ = true;
   extras_->serving();
@@ -795,6 +835,7 @@ int Master::run() {
   // Started after the first fork so the workers never inherit a half-copied thread state.
   if (cache_jobs_) cache_jobs_->start();
   for (auto& receiver : udp_receivers_) receiver->start();
+  if (stats_server_) stats_server_->start();
 
   while (phase_ != Phase::stopped) {
     struct pollfd fds[2] = {{signal_fd_, POLLIN, 0}, {ready_pipe_[0], POLLIN, 0}};

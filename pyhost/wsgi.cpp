@@ -577,6 +577,7 @@ void WsgiApplication::internal_error(server::Reply& reply, std::string_view prot
                  "{} 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: 22\r\n\r\n",
                  protocol);
   reply.body.assign("Internal Server Error\n");
+  reply.failed = true;  // the stats' `exceptions`
 }
 
 void WsgiApplication::handle(const server::Request& request, server::Reply& reply) {

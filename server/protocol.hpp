@@ -182,12 +182,14 @@ struct Reply {
   Reply(const Reply&) = delete;
   Reply& operator=(const Reply&) = delete;
   ~Reply() { file.close(); }
+  bool failed = false;  // the application raised (the answer is its 500): counted as an exception
   void clear() {
     head.clear();
     body.clear();
     close_after = true;
     http_ready = false;
     file.close();
+    failed = false;
   }
 };
 

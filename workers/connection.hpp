@@ -51,6 +51,7 @@ struct Connection {
   server::Request pending;        // the request being handled (views into `in` or the session's buffers)
   bool in_application = false;    // an application thread owns the request and the reply right now
   std::size_t request_bytes = 0;  // bytes of `in` the request being handled takes (consumed once replied)
+  std::int64_t started_ns = 0;    // when `pending` was handed to its handler (request accounting)
   std::int64_t deadline_ms = 0;   // socket timeout: when we give up waiting for the client
   std::size_t active_index = 0;   // position in Worker::active_
 };

@@ -102,6 +102,7 @@ void Worker::serve(Connection* conn) {
 // Handles conn->pending: inline, or on an application thread for a blocking application (the loop
 // then leaves the connection alone until on_application_finished).
 void Worker::dispatch(Connection* conn) {
+  conn->started_ns = accounting_.begin(conn->pending);
   if (serve_static(conn)) return;
   if (conn->pending.header.modifier1 == server::kModifierApp && app_threads_.started()) {
     return hand_to_application(conn);
@@ -127,6 +128,7 @@ bool Worker::serve_static(Connection* conn) {
 
 // A dispatched request was handled: let the framing shape the reply, then start writing.
 bool Worker::finish_reply(Connection* conn) {
+  accounting_.finish(conn->pending, conn->reply, conn->started_ns, conn->reply.failed);
   note_.clear();
   conn->framing->finish(*conn, note_);
   if (!note_.empty()) log_problem(conn, note_);
@@ -176,6 +178,7 @@ void Worker::run_application(Worker* self, Connection* conn) {
     self->settings_.application->handle(request, conn->reply);
   } catch (const std::exception& error) {
     conn->reply.clear();
+    conn->reply.failed = true;
     common::log("worker {}: application failed: {}", self->settings_.id, error.what());
   }
   if (self->settings_.publish_busy) self->settings_.slot->busy_since_ms.store(0, std::memory_order_relaxed);

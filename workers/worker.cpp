@@ -56,6 +56,7 @@ void tick_trampoline(uv_timer_t* handle) { worker_of(reinterpret_cast<uv_handle_
 Worker::Worker(const WorkerSettings& settings)
     : settings_(settings),
       dispatcher_(*settings.caches, settings.application),
+      accounting_(settings.id, settings.slot, settings.totals, settings.board, settings.request_log),
       uwsgi_(uwsgi_limits(settings), /*persistent=*/false),
       persistent_(uwsgi_limits(settings), /*persistent=*/true),
       http_(http_limits(settings), settings.http_fds) {}
@@ -177,7 +178,9 @@ int Worker::run() {
     }
     if (run_libuv) uv_run(&loop_, UV_RUN_NOWAIT);
     release_closed();
+    accounting_.flush();  // this pass's request log lines, in one write
   }
+  accounting_.flush();
   app_threads_.shutdown(/*wait=*/in_application_ == 0);
   return recycling_ && !exit_now_ ? kExitRecycled : 0;
 }

@@ -9,6 +9,7 @@
 #include "server/dispatcher.hpp"
 #include "server/static_files.hpp"
 #include "workers/recycle.hpp"
+#include "workers/request_log.hpp"
 #include "workers/scoreboard.hpp"
 
 namespace workers {
@@ -27,9 +28,12 @@ struct WorkerSettings {
   std::uint32_t buffer_size = 65535;
   std::uint64_t max_body = 16u << 20;
   int socket_timeout_s = 4;
-  int stop_mercy_s = 60;       // how long a graceful stop waits for in-flight requests
-  RecyclePolicy recycle;       // when this worker recycles itself (all zero = never)
-  WorkerSlot* slot = nullptr;  // this worker's scoreboard slot (shared with the master)
+  int stop_mercy_s = 60;              // how long a graceful stop waits for in-flight requests
+  RecyclePolicy recycle;              // when this worker recycles itself (all zero = never)
+  WorkerSlot* slot = nullptr;         // this worker's scoreboard slot (shared with the master)
+  WorkerTotals* totals = nullptr;     // this worker id's records (shared; survive respawns)
+  ScoreboardHeader* board = nullptr;  // the scoreboard's header (server-wide totals)
+  RequestLogOptions request_log;      // what finished requests write to the log
   // The whole scoreboard (every worker's slot, this one's included): read for app_backlog only.
   const WorkerSlot* scoreboard = nullptr;
   int scoreboard_size = 0;

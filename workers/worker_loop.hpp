@@ -30,6 +30,7 @@
 #include "workers/application_threads.hpp"
 #include "workers/connection.hpp"
 #include "workers/http_framing.hpp"
+#include "workers/request_log.hpp"
 #include "workers/uwsgi_framing.hpp"
 #include "workers/worker.hpp"
 
@@ -90,6 +91,7 @@ class Worker {
 
   WorkerSettings settings_;
   server::Dispatcher dispatcher_;
+  RequestAccounting accounting_;  // counters and the request log, at begin and finish of each request
   // What the listeners speak (see connection.hpp); listeners_ names each listening fd's framing.
   UwsgiFraming uwsgi_;
   UwsgiFraming persistent_;  // --persistent-socket

@@ -260,6 +260,18 @@ def live_children(pid):
     return sorted(live)
 
 
+# The --stats server's process (a child of the master, not a worker) names itself so (master/stats_server.cpp).
+STATS_PROCESS_NAME = "ucached-stats"
+
+
+def process_name(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def zombie_children(pid):
     return sorted(p for p, st in all_procs() if st[1] == pid and st[0] == "Z")
 
@@ -398,10 +410,12 @@ class Server:
             self.check_wsgi_validator()
         return False
 
-    # What wsgiref.validate leaves in the log: a traceback through it (an AssertionError or a
-    # WSGIWarning turned into an error, answered 500), or "Exception ignored in" from its
-    # IteratorWrapper.__del__ (an iterable whose close() was never called).
-    _VALIDATOR_RE = re.compile(r"wsgiref/validate\.py|WSGIWarning")
+    # What wsgiref.validate leaves in the log: a traceback ending in one of its checks (each fails
+    # through its assert_ helper), a WSGIWarning turned into an error (answered 500), or "Exception
+    # ignored in" from its IteratorWrapper.__del__ (an iterable whose close() was never called). An
+    # exception the application raises itself also passes through validate.py (its lint_app frame):
+    # that is the application's error, not a violation, so the frame alone does not count.
+    _VALIDATOR_RE = re.compile(r'wsgiref/validate\.py", line \d+, in assert_|WSGIWarning')
 
     def check_wsgi_validator(self):
         """Raises when the log (since the last check) shows a PEP 3333 violation found by wsgiref.validate."""
@@ -436,10 +450,10 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def workers(self):
-        """Current worker pids (live direct children of the master), sorted."""
+        """Current worker pids (live direct children of the master but the --stats process), sorted."""
         if self.pid is None:
             return []
-        ws = live_children(self.pid)
+        ws = [w for w in live_children(self.pid) if process_name(w) != STATS_PROCESS_NAME]
         for w in ws:
             st = proc_stat(w)
             if st is not None and w not in self.seen_workers:
