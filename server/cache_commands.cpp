@@ -209,10 +209,11 @@ MagicOutcome magic_write(cache::Cache& cache, const MagicVars& vars, const Reque
     reply.close_after = true;  // whatever the client sent after the vars was not framed
     return MagicOutcome::error;
   }
-  const std::uint64_t blocksize = cache.geometry().blocksize;
-  if (size == 0 || size > blocksize) {
-    note = fmt::format("cache magic {} {}: size {} outside 1..{} (blocksize of \"{}\")", vars.cmd,
-                       printable(vars.key), size, blocksize, cache_name(cache));
+  const std::uint64_t largest = cache::largest_value(cache.geometry());
+  if (size == 0 || size > largest) {
+    note = fmt::format("cache magic {} {}: size {} outside 1..{} (largest value of \"{}\": {})", vars.cmd,
+                       printable(vars.key), size, largest, cache_name(cache),
+                       cache.geometry().bitmap ? "blocksize x blocks" : "its blocksize");
     if (request.body.size() != size) reply.close_after = true;  // the body was left unread
     return MagicOutcome::error;
   }
