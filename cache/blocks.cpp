@@ -198,8 +198,6 @@ bool ShmCache::assign_run_alloc_locked(std::uint32_t i, std::uint32_t n) {
   std::uint64_t start = 0;
   if (!find_run_alloc_locked(n, &start)) {
     if (old_n > 0) mark_blocks_alloc_locked(old_block, old_n, true);  // nobody took it: we hold the lock
-    if (bmh_->free_blocks.load(std::memory_order_relaxed) >= n)
-      counters().add(&CounterStripe::full_fragmented, 1);
     return false;
   }
   mark_blocks_alloc_locked(start, n, true);

@@ -447,6 +447,10 @@ Status ShmCache::put(Mode mode, std::string_view key, std::string_view value, st
 
   // With purge_lru a big value may need several victims before a run of its length is free.
   const int attempts = kInsertAttempts + (purge_lru_ ? kMaxEvictionsPerWrite : 0);
+  bool fragmented = false;  // an attempt found no run though the free blocks added up to enough
+  auto note_no_run = [&](std::string_view v) {
+    fragmented |= bmh_->free_blocks.load(std::memory_order_relaxed) >= blocks_for(key.size() + v.size());
+  };
   for (int attempt = 0; attempt < attempts; ++attempt) {
     bool out_of_room = false;
     {
@@ -484,6 +488,7 @@ Status ShmCache::put(Mode mode, std::string_view key, std::string_view value, st
         // Overwrite in place (a live update or math, or reuse of an expired item's slot).
         if (!write_item_locked(s, slot, key, value, true)) {
           out_of_room = true;
+          note_no_run(value);
         } else {
           item(slot).expires.store(expires, std::memory_order_relaxed);
           if (!live) item(slot).hits.store(0, std::memory_order_relaxed);
@@ -499,6 +504,7 @@ Status ShmCache::put(Mode mode, std::string_view key, std::string_view value, st
           it.keylen.store(0, std::memory_order_relaxed);
           free_slots_locked(s, &slot, 1);
           out_of_room = true;
+          note_no_run(value);
         } else {
           it.expires.store(expires, std::memory_order_relaxed);
           // Append at the chain tail, as uWSGI does (reorder_hot_items moves hot items forward).
@@ -509,6 +515,7 @@ Status ShmCache::put(Mode mode, std::string_view key, std::string_view value, st
         }
       }
       if (!out_of_room) {
+        if (fragmented) counters().add(&CounterStripe::full_fragmented, 1);
         seal_locked(s, slot, key, value);
         if (f.slot != kNil && !live) counters().add(&CounterStripe::expirations, 1);
         if (purge_lru_)  // recency matters only to the LRU victim choice
@@ -519,8 +526,9 @@ Status ShmCache::put(Mode mode, std::string_view key, std::string_view value, st
         return Status::ok;
       }
     }
-    if (!handle_full()) return Status::full;
+    if (!handle_full()) break;
   }
+  if (fragmented) counters().add(&CounterStripe::full_fragmented, 1);
   return Status::full;
 }
 

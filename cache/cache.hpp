@@ -74,7 +74,8 @@ struct Stats {
   std::uint64_t probes = 0;      // chain entries examined by those lookups
   std::uint64_t shard_recoveries = 0;
   // Data area (docs/cache.md 1b): its blocks, how many are free, bytes per block, and the writes that
-  // found no run although the free blocks added up to enough (fragmentation; counted in `full` too).
+  // found no run although the free blocks added up to enough (fragmentation), whether they then
+  // ended `full` or succeeded after purge_lru evictions.
   std::uint64_t blocks = 0;
   std::uint64_t blocks_free = 0;
   std::uint64_t block_bytes = 0;

@@ -180,7 +180,7 @@ struct alignas(kCacheLine) CounterStripe {
   std::atomic<std::uint64_t> probes;
   std::atomic<std::uint64_t> shard_recoveries;
   std::atomic<std::uint64_t> owner;
-  std::atomic<std::uint64_t> full_fragmented;  // no run fitted though the free blocks added up (format 4)
+  std::atomic<std::uint64_t> full_fragmented;  // writes that found no run though enough blocks were free
   std::uint8_t pad[2 * kCacheLine - 88];
 };
 static_assert(sizeof(CounterStripe) == 2 * kCacheLine);
