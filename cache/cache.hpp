@@ -61,6 +61,12 @@ inline std::uint64_t largest_value(const Geometry& g) {
   return g.bitmap ? g.blocksize * (g.blocks != 0 ? g.blocks : g.items) : g.blocksize;
 }
 
+// Bytes of values a cache of this geometry holds when full of its largest values: items x blocksize,
+// or blocksize x blocks in bitmap mode.
+inline std::uint64_t value_capacity(const Geometry& g) {
+  return g.bitmap ? g.blocksize * (g.blocks != 0 ? g.blocks : g.items) : g.items * g.blocksize;
+}
+
 struct Stats {
   std::uint64_t items = 0;
   std::uint64_t capacity = 0;
@@ -108,6 +114,22 @@ class StringSink final : public ValueSink {
 
  private:
   std::string& out_;
+};
+
+// A sink that appends the value to a std::string (a reply being built): reserve() may be called again
+// (a concurrent write made the engine read again) and replaces what the previous call appended.
+class AppendSink final : public ValueSink {
+ public:
+  explicit AppendSink(std::string& out) : out_(out), base_(out.size()) {}
+  char* reserve(std::size_t size) override {
+    out_.resize(base_ + size);
+    return out_.data() + base_;
+  }
+  void undo() { out_.resize(base_); }  // after a miss or an error: nothing appended
+
+ private:
+  std::string& out_;
+  std::size_t base_;
 };
 
 // Seconds since the epoch; the engine's only notion of time. Tests may replace it.

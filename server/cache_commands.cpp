@@ -110,8 +110,7 @@ void handle_del(cache::Cache& cache, const Request& request, std::string& note) 
 // Every var with a non-empty value is processed in order, as uWSGI's hook parser does: `key` writes
 // the value on a hit, `get` writes the value or the 404 page. (2.0.21 looks up an empty key and never
 // hits; we do what its docs and code intend.)
-void handle_dict_get(cache::Cache& cache, const Request& request, Reply& reply, CacheScratch& scratch,
-                     std::string& note) {
+void handle_dict_get(cache::Cache& cache, const Request& request, Reply& reply, std::string& note) {
   VarsReader reader(request.payload);
   std::string_view key;
   std::string_view value;
@@ -120,10 +119,12 @@ void handle_dict_get(cache::Cache& cache, const Request& request, Reply& reply, 
     const bool is_key = key == "key";
     const bool is_get = key == "get";
     if (!is_key && !is_get) continue;
-    const cache::Status status = cache.get(value, scratch.value);
-    if (status == cache::Status::ok) {
-      reply.body.append(scratch.value);
-    } else {
+    // The value is copied once, from the cache straight to the end of the reply (nginx direct access
+    // serves pages of any size: one copy out of shared memory, then one writev of head and body).
+    cache::AppendSink sink(reply.body);
+    const cache::Status status = cache.get(value, sink);
+    if (status != cache::Status::ok) {
+      sink.undo();
       // uWSGI's writer starts an error page only while nothing has been written for the request:
       // at most one 404 page, and never after a value.
       if (is_get && reply.body.empty()) reply.body.append(kDictGetNotFound);
@@ -481,7 +482,7 @@ void handle_cache_command(cache::CacheSet& caches, const Request& request, Reply
       return;
     case CacheCommand::dict_get:
     case CacheCommand::dict_get_alt:
-      handle_dict_get(*default_cache, request, reply, scratch, note);
+      handle_dict_get(*default_cache, request, reply, note);
       return;
     case CacheCommand::stream_get:
       handle_stream_get(*default_cache, request, reply, note);
