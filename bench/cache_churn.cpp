@@ -6,7 +6,8 @@
 //
 //   cache_churn                 10 million operations per configuration
 //   cache_churn --ops N         N operations per configuration (the test suite runs a short one)
-//   cache_churn --mib M         values of about 0.8 x M MiB live at a time (default 256)
+//   cache_churn --mib M         blocksize x blocks (bitmap mode) / value bytes targeted: M MiB (256)
+//   cache_churn --fill F        keep this fraction of the data area's blocks in use (default 0.80)
 //
 // At the end of each run it checks the engine's accounting: the free blocks reported equal the area
 // minus the blocks of the live values, and every live key reads back with its length. Exit 1 if not.
@@ -30,7 +31,7 @@ struct Config {
 };
 
 std::uint64_t g_data_bytes = 256ull << 20;  // blocksize x blocks (bitmap) / value bytes targeted (default)
-constexpr double kTargetFill = 0.80;
+double g_target_fill = 0.80;                // --fill
 constexpr std::size_t kMaxValue = 1 << 20;
 
 std::string key_of(std::uint64_t id) {
@@ -71,7 +72,7 @@ bool run(const Config& cfg, std::uint64_t ops) {
   for (std::uint64_t op = 0; op < ops; ++op) {
     const auto st_free = c->stats().blocks_free;
     const double used = static_cast<double>(st0.blocks - st_free) / area;
-    const bool do_set = live.empty() || (used < kTargetFill ? rng() % 4 != 0 : rng() % 4 == 0);
+    const bool do_set = live.empty() || (used < g_target_fill ? rng() % 4 != 0 : rng() % 4 == 0);
     if (do_set) {
       const auto size =
           static_cast<std::size_t>(std::clamp(size_dist(rng), 100.0, static_cast<double>(kMaxValue)));
@@ -138,17 +139,20 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--ops") == 0 && i + 1 < argc) {
       ops = std::strtoull(argv[++i], nullptr, 10);
+    } else if (std::strcmp(argv[i], "--fill") == 0 && i + 1 < argc) {
+      g_target_fill = std::strtod(argv[++i], nullptr);
     } else if (std::strcmp(argv[i], "--mib") == 0 && i + 1 < argc) {
       g_data_bytes = std::strtoull(argv[++i], nullptr, 10) << 20;
     } else {
-      std::fprintf(stderr, "usage: cache_churn [--ops N] [--mib M]\n");
+      std::fprintf(stderr, "usage: cache_churn [--ops N] [--mib M] [--fill F]\n");
       return 2;
     }
   }
   std::printf(
       "cache_churn: log-normal values (median 2 KiB, sigma 1.5, 100 B .. 1 MiB), value space %llu MiB "
-      "(blocksize x blocks in bitmap mode), ~80%% of the data area's blocks in use, %llu operations each\n",
-      static_cast<unsigned long long>(g_data_bytes >> 20), static_cast<unsigned long long>(ops));
+      "(blocksize x blocks in bitmap mode), ~%.0f%% of the data area's blocks in use, %llu operations each\n",
+      static_cast<unsigned long long>(g_data_bytes >> 20), 100 * g_target_fill,
+      static_cast<unsigned long long>(ops));
   const Config configs[] = {
       {"bitmap, 4 KiB blocks", true, 4096, false},
       {"bitmap, 4 KiB, purge_lru", true, 4096, true},
