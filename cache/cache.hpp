@@ -116,22 +116,6 @@ class StringSink final : public ValueSink {
   std::string& out_;
 };
 
-// A sink that appends the value to a std::string (a reply being built): reserve() may be called again
-// (a concurrent write made the engine read again) and replaces what the previous call appended.
-class AppendSink final : public ValueSink {
- public:
-  explicit AppendSink(std::string& out) : out_(out), base_(out.size()) {}
-  char* reserve(std::size_t size) override {
-    out_.resize(base_ + size);
-    return out_.data() + base_;
-  }
-  void undo() { out_.resize(base_); }  // after a miss or an error: nothing appended
-
- private:
-  std::string& out_;
-  std::size_t base_;
-};
-
 // Seconds since the epoch; the engine's only notion of time. Tests may replace it.
 using Clock = std::function<std::int64_t()>;
 

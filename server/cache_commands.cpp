@@ -107,6 +107,24 @@ void handle_del(cache::Cache& cache, const Request& request, std::string& note) 
 
 // ---- modifier2 3 and 4: dictionary get ----
 
+// A sink that appends the value to the reply being built: reserve() may be called again (a concurrent
+// write made the engine read again) and replaces what the previous call appended. (Here, not in
+// cache/cache.hpp: a second ValueSink in the engine's header stops GCC from devirtualising the
+// StringSink of every local hit, 24 instructions a hit measured with cachegrind.)
+class AppendSink final : public cache::ValueSink {
+ public:
+  explicit AppendSink(std::string& out) : out_(out), base_(out.size()) {}
+  char* reserve(std::size_t size) override {
+    out_.resize(base_ + size);
+    return out_.data() + base_;
+  }
+  void undo() { out_.resize(base_); }  // after a miss or an error: nothing appended
+
+ private:
+  std::string& out_;
+  std::size_t base_;
+};
+
 // Every var with a non-empty value is processed in order, as uWSGI's hook parser does: `key` writes
 // the value on a hit, `get` writes the value or the 404 page. (2.0.21 looks up an empty key and never
 // hits; we do what its docs and code intend.)
@@ -121,7 +139,7 @@ void handle_dict_get(cache::Cache& cache, const Request& request, Reply& reply, 
     if (!is_key && !is_get) continue;
     // The value is copied once, from the cache straight to the end of the reply (nginx direct access
     // serves pages of any size: one copy out of shared memory, then one writev of head and body).
-    cache::AppendSink sink(reply.body);
+    AppendSink sink(reply.body);
     const cache::Status status = cache.get(value, sink);
     if (status != cache::Status::ok) {
       sink.undo();
