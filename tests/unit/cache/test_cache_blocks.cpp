@@ -19,6 +19,7 @@
 #include "cache/layout.hpp"
 #include "capture_stderr.hpp"
 #include "checked_value.hpp"
+#include "temp_dir.hpp"
 
 using cache::Cache;
 using cache::Geometry;
@@ -57,16 +58,7 @@ std::uint64_t rss_shmem_bytes() {
   return 0;
 }
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/cache_blocks_test_XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-};
+using cachetest::TempDir;
 
 }  // namespace
 

@@ -20,6 +20,7 @@
 #include "capture_stderr.hpp"
 #include "checked_value.hpp"
 #include "kill_points.hpp"
+#include "temp_dir.hpp"
 
 using cache::Cache;
 using cache::Geometry;
@@ -30,16 +31,7 @@ namespace layout = cache::layout;
 namespace {
 
 // A fresh directory per test case, removed at the end.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/cache_store_test_XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-};
+using cachetest::TempDir;
 
 Geometry store_geometry(const std::string& path, std::uint64_t items = 64, std::uint64_t blocksize = 128,
                         std::uint32_t keysize = 512) {
