@@ -29,7 +29,7 @@ std::string_view describe(Status status) {
     case Status::value_empty:
       return "empty value";
     case Status::value_too_large:
-      return "value larger than blocksize";
+      return "value larger than the cache's largest value (blocksize, or blocksize x blocks with bitmap=1)";
     case Status::not_a_number:
       return "value is not a number";
     case Status::out_of_memory:
@@ -140,32 +140,15 @@ void ShmCache::lock_alloc() {
 
 void ShmCache::push_global_alloc_locked(std::uint32_t slot) {
   Item& it = item(slot);
+  release_run_alloc_locked(slot);
   it.kind.store(kFree, std::memory_order_relaxed);
   it.owner.store(kNoOwner, std::memory_order_relaxed);
-  if (slot < items_cap_)
-    free_[alloc_->top++] = slot;
-  else
-    free_[items_cap_ + alloc_->ext_top++] = slot;
+  free_[alloc_->top++] = slot;
 }
 
-// Takes a primary slot (from the pool of `items`) or a key-extension slot, owned by shard s.
-bool ShmCache::alloc_slots_locked(std::uint32_t s, bool primary, std::uint32_t* out) {
+// Takes a free slot, owned by shard s.
+bool ShmCache::alloc_slot_locked(std::uint32_t s, std::uint32_t* out) {
   Shard& sh = shard(s);
-  if (!primary) {
-    lock_alloc();
-    bool ok = alloc_->ext_top > 0;
-    if (ok) {
-      alloc_->dirty.store(1, std::memory_order_relaxed);
-      std::uint32_t i = free_[items_cap_ + alloc_->ext_top - 1];
-      item(i).owner.store(s, std::memory_order_relaxed);
-      item(i).kind.store(kKeyExt, std::memory_order_relaxed);
-      --alloc_->ext_top;
-      alloc_->dirty.store(0, std::memory_order_relaxed);
-      *out = i;
-    }
-    unlock_alloc();
-    return ok;
-  }
   std::uint32_t n = sh.stash_count.load(std::memory_order_relaxed);
   if (n == 0) {
     lock_alloc();
@@ -174,7 +157,7 @@ bool ShmCache::alloc_slots_locked(std::uint32_t s, bool primary, std::uint32_t* 
       alloc_->dirty.store(1, std::memory_order_relaxed);
       for (std::uint32_t k = 0; k < take; ++k) {
         std::uint32_t i = free_[alloc_->top - 1];
-        item(i).owner.store(s, std::memory_order_relaxed);
+        item(i).owner.store(static_cast<std::uint16_t>(s), std::memory_order_relaxed);
         item(i).kind.store(kStashed, std::memory_order_relaxed);
         --alloc_->top;
         sh.stash[n++] = i;
@@ -192,16 +175,27 @@ bool ShmCache::alloc_slots_locked(std::uint32_t s, bool primary, std::uint32_t* 
   return true;
 }
 
+// Frees slots of shard s: their runs go back to the block map (one allocator-lock hold), the slots to
+// the shard's stash or, when it is full or park is false, to the global stack.
 void ShmCache::free_slots_locked(std::uint32_t s, const std::uint32_t* slots, std::size_t n, bool park) {
   thread_local std::vector<std::uint32_t> to_global;
   to_global.clear();
   Shard& sh = shard(s);
   std::uint32_t cnt = sh.stash_count.load(std::memory_order_relaxed);
   std::uint32_t live = sh.items.load(std::memory_order_relaxed);
+  bool runs = false;
+  for (std::size_t k = 0; k < n; ++k) runs |= item(slots[k]).nblocks.load(std::memory_order_relaxed) != 0;
+  if (runs) {
+    lock_alloc();
+    alloc_->dirty.store(1, std::memory_order_relaxed);
+    for (std::size_t k = 0; k < n; ++k) release_run_alloc_locked(slots[k]);
+    alloc_->dirty.store(0, std::memory_order_relaxed);
+    unlock_alloc();
+  }
   for (std::size_t k = 0; k < n; ++k) {
     std::uint32_t i = slots[k];
     if (item(i).kind.load(std::memory_order_relaxed) == kPrimary) --live;
-    if (!park || i >= items_cap_ || stash_cap_ == 0) {
+    if (!park || stash_cap_ == 0) {
       to_global.push_back(i);
       continue;
     }
@@ -224,26 +218,22 @@ void ShmCache::free_slots_locked(std::uint32_t s, const std::uint32_t* slots, st
   unlock_alloc();
 }
 
-// Marks an unlinked item free-to-be (no key, no links) and adds its slots to a batch that the caller
+// Marks an unlinked item free-to-be (no key, no links) and adds its slot to a batch that the caller
 // hands to free_slots_locked, as clear and the sweeper free many items per lock hold.
 void ShmCache::retire_item_locked(std::uint32_t slot, std::vector<std::uint32_t>& batch) {
   Item& it = item(slot);
   batch.push_back(slot);
-  if (const std::uint32_t ext = it.ext.load(std::memory_order_relaxed); ext != kNil) batch.push_back(ext);
   it.keylen.store(0, std::memory_order_relaxed);
-  it.ext.store(kNil, std::memory_order_relaxed);
   it.next.store(kNil, std::memory_order_relaxed);
 }
 
 void ShmCache::free_item_locked(std::uint32_t s, std::uint32_t slot, bool park) {
   Item& it = item(slot);
-  std::uint32_t list[2] = {slot, it.ext.load(std::memory_order_relaxed)};
   it.keylen.store(0, std::memory_order_relaxed);
   it.vallen.store(0, std::memory_order_relaxed);
   it.hash.store(0, std::memory_order_relaxed);
   it.next.store(kNil, std::memory_order_relaxed);
-  it.ext.store(kNil, std::memory_order_relaxed);
-  free_slots_locked(s, list, list[1] == kNil ? 1 : 2, park);
+  free_slots_locked(s, &slot, 1, park);
 }
 
 // ---- chains -----------------------------------------------------------------------------------------
@@ -293,22 +283,22 @@ void ShmCache::copy_value_bytes(char* dst, std::string_view value) const {
 
 bool ShmCache::write_item_locked(std::uint32_t s, std::uint32_t i, std::string_view key,
                                  std::string_view value, bool key_in_place) {
+  (void)s;
   Item& it = item(i);
-  std::uint32_t ext = it.ext.load(std::memory_order_relaxed);
-  bool need = needs_ext(key.size(), value.size());
-  if (need && ext == kNil) {
-    if (!alloc_slots_locked(s, false, &ext)) return false;
-    std::memcpy(block(ext), key.data(), key.size());
-  } else if (!need && ext != kNil) {
-    free_slots_locked(s, &ext, 1);
-    ext = kNil;
-    std::memcpy(block(i), key.data(), key.size());
-  } else if (!key_in_place) {
-    std::memcpy(ext != kNil ? block(ext) : block(i), key.data(), key.size());
+  const std::uint32_t n = blocks_for(key.size() + value.size());
+  if (it.nblocks.load(std::memory_order_relaxed) != n) {
+    lock_alloc();
+    alloc_->dirty.store(1, std::memory_order_relaxed);
+    const bool placed = assign_run_alloc_locked(i, n);
+    alloc_->dirty.store(0, std::memory_order_relaxed);
+    unlock_alloc();
+    if (!placed) return false;
+    key_in_place = false;  // the run moved (or is new)
   }
-  it.ext.store(ext, std::memory_order_relaxed);
+  char* run = block_ptr(it.block.load(std::memory_order_relaxed));
+  if (!key_in_place) std::memcpy(run, key.data(), key.size());
   it.keylen.store(static_cast<std::uint32_t>(key.size()), std::memory_order_relaxed);
-  copy_value_bytes(ext != kNil ? block(i) : block(i) + key.size(), value);
+  copy_value_bytes(run + key.size(), value);
   it.vallen.store(static_cast<std::uint32_t>(value.size()), std::memory_order_relaxed);
   return true;
 }
@@ -361,26 +351,27 @@ Status ShmCache::lookup(std::string_view key, ValueSink* sink, std::int64_t* exp
       const Item& it = item(i);
       if (it.hash.load(std::memory_order_relaxed) == h &&
           it.keylen.load(std::memory_order_relaxed) == key.size()) {
-        std::uint32_t ext = it.ext.load(std::memory_order_relaxed);
-        if (ext != kNil && ext >= slots_) {
+        // The run: bounds-checked, as a racing writer may have changed it (the seq check discards).
+        const std::uint64_t run = it.block.load(std::memory_order_relaxed);
+        const std::uint64_t run_bytes = it.nblocks.load(std::memory_order_relaxed) * grain_;
+        if (run >= nblocks_ || run_bytes > (nblocks_ - run) * grain_ || key.size() > run_bytes) {
           sane = false;
           break;
         }
-        const char* kp = ext != kNil ? block(ext) : block(i);
+        const char* kp = block_ptr(run);
         if (same_key(kp, key.data(), key.size())) {
           found = i;
           expires = it.expires.load(std::memory_order_relaxed);
           expired = expired_now(expires);  // one clock read per lookup, and only for items with an expiry
           if (kCopy && !expired) {
             std::uint64_t vlen = it.vallen.load(std::memory_order_relaxed);
-            std::uint64_t voff = ext != kNil ? 0 : key.size();
-            if (vlen > blocksize_ || voff + vlen > block_size_) {
+            if (vlen > max_value_ || key.size() + vlen > run_bytes) {
               sane = false;
               break;
             }
             char* dst = sink->reserve(vlen);
             if (dst == nullptr) return Status::out_of_memory;
-            std::memcpy(dst, block(i) + voff, vlen);
+            std::memcpy(dst, kp + key.size(), vlen);
           }
           break;
         }
@@ -445,8 +436,8 @@ Status ShmCache::put(Mode mode, std::string_view key, std::string_view value, st
   if (Status st = check_key(key); st != Status::ok) return st;
   if (mode != Mode::math) {
     if (value.empty()) return Status::value_empty;
-    if (value.size() > blocksize_) return Status::value_too_large;
-  } else if (blocksize_ < 8) {
+    if (value.size() > max_value_) return Status::value_too_large;
+  } else if (max_value_ < 8) {
     return Status::value_too_large;
   }
   const std::uint32_t h = key_hash(key);
@@ -454,7 +445,13 @@ Status ShmCache::put(Mode mode, std::string_view key, std::string_view value, st
   const std::uint32_t s = shard_of_bucket(b);
   char number[8];
 
-  for (int attempt = 0; attempt < kInsertAttempts; ++attempt) {
+  // With purge_lru a big value may need several victims before a run of its length is free.
+  const int attempts = kInsertAttempts + (purge_lru_ ? kMaxEvictionsPerWrite : 0);
+  bool fragmented = false;  // an attempt found no run though the free blocks added up to enough
+  auto note_no_run = [&](std::string_view v) {
+    fragmented |= bmh_->free_blocks.load(std::memory_order_relaxed) >= blocks_for(key.size() + v.size());
+  };
+  for (int attempt = 0; attempt < attempts; ++attempt) {
     bool out_of_room = false;
     {
       ShardLock lock(*this, s);
@@ -491,22 +488,23 @@ Status ShmCache::put(Mode mode, std::string_view key, std::string_view value, st
         // Overwrite in place (a live update or math, or reuse of an expired item's slot).
         if (!write_item_locked(s, slot, key, value, true)) {
           out_of_room = true;
+          note_no_run(value);
         } else {
           item(slot).expires.store(expires, std::memory_order_relaxed);
           if (!live) item(slot).hits.store(0, std::memory_order_relaxed);
         }
-      } else if (!alloc_slots_locked(s, true, &slot)) {
+      } else if (!alloc_slot_locked(s, &slot)) {
         out_of_room = true;
       } else {
         Item& it = item(slot);
         it.hash.store(h, std::memory_order_relaxed);
         it.next.store(kNil, std::memory_order_relaxed);
-        it.ext.store(kNil, std::memory_order_relaxed);
         it.hits.store(0, std::memory_order_relaxed);
         if (!write_item_locked(s, slot, key, value, false)) {
           it.keylen.store(0, std::memory_order_relaxed);
           free_slots_locked(s, &slot, 1);
           out_of_room = true;
+          note_no_run(value);
         } else {
           it.expires.store(expires, std::memory_order_relaxed);
           // Append at the chain tail, as uWSGI does (reorder_hot_items moves hot items forward).
@@ -517,6 +515,7 @@ Status ShmCache::put(Mode mode, std::string_view key, std::string_view value, st
         }
       }
       if (!out_of_room) {
+        if (fragmented) counters().add(&CounterStripe::full_fragmented, 1);
         seal_locked(s, slot, key, value);
         if (f.slot != kNil && !live) counters().add(&CounterStripe::expirations, 1);
         if (purge_lru_)  // recency matters only to the LRU victim choice
@@ -527,8 +526,9 @@ Status ShmCache::put(Mode mode, std::string_view key, std::string_view value, st
         return Status::ok;
       }
     }
-    if (!handle_full()) return Status::full;
+    if (!handle_full()) break;
   }
+  if (fragmented) counters().add(&CounterStripe::full_fragmented, 1);
   return Status::full;
 }
 

@@ -23,7 +23,7 @@ enum class Status : std::uint8_t {
   key_empty,
   key_too_long,     // over keysize
   value_empty,      // empty values are refused, as uWSGI does
-  value_too_large,  // over blocksize
+  value_too_large,  // over the largest value (blocksize; blocksize x blocks in bitmap mode)
   not_a_number,     // reserved: math on a value that is not 8 bytes is still applied (uWSGI semantics)
   out_of_memory,    // a get's ValueSink could not make room for the value
 };
@@ -41,6 +41,12 @@ struct Geometry {
   bool no_expire = false;      // expiry is a no-op: items live until deleted (--cache-no-expire)
   bool lastmod = false;  // keep the time of the last modification (uWSGI's lastmod=1): a clock read per write
   std::int64_t math_initial = 0;
+  // uWSGI's bitmap mode (--cache2 bitmap=1,blocks=M): the data area is `blocks` blocks of `blocksize`
+  // bytes and a value may span up to all of them (largest value blocksize x blocks). Without it
+  // `blocks` is ignored (as in uWSGI), the largest value is blocksize, and the engine allocates in
+  // 64-byte blocks (docs/cache.md 1b).
+  bool bitmap = false;
+  std::uint64_t blocks = 0;  // bitmap mode: data blocks; 0 = items
   // Persistence (docs/persistence.md): "" = anonymous shared memory; otherwise the region is a
   // MAP_SHARED mapping of this file, validated and rebuilt at create().
   std::string store;
@@ -48,6 +54,18 @@ struct Geometry {
   int store_sync =
       0;  // for the master: sync_store() every N cycles (0 = only at stop; kernel writeback meanwhile)
 };
+
+// The largest value a cache of this geometry stores (uWSGI's max_item_size): blocksize, or blocksize x
+// blocks in bitmap mode.
+inline std::uint64_t largest_value(const Geometry& g) {
+  return g.bitmap ? g.blocksize * (g.blocks != 0 ? g.blocks : g.items) : g.blocksize;
+}
+
+// Bytes of values a cache of this geometry holds when full of its largest values: items x blocksize,
+// or blocksize x blocks in bitmap mode.
+inline std::uint64_t value_capacity(const Geometry& g) {
+  return g.bitmap ? g.blocksize * (g.blocks != 0 ? g.blocks : g.items) : g.items * g.blocksize;
+}
 
 struct Stats {
   std::uint64_t items = 0;
@@ -61,6 +79,13 @@ struct Stats {
   std::uint64_t lookups = 0;     // hash lookups (for probes per lookup)
   std::uint64_t probes = 0;      // chain entries examined by those lookups
   std::uint64_t shard_recoveries = 0;
+  // Data area (docs/cache.md 1b): its blocks, how many are free, bytes per block, and the writes that
+  // found no run although the free blocks added up to enough (fragmentation), whether they then
+  // ended `full` or succeeded after purge_lru evictions.
+  std::uint64_t blocks = 0;
+  std::uint64_t blocks_free = 0;
+  std::uint64_t block_bytes = 0;
+  std::uint64_t full_fragmented = 0;
   std::int64_t last_modified_at = 0;  // unix seconds of the last write (lastmod caches; 0 otherwise)
   // Store load (this process's view of the load done at create(); 0 without a store).
   std::uint64_t store_restored = 0;  // items restored from the file

@@ -71,7 +71,11 @@ Stats ShmCache::stats() const {
     st.lookups += c.lookups.load(std::memory_order_relaxed);
     st.probes += c.probes.load(std::memory_order_relaxed);
     st.shard_recoveries += c.shard_recoveries.load(std::memory_order_relaxed);
+    st.full_fragmented += c.full_fragmented.load(std::memory_order_relaxed);
   }
+  st.blocks = nblocks_;
+  st.blocks_free = bmh_->free_blocks.load(std::memory_order_relaxed);
+  st.block_bytes = grain_;
   st.items = count();
   st.capacity = items_cap_;
   st.last_modified_at = hdr_->last_modified_at.load(std::memory_order_relaxed);

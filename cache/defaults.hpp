@@ -8,5 +8,8 @@ namespace cache {
 
 inline constexpr std::uint64_t kDefaultBlocksize = 65536;  // largest value, bytes
 inline constexpr std::uint32_t kDefaultKeysize = 2048;     // longest key, bytes
+// The largest value any cache stores (blocksize, or blocksize x blocks in bitmap mode, is at most this):
+// what a reply's size var may announce, and the bound of the blocksize option.
+inline constexpr std::uint64_t kMaxValueBytes = std::uint64_t{1} << 30;
 
 }  // namespace cache

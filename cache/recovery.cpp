@@ -5,14 +5,16 @@
 namespace cache::detail {
 
 void ShmCache::rebuild_free_stack_alloc_locked() {
+  rebuild_block_map_alloc_locked();  // first: free slots lose any run they seemed to hold
   alloc_->top = 0;
   alloc_->ext_top = 0;
   for (std::uint32_t i = slots_; i-- > 0;)
     if (item(i).kind.load(std::memory_order_relaxed) == kFree) push_global_alloc_locked(i);
   std::uint32_t top = alloc_->top + alloc_->ext_top;
   alloc_->dirty.store(0, std::memory_order_relaxed);
-  common::log("cache \"{}\": allocator rebuilt after a process died holding it ({} free slots)",
-              geometry_.name, top);
+  common::log(
+      "cache \"{}\": allocator rebuilt after a process died holding it ({} free slots, {} free blocks)",
+      geometry_.name, top, bmh_->free_blocks.load(std::memory_order_relaxed));
 }
 
 void ShmCache::recover_shard_after_owner_death_locked(std::uint32_t s) {
@@ -29,9 +31,8 @@ void ShmCache::recover_shard_after_owner_death_locked(std::uint32_t s) {
       continue;
     if (it.kind.load(std::memory_order_relaxed) == kPrimary) ++dropped;
     it.keylen.store(0, std::memory_order_relaxed);
-    it.ext.store(kNil, std::memory_order_relaxed);
     it.next.store(kNil, std::memory_order_relaxed);
-    push_global_alloc_locked(i);
+    push_global_alloc_locked(i);  // with its run, if it has one (even one whose bytes were half written)
   }
   alloc_->dirty.store(0, std::memory_order_relaxed);
   unlock_alloc();

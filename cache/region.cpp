@@ -30,15 +30,37 @@ void ShmCache::map_and_init() {
   items_cap_ = g.items;
   blocksize_ = g.blocksize;
   keysize_ = g.keysize;
-  block_size_ = align_up(
-      std::max<std::uint64_t>(g.blocksize + std::min<std::uint64_t>(g.keysize, kInlineKeyBudget), g.keysize),
-      kBlockAlign);
-  // Oversized items (key + value > block) need a key-extension slot; reserve some so N items fit.
-  std::uint64_t reserve = 0;
-  if (g.keysize + g.blocksize > block_size_)
-    reserve =
-        std::min(g.items, std::max(kMinExtReserve, (g.items + kExtReserveDivisor - 1) / kExtReserveDivisor));
-  std::uint64_t slots = g.items + reserve;
+  // The data area (docs/cache.md 1b): without bitmap mode 64-byte blocks and room for
+  // kAreaItemsFactor * items - 1 largest items (so `items` of them always fit); with it uWSGI's
+  // `blocks` blocks of `blocksize`, plus room for the keys (uWSGI keeps keys in its item table).
+  max_value_ = largest_value(g);
+  if (g.bitmap && max_value_ > kMaxValue)
+    throw std::runtime_error(fmt::format(
+        "cache \"{}\": bitmap mode: blocksize {} x blocks {} = {} bytes, over the largest value this server "
+        "stores ({} bytes); lower blocks or blocksize",
+        g.name, g.blocksize, g.blocks != 0 ? g.blocks : g.items, max_value_, kMaxValue));
+  if (g.bitmap && g.blocks != 0 && g.blocks < g.items)
+    throw std::runtime_error(
+        fmt::format("cache \"{}\": blocks ({}) must be at least items ({})", g.name, g.blocks, g.items));
+  std::uint64_t area_blocks = 0;
+  if (g.bitmap) {
+    grain_ = g.blocksize;
+    area_blocks = (g.blocks != 0 ? g.blocks : g.items) + g.items * ((g.keysize + grain_ - 1) / grain_);
+  } else {
+    grain_ = kSmallGrain;
+    for (;;) {
+      const std::uint64_t run = (g.keysize + g.blocksize + grain_ - 1) / grain_;
+      area_blocks = (kAreaItemsFactor * g.items - 1) * run;
+      if (area_blocks < kNil) break;
+      grain_ *= 2;
+    }
+  }
+  if (area_blocks >= kNil)
+    throw std::runtime_error(
+        fmt::format("cache \"{}\": {} data blocks, over the limit of {}", g.name, area_blocks, kNil - 1));
+  nblocks_ = area_blocks;
+  max_run_ = (g.keysize + max_value_ + grain_ - 1) / grain_;
+  std::uint64_t slots = g.items;
   if (slots >= kNil) throw std::runtime_error("cache \"" + g.name + "\": too many items");
   slots_ = static_cast<std::uint32_t>(slots);
   hashsize_ = g.hashsize;
@@ -75,21 +97,17 @@ void ShmCache::map_and_init() {
     plan.seals_off = off;
     off += sizeof(ItemSeal) * slots;
   }
+  plan_block_map(plan, off);
   off = align_up(off, kPage);
   plan.blocks_off = off;
-  off = align_up(off + block_size_ * slots, kPage);
+  off = align_up(off + grain_ * nblocks_, kPage);
   plan.total = off;
   // Flags are informational (they do not change the layout, so a store file does not pin them).
-  plan.geo = RegionGeometry{g.items,
-                            slots,
-                            g.blocksize,
-                            block_size_,
-                            hashsize_,
-                            g.keysize,
-                            shards_n_,
-                            kStripes,
-                            (g.purge_lru ? kFlagPurgeLru : 0u) | (g.no_expire ? kFlagNoExpire : 0u),
-                            0};
+  plan.geo = RegionGeometry{
+      g.items,   slots,     g.blocksize,
+      grain_,    hashsize_, g.keysize,
+      shards_n_, kStripes,  (g.purge_lru ? kFlagPurgeLru : 0u) | (g.no_expire ? kFlagNoExpire : 0u),
+      0};
   size_ = off;
 
   if (!g.store.empty()) {
@@ -114,7 +132,11 @@ void ShmCache::attach(char* base, const Plan& plan) {
   free_ = reinterpret_cast<std::uint32_t*>(base_ + plan.free_off);
   items_ = reinterpret_cast<Item*>(base_ + plan.items_off);
   seals_ = plan.seals_off != 0 ? reinterpret_cast<ItemSeal*>(base_ + plan.seals_off) : nullptr;
-  blocks_ = base_ + plan.blocks_off;
+  data_ = base_ + plan.blocks_off;
+  bmh_ = reinterpret_cast<BlockMapHeader*>(base_ + plan.map.offset);
+  used_ = reinterpret_cast<std::uint64_t*>(bmh_ + 1);
+  nonfull_ = used_ + words_;
+  empty_ = nonfull_ + sum_words_;
 }
 
 // A zero-filled region (fresh anonymous memory or a new sparse store file) made into an empty cache.
@@ -132,29 +154,35 @@ void ShmCache::init_fresh(const Plan& plan) {
   hdr_->blocks_offset = plan.blocks_off;
   hdr_->geometry = plan.geo;
   hdr_->seals_offset = plan.seals_off;
+  hdr_->block_map = plan.map;
   if (seals_ != nullptr) hdr_->header_checksum = header_sum(reinterpret_cast<const unsigned char*>(base_));
   for (std::uint32_t s = 0; s < shards_n_; ++s) init_robust_mutex(&shards_[s].mutex);
   init_robust_mutex(&alloc_->mutex);
   for (std::uint64_t b = 0; b < hashsize_; ++b) heads_[b].store(kNil, std::memory_order_relaxed);
   for (std::uint32_t i = 0; i < slots_; ++i) {
     item(i).next.store(kNil, std::memory_order_relaxed);
-    item(i).ext.store(kNil, std::memory_order_relaxed);
+    item(i).block.store(kNil, std::memory_order_relaxed);
     item(i).owner.store(kNoOwner, std::memory_order_relaxed);
   }
-  // Lowest slot on top of each stack: the first insert takes slot 0.
+  // Lowest slot on top of the stack: the first insert takes slot 0.
   const auto items32 = static_cast<std::uint32_t>(items_cap_);
   for (std::uint32_t k = 0; k < items32; ++k) free_[k] = items32 - 1 - k;
-  for (std::uint32_t k = 0; k < slots_ - items32; ++k) free_[items32 + k] = slots_ - 1 - k;
   alloc_->top = items32;
-  alloc_->ext_top = slots_ - items32;
+  alloc_->ext_top = 0;
+  init_block_map();
 }
 
+// Every page up to the data area, and the data area as far as runs reach (the rest of it is address
+// space that may never be used: touching it would allocate memory for nothing).
 void ShmCache::prefault() {
+  const std::uint64_t data_off = static_cast<std::uint64_t>(data_ - base_);
+  const std::uint64_t end =
+      std::min<std::uint64_t>(size_, align_up(data_off + (highest_used_block() + 1) * grain_, kPage));
 #ifdef MADV_POPULATE_READ
-  if (madvise(base_, size_, MADV_POPULATE_READ) == 0) return;
+  if (madvise(base_, end, MADV_POPULATE_READ) == 0) return;
 #endif
   volatile const char* p = base_;  // older kernels: touch one byte per page
-  for (std::size_t off = 0; off < size_; off += kPage) (void)p[off];
+  for (std::size_t off = 0; off < end; off += kPage) (void)p[off];
 }
 
 }  // namespace cache::detail

@@ -7,6 +7,7 @@
 //   counters.cpp    counter stripes (claiming, stats)
 //   jobs.cpp        background jobs: expiry sweep, hot-item reorder, a full cache (eviction)
 //   recovery.cpp    repair after a process died holding a lock
+//   blocks.cpp      the data area's block map: runs, the free index, rebuilding it from the items
 // Lock-contract suffixes: *_locked runs with the shard lock held, *_alloc_locked with the alloc lock.
 #pragma once
 
@@ -51,13 +52,16 @@ constexpr std::uint32_t kMaxShards = 128;
 constexpr std::uint32_t kStripes = 128;
 // Caches a thread remembers its stripe for (a thread using more caches alternately re-claims).
 constexpr std::size_t kClaimMemory = 4;
-// Key bytes a block holds beside a full-size value; longer keys of a full-size value spill into a
-// key-extension slot taken from a reserve of max(items/kExtReserveDivisor, kMinExtReserve) slots
-// (capped at items; see docs/cache.md).
-constexpr std::uint64_t kInlineKeyBudget = 256;
-constexpr std::uint64_t kExtReserveDivisor = 64;
-constexpr std::uint64_t kMinExtReserve = 16;  // small caches: every item may be oversized
-constexpr std::uint64_t kBlockAlign = 16;
+// Data-area block without bitmap mode: a cache line. A 100-byte value with a short key takes two, so
+// memory follows what is stored (docs/cache.md 1b); doubled only if the area would need 2^32 blocks.
+constexpr std::uint64_t kSmallGrain = 64;
+// Without bitmap mode the area has room for (kAreaItemsFactor * items - 1) largest items: enough that
+// items largest items always fit, whatever the fragmentation (docs/cache.md 1b).
+constexpr std::uint64_t kAreaItemsFactor = 2;
+// Largest value the engine stores (Item::vallen is 32 bits; bitmap mode's blocksize x blocks is capped).
+constexpr std::uint64_t kMaxValue = kMaxValueBytes;
+// A full cache with purge_lru: items evicted at most, per write, to make a run fit.
+constexpr int kMaxEvictionsPerWrite = 64;
 // Optimistic reads: attempts before falling back to the mutex, and pause spins while seq is odd.
 constexpr int kOptimisticAttempts = 4;
 constexpr int kOddSeqSpins = 64;
@@ -133,10 +137,12 @@ inline void cpu_relax() {
 
 // ---- checksums (store_file.cpp) ---------------------------------------------------------------------
 // What an ItemSeal covers: everything a reader uses to find and return the item.
+// `block` is Item::block (format 3: the ext link, same position).
 std::uint64_t seal_sum(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen, std::int64_t expires,
-                       std::uint32_t ext, std::uint32_t hash, const char* key, const char* value);
-// The checksum of a region header's summed bytes (RegionHeader::header_checksum).
-std::uint64_t header_sum(const unsigned char* raw);
+                       std::uint32_t block, std::uint32_t hash, const char* key, const char* value);
+// The checksum of a region header's summed bytes (RegionHeader::header_checksum), as format `version`
+// defines it (4 added the block map geometry).
+std::uint64_t header_sum(const unsigned char* raw, std::uint32_t version = kFormatVersion);
 
 // Where every area of a region goes, computed from the geometry alone (a store file's header must
 // match it exactly).
@@ -145,6 +151,7 @@ struct Plan {
   std::uint64_t shards_off = 0, stripes_off = 0, alloc_off = 0, heads_off = 0, free_off = 0;
   std::uint64_t items_off = 0, seals_off = 0, blocks_off = 0;
   RegionGeometry geo{};
+  BlockMapGeometry map{};
 };
 
 // A store file's header, read with pread before anything is mapped (plain fields only).
@@ -155,6 +162,7 @@ struct FileHeader {
   std::uint64_t total = 0;
   std::uint64_t offsets[8] = {};  // shards, stripes, alloc, heads, free, items, seals, blocks
   RegionGeometry geo{};
+  BlockMapGeometry map{};  // format 4
   std::uint64_t checksum = 0;
   std::uint64_t computed_checksum = 0;
 };
@@ -246,7 +254,11 @@ class ShmCache final : public Cache {
 
   // ---- region access ----
   Item& item(std::uint32_t i) const { return items_[i]; }
-  char* block(std::uint32_t i) const { return blocks_ + static_cast<std::uint64_t>(i) * block_size_; }
+  // The data-area bytes of block b (an item's run starts at item(i).block).
+  char* block_ptr(std::uint64_t b) const { return data_ + b * grain_; }
+  std::uint32_t blocks_for(std::uint64_t bytes) const {
+    return static_cast<std::uint32_t>((bytes + grain_ - 1) / grain_);
+  }
   Shard& shard(std::uint32_t s) const { return shards_[s]; }
   Counters counters() const {
     const StripeClaim& c = t_claims[0];
@@ -260,7 +272,6 @@ class ShmCache final : public Cache {
     return static_cast<std::uint32_t>((static_cast<std::uint64_t>(h) * hashsize_) >> 32);
   }
   std::uint32_t shard_of_bucket(std::uint32_t b) const { return b & shard_mask_; }
-  bool needs_ext(std::uint64_t klen, std::uint64_t vlen) const { return klen + vlen > block_size_; }
 
   // lastmod caches: the time of this write (a clock read, which is why it is opt-in, as in uWSGI).
   void note_modified() {
@@ -299,9 +310,10 @@ class ShmCache final : public Cache {
   void scan_intact_items(LoadScan& scan);
   void sort_by_bucket(LoadScan& scan);
   void link_chains(LoadScan& scan);
-  void claim_ext_slots(LoadScan& scan);
   void rebuild_ownership_and_free_stacks(LoadScan& scan);
   void clear_slot_for_load(std::uint32_t i);
+  // Format 3 (one block per item) store files: their intact items copied into a new format-4 store.
+  void migrate_v3_store(int old_fd, const FileHeader& fh, std::uint64_t file_size, const Plan& plan);
   // Store only: refreshes the item's seal; the last write of a mutation that changed the item.
   void seal_locked(std::uint32_t s, std::uint32_t i, std::string_view key, std::string_view value) {
     if (seals_ == nullptr) return;
@@ -310,7 +322,7 @@ class ShmCache final : public Cache {
     seals_[i].stamp = stamp;
     seals_[i].sum =
         seal_sum(stamp, it.keylen.load(std::memory_order_relaxed), it.vallen.load(std::memory_order_relaxed),
-                 it.expires.load(std::memory_order_relaxed), it.ext.load(std::memory_order_relaxed),
+                 it.expires.load(std::memory_order_relaxed), it.block.load(std::memory_order_relaxed),
                  it.hash.load(std::memory_order_relaxed), key.data(), value.data());
   }
 
@@ -355,23 +367,23 @@ class ShmCache final : public Cache {
 
   // ---- chains (shard lock held) ----
   const char* key_ptr_locked(std::uint32_t i) const {
-    std::uint32_t ext = item(i).ext.load(std::memory_order_relaxed);
-    return ext != kNil ? block(ext) : block(i);
+    return block_ptr(item(i).block.load(std::memory_order_relaxed));
   }
   char* value_ptr_locked(std::uint32_t i) const {
-    std::uint32_t ext = item(i).ext.load(std::memory_order_relaxed);
-    return ext != kNil ? block(i) : block(i) + item(i).keylen.load(std::memory_order_relaxed);
+    return block_ptr(item(i).block.load(std::memory_order_relaxed)) +
+           item(i).keylen.load(std::memory_order_relaxed);
   }
   Found find_locked(std::uint32_t b, std::uint32_t h, std::string_view key);
   void unlink_locked(std::uint32_t b, std::uint32_t slot, std::uint32_t prev);
-  // Frees an item's slot and its ext. park: the primary slot may go to shard s's stash.
+  // Frees an item's slot and its run. park: the slot may go to shard s's stash.
   void free_item_locked(std::uint32_t s, std::uint32_t slot, bool park = true);
   void retire_item_locked(std::uint32_t slot, std::vector<std::uint32_t>& batch);
-  bool alloc_slots_locked(std::uint32_t s, bool primary, std::uint32_t* out);
+  bool alloc_slot_locked(std::uint32_t s, std::uint32_t* out);
   void free_slots_locked(std::uint32_t s, const std::uint32_t* slots, std::size_t n, bool park = true);
   void push_global_alloc_locked(std::uint32_t slot);
   std::uint64_t drain_stashes();  // no lock held: returns stashed slots moved to the global stack
-  // Writes key+value into slot `i` (layout per needs_ext); false if an ext slot was needed and none was free.
+  // Writes key+value into slot `i`'s run, moving it to a run of the right length first if needed; false
+  // (item unchanged) if no run of that length is free.
   bool write_item_locked(std::uint32_t s, std::uint32_t i, std::string_view key, std::string_view value,
                          bool key_in_place);
   void copy_value_bytes(char* dst, std::string_view value) const;
@@ -388,6 +400,25 @@ class ShmCache final : public Cache {
   bool handle_full();  // true if room was made and the write should be retried
   void log_full_event(const std::string& line);
   bool evict_lru_one();
+
+  // ---- block map (blocks.cpp; alloc lock held) ----
+  void plan_block_map(Plan& plan, std::uint64_t& off);  // sets words_, sum_words_
+  void init_block_map();                                // a fresh region: every block free
+  // Gives slot i a run of n blocks (its old run, if any, is released first and may be reused); records
+  // it in the item. False if no run fits: the old run is kept, the item unchanged.
+  bool assign_run_alloc_locked(std::uint32_t i, std::uint32_t n);
+  void release_run_alloc_locked(std::uint32_t i);  // no-op for a slot without a run
+  bool find_run_alloc_locked(std::uint32_t n, std::uint64_t* start);
+  void mark_blocks_alloc_locked(std::uint64_t start, std::uint64_t n, bool used);
+  bool blocks_free_alloc_locked(std::uint64_t start, std::uint64_t n) const;
+  std::uint64_t next_free_block(std::uint64_t p) const;
+  std::uint64_t next_used_block(std::uint64_t p, std::uint64_t limit) const;
+  std::uint64_t free_run_start(std::uint64_t p, std::uint64_t floor) const;
+  void lower_hints_after_free_alloc_locked(std::uint64_t start, std::uint64_t n);
+  void clear_block_map_alloc_locked(bool known_zero);  // every block free, hints at 0
+  // The map from the runs of every non-free item (after a process died holding the alloc lock).
+  void rebuild_block_map_alloc_locked();
+  std::uint64_t highest_used_block() const;
   // Inlined into get() and exists(): the call would be the only cost the split added to a hit.
   template <bool kCopy>
   [[gnu::always_inline]] inline Status lookup(std::string_view key, ValueSink* sink,
@@ -409,7 +440,11 @@ class ShmCache final : public Cache {
   std::uint32_t* free_ = nullptr;
   Item* items_ = nullptr;
   ItemSeal* seals_ = nullptr;  // store only
-  char* blocks_ = nullptr;
+  char* data_ = nullptr;       // the data area (blocks)
+  BlockMapHeader* bmh_ = nullptr;
+  std::uint64_t* used_ = nullptr;
+  std::uint64_t* nonfull_ = nullptr;
+  std::uint64_t* empty_ = nullptr;
   int store_fd_ = -1;  // store only: open (and flock'ed) for the life of the mapping
   std::uint64_t store_restored_ = 0;
   std::uint64_t store_dropped_ = 0;
@@ -417,7 +452,12 @@ class ShmCache final : public Cache {
   std::uint64_t items_cap_ = 0;
   std::uint32_t slots_ = 0;
   std::uint64_t blocksize_ = 0;
-  std::uint64_t block_size_ = 0;
+  std::uint64_t max_value_ = 0;  // blocksize, or blocksize x blocks in bitmap mode
+  std::uint64_t grain_ = 0;      // bytes per data-area block
+  std::uint64_t nblocks_ = 0;    // data-area blocks
+  std::uint64_t words_ = 0;      // used[] words
+  std::uint64_t sum_words_ = 0;  // nonfull[] / empty[] words
+  std::uint64_t max_run_ = 0;    // blocks of the largest item
   std::uint64_t hashsize_ = 0;
   std::uint32_t keysize_ = 0;
   std::uint32_t shards_n_ = 0;

@@ -58,19 +58,22 @@ inline std::uint64_t sum_finish(std::uint64_t h) {
 }  // namespace
 
 std::uint64_t seal_sum(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen, std::int64_t expires,
-                       std::uint32_t ext, std::uint32_t hash, const char* key, const char* value) {
+                       std::uint32_t block, std::uint32_t hash, const char* key, const char* value) {
   std::uint64_t h = sum_round(kSumSeed, stamp);
   h = sum_round(h, (static_cast<std::uint64_t>(keylen) << 32) | vallen);
   h = sum_round(h, static_cast<std::uint64_t>(expires));
-  h = sum_round(h, (static_cast<std::uint64_t>(ext) << 32) | hash);
+  h = sum_round(h, (static_cast<std::uint64_t>(block) << 32) | hash);
   h = sum_bytes(h, key, keylen);
   h = sum_bytes(h, value, vallen);
   return sum_finish(h);
 }
 
-std::uint64_t header_sum(const unsigned char* raw) {
+std::uint64_t header_sum(const unsigned char* raw, std::uint32_t version) {
   std::uint64_t h = sum_bytes(kSumSeed, reinterpret_cast<const char*>(raw), kHeaderSummedBytes);
   h = sum_bytes(h, reinterpret_cast<const char*>(raw) + offsetof(RegionHeader, seals_offset), 8);
+  if (version >= 4)
+    h = sum_bytes(h, reinterpret_cast<const char*>(raw) + offsetof(RegionHeader, block_map),
+                  sizeof(BlockMapGeometry));
   return sum_finish(h);
 }
 
@@ -88,8 +91,9 @@ FileHeader parse_header(const unsigned char* raw) {
                              offsetof(RegionHeader, seals_offset),  offsetof(RegionHeader, blocks_offset)};
   for (int k = 0; k < 8; ++k) std::memcpy(&fh.offsets[k], raw + at[k], 8);
   std::memcpy(&fh.geo, raw + offsetof(RegionHeader, geometry), sizeof(RegionGeometry));
+  std::memcpy(&fh.map, raw + offsetof(RegionHeader, block_map), sizeof(BlockMapGeometry));
   std::memcpy(&fh.checksum, raw + offsetof(RegionHeader, header_checksum), 8);
-  fh.computed_checksum = header_sum(raw);
+  fh.computed_checksum = header_sum(raw, fh.version);
   return fh;
 }
 
@@ -185,6 +189,11 @@ void ShmCache::open_store(const Plan& plan) {
         "overwrite "
         "it. Remove it yourself if it is not needed, or choose another --cache-store / store= path",
         name, path, file_size));
+  if (fh.version == kFormatVersionOneBlockPerItem && file_size >= sizeof(RegionHeader) &&
+      fh.checksum == fh.computed_checksum && fh.total == file_size) {
+    migrate_v3_store(guard.release(), fh, file_size, plan);
+    return;
+  }
   std::string problem = store_problem(fh, file_size, plan);
   if (!problem.empty()) {
     if (!geometry_.store_delete)
@@ -231,6 +240,8 @@ std::string ShmCache::store_problem(const FileHeader& fh, std::uint64_t file_siz
   cmp("blocksize", fh.geo.blocksize, plan.geo.blocksize);
   cmp("keysize", fh.geo.keysize, plan.geo.keysize);
   cmp("hashsize", fh.geo.hashsize, plan.geo.hashsize);
+  cmp("bitmap", fh.map.bitmap_mode, plan.map.bitmap_mode);
+  if (plan.map.bitmap_mode != 0) cmp("blocks", fh.map.blocks, plan.map.blocks);
   if (diffs.empty()) {
     // Same options, different derived layout: the file was made by a build with other tunables.
     cmp("slots", fh.geo.slots, plan.geo.slots);
@@ -241,6 +252,10 @@ std::string ShmCache::store_problem(const FileHeader& fh, std::uint64_t file_siz
     const std::uint64_t want[8] = {plan.shards_off, plan.stripes_off, plan.alloc_off, plan.heads_off,
                                    plan.free_off,   plan.items_off,   plan.seals_off, plan.blocks_off};
     for (int k = 0; k < 8; ++k) cmp("area offset", fh.offsets[k], want[k]);
+    cmp("block map offset", fh.map.offset, plan.map.offset);
+    cmp("data blocks", fh.map.blocks, plan.map.blocks);
+    cmp("bytes per data block", fh.map.grain, plan.map.grain);
+    cmp("largest value", fh.map.max_value, plan.map.max_value);
     if (!diffs.empty()) diffs.insert(diffs.begin(), "it was laid out by a differently built server");
   }
   if (diffs.empty()) return "";
@@ -290,7 +305,8 @@ void ShmCache::clear_slot_for_load(std::uint32_t i) {
   it.keylen.store(0, std::memory_order_relaxed);
   it.vallen.store(0, std::memory_order_relaxed);
   it.hash.store(0, std::memory_order_relaxed);
-  it.ext.store(kNil, std::memory_order_relaxed);
+  it.block.store(kNil, std::memory_order_relaxed);
+  it.nblocks.store(0, std::memory_order_relaxed);
   it.next.store(kNil, std::memory_order_relaxed);
 }
 
@@ -304,20 +320,20 @@ void ShmCache::clear_slot_for_load(std::uint32_t i) {
 //
 // The source of truth for "which items exist" is the primary slots [0, items) and their seals, nothing
 // else: a slot with keylen != 0 is a candidate; it is restored only if its lengths are in bounds, its
-// key/ext link points where a key can be, and the checksum recomputed over its stamp, lengths, expiry,
-// ext, hash, key bytes and value bytes equals the seal. The seal is written after everything it covers,
-// inside the same mutation, so an item whose write was interrupted (in place, or half-way through a
-// new slot) cannot match and is dropped -- counted and logged, never served. An item merely deleted by
-// an interrupted write (keylen already 0) is simply free.
+// run (block, nblocks) lies inside the data area with the length its key and value need, does not
+// overlap the run of an item already restored, and the checksum recomputed over its stamp, lengths,
+// expiry, block, hash, key bytes and value bytes (the whole run) equals the seal. The seal is written after
+// everything it covers, inside the same mutation, so an item whose write was interrupted (in place, or
+// half-way through a new slot) cannot match and is dropped -- counted and logged, never served. An item
+// merely deleted by an interrupted write (keylen already 0) is simply free.
 //
 // The index is then rebuilt: each intact item is appended to its bucket's chain (the hash is recomputed
 // from the key bytes and must equal the stored one, which the seal covers). Two intact items with the
 // same key cannot come from a process kill (an insert only allocates a new slot for a key it did not
 // find), but can after a power loss (a delete's page never written while the re-insert's was): the
 // item with the larger stamp -- the shard's seqlock value at its write, monotonic per shard, and a key
-// always lives in one shard -- wins. Key-extension slots are claimed by the intact primaries that point
-// to them; a second claimant (again only conceivable after a power loss) is dropped. Every slot not
-// claimed is made free and pushed on its pool's free stack, lowest on top; stashes start empty. Each
+// always lives in one shard -- wins. The block map is rebuilt from the restored runs (format 4). Every slot
+// not restored is made free and pushed on its pool's free stack, lowest on top; stashes start empty. Each
 // shard's seq restarts above the largest stamp seen in it, so new writes always stamp newer. Expired
 // items are restored like the others (never returned; the sweeper frees them), next_expiry recomputed.
 // LRU timestamps (CLOCK_MONOTONIC, meaningless across a reboot) are rebased to keep their order.
@@ -333,7 +349,6 @@ struct ShmCache::LoadScan {
   std::vector<Entry> entries;            // intact primaries (pass 1), grouped by bucket (pass 2)
   std::vector<std::uint8_t> live;        // per primary slot: restored
   std::vector<std::uint64_t> max_stamp;  // per shard: the newest stamp seen
-  std::vector<std::uint32_t> ext_owner;  // per key-extension slot: its one primary, or kNil
   std::uint64_t dropped = 0, duplicates = 0, restored = 0;
   std::uint64_t max_used = 0;  // the newest LRU timestamp seen
 };
@@ -345,7 +360,6 @@ void ShmCache::load_store() {
   scan_intact_items(scan);
   sort_by_bucket(scan);
   link_chains(scan);
-  claim_ext_slots(scan);
   rebuild_ownership_and_free_stacks(scan);
 
   store_restored_ = scan.restored;
@@ -372,17 +386,18 @@ void ShmCache::reset_shared_state_for_load() {
   }
   init_robust_mutex(&alloc_->mutex);
   alloc_->dirty.store(0, std::memory_order_relaxed);
+  clear_block_map_alloc_locked(false);  // rebuilt from the intact items' runs
   for (std::uint32_t k = 0; k < kStripes; ++k) {
     CounterStripe& c = stripes_[k];
     for (auto* a : {&c.hits, &c.misses, &c.full, &c.evictions, &c.expirations, &c.lock_waits, &c.lookups,
-                    &c.probes, &c.shard_recoveries, &c.owner})
+                    &c.probes, &c.shard_recoveries, &c.owner, &c.full_fragmented})
       a->store(0, std::memory_order_relaxed);
   }
   for (std::uint64_t b = 0; b < hashsize_; ++b) heads_[b].store(kNil, std::memory_order_relaxed);
 #ifdef MADV_POPULATE_READ
   // The scan reads the item table and seals sequentially: map them in one call, not a fault per page.
   madvise(base_ + hdr_->items_offset - hdr_->items_offset % kPage,
-          blocks_ - (base_ + hdr_->items_offset - hdr_->items_offset % kPage), MADV_POPULATE_READ);
+          hdr_->block_map.offset - (hdr_->items_offset - hdr_->items_offset % kPage), MADV_POPULATE_READ);
 #endif
 }
 
@@ -397,30 +412,23 @@ void ShmCache::scan_intact_items(LoadScan& scan) {
     const std::uint32_t kl = it.keylen.load(std::memory_order_relaxed);
     if (kl == 0) continue;
     const std::uint32_t vl = it.vallen.load(std::memory_order_relaxed);
-    const std::uint32_t ext = it.ext.load(std::memory_order_relaxed);
-    bool ok = kl <= keysize_ && vl >= 1 && vl <= blocksize_;
-    const char* kp = nullptr;
-    const char* vp = nullptr;
-    if (ok && ext == kNil) {
-      ok = kl + static_cast<std::uint64_t>(vl) <= block_size_;
-      kp = block(i);
-      vp = block(i) + kl;
-    } else if (ok) {
-      ok = ext >= items_cap_ && ext < slots_ && kl <= block_size_;
-      kp = block(ext);
-      vp = block(i);
-    }
+    const std::uint32_t run = it.block.load(std::memory_order_relaxed);
+    const std::uint32_t n = it.nblocks.load(std::memory_order_relaxed);
+    bool ok = kl <= keysize_ && vl >= 1 && vl <= max_value_ && run < nblocks_ && n <= nblocks_ - run &&
+              n == blocks_for(static_cast<std::uint64_t>(kl) + vl) && blocks_free_alloc_locked(run, n);
+    const char* kp = ok ? block_ptr(run) : nullptr;
     const std::uint32_t h = it.hash.load(std::memory_order_relaxed);
     const std::uint64_t stamp = seals_[i].stamp;
     ok = ok &&
          seals_[i].sum ==
-             seal_sum(stamp, kl, vl, it.expires.load(std::memory_order_relaxed), ext, h, kp, vp) &&
+             seal_sum(stamp, kl, vl, it.expires.load(std::memory_order_relaxed), run, h, kp, kp + kl) &&
          key_hash(std::string_view(kp, kl)) == h;
     if (!ok) {
       ++scan.dropped;
       clear_slot_for_load(i);
       continue;
     }
+    mark_blocks_alloc_locked(run, n, true);
     const std::uint32_t b = bucket_of(h);
     scan.max_stamp[shard_of_bucket(b)] = std::max(scan.max_stamp[shard_of_bucket(b)], stamp);
     scan.max_used = std::max<std::uint64_t>(scan.max_used, it.last_used_ns.load(std::memory_order_relaxed));
@@ -467,6 +475,8 @@ void ShmCache::link_chains(LoadScan& scan) {
         ++scan.duplicates;
         const std::uint32_t loser = seals_[x].stamp >= seals_[y].stamp ? y : x;
         live[loser] = 0;
+        mark_blocks_alloc_locked(item(loser).block.load(std::memory_order_relaxed),
+                                 item(loser).nblocks.load(std::memory_order_relaxed), false);
         clear_slot_for_load(loser);
       }
     }
@@ -485,32 +495,7 @@ void ShmCache::link_chains(LoadScan& scan) {
   scan.entries = std::vector<LoadScan::Entry>();
 }
 
-// Pass 4: key-extension slots: each may belong to one primary only.
-void ShmCache::claim_ext_slots(LoadScan& scan) {
-  auto& ext_owner = scan.ext_owner;
-  ext_owner.assign(slots_ - items_cap_, kNil);
-  for (std::uint32_t i = 0; i < items_cap_; ++i) {
-    if (scan.live[i] == 0) continue;
-    const std::uint32_t ext = item(i).ext.load(std::memory_order_relaxed);
-    if (ext == kNil) continue;
-    if (ext_owner[ext - items_cap_] == kNil) {
-      ext_owner[ext - items_cap_] = i;
-      continue;
-    }
-    const std::uint32_t b = bucket_of(item(i).hash.load(std::memory_order_relaxed));
-    std::uint32_t prev = kNil, j = heads_[b].load(std::memory_order_relaxed);
-    while (j != i) {
-      prev = j;
-      j = item(j).next.load(std::memory_order_relaxed);
-    }
-    unlink_locked(b, i, prev);
-    scan.live[i] = 0;
-    clear_slot_for_load(i);
-    ++scan.dropped;
-  }
-}
-
-// Pass 5: ownership, counts, expiry bookkeeping and the free stacks (pushed highest first: lowest on
+// Pass 4: ownership, counts, expiry bookkeeping and the free stacks (pushed highest first: lowest on
 // top); each shard's seq restarts above its newest stamp.
 void ShmCache::rebuild_ownership_and_free_stacks(LoadScan& scan) {
   const auto now_mono = static_cast<std::uint64_t>(monotonic_ns());
@@ -519,23 +504,13 @@ void ShmCache::rebuild_ownership_and_free_stacks(LoadScan& scan) {
   alloc_->ext_top = 0;
   for (std::uint32_t i = slots_; i-- > 0;) {
     Item& it = item(i);
-    std::uint32_t owner_primary = kNil;
-    if (i < items_cap_ && scan.live[i] != 0)
-      owner_primary = i;
-    else if (i >= items_cap_ && scan.ext_owner[i - items_cap_] != kNil)
-      owner_primary = scan.ext_owner[i - items_cap_];
-    if (owner_primary == kNil) {
+    if (scan.live[i] == 0) {
       clear_slot_for_load(i);
       push_global_alloc_locked(i);
       continue;
     }
-    const std::uint32_t s =
-        shard_of_bucket(bucket_of(item(owner_primary).hash.load(std::memory_order_relaxed)));
-    it.owner.store(s, std::memory_order_relaxed);
-    if (i >= items_cap_) {
-      it.kind.store(kKeyExt, std::memory_order_relaxed);
-      continue;
-    }
+    const std::uint32_t s = shard_of_bucket(bucket_of(it.hash.load(std::memory_order_relaxed)));
+    it.owner.store(static_cast<std::uint16_t>(s), std::memory_order_relaxed);
     it.kind.store(kPrimary, std::memory_order_relaxed);
     const std::uint64_t used = it.last_used_ns.load(std::memory_order_relaxed);
     it.last_used_ns.store(now_mono - std::min(now_mono, max_used - std::min(max_used, used)),
@@ -547,6 +522,104 @@ void ShmCache::rebuild_ownership_and_free_stacks(LoadScan& scan) {
   }
   for (std::uint32_t s = 0; s < shards_n_; ++s)
     shard(s).seq.store((scan.max_stamp[s] | 1) + 1, std::memory_order_relaxed);
+}
+
+// Format 3 store files (one block of block_size bytes per slot; the key of an oversized item in a
+// key-extension slot, `ext` where format 4 has `block`). Their items are read with format 3's rules (its
+// seal, same checksum function, ext in place of block) and written into a new format-4 store created at
+// the same path; the old file stays mapped (read only) until every item is copied, then is gone (the
+// rename replaced it). Expired items are not carried over. Geometry changes are allowed: an item this
+// cache cannot hold (key or value over its limits, cache full) is dropped and counted.
+void ShmCache::migrate_v3_store(int old_fd, const FileHeader& fh, std::uint64_t file_size, const Plan& plan) {
+  FdGuard old(old_fd);
+  const std::string& path = geometry_.store;
+  const std::uint64_t items = fh.geo.items, slots = fh.geo.slots, bsz = fh.geo.block_size;
+  const std::uint64_t items_off = fh.offsets[5], seals_off = fh.offsets[6], blocks_off = fh.offsets[7];
+  constexpr std::uint64_t kV3Item = 48, kV3Seal = 16;
+  auto fits = [&](std::uint64_t off, std::uint64_t count, std::uint64_t size) {
+    return size != 0 && count <= file_size / size && off <= file_size - count * size;
+  };
+  if (!(slots >= items && slots < kNil && seals_off != 0 && fits(items_off, slots, kV3Item) &&
+        fits(seals_off, slots, kV3Seal) && fits(blocks_off, slots, bsz))) {
+    const std::string why = "it has store format version 3 and a layout that does not fit its size";
+    if (!geometry_.store_delete)
+      throw std::runtime_error(
+          fmt::format("invalid cache store file {} for cache \"{}\": {}. Please remove it, or start with "
+                      "--cache-store-delete (store_delete=1 in --cache2) to discard it",
+                      path, geometry_.name, why));
+    common::log("Removing invalid cache store file: {} ({})", path, why);
+    old.release();
+    close(old_fd);
+    create_store(plan);
+    return;
+  }
+  void* p = mmap(nullptr, file_size, PROT_READ, MAP_SHARED, old_fd, 0);
+  if (p == MAP_FAILED)
+    throw std::runtime_error(fmt::format("cache \"{}\": mmap of store file {} ({} bytes) failed: {}",
+                                         geometry_.name, path, file_size, strerror(errno)));
+  const char* v3 = static_cast<const char*>(p);
+  auto u32_at = [&](std::uint64_t off) {
+    std::uint32_t v;
+    std::memcpy(&v, v3 + off, 4);
+    return v;
+  };
+  auto u64_at = [&](std::uint64_t off) {
+    std::uint64_t v;
+    std::memcpy(&v, v3 + off, 8);
+    return v;
+  };
+  // Intact items in stamp order, so that of two copies of one key (power loss) the newer is written last.
+  std::vector<std::pair<std::uint64_t, std::uint32_t>> intact;
+  std::uint64_t dropped = 0;
+  for (std::uint32_t i = 0; i < items; ++i) {
+    const std::uint64_t at = items_off + i * kV3Item;
+    const std::uint32_t kl = u32_at(at + offsetof(Item, keylen));
+    if (kl == 0) continue;
+    const std::uint32_t vl = u32_at(at + offsetof(Item, vallen));
+    const std::uint32_t ext = u32_at(at + offsetof(Item, block));  // format 3: the ext link
+    bool ok =
+        kl <= fh.geo.keysize && vl >= 1 && vl <= fh.geo.blocksize &&
+        (ext == kNil ? kl + static_cast<std::uint64_t>(vl) <= bsz : ext >= items && ext < slots && kl <= bsz);
+    if (ok) {
+      const char* kp = v3 + blocks_off + (ext == kNil ? i : ext) * bsz;
+      const char* vp = ext == kNil ? kp + kl : v3 + blocks_off + i * bsz;
+      const std::uint64_t stamp = u64_at(seals_off + i * kV3Seal + 8);
+      ok = u64_at(seals_off + i * kV3Seal) ==
+           seal_sum(stamp, kl, vl, static_cast<std::int64_t>(u64_at(at + offsetof(Item, expires))), ext,
+                    u32_at(at + offsetof(Item, hash)), kp, vp);
+      if (ok) intact.emplace_back(stamp, i);
+    }
+    if (!ok) ++dropped;
+  }
+  std::sort(intact.begin(), intact.end());
+  old.release();
+  create_store(plan);  // renames the new file over the old one (still mapped and open here)
+  const std::int64_t now_s = now();
+  std::uint64_t migrated = 0;
+  for (const auto& [stamp, i] : intact) {
+    const std::uint64_t at = items_off + i * kV3Item;
+    const std::uint32_t kl = u32_at(at + offsetof(Item, keylen)), vl = u32_at(at + offsetof(Item, vallen));
+    const std::uint32_t ext = u32_at(at + offsetof(Item, block));
+    const char* kp = v3 + blocks_off + (ext == kNil ? i : ext) * bsz;
+    const char* vp = ext == kNil ? kp + kl : v3 + blocks_off + i * bsz;
+    const auto expires = static_cast<std::int64_t>(u64_at(at + offsetof(Item, expires)));
+    if (expires != 0 && expires <= now_s) continue;  // expired: never served, not carried over
+    if (update(std::string_view(kp, kl), std::string_view(vp, vl), expires == 0 ? 0 : expires - now_s) ==
+        Status::ok)
+      ++migrated;
+    else
+      ++dropped;
+  }
+  munmap(p, file_size);
+  close(old_fd);
+  sync_store();
+  store_restored_ = migrated;
+  store_dropped_ = dropped;
+  common::log("[uwsgi-cache] restored {} items", migrated);
+  common::log(
+      "cache \"{}\": store {}: migrated {} items from store format {} (one block per item) to format {}{}",
+      geometry_.name, path, migrated, kFormatVersionOneBlockPerItem, kFormatVersion,
+      dropped > 0 ? fmt::format(" ({} dropped: damaged, or over this cache's limits)", dropped) : "");
 }
 
 bool ShmCache::sync_store() {

@@ -32,7 +32,7 @@ constexpr std::string_view kCommandLine = "command line";
 constexpr int kMaxIncludeDepth = 16;
 constexpr std::int64_t kMaxSeconds = std::numeric_limits<int>::max();
 constexpr std::int64_t kMaxCacheItems = std::numeric_limits<std::uint32_t>::max();
-constexpr std::int64_t kMaxBlocksize = std::int64_t{1} << 30;
+constexpr std::int64_t kMaxBlocksize = static_cast<std::int64_t>(cache::kMaxValueBytes);
 
 constexpr std::string_view kSocketsGroup = "Sockets and processes";
 constexpr std::string_view kCacheGroup = "The default cache (--cache and friends)";

@@ -85,6 +85,8 @@ cache::Geometry geometry_from(const config::CacheSpec& spec) {
   geometry.no_expire = spec.no_expire;
   geometry.lastmod = spec.lastmod;
   geometry.math_initial = spec.math_initial;
+  geometry.bitmap = spec.bitmap;
+  geometry.blocks = spec.blocks;
   geometry.store = spec.store;
   geometry.store_delete = spec.store_delete;
   geometry.store_sync = spec.store_sync;
@@ -311,11 +313,7 @@ void warn_unsupported(const config::CacheSpec& spec) {
   const auto warn = [&](const std::string& what) {
     common::log("WARNING: cache \"{}\": {} (docs/differences.md)", spec.name, what);
   };
-  if (spec.bitmap)
-    warn(fmt::format(
-        "bitmap mode (bitmap=1) is not supported: every value must still fit one block of {} bytes",
-        spec.blocksize));
-  if (spec.blocks > spec.items)
+  if (!spec.bitmap && spec.blocks > spec.items)
     warn(fmt::format("blocks={} is ignored: without bitmap mode every item has exactly one block",
                      spec.blocks));
 }
@@ -329,9 +327,13 @@ void Master::create_caches() {
     if (!spec.nodes.empty()) made = server::replicate_to_nodes(std::move(made), spec.nodes);
     cache::Cache& created = caches_.add(std::move(made));
     const cache::Geometry& g = created.geometry();
-    common::log("cache \"{}\" ready: items={} blocksize={} keysize={} hashsize={} purge_lru={} store={}",
-                g.name, g.items, g.blocksize, g.keysize, g.hashsize, g.purge_lru ? "yes" : "no",
-                g.store.empty() ? "none" : g.store);
+    common::log(
+        "cache \"{}\" ready: items={} blocksize={} keysize={} hashsize={} purge_lru={} store={}{} largest "
+        "value={}",
+        g.name, g.items, g.blocksize, g.keysize, g.hashsize, g.purge_lru ? "yes" : "no",
+        g.store.empty() ? "none" : g.store,
+        g.bitmap ? fmt::format(" bitmap blocks={}", g.blocks != 0 ? g.blocks : g.items) : "",
+        cache::largest_value(g));
     warn_unsupported(spec);
     if (!spec.sync.empty()) {  // uWSGI's cache-sync: copy another node's cache now; none usable = exit 1
       const server::SyncResult synced =

@@ -29,7 +29,8 @@ Semantics are Django's, not the raw cache's:
   read) while the server's sweeper reclaims the memory later;
 - add() does not overwrite a live key (the cache's own `set`); set() overwrites (`update`);
 - incr()/decr()/touch() read then write: atomic against nothing, as BaseCache's defaults;
-- a value larger than the cache's blocksize (64 KiB by default, pickling included) is not stored:
+- a value larger than the cache's largest value (its blocksize, 64 KiB by default, or blocksize x blocks
+  with bitmap=1; pickling included) is not stored:
   set() silently, set_many() lists the key, as Django's contract says;
 - connection failures of the client raise OSError (they are configuration errors, not misses).
 """

@@ -107,11 +107,28 @@ void handle_del(cache::Cache& cache, const Request& request, std::string& note) 
 
 // ---- modifier2 3 and 4: dictionary get ----
 
+// A sink that appends the value to the reply being built: reserve() may be called again (a concurrent
+// write made the engine read again) and replaces what the previous call appended. (Here, not in
+// cache/cache.hpp: a second ValueSink in the engine's header stops GCC from devirtualising the
+// StringSink of every local hit, 24 instructions a hit measured with cachegrind.)
+class AppendSink final : public cache::ValueSink {
+ public:
+  explicit AppendSink(std::string& out) : out_(out), base_(out.size()) {}
+  char* reserve(std::size_t size) override {
+    out_.resize(base_ + size);
+    return out_.data() + base_;
+  }
+  void undo() { out_.resize(base_); }  // after a miss or an error: nothing appended
+
+ private:
+  std::string& out_;
+  std::size_t base_;
+};
+
 // Every var with a non-empty value is processed in order, as uWSGI's hook parser does: `key` writes
 // the value on a hit, `get` writes the value or the 404 page. (2.0.21 looks up an empty key and never
 // hits; we do what its docs and code intend.)
-void handle_dict_get(cache::Cache& cache, const Request& request, Reply& reply, CacheScratch& scratch,
-                     std::string& note) {
+void handle_dict_get(cache::Cache& cache, const Request& request, Reply& reply, std::string& note) {
   VarsReader reader(request.payload);
   std::string_view key;
   std::string_view value;
@@ -120,10 +137,12 @@ void handle_dict_get(cache::Cache& cache, const Request& request, Reply& reply, 
     const bool is_key = key == "key";
     const bool is_get = key == "get";
     if (!is_key && !is_get) continue;
-    const cache::Status status = cache.get(value, scratch.value);
-    if (status == cache::Status::ok) {
-      reply.body.append(scratch.value);
-    } else {
+    // The value is copied once, from the cache straight to the end of the reply (nginx direct access
+    // serves pages of any size: one copy out of shared memory, then one writev of head and body).
+    AppendSink sink(reply.body);
+    const cache::Status status = cache.get(value, sink);
+    if (status != cache::Status::ok) {
+      sink.undo();
       // uWSGI's writer starts an error page only while nothing has been written for the request:
       // at most one 404 page, and never after a value.
       if (is_get && reply.body.empty()) reply.body.append(kDictGetNotFound);
@@ -209,10 +228,11 @@ MagicOutcome magic_write(cache::Cache& cache, const MagicVars& vars, const Reque
     reply.close_after = true;  // whatever the client sent after the vars was not framed
     return MagicOutcome::error;
   }
-  const std::uint64_t blocksize = cache.geometry().blocksize;
-  if (size == 0 || size > blocksize) {
-    note = fmt::format("cache magic {} {}: size {} outside 1..{} (blocksize of \"{}\")", vars.cmd,
-                       printable(vars.key), size, blocksize, cache_name(cache));
+  const std::uint64_t largest = cache::largest_value(cache.geometry());
+  if (size == 0 || size > largest) {
+    note = fmt::format("cache magic {} {}: size {} outside 1..{} (largest value of \"{}\": {})", vars.cmd,
+                       printable(vars.key), size, largest, cache_name(cache),
+                       cache.geometry().bitmap ? "blocksize x blocks" : "its blocksize");
     if (request.body.size() != size) reply.close_after = true;  // the body was left unread
     return MagicOutcome::error;
   }
@@ -480,7 +500,7 @@ void handle_cache_command(cache::CacheSet& caches, const Request& request, Reply
       return;
     case CacheCommand::dict_get:
     case CacheCommand::dict_get_alt:
-      handle_dict_get(*default_cache, request, reply, scratch, note);
+      handle_dict_get(*default_cache, request, reply, note);
       return;
     case CacheCommand::stream_get:
       handle_stream_get(*default_cache, request, reply, note);

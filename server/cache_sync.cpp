@@ -58,7 +58,7 @@ SyncResult sync_cache_from_nodes(cache::Cache& cache, const std::vector<std::str
   // rather than let a misconfigured or hostile node exhaust memory.
   const cache::Geometry& g = cache.geometry();
   const std::uint64_t max_image = std::max<std::uint64_t>(
-      std::uint64_t{64} << 20, 4 * g.items * (kUwsgiItemHeader + g.keysize + g.blocksize));
+      std::uint64_t{64} << 20, 4 * (g.items * (kUwsgiItemHeader + g.keysize) + cache::value_capacity(g)));
   for (std::size_t i = 0; i < nodes.size(); ++i) {
     const std::string& node = nodes[i];
     common::log("[cache-sync] getting cache dump from {} ...", node);

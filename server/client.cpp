@@ -16,6 +16,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "cache/defaults.hpp"
 #include "common/address.hpp"
 #include "server/protocol.hpp"
 
@@ -52,9 +53,9 @@ using client_detail::MagicReply;
 
 using Clock = std::chrono::steady_clock;
 
-// Largest value accepted in a reply: our largest blocksize (1 GiB); a bigger size var is garbage, and
-// trusting it would allocate that much.
-inline constexpr std::uint64_t kMaxValue = std::uint64_t{1} << 30;
+// Largest value accepted in a reply: the largest value any of our caches stores (1 GiB); a bigger size
+// var is garbage, and trusting it would allocate that much.
+inline constexpr std::uint64_t kMaxValue = cache::kMaxValueBytes;
 
 // A kept connection found closed this soon after its reply was closed by a server that closes after
 // every reply (uWSGI), not by our server's idle timeout: --socket-timeout is at least 1 s.

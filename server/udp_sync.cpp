@@ -120,7 +120,9 @@ class ReplicatingCache final : public cache::Cache {
       datagram = udp_set_packet(key, value, static_cast<std::uint64_t>(expires));
     } catch (const std::length_error&) {
       log_.log(fmt::format(
-          "UDP cache sync: cache \"{}\": key {} with a value of {} bytes cannot be sent (over 65535 bytes)",
+          "UDP cache sync: cache \"{}\": key {} with a value of {} bytes cannot be sent (a UDP sync packet "
+          "has 16-bit lengths: over 65535 bytes, a value reaches the other nodes only by their --cache-sync "
+          "at start or by a magic set sent to each)",
           geometry().name, printable(key), value.size()));
       return status;
     }

@@ -31,6 +31,11 @@ constexpr unsigned kRounds = 12;  // per section, two writers at a time in each 
 // anywhere after its n-th operation (it asks, carries on, and dies wherever the kill finds it).
 enum class KillAt { mutation, anywhere };
 
+// Values up to this many bytes (bitmap mode: up to 150 KiB, spanning up to 150 blocks of 1 KiB).
+std::size_t max_filler(const Cache& c, const std::string& key) {
+  return (c.geometry().bitmap ? 150 * 1024 : 600) - 18 - key.size();
+}
+
 [[noreturn]] void writer_child(Cache& c, unsigned seed, KillAt at, int fd, unsigned char tag) {
   std::mt19937 rng(seed);
   const unsigned kill_after = 1 + rng() % 40;  // varied history and state before the kill
@@ -49,7 +54,7 @@ enum class KillAt { mutation, anywhere };
     } else if (op == 1) {
       c.math(numbered("counter", rng() % 3), Cache::MathOp::inc, 1);
     } else {
-      auto v = make_value(key, ++stamp, rng() % (600 - 18 - key.size()));
+      auto v = make_value(key, ++stamp, rng() % max_filler(c, key));
       if (op < 5)
         c.set(key, v);
       else
@@ -79,13 +84,18 @@ TEST_CASE("SIGKILLed writers neither wedge the cache nor leave torn values", "[c
     WARN("skipped under TSan (CACHE_TEST_SKIP_FORK_UNDER_TSAN): fork + SIGKILL test");
     return;
   }
-  const bool purge_lru = GENERATE(false, true);  // eviction locks another shard: crash it too
-  INFO("purge_lru: " << purge_lru);
+  // purge_lru: eviction locks another shard: crash it too. bitmap: values of up to 150 blocks, the
+  // writer killed with half of them copied.
+  const int mode = GENERATE(0, 1, 2);
+  const bool purge_lru = mode == 1, bitmap = mode == 2;
+  INFO("purge_lru: " << purge_lru << ", bitmap: " << bitmap);
   cache::Geometry g;
   g.purge_lru = purge_lru;
   g.name = "crash";
   g.items = kItems;
-  g.blocksize = 600;
+  g.blocksize = bitmap ? 1024 : 600;
+  g.bitmap = bitmap;
+  g.blocks = bitmap ? kItems * 100 : 0;  // not all 24 items can be 150 KiB: full happens too
   g.keysize = 512;
   g.hashsize = 8;
   g.ignore_full = true;
@@ -159,14 +169,19 @@ TEST_CASE("SIGKILLed writers neither wedge the cache nor leave torn values", "[c
   auto st = c->stats();
   CHECK(st.shard_recoveries >= mutation_kills);
   CHECK(st.shard_recoveries <= kills);
-  // Usable, and no slot leaked: after clear, `items` items fit, the first kExtReserve of them oversized
-  // (each takes a key-extension slot too: every slot of the region is in use), then full.
-  constexpr unsigned kExtReserve = 16;  // min(items, max(16, items / 64)), see docs/cache.md
+  // Usable, and no slot and no block leaked: after clear every block is free, `items` items of the
+  // largest size fit (some with 400-byte keys), then full.
   CHECK(c->clear() == Status::ok);
   CHECK(c->count() == 0);
+  CHECK(c->stats().blocks_free == c->stats().blocks);
+  if (bitmap) {  // one value of blocksize x blocks: the whole area is one free run again
+    const std::string key = "whole";
+    REQUIRE(c->set(key, make_value(key, 1, cache::largest_value(g) - 18 - key.size())) == Status::ok);
+    CHECK(c->del(key) == Status::ok);
+  }
   for (unsigned i = 0; i < kItems; ++i) {
-    std::string key = numbered("after-", i).append(i < kExtReserve ? 400 : 10, 'x');
-    REQUIRE(c->set(key, make_value(key, i, 600 - 18 - key.size())) == Status::ok);
+    std::string key = numbered("after-", i).append(i < kItems / 2 ? 400 : 10, 'x');
+    REQUIRE(c->set(key, make_value(key, i, (bitmap ? 100 * 1024 : 600) - 18 - key.size())) == Status::ok);
   }
   CHECK(c->set("one-more", "x") == (purge_lru ? Status::ok : Status::full));
   CHECK(c->count() == kItems);

@@ -20,6 +20,7 @@
 #include "capture_stderr.hpp"
 #include "checked_value.hpp"
 #include "kill_points.hpp"
+#include "temp_dir.hpp"
 
 using cache::Cache;
 using cache::Geometry;
@@ -30,16 +31,7 @@ namespace layout = cache::layout;
 namespace {
 
 // A fresh directory per test case, removed at the end.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/cache_store_test_XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-};
+using cachetest::TempDir;
 
 Geometry store_geometry(const std::string& path, std::uint64_t items = 64, std::uint64_t blocksize = 128,
                         std::uint32_t keysize = 512) {
@@ -92,8 +84,9 @@ void flip_byte(const std::string& path, std::uint64_t off) {
 
 // Where things are in a store file, from its header (the test reads the file, not the engine).
 struct FileMap {
+  std::string path;
   std::uint64_t items_off, seals_off, blocks_off, block_size, slots;
-  explicit FileMap(const std::string& path) {
+  explicit FileMap(const std::string& p) : path(p) {
     items_off = read_at<std::uint64_t>(path, offsetof(layout::RegionHeader, items_offset));
     seals_off = read_at<std::uint64_t>(path, offsetof(layout::RegionHeader, seals_offset));
     blocks_off = read_at<std::uint64_t>(path, offsetof(layout::RegionHeader, blocks_offset));
@@ -104,17 +97,22 @@ struct FileMap {
   }
   std::uint64_t item(std::uint32_t i) const { return items_off + sizeof(layout::Item) * i; }
   std::uint64_t seal(std::uint32_t i) const { return seals_off + sizeof(layout::ItemSeal) * i; }
-  std::uint64_t block(std::uint32_t i) const { return blocks_off + block_size * i; }
+  // The first byte of slot i's run (its key), as the file says now.
+  std::uint64_t block(std::uint32_t i) const {
+    return blocks_off + block_size * read_at<std::uint32_t>(path, item(i) + offsetof(layout::Item, block));
+  }
+  std::uint64_t data_block(std::uint64_t b) const { return blocks_off + block_size * b; }
 };
 
-// The primary slot holding `key` (keys are short here: stored inline at the start of the block).
+// The slot holding `key` (its run starts with the key).
 std::uint32_t slot_of(const std::string& path, const std::string& key) {
   FileMap m(path);
   std::string data = read_file(path);
   for (std::uint32_t i = 0; i < m.slots; ++i) {
-    std::uint32_t kl;
+    std::uint32_t kl, b;
     std::memcpy(&kl, data.data() + m.item(i) + offsetof(layout::Item, keylen), 4);
-    if (kl == key.size() && data.compare(m.block(i), kl, key) == 0) return i;
+    std::memcpy(&b, data.data() + m.item(i) + offsetof(layout::Item, block), 4);
+    if (kl == key.size() && b != layout::kNil && data.compare(m.data_block(b), kl, key) == 0) return i;
   }
   FAIL("key " << key << " not found in the file");
   return 0;
@@ -378,10 +376,18 @@ TEST_CASE("store: a damaged item is dropped, counted and logged, never served; t
     REQUIRE(pwrite(fd, &huge, 4, static_cast<off_t>(m.item(slot) + offsetof(layout::Item, keylen))) == 4);
     close(fd);
   }
-  SECTION("the ext link, out of bounds") {
-    std::uint32_t bad = 12345;
+  SECTION("the run, out of the data area") {
+    std::uint32_t bad = 0x7ffffff0;
     int fd = open(path.c_str(), O_RDWR);
-    REQUIRE(pwrite(fd, &bad, 4, static_cast<off_t>(m.item(slot) + offsetof(layout::Item, ext))) == 4);
+    REQUIRE(pwrite(fd, &bad, 4, static_cast<off_t>(m.item(slot) + offsetof(layout::Item, block))) == 4);
+    close(fd);
+  }
+  SECTION("the run's length") { flip_byte(path, m.item(slot) + offsetof(layout::Item, nblocks)); }
+  SECTION("the run, moved onto another item's run") {
+    const std::uint32_t other =
+        read_at<std::uint32_t>(path, m.item(slot_of(path, "key3")) + offsetof(layout::Item, block));
+    int fd = open(path.c_str(), O_RDWR);
+    REQUIRE(pwrite(fd, &other, 4, static_cast<off_t>(m.item(slot) + offsetof(layout::Item, block))) == 4);
     close(fd);
   }
 
@@ -411,7 +417,7 @@ TEST_CASE("store: damage in a block or bookkeeping nobody trusts changes nothing
     for (unsigned i = 0; i < 10; ++i) REQUIRE(c->set(numbered("key", i), "value") == Status::ok);
   }
   FileMap m(path);
-  flip_byte(path, m.block(40) + 3);  // a free slot's block
+  flip_byte(path, m.data_block(300) + 3);  // a free block
   // Bucket heads, free stacks and a chain link: rebuilt, never trusted.
   const auto heads = read_at<std::uint64_t>(path, offsetof(layout::RegionHeader, heads_offset));
   const auto free_off = read_at<std::uint64_t>(path, offsetof(layout::RegionHeader, free_offset));
@@ -437,6 +443,7 @@ TEST_CASE("store: two intact copies of a key (power loss): the newer stamp wins"
     auto c = Cache::create(g);
     for (unsigned i = 0; i < 5; ++i) REQUIRE(c->set(numbered("pad", i), "p") == Status::ok);
     REQUIRE(c->set("dup", "old value") == Status::ok);
+    REQUIRE(c->set("after", "a") == Status::ok);  // so that the new, longer value needs another run
     FileMap m(path);
     old_slot = slot_of(path, "dup");  // MAP_SHARED: the file shows the live region
     std::string data = read_file(path);
@@ -444,7 +451,7 @@ TEST_CASE("store: two intact copies of a key (power loss): the newer stamp wins"
     old_seal = data.substr(m.seal(old_slot), sizeof(layout::ItemSeal));
     old_block = data.substr(m.block(old_slot), m.block_size);
     REQUIRE(c->del("dup") == Status::ok);
-    REQUIRE(c->set("dup", "new value") == Status::ok);
+    REQUIRE(c->set("dup", "new value, " + std::string(100, 'n')) == Status::ok);
   }
   // Resurrect the deleted copy in a free slot, as a disk holding a stale page of it would.
   FileMap m(path);
@@ -458,11 +465,11 @@ TEST_CASE("store: two intact copies of a key (power loss): the newer stamp wins"
   std::unique_ptr<Cache> c;
   std::string log = capture_stderr([&] { c = Cache::create(g); });
   CHECK(log.find("1 older duplicate(s)") != std::string::npos);
-  CHECK(c->count() == 6);
+  CHECK(c->count() == 7);
   std::string v;
   REQUIRE(c->get("dup", v) == Status::ok);
-  CHECK(v == "new value");
-  for (unsigned i = 0; i < 58; ++i) REQUIRE(c->set(numbered("fill", i), "f") == Status::ok);
+  CHECK(v == "new value, " + std::string(100, 'n'));
+  for (unsigned i = 0; i < 57; ++i) REQUIRE(c->set(numbered("fill", i), "f") == Status::ok);
   CHECK(c->set("fill-too-many", "f") == Status::full);
 }
 

@@ -311,7 +311,8 @@ TEST_CASE("mod2 17 magic interface: examples §1.7 byte for byte", "[cache-comma
         wire::packet(111, 17, wire::vars({{"cmd", "set"}, {"key", "x"}, {"cache", "small"}, {"size", "17"}}),
                      std::string(17, 'v'));
     CHECK(server.send(too_big).empty());
-    CHECK(server.note == "cache magic set \"x\": size 17 outside 1..16 (blocksize of \"small\")");
+    CHECK(server.note ==
+          "cache magic set \"x\": size 17 outside 1..16 (largest value of \"small\": its blocksize)");
     CHECK(server.send(wire::packet(111, 17, wire::vars({{"cmd", "set"}, {"key", "x"}, {"size", "0"}})))
               .empty());
     CHECK(server.send(wire::packet(111, 17, wire::vars({{"cmd", "set"}, {"key", "x"}, {"size", "abc"}})))
