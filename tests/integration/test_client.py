@@ -2,7 +2,7 @@
 server (TCP and UNIX) and against the real uWSGI 2.0.21: same commands, same results and exit codes.
 
 The persistent mode needs several requests from one client, which one CLI call never makes: a tiny
-driver is compiled against the built libprotocol.a and run behind a counting TCP proxy, so the tests see
+driver is compiled against the built libucached_server.a and run behind a counting TCP proxy, so the tests see
 how many connections were used and which requests carried keepalive=1.
 """
 
@@ -409,7 +409,8 @@ def driver_binary():
         return _DRIVER["path"]
     if "skip" in _DRIVER:
         peer_missing(_DRIVER["skip"])
-    libs = [os.path.join(BUILD_DIR, p) for p in ("server/libprotocol.a", "cache/libcache.a", "common/libcommon.a")]
+    libs = [os.path.join(BUILD_DIR, p)
+            for p in ("server/libucached_server.a", "cache/libucached_cache.a", "common/libucached_common.a")]
     compiler = shutil.which("c++") or shutil.which("g++")
     missing = [p for p in libs if not os.path.exists(p)]
     if compiler is None or missing:
