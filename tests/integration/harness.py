@@ -450,10 +450,21 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def workers(self):
-        """Current worker pids (live direct children of the master but the --stats process), sorted."""
+        """Current worker pids, sorted: the live direct children of the master that run its program
+        (not an --attach-daemon or a hook's command, which exec another) and are not the --stats process."""
         if self.pid is None:
             return []
-        ws = [w for w in live_children(self.pid) if process_name(w) != STATS_PROCESS_NAME]
+        try:
+            program = os.readlink(f"/proc/{self.pid}/exe")
+        except OSError:
+            return []
+
+        def runs_program(w):
+            try:
+                return os.readlink(f"/proc/{w}/exe") == program
+            except OSError:
+                return False
+        ws = [w for w in live_children(self.pid) if process_name(w) != STATS_PROCESS_NAME and runs_program(w)]
         for w in ws:
             st = proc_stat(w)
             if st is not None and w not in self.seen_workers:
