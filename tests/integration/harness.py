@@ -932,6 +932,17 @@ def app_req(path="/", method="GET", protocol="HTTP/1.1", extra=()):
     return packet(0, 0, vars_block(pairs))
 
 
+def start_hosted(args, workers, ready_addrs):
+    """Starts a Server hosting a Python application; a missing peer (not a failure) when this build has
+    no Python host (libpython3.11)."""
+    try:
+        return Server(args, workers=workers, ready_addrs=ready_addrs).start()
+    except ServerError as e:
+        if "without the Python host" in str(e):
+            peer_missing("this server was built without the Python host (libpython3.11)")
+        raise
+
+
 def wsgi_req(path="/", method="GET", query="", extra=()):
     """A request for a hosted (Python) application, carrying what nginx's uwsgi_params sends, which
     PEP 3333 requires (app_req is the demo application's minimal packet)."""

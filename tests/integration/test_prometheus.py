@@ -10,12 +10,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Server, ServerError, _child_setup, check, check_eq, free_port, magic_get, magic_set,
+from harness import (start_hosted, _child_setup, check, check_eq, free_port, magic_get, magic_set,
                      make_temp_dir, peer_missing, run_tests, wait_until)
 
 HOST = "127.0.0.1"
@@ -46,12 +45,7 @@ def server():
         args = ["--processes", "2", "--socket", f"{HOST}:{sock}", "--http-socket", f"{HOST}:{http}", "--stats",
                 f"{HOST}:{stats}", "--stats-http", "--metrics", "--cache", "100", "--wsgi-file", app,
                 "--disable-logging"]
-        try:
-            srv = Server(args, workers=2, ready_addrs=[(HOST, sock), (HOST, http), (HOST, stats)]).start()
-        except ServerError as e:
-            if "without the Python host" in str(e):
-                peer_missing("this server was built without the Python host (libpython3.11)")
-            raise
+        srv = start_hosted(args, 2, [(HOST, sock), (HOST, http), (HOST, stats)])
         _shared.update(srv=srv, sock=(HOST, sock), http=http, stats=stats, tmp=tmp)
     return _shared
 

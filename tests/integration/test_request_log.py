@@ -18,9 +18,9 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (SERVER_BIN, Server, ServerError, Skip, UwsgiProcess, _child_setup, can_connect, check, check_eq,
-                     connect, free_port, magic_get, magic_set, make_temp_dir, need_uwsgi, peer_missing,
-                     pid_alive, read_reply, run_tests, wait_until)
+from harness import (start_hosted, SERVER_BIN, Server, Skip, UwsgiProcess, _child_setup, can_connect,
+                     check, check_eq, connect, free_port, magic_get, magic_set, make_temp_dir,
+                     need_uwsgi, pid_alive, read_reply, run_tests, wait_until)
 
 HOST = "127.0.0.1"
 APP = r'''
@@ -66,13 +66,7 @@ def app_file(folder):
 @contextlib.contextmanager
 def start(args, workers=1, ready=None):
     """A started Server (killed on exit); a missing peer when the Python host is not built in."""
-    srv = Server(args, workers=workers, ready_addrs=ready)
-    try:
-        srv.start()
-    except ServerError as e:
-        if "without the Python host" in str(e):
-            peer_missing("this server was built without the Python host (libpython3.11)")
-        raise
+    srv = start_hosted(args, workers, ready)
     try:
         yield srv
     except BaseException:

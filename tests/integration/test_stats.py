@@ -15,13 +15,12 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (UWSGI, Server, _child_setup, ServerError, UwsgiProcess, check, check_eq, connect, free_port, in_thread,
-                     make_temp_dir, need_uwsgi, peer_missing, read_reply, run_tests, wait_until)
+from harness import (start_hosted, Server, _child_setup, UwsgiProcess, check, check_eq, connect,
+                     free_port, in_thread, make_temp_dir, need_uwsgi, read_reply, run_tests, wait_until)
 
 HOST = "127.0.0.1"
 REFERENCE = os.path.join(os.environ.get("SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", "..")),
@@ -59,12 +58,7 @@ def app_file(folder):
 
 
 def start(args, workers, ready):
-    try:
-        return Server(args, workers=workers, ready_addrs=ready).start()
-    except ServerError as e:
-        if "without the Python host" in str(e):
-            peer_missing("this server was built without the Python host (libpython3.11)")
-        raise
+    return start_hosted(args, workers, ready)
 
 
 def read_stats(addr, timeout=5.0):

@@ -14,7 +14,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Server, ServerError, check, check_eq, connect, free_port, make_temp_dir, peer_missing,
+from harness import (start_hosted, check, check_eq, connect, free_port, make_temp_dir, peer_missing,
                      read_reply, run_tests, wait_until)
 
 HOST = "127.0.0.1"
@@ -96,12 +96,7 @@ def test_uwsgitop_shows_the_loaded_workers():
     sock, http, stats = free_port(), free_port(), free_port()
     args = ["--processes", "2", "--socket", f"{HOST}:{sock}", "--http-socket", f"{HOST}:{http}", "--stats",
             f"{HOST}:{stats}", "--wsgi-file", app, "--disable-logging"]
-    try:
-        srv = Server(args, workers=2, ready_addrs=[(HOST, sock), (HOST, http), (HOST, stats)]).start()
-    except ServerError as e:
-        if "without the Python host" in str(e):
-            peer_missing("this server was built without the Python host (libpython3.11)")
-        raise
+    srv = start_hosted(args, 2, [(HOST, sock), (HOST, http), (HOST, stats)])
     session = f"ucached-top-{os.getpid()}"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "220", "-y", "30",
                     f"/usr/bin/python3 {top} {HOST}:{stats}"], check=True, timeout=10,
