@@ -8,7 +8,7 @@
 //   alloc_offset        AllocState        robust mutex guarding the free-slot stack and the item count
 //   heads_offset        u32[hashsize]     bucket -> first slot of its chain (kNil = empty)
 //   free_offset         u32[slots]        free-slot stacks: primary pool, then ext pool (alloc lock)
-//   items_offset        Item[slots]       48-byte item headers
+//   items_offset        Item[slots]       64-byte item headers
 //   seals_offset        ItemSeal[slots]   store only: checksum + stamp per item (torn-write detection)
 //   blocks_offset       slots x block_size  key and value bytes of each slot (page aligned)
 //
@@ -30,7 +30,9 @@ inline constexpr std::uint64_t kMagic = 0x3165686361637575ULL;  // "uucache1" li
 // 2: RegionHeader gained seals_offset and header_checksum (store files). A store file written by another
 // format version is refused at load (docs/persistence.md).
 // 3: the key hash and the bucket mapping changed (key_hash, multiply-shift); CounterStripe gained owner.
-inline constexpr std::uint32_t kFormatVersion = 3;
+// 4: Item gained memcached's cas and flags (64-byte items); the seal covers them. Version 3 files still
+//    load (store_file.cpp: migrate_v3_store), their items get flags 0 and a fresh cas.
+inline constexpr std::uint32_t kFormatVersion = 4;
 inline constexpr std::uint32_t kNil = 0xFFFFFFFFu;  // "no slot" in chains, heads and ext links
 inline constexpr std::uint32_t kNoOwner = 0xFFFFFFFFu;
 inline constexpr std::size_t kCacheLine = 64;
@@ -175,8 +177,15 @@ struct Item {
   // lock.
   std::atomic<std::uint32_t> owner;  // shard index unless kFree (then kNoOwner)
   std::atomic<std::uint32_t> kind;   // SlotKind
+  // ---- memcached's per-item metadata (format version 4; the memcached protocol and Cache::modify) ----
+  // cas: the shard's seqlock value at the item's last write, times the shard count, plus shard + 1:
+  // unique per write, never 0, and still above every older cas after a store load (seq restarts above
+  // the newest stamp).
+  std::atomic<std::uint64_t> cas;    // shard lock
+  std::atomic<std::uint32_t> flags;  // shard lock: memcached's opaque client flags
+  std::uint32_t reserved;
 };
-static_assert(sizeof(Item) == 48);
+static_assert(sizeof(Item) == 64);
 static_assert(sizeof(std::atomic<std::uint32_t>) == 4, "heads[] are u32 atomics");
 static_assert(offsetof(Item, expires) == 16);
 static_assert(offsetof(Item, last_used_ns) == 32);

@@ -134,7 +134,8 @@ inline void cpu_relax() {
 // ---- checksums (store_file.cpp) ---------------------------------------------------------------------
 // What an ItemSeal covers: everything a reader uses to find and return the item.
 std::uint64_t seal_sum(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen, std::int64_t expires,
-                       std::uint32_t ext, std::uint32_t hash, const char* key, const char* value);
+                       std::uint32_t ext, std::uint32_t hash, const char* key, const char* value,
+                       std::uint64_t cas, std::uint32_t flags);
 // The checksum of a region header's summed bytes (RegionHeader::header_checksum).
 std::uint64_t header_sum(const unsigned char* raw);
 
@@ -213,7 +214,9 @@ class ShmCache final : public Cache {
 
   using Cache::get;
   Status get(std::string_view key, ValueSink& sink, std::int64_t* expires_at) override;
+  Status get_meta(std::string_view key, MetaValueSink* sink, ItemMeta* meta) override;
   Status exists(std::string_view key) override;
+  Status modify(std::string_view key, Decide decide, ItemMeta* after, MetaValueSink* read) override;
   Status set(std::string_view key, std::string_view value, std::int64_t expires_in) override {
     return put(Mode::set, key, value, expires_in, MathOp::inc, 0, nullptr);
   }
@@ -311,7 +314,8 @@ class ShmCache final : public Cache {
     seals_[i].sum =
         seal_sum(stamp, it.keylen.load(std::memory_order_relaxed), it.vallen.load(std::memory_order_relaxed),
                  it.expires.load(std::memory_order_relaxed), it.ext.load(std::memory_order_relaxed),
-                 it.hash.load(std::memory_order_relaxed), key.data(), value.data());
+                 it.hash.load(std::memory_order_relaxed), key.data(), value.data(),
+                 it.cas.load(std::memory_order_relaxed), it.flags.load(std::memory_order_relaxed));
   }
 
   // ---- locks ----
@@ -382,6 +386,20 @@ class ShmCache final : public Cache {
     if (cur == 0 || expires < cur) ne.store(expires, std::memory_order_relaxed);
   }
 
+  // Stores key/value in the found item's slot (overwrite) or a new slot linked at the chain's tail, with
+  // its expiry, flags and a new cas; seals it. False when no slot was free (the caller makes room).
+  bool place_locked(std::uint32_t s, std::uint32_t b, std::uint32_t h, const Found& f, bool live,
+                    std::string_view key, std::string_view value, std::int64_t expires, std::uint32_t flags,
+                    std::uint32_t* placed);
+  // memcached's cas for a write now in progress in shard s (layout.hpp: Item::cas).
+  std::uint64_t next_cas_locked(std::uint32_t s) const {
+    return shard(s).seq.load(std::memory_order_relaxed) * shards_n_ + s + 1;
+  }
+  ItemMeta meta_locked(std::uint32_t i) const {
+    const Item& it = item(i);
+    return ItemMeta{it.flags.load(std::memory_order_relaxed), it.cas.load(std::memory_order_relaxed),
+                    it.expires.load(std::memory_order_relaxed)};
+  }
   // The write path of set, update and math (cache.cpp).
   Status put(Mode mode, std::string_view key, std::string_view value, std::int64_t expires_in, MathOp op,
              std::int64_t operand, std::int64_t* result);
@@ -390,8 +408,8 @@ class ShmCache final : public Cache {
   bool evict_lru_one();
   // Inlined into get() and exists(): the call would be the only cost the split added to a hit.
   template <bool kCopy>
-  [[gnu::always_inline]] inline Status lookup(std::string_view key, ValueSink* sink,
-                                              std::int64_t* expires_at);
+  [[gnu::always_inline]] inline Status lookup(std::string_view key, ValueSink* sink, ItemMeta* meta,
+                                              bool meta_sink);
 
   Geometry geometry_;
   common::RateLimitedLog full_log_;  // process-local

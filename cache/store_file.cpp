@@ -58,11 +58,14 @@ inline std::uint64_t sum_finish(std::uint64_t h) {
 }  // namespace
 
 std::uint64_t seal_sum(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen, std::int64_t expires,
-                       std::uint32_t ext, std::uint32_t hash, const char* key, const char* value) {
+                       std::uint32_t ext, std::uint32_t hash, const char* key, const char* value,
+                       std::uint64_t cas, std::uint32_t flags) {
   std::uint64_t h = sum_round(kSumSeed, stamp);
   h = sum_round(h, (static_cast<std::uint64_t>(keylen) << 32) | vallen);
   h = sum_round(h, static_cast<std::uint64_t>(expires));
   h = sum_round(h, (static_cast<std::uint64_t>(ext) << 32) | hash);
+  h = sum_round(h, cas);
+  h = sum_round(h, flags);
   h = sum_bytes(h, key, keylen);
   h = sum_bytes(h, value, vallen);
   return sum_finish(h);
@@ -398,7 +401,7 @@ void ShmCache::scan_intact_items(LoadScan& scan) {
     if (kl == 0) continue;
     const std::uint32_t vl = it.vallen.load(std::memory_order_relaxed);
     const std::uint32_t ext = it.ext.load(std::memory_order_relaxed);
-    bool ok = kl <= keysize_ && vl >= 1 && vl <= blocksize_;
+    bool ok = kl <= keysize_ && vl <= blocksize_;  // memcached may store empty values
     const char* kp = nullptr;
     const char* vp = nullptr;
     if (ok && ext == kNil) {
@@ -414,7 +417,8 @@ void ShmCache::scan_intact_items(LoadScan& scan) {
     const std::uint64_t stamp = seals_[i].stamp;
     ok = ok &&
          seals_[i].sum ==
-             seal_sum(stamp, kl, vl, it.expires.load(std::memory_order_relaxed), ext, h, kp, vp) &&
+             seal_sum(stamp, kl, vl, it.expires.load(std::memory_order_relaxed), ext, h, kp, vp,
+                      it.cas.load(std::memory_order_relaxed), it.flags.load(std::memory_order_relaxed)) &&
          key_hash(std::string_view(kp, kl)) == h;
     if (!ok) {
       ++scan.dropped;

@@ -34,12 +34,14 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/clock.hpp"
 #include "common/log.hpp"
 #include "server/http.hpp"
+#include "server/memcached.hpp"
 #include "server/protocol.hpp"
 #include "workers/application_threads.hpp"
 #include "workers/byte_buffer.hpp"
@@ -127,6 +129,8 @@ struct Connection {
   std::size_t request_bytes = 0;  // size of the request being handled (consumed once replied)
   std::int64_t deadline_ms = 0;   // socket timeout: when we give up waiting for the client
   std::size_t active_index = 0;   // position in Worker::active_
+  // --memcached-socket connections: the protocol session (server/memcached.hpp); empty otherwise.
+  std::optional<server::memcached::Session> memcached;
 };
 
 class Worker {
@@ -155,6 +159,7 @@ class Worker {
   bool read_available(Connection* conn);  // false = connection failed and was closed
   server::FrameStatus frame_state(Connection* conn, std::size_t* want);
   void serve_http(Connection* conn);
+  void serve_memcached(Connection* conn);
   bool ready_for_next_request(Connection* conn);
   void dispatch(Connection* conn);      // runs conn->pending inline or on an application thread
   bool finish_reply(Connection* conn);  // true when the connection was closed
@@ -198,6 +203,7 @@ class Worker {
   server::HttpLimits http_limits_;
   std::vector<std::pair<int, std::string>> http_ports_;  // --http-socket fd → its port, for SERVER_PORT
   std::size_t in_application_ = 0;                       // connections an application thread holds
+  server::memcached::Counters memcached_counters_;        // this worker's `stats` figures
 };
 
 Worker* worker_of(uv_handle_t* handle) { return static_cast<Worker*>(handle->data); }
@@ -247,6 +253,7 @@ bool Worker::setup() {
     return false;
   }
   watch_listeners(true);
+  memcached_counters_.started_at = static_cast<std::int64_t>(time(nullptr));
   for (int fd : settings_.http_fds) {
     std::string host, port;
     describe_local(fd, host, port);
@@ -365,6 +372,13 @@ void Worker::accept_from(int listen_fd) {
     conn->server_port = port;
     describe_peer(fd, conn->peer_host, conn->peer_port);
   }
+  if (std::find(settings_.memcached_fds.begin(), settings_.memcached_fds.end(), listen_fd) !=
+      settings_.memcached_fds.end()) {
+    conn->memcached.emplace(server::memcached::Settings{
+        settings_.memcached_cache, settings_.memcached_keysize, &memcached_counters_});
+    ++memcached_counters_.curr_connections;
+    ++memcached_counters_.total_connections;
+  }
   conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
   serve(conn);
 }
@@ -404,6 +418,7 @@ void Worker::release(Connection* conn) {
   conn->server_port = {};
   conn->in_application = false;
   conn->request_bytes = 0;
+  conn->memcached.reset();
   if (conn->reply.body.capacity() > ByteBuffer::kRetainedBuffer) conn->reply.body.shrink_to_fit();
   free_.push_back(conn);
 }
@@ -496,6 +511,7 @@ bool Worker::ready_for_next_request(Connection* conn) {
 
 void Worker::serve(Connection* conn) {
   if (conn->http) return serve_http(conn);
+  if (conn->memcached) return serve_memcached(conn);
   for (;;) {
     if (!ready_for_next_request(conn)) return;
     const server::Frame& frame = conn->frame;
@@ -577,6 +593,43 @@ void Worker::serve_http(Connection* conn) {
     conn->request_bytes = conn->in.size();
     conn->writing = true;
     conn->reply_written = 0;
+  }
+}
+
+// A --memcached-socket connection: every complete command buffered runs at once (pipelining), their
+// replies go out in one write; then whatever arrived next. The session frames; this only moves bytes.
+void Worker::serve_memcached(Connection* conn) {
+  for (;;) {
+    while (conn->writing) {
+      if (!write_reply(conn)) return;
+      if (conn->writing) return wait_for(conn, EPOLLOUT);
+      if (reply_done(conn)) return;
+    }
+    conn->reply.clear();
+    const server::memcached::Progress progress = conn->memcached->execute(conn->in.view(), conn->reply.body);
+    if (progress.consumed > 0 || progress.close) {
+      settings_.slot->requests.fetch_add(1, std::memory_order_relaxed);
+      conn->request_bytes = progress.consumed;
+      conn->reply.close_after = progress.close;
+      if (start_reply(conn)) return;
+      continue;
+    }
+    if (conn->peer_closed) return close_connection(conn, true);
+    if (conn->socket_drained) return wait_for(conn, EPOLLIN);
+    conn->in.reserve(std::max(progress.want, conn->in.size() + kInitialBuffer));
+    const std::size_t asked = conn->in.spare_size();
+    const ssize_t n = ::read(conn->fd, conn->in.spare(), asked);
+    if (n > 0) {
+      conn->in.commit(static_cast<std::size_t>(n));
+      conn->socket_drained = static_cast<std::size_t>(n) < asked;
+    } else if (n == 0) {
+      conn->peer_closed = true;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      conn->socket_drained = true;
+    } else if (errno != EINTR) {
+      log_problem(conn, fmt::format("read failed: {}", std::strerror(errno)));
+      return close_connection(conn, false);
+    }
   }
 }
 
@@ -752,6 +805,7 @@ void Worker::on_ready(Connection* conn, std::uint32_t events) {
 // only after the current batch of events, one of which may still name it.
 void Worker::close_connection(Connection* conn, bool orderly) {
   if (conn->fd < 0) return;
+  if (conn->memcached) --memcached_counters_.curr_connections;
   if (orderly) ::shutdown(conn->fd, SHUT_WR);
   if (conn->registered) {
     Connection* last = active_.back();
@@ -800,6 +854,8 @@ void Worker::on_tick() {
     if (i >= active_.size()) continue;
     Connection* conn = active_[i];
     if (now < conn->deadline_ms || conn->in_application) continue;
+    // memcached clients keep idle connections for good (memcached has no idle timeout by default).
+    if (conn->memcached && conn->in.size() == 0 && !conn->writing) continue;
     if (conn->persistent && conn->in.size() == 0 && !conn->writing) {
       close_connection(conn, true);  // an idle kept-alive connection: nothing lost
       continue;
