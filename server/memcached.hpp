@@ -75,6 +75,7 @@ class Session {
   bool meta_set(const Line& line, std::string_view in, std::string& out, Progress& p);
   void meta_delete(const Line& line, std::string& out);
   void meta_arithmetic(const Line& line, std::string& out);
+  void meta_debug(const Line& line, std::string& out);
 
   Settings s_;
   std::uint64_t swallow_ = 0;  // bytes of a refused data block still to discard

@@ -15,6 +15,8 @@ namespace {
 
 constexpr std::string_view kBadFormat = "CLIENT_ERROR bad command line format\r\n";
 constexpr std::string_view kBadToken = "CLIENT_ERROR bad token in command line format\r\n";
+// md and ma say this for any flag they cannot take (unknown, repeated, or a bad number).
+constexpr std::string_view kInvalidFlag = "CLIENT_ERROR invalid or duplicate flag\r\n";
 
 // The flags of one meta command: which were given, their arguments, and their order (return flags are
 // written in that order).
@@ -151,12 +153,12 @@ bool Session::meta(const Line& line, std::string_view in, std::string& out, Prog
     out.append("MN\r\n");
     return true;
   }
-  if (which != 'g' && which != 's' && which != 'd' && which != 'a') {
+  if ((which != 'g' && which != 's' && which != 'd' && which != 'a' && which != 'e') || line.total < 2) {
     out.append("ERROR\r\n");
     return true;
   }
-  if (line.total < 2) {
-    out.append(kBadFormat);
+  if (which == 'e') {  // me: memcached's debug line for one item
+    meta_debug(line, out);
     return true;
   }
   switch (which) {
@@ -180,11 +182,13 @@ bool Session::meta(const Line& line, std::string_view in, std::string& out, Prog
 void Session::meta_get(const Line& line, std::string& out) {
   Counters& c = *s_.counters;
   Flags flags;
-  if (const auto error = parse_flags(line, 2, "vkcfstTNOqu", flags); !error.empty()) return void(out.append(error));
+  if (const auto error = parse_flags(line, 2, "vkcfstTNOquCE", flags); !error.empty()) return void(out.append(error));
   const std::string_view key = line.tok[1];
   if (key.size() > s_.max_key) return void(out.append(kBadFormat));
   std::int32_t ttl = 0, vivify_ttl = 0;
-  if ((flags.on('T') && !flag_number(flags, 'T', ttl)) || (flags.on('N') && !flag_number(flags, 'N', vivify_ttl)))
+  std::uint64_t unused = 0;
+  if ((flags.on('T') && !flag_number(flags, 'T', ttl)) || (flags.on('N') && !flag_number(flags, 'N', vivify_ttl)) ||
+      (flags.on('C') && !flag_number(flags, 'C', unused)) || (flags.on('E') && !flag_number(flags, 'E', unused)))
     return void(out.append(kBadToken));
   cache::Cache& cache = *s_.cache;
   ++c.cmd_get;
@@ -236,28 +240,27 @@ bool Session::meta_set(const Line& line, std::string_view in, std::string& out, 
     out.append(kBadFormat);
     return true;
   }
+  const std::string_view key = line.tok[1];
   std::int32_t vlen = 0;
-  if (!parse_i32(line.tok[2], vlen) || vlen < 0 || vlen > INT_MAX - 2) {
-    out.append("CLIENT_ERROR bad data chunk\r\n");
+  if (key.size() > s_.max_key || !parse_i32(line.tok[2], vlen) || vlen < 0 || vlen > INT_MAX - 2) {
+    out.append(kBadFormat);  // no length to trust: what follows is read as commands
     return true;
   }
   const std::size_t block = static_cast<std::size_t>(vlen) + 2;
-  const std::string_view key = line.tok[1];
   Flags flags;
   std::string_view error = parse_flags(line, 3, "FTCcIkOqM", flags);
   std::uint32_t client_flags = 0;
   std::int32_t ttl = 0;
   std::uint64_t compare = 0;
   char mode = 'S';
-  if (error.empty() && key.size() > s_.max_key) error = kBadFormat;
-  if (error.empty() && ((flags.on('F') && !flag_number(flags, 'F', client_flags)) ||
-                        (flags.on('T') && !flag_number(flags, 'T', ttl)) ||
+  if (error.empty() && flags.on('F') && !flag_number(flags, 'F', client_flags)) error = kBadFormat;
+  if (error.empty() && ((flags.on('T') && !flag_number(flags, 'T', ttl)) ||
                         (flags.on('C') && !flag_number(flags, 'C', compare))))
     error = kBadToken;
   if (error.empty() && flags.on('M')) {
     const std::string_view m = flags.of('M');
     mode = m.size() == 1 ? static_cast<char>(m[0] & ~0x20) : '?';  // memcached takes either case
-    if (std::string_view("SERAP").find(mode) == std::string_view::npos) error = "CLIENT_ERROR invalid mode for ms STORE\r\n";
+    if (std::string_view("SERAP").find(mode) == std::string_view::npos) error = "CLIENT_ERROR invalid mode for ms M token\r\n";
   }
   cache::Cache& cache = *s_.cache;
   if (error.empty() && static_cast<std::uint64_t>(vlen) > cache.geometry().blocksize)
@@ -328,11 +331,11 @@ bool Session::meta_set(const Line& line, std::string_view in, std::string& out, 
 void Session::meta_delete(const Line& line, std::string& out) {
   Counters& c = *s_.counters;
   Flags flags;
-  if (const auto error = parse_flags(line, 2, "CkOq", flags); !error.empty()) return void(out.append(error));
+  std::uint64_t compare = 0;
+  if (!parse_flags(line, 2, "CkOq", flags).empty() || (flags.on('C') && !flag_number(flags, 'C', compare)))
+    return void(out.append(kInvalidFlag));
   const std::string_view key = line.tok[1];
   if (key.size() > s_.max_key) return void(out.append(kBadFormat));
-  std::uint64_t compare = 0;
-  if (flags.on('C') && !flag_number(flags, 'C', compare)) return void(out.append(kBadToken));
   std::string_view code = "HD";
   auto decide = [&](const cache::Current& cur) {
     cache::Change ch;
@@ -357,15 +360,14 @@ void Session::meta_delete(const Line& line, std::string& out) {
 void Session::meta_arithmetic(const Line& line, std::string& out) {
   Counters& c = *s_.counters;
   Flags flags;
-  if (const auto error = parse_flags(line, 2, "MDNJCTvtckOq", flags); !error.empty()) return void(out.append(error));
-  const std::string_view key = line.tok[1];
-  if (key.size() > s_.max_key) return void(out.append(kBadFormat));
   std::uint64_t delta = 1, initial = 0, compare = 0;
   std::int32_t vivify_ttl = 0, ttl = 0;
-  if ((flags.on('D') && !flag_number(flags, 'D', delta)) || (flags.on('J') && !flag_number(flags, 'J', initial)) ||
+  if (!parse_flags(line, 2, "MDNJCTvtckOq", flags).empty() || (flags.on('D') && !flag_number(flags, 'D', delta)) || (flags.on('J') && !flag_number(flags, 'J', initial)) ||
       (flags.on('N') && !flag_number(flags, 'N', vivify_ttl)) || (flags.on('T') && !flag_number(flags, 'T', ttl)) ||
       (flags.on('C') && !flag_number(flags, 'C', compare)))
-    return void(out.append(kBadToken));
+    return void(out.append(kInvalidFlag));
+  const std::string_view key = line.tok[1];
+  if (key.size() > s_.max_key) return void(out.append(kBadFormat));
   bool incr = true;
   if (flags.on('M')) {
     const std::string_view m = flags.of('M');
@@ -375,7 +377,7 @@ void Session::meta_arithmetic(const Line& line, std::string& out) {
     } else if (mode == 'D' || mode == 'd' || mode == '-') {
       incr = false;
     } else {
-      return void(out.append("CLIENT_ERROR invalid mode for ma\r\n"));
+      return void(out.append("CLIENT_ERROR invalid mode for ma M token\r\n"));
     }
   }
   const std::int64_t now = now_seconds();
@@ -433,6 +435,32 @@ void Session::meta_arithmetic(const Line& line, std::string& out) {
   return_flags(out, flags, key, &after, number.size(), now);
   out.append("\r\n");
   if (flags.on('v')) out.append(number).append("\r\n");
+}
+
+}  // namespace server::memcached
+
+namespace server::memcached {
+
+// me <key>: memcached's debug view of an item (the fields ours keeps; la and fetch are not tracked).
+void Session::meta_debug(const Line& line, std::string& out) {
+  const std::string_view key = line.tok[1];
+  if (key.size() > s_.max_key) return void(out.append(kBadFormat));
+  cache::ItemMeta meta;
+  std::string value;
+  cache::StringSink sink(value);
+  if (s_.cache->get(key, sink) != cache::Status::ok || s_.cache->get_meta(key, nullptr, &meta) != cache::Status::ok)
+    return void(out.append("EN\r\n"));
+  const std::int64_t now = now_seconds();
+  out.append("ME ").append(key).append(" exp=");
+  if (meta.expires == 0)
+    out.append("-1");
+  else
+    append_signed(out, meta.expires - now);
+  out.append(" la=0 cas=");
+  append_number(out, meta.cas);
+  out.append(" fetch=no cls=1 size=");
+  append_number(out, key.size() + value.size());
+  out.append("\r\n");
 }
 
 }  // namespace server::memcached

@@ -237,7 +237,7 @@ bool Session::run_line(const Line& line, std::string_view in, std::string& out, 
   const std::size_t n = line.total;
   if (cmd.size() == 2 && cmd[0] == 'm') return meta(line, in, out, p);
   if ((cmd == "get" || cmd == "gets") && n >= 2) return retrieval(line, out), true;
-  if ((cmd == "gat" || cmd == "gats") && n >= 3) return retrieval(line, out), true;
+  if ((cmd == "gat" || cmd == "gats") && n >= 2) return retrieval(line, out), true;
   if ((cmd == "set" || cmd == "add" || cmd == "replace" || cmd == "append" || cmd == "prepend") &&
       (n == 5 || n == 6))
     return storage(line, in, out, p);
@@ -247,7 +247,7 @@ bool Session::run_line(const Line& line, std::string_view in, std::string& out, 
   if (cmd == "touch" && (n == 3 || n == 4)) return touch(line, out), true;
   if (cmd == "flush_all" && n <= 3) return flush_all(line, out), true;
   if (cmd == "stats") return stats(line, out), true;
-  if (cmd == "version" && n == 1) {
+  if (cmd == "version") {
     out.append("VERSION ").append(kVersion).append("\r\n");
     return true;
   }
@@ -255,7 +255,7 @@ bool Session::run_line(const Line& line, std::string_view in, std::string& out, 
     reply(out, noreply_of(line), "OK\r\n");  // logging is the server's own: accepted, nothing changes
     return true;
   }
-  if (cmd == "quit" && n == 1) {
+  if (cmd == "quit") {
     p.close = true;
     return true;
   }
@@ -383,6 +383,7 @@ void Session::retrieval(const Line& line, std::string& out) {
   std::size_t i = 0, index = 0;
   const std::string_view t = line.text;
   const std::size_t first_key = touching ? 2 : 1;
+  const std::size_t mark = out.size();
   while (i < t.size()) {
     while (i < t.size() && t[i] == ' ') ++i;
     if (i == t.size()) break;
@@ -392,7 +393,8 @@ void Session::retrieval(const Line& line, std::string& out) {
     i = j;
     if (index++ < first_key) continue;
     if (key.size() > s_.max_key) {
-      out.append(kBadFormat);  // memcached keeps the VALUEs it already sent, with no END
+      out.resize(mark);  // none of this command's VALUEs: the error alone
+      out.append(kBadFormat);
       return;
     }
     ValueLine value(out, key, with_cas);
@@ -512,7 +514,8 @@ void Session::touch(const Line& line, std::string& out) {
 void Session::flush_all(const Line& line, std::string& out) {
   const bool noreply = noreply_of(line);
   std::int32_t delay = 0;
-  if (line.total != (noreply ? 2u : 1u) && !parse_i32(line.tok[1], delay)) return reply(out, noreply, kBadFormat);
+  if (line.total != (noreply ? 2u : 1u) && !parse_i32(line.tok[1], delay))
+    return reply(out, noreply, "CLIENT_ERROR invalid exptime argument\r\n");
   ++s_.counters->cmd_flush;
   cache::Cache& cache = *s_.cache;
   const std::int64_t expires_in = expires_in_from_exptime(delay, now_seconds());
@@ -595,7 +598,7 @@ void Session::stats(const Line& line, std::string& out) {
     return;
   }
   const std::string_view sub = line.tok[1];
-  if (sub == "items" && line.total == 2) {
+  if (sub == "items") {
     // One class: every item lives in a block of the same size.
     if (st.items > 0) {
       stat("items:1:number", st.items);
@@ -606,17 +609,24 @@ void Session::stats(const Line& line, std::string& out) {
     out.append("END\r\n");
     return;
   }
-  if (sub == "slabs" && line.total == 2) {
-    if (st.items > 0) {
-      stat("1:chunk_size", g.blocksize);
-      stat("1:total_chunks", st.capacity);
-      stat("1:used_chunks", st.items);
-      stat("1:free_chunks", st.capacity - st.items);
-      stat("1:get_hits", st.hits);
-    }
-    stat("active_slabs", st.items > 0 ? 1 : 0);
+  if (sub == "slabs") {  // one class, allocated whole when the cache was created
+    stat("1:chunk_size", g.blocksize);
+    stat("1:total_chunks", st.capacity);
+    stat("1:used_chunks", st.items);
+    stat("1:free_chunks", st.capacity - st.items);
+    stat("1:get_hits", st.hits);
+    stat("active_slabs", 1);
     stat("total_malloced", st.capacity * g.blocksize);
     out.append("END\r\n");
+    return;
+  }
+  if (sub == "settings" && line.total == 2) {
+    stat("maxbytes", st.capacity * g.blocksize);
+    stat("item_size_max", g.blocksize);
+    stat("key_size_max", s_.max_key);
+    out.append("STAT evictions ").append(g.purge_lru ? "on" : "off").append("\r\n");
+    out.append("STAT cas_enabled yes\r\nSTAT flush_enabled yes\r\nSTAT binding_protocol ascii\r\n");
+    out.append("STAT idle_timeout 0\r\nEND\r\n");
     return;
   }
   if (sub == "reset" && line.total == 2) {
