@@ -626,6 +626,8 @@ void Worker::serve_memcached(Connection* conn) {
       conn->peer_closed = true;
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
       conn->socket_drained = true;
+    } else if (errno == ECONNRESET) {
+      return close_connection(conn, false);  // a client leaving without quit: nothing was lost
     } else if (errno != EINTR) {
       log_problem(conn, fmt::format("read failed: {}", std::strerror(errno)));
       return close_connection(conn, false);
