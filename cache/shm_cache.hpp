@@ -136,6 +136,9 @@ inline void cpu_relax() {
 std::uint64_t seal_sum(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen, std::int64_t expires,
                        std::uint32_t ext, std::uint32_t hash, const char* key, const char* value,
                        std::uint64_t cas, std::uint32_t flags);
+// The seal of format version 3 files (no cas, no flags), for their migration (store_migrate.cpp).
+std::uint64_t seal_sum_v3(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen, std::int64_t expires,
+                          std::uint32_t ext, std::uint32_t hash, const char* key, const char* value);
 // The checksum of a region header's summed bytes (RegionHeader::header_checksum).
 std::uint64_t header_sum(const unsigned char* raw);
 
@@ -295,6 +298,9 @@ class ShmCache final : public Cache {
   void open_store(const Plan& plan);
   void create_store(const Plan& plan);
   std::string store_problem(const FileHeader& fh, std::uint64_t file_size, const Plan& plan) const;
+  // A format version 3 file of the configured geometry: its intact items are copied into a new version 4
+  // store that replaces it; true when done (the caller closes fd). False: not such a file, nothing done.
+  bool migrate_v3_store(int fd, const FileHeader& fh, std::uint64_t file_size, const Plan& plan);
   void load_store();
   // load_store's passes, in order (store_file.cpp).
   struct LoadScan;

@@ -57,18 +57,31 @@ inline std::uint64_t sum_finish(std::uint64_t h) {
 
 }  // namespace
 
-std::uint64_t seal_sum(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen, std::int64_t expires,
-                       std::uint32_t ext, std::uint32_t hash, const char* key, const char* value,
-                       std::uint64_t cas, std::uint32_t flags) {
+namespace {
+// What seals of every format version cover: the item's fields, key and value (version 3's whole seal).
+std::uint64_t seal_state(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen, std::int64_t expires,
+                         std::uint32_t ext, std::uint32_t hash, const char* key, const char* value) {
   std::uint64_t h = sum_round(kSumSeed, stamp);
   h = sum_round(h, (static_cast<std::uint64_t>(keylen) << 32) | vallen);
   h = sum_round(h, static_cast<std::uint64_t>(expires));
   h = sum_round(h, (static_cast<std::uint64_t>(ext) << 32) | hash);
-  h = sum_round(h, cas);
-  h = sum_round(h, flags);
   h = sum_bytes(h, key, keylen);
-  h = sum_bytes(h, value, vallen);
+  return sum_bytes(h, value, vallen);
+}
+}  // namespace
+
+std::uint64_t seal_sum(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen, std::int64_t expires,
+                       std::uint32_t ext, std::uint32_t hash, const char* key, const char* value,
+                       std::uint64_t cas, std::uint32_t flags) {
+  std::uint64_t h = seal_state(stamp, keylen, vallen, expires, ext, hash, key, value);
+  h = sum_round(h, cas);  // format version 4: memcached's metadata
+  h = sum_round(h, flags);
   return sum_finish(h);
+}
+
+std::uint64_t seal_sum_v3(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen, std::int64_t expires,
+                          std::uint32_t ext, std::uint32_t hash, const char* key, const char* value) {
+  return sum_finish(seal_state(stamp, keylen, vallen, expires, ext, hash, key, value));
 }
 
 std::uint64_t header_sum(const unsigned char* raw) {
@@ -188,6 +201,7 @@ void ShmCache::open_store(const Plan& plan) {
         "overwrite "
         "it. Remove it yourself if it is not needed, or choose another --cache-store / store= path",
         name, path, file_size));
+  if (migrate_v3_store(fd, fh, file_size, plan)) return;
   std::string problem = store_problem(fh, file_size, plan);
   if (!problem.empty()) {
     if (!geometry_.store_delete)
