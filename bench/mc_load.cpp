@@ -81,8 +81,9 @@ bool complete(const Conn& c) {
 int main(int argc, char** argv) {
   Options o;
   if (argc < 2) {
-    std::fprintf(stderr, "usage: mc_load HOST:PORT [--conns N] [--value BYTES] [--keys N] [--set-ratio R] "
-                         "[--multi M] [--seconds S] [--pids P1,P2]\n");
+    std::fprintf(stderr,
+                 "usage: mc_load HOST:PORT [--conns N] [--value BYTES] [--keys N] [--set-ratio R] "
+                 "[--multi M] [--seconds S] [--pids P1,P2]\n");
     return 2;
   }
   const std::string target = argv[1];
@@ -91,12 +92,18 @@ int main(int argc, char** argv) {
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string_view k = argv[i];
     const char* v = argv[i + 1];
-    if (k == "--conns") o.conns = std::atoi(v);
-    else if (k == "--value") o.value = std::strtoull(v, nullptr, 10);
-    else if (k == "--keys") o.keys = std::atoi(v);
-    else if (k == "--set-ratio") o.set_ratio = std::atof(v);
-    else if (k == "--multi") o.multi = std::atoi(v);
-    else if (k == "--seconds") o.seconds = std::atof(v);
+    if (k == "--conns")
+      o.conns = std::atoi(v);
+    else if (k == "--value")
+      o.value = std::strtoull(v, nullptr, 10);
+    else if (k == "--keys")
+      o.keys = std::atoi(v);
+    else if (k == "--set-ratio")
+      o.set_ratio = std::atof(v);
+    else if (k == "--multi")
+      o.multi = std::atoi(v);
+    else if (k == "--seconds")
+      o.seconds = std::atof(v);
     else if (k == "--pids") {
       std::stringstream ss(v);
       std::string p;
@@ -208,10 +215,11 @@ int main(int argc, char** argv) {
   }
   const double elapsed = std::chrono::duration<double>(clock::now() - t0).count();
   const double cpu = cpu_of(o.pids) - cpu0;
-  std::printf("requests %llu keys_read %llu sets %llu errors %llu seconds %.2f requests_per_s %.0f "
-              "server_cpu_s %.3f server_cpu_us_per_request %.2f\n",
-              static_cast<unsigned long long>(ops), static_cast<unsigned long long>(gets),
-              static_cast<unsigned long long>(sets), static_cast<unsigned long long>(errors), elapsed,
-              static_cast<double>(ops) / elapsed, cpu, ops > 0 ? cpu * 1e6 / static_cast<double>(ops) : 0.0);
+  std::printf(
+      "requests %llu keys_read %llu sets %llu errors %llu seconds %.2f requests_per_s %.0f "
+      "server_cpu_s %.3f server_cpu_us_per_request %.2f\n",
+      static_cast<unsigned long long>(ops), static_cast<unsigned long long>(gets),
+      static_cast<unsigned long long>(sets), static_cast<unsigned long long>(errors), elapsed,
+      static_cast<double>(ops) / elapsed, cpu, ops > 0 ? cpu * 1e6 / static_cast<double>(ops) : 0.0);
   return errors == 0 ? 0 : 1;
 }

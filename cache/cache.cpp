@@ -384,8 +384,8 @@ Status ShmCache::lookup(std::string_view key, ValueSink* sink, ItemMeta* meta, b
               seen.cas = it.cas.load(std::memory_order_relaxed);
               seen.expires = expires;
             }
-            char* dst = meta_sink ? static_cast<MetaValueSink*>(sink)->reserve_for(vlen, seen)
-                                  : sink->reserve(vlen);
+            char* dst =
+                meta_sink ? static_cast<MetaValueSink*>(sink)->reserve_for(vlen, seen) : sink->reserve(vlen);
             if (dst == nullptr) return Status::out_of_memory;
             std::memcpy(dst, block(i) + voff, vlen);
           }

@@ -123,9 +123,9 @@ struct Current {
 struct Change {
   enum class Action : std::uint8_t { none, write, touch, remove };
   Action action = Action::none;
-  Status status = Status::ok;  // what modify returns for Action::none
-  std::string_view value;      // write: the new value (may be empty)
-  std::uint32_t flags = 0;     // write
+  Status status = Status::ok;   // what modify returns for Action::none
+  std::string_view value;       // write: the new value (may be empty)
+  std::uint32_t flags = 0;      // write
   std::int64_t expires_in = 0;  // write, touch: as set()'s (0 = never, negative = already expired)
   bool keep_expiry = false;     // write: keep the live item's expiry instead
 };

@@ -33,7 +33,8 @@ Status ShmCache::modify(std::string_view key, Decide decide, ItemMeta* after, Me
       Current current;
       if (live) {
         current.present = true;
-        current.value = std::string_view(value_ptr_locked(f.slot), item(f.slot).vallen.load(std::memory_order_relaxed));
+        current.value =
+            std::string_view(value_ptr_locked(f.slot), item(f.slot).vallen.load(std::memory_order_relaxed));
         current.meta = meta_locked(f.slot);
       }
       const Change change = decide(current);
@@ -60,8 +61,8 @@ Status ShmCache::modify(std::string_view key, Decide decide, ItemMeta* after, Me
           break;
       }
       if (change.value.size() > blocksize_) return Status::value_too_large;
-      const std::int64_t expires = change.keep_expiry && live ? current.meta.expires
-                                                              : absolute_expiry(change.expires_in);
+      const std::int64_t expires =
+          change.keep_expiry && live ? current.meta.expires : absolute_expiry(change.expires_in);
       mutation.begin(shard(s));
       std::uint32_t slot = kNil;
       if (place_locked(s, b, h, f, live, key, change.value, expires, change.flags, &slot)) {

@@ -137,8 +137,9 @@ std::uint64_t seal_sum(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t 
                        std::uint32_t ext, std::uint32_t hash, const char* key, const char* value,
                        std::uint64_t cas, std::uint32_t flags);
 // The seal of format version 3 files (no cas, no flags), for their migration (store_migrate.cpp).
-std::uint64_t seal_sum_v3(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen, std::int64_t expires,
-                          std::uint32_t ext, std::uint32_t hash, const char* key, const char* value);
+std::uint64_t seal_sum_v3(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen,
+                          std::int64_t expires, std::uint32_t ext, std::uint32_t hash, const char* key,
+                          const char* value);
 // The checksum of a region header's summed bytes (RegionHeader::header_checksum).
 std::uint64_t header_sum(const unsigned char* raw);
 

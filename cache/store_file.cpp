@@ -59,8 +59,9 @@ inline std::uint64_t sum_finish(std::uint64_t h) {
 
 namespace {
 // What seals of every format version cover: the item's fields, key and value (version 3's whole seal).
-std::uint64_t seal_state(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen, std::int64_t expires,
-                         std::uint32_t ext, std::uint32_t hash, const char* key, const char* value) {
+std::uint64_t seal_state(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen,
+                         std::int64_t expires, std::uint32_t ext, std::uint32_t hash, const char* key,
+                         const char* value) {
   std::uint64_t h = sum_round(kSumSeed, stamp);
   h = sum_round(h, (static_cast<std::uint64_t>(keylen) << 32) | vallen);
   h = sum_round(h, static_cast<std::uint64_t>(expires));
@@ -79,8 +80,9 @@ std::uint64_t seal_sum(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t 
   return sum_finish(h);
 }
 
-std::uint64_t seal_sum_v3(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen, std::int64_t expires,
-                          std::uint32_t ext, std::uint32_t hash, const char* key, const char* value) {
+std::uint64_t seal_sum_v3(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen,
+                          std::int64_t expires, std::uint32_t ext, std::uint32_t hash, const char* key,
+                          const char* value) {
   return sum_finish(seal_state(stamp, keylen, vallen, expires, ext, hash, key, value));
 }
 
@@ -430,9 +432,9 @@ void ShmCache::scan_intact_items(LoadScan& scan) {
     const std::uint32_t h = it.hash.load(std::memory_order_relaxed);
     const std::uint64_t stamp = seals_[i].stamp;
     ok = ok &&
-         seals_[i].sum ==
-             seal_sum(stamp, kl, vl, it.expires.load(std::memory_order_relaxed), ext, h, kp, vp,
-                      it.cas.load(std::memory_order_relaxed), it.flags.load(std::memory_order_relaxed)) &&
+         seals_[i].sum == seal_sum(stamp, kl, vl, it.expires.load(std::memory_order_relaxed), ext, h, kp, vp,
+                                   it.cas.load(std::memory_order_relaxed),
+                                   it.flags.load(std::memory_order_relaxed)) &&
          key_hash(std::string_view(kp, kl)) == h;
     if (!ok) {
       ++scan.dropped;

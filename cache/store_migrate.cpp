@@ -35,8 +35,8 @@ bool ShmCache::migrate_v3_store(int fd, const FileHeader& fh, std::uint64_t file
     return false;
   const std::uint64_t items_off = fh.offsets[5], seals_off = fh.offsets[6], blocks_off = fh.offsets[7];
   const std::uint64_t slots = fh.geo.slots, block_size = fh.geo.block_size, items = fh.geo.items;
-  if (items > slots || items_off + kV3ItemSize * slots > file_size || seals_off + sizeof(ItemSeal) * slots > file_size ||
-      blocks_off + block_size * slots > file_size)
+  if (items > slots || items_off + kV3ItemSize * slots > file_size ||
+      seals_off + sizeof(ItemSeal) * slots > file_size || blocks_off + block_size * slots > file_size)
     return false;
   void* mapped = mmap(nullptr, file_size, PROT_READ, MAP_SHARED, fd, 0);
   if (mapped == MAP_FAILED) return false;
@@ -67,7 +67,8 @@ bool ShmCache::migrate_v3_store(int fd, const FileHeader& fh, std::uint64_t file
       vp = old + blocks_off + block_size * i;
     }
     const ItemSeal seal = field<ItemSeal>(old + seals_off, sizeof(ItemSeal) * i);
-    ok = ok && seal.sum == seal_sum_v3(seal.stamp, kl, vl, field<std::int64_t>(it, kV3Expires), ext, h, kp, vp) &&
+    ok = ok &&
+         seal.sum == seal_sum_v3(seal.stamp, kl, vl, field<std::int64_t>(it, kV3Expires), ext, h, kp, vp) &&
          key_hash(std::string_view(kp, kl)) == h;
     if (ok)
       kept.push_back({seal.stamp, i});
@@ -92,7 +93,8 @@ bool ShmCache::migrate_v3_store(int fd, const FileHeader& fh, std::uint64_t file
       ++expired_items;
       continue;
     }
-    if (update(std::string_view(kp, kl), std::string_view(vp, vl), expires == 0 ? 0 : expires - now_s) == Status::ok)
+    if (update(std::string_view(kp, kl), std::string_view(vp, vl), expires == 0 ? 0 : expires - now_s) ==
+        Status::ok)
       ++migrated;
     else
       ++dropped;
@@ -101,9 +103,10 @@ bool ShmCache::migrate_v3_store(int fd, const FileHeader& fh, std::uint64_t file
   store_restored_ = migrated;
   store_dropped_ = dropped;
   sync_store();
-  common::log("cache \"{}\": store file {} had format version 3: {} item(s) moved to format version {} ({} "
-              "damaged, {} expired)",
-              geometry_.name, geometry_.store, migrated, kFormatVersion, dropped, expired_items);
+  common::log(
+      "cache \"{}\": store file {} had format version 3: {} item(s) moved to format version {} ({} "
+      "damaged, {} expired)",
+      geometry_.name, geometry_.store, migrated, kFormatVersion, dropped, expired_items);
   return true;
 }
 

@@ -57,11 +57,12 @@ constexpr std::int64_t kHarakiriGraceMs = 2000;     // harakiri: SIGTERM first, 
 // every key the protocol accepts.
 cache::Cache* memcached_cache(cache::CacheSet& caches, const config::Config& config) {
   if (caches.empty())
-    throw std::runtime_error("--memcached-socket: there is no cache to serve (add --cache ITEMS or a --cache2)");
+    throw std::runtime_error(
+        "--memcached-socket: there is no cache to serve (add --cache ITEMS or a --cache2)");
   cache::Cache* cache = caches.find(config.memcached_cache);
   if (cache == nullptr)
-    throw std::runtime_error(
-        fmt::format("--memcached-cache {}: no cache has this name (see --cache2 name=...)", config.memcached_cache));
+    throw std::runtime_error(fmt::format(
+        "--memcached-cache {}: no cache has this name (see --cache2 name=...)", config.memcached_cache));
   if (cache->geometry().keysize < config.memcached_keysize)
     throw std::runtime_error(fmt::format(
         "--memcached-keysize {}: cache \"{}\" has keysize {}; raise its keysize or lower --memcached-keysize",
@@ -744,7 +745,8 @@ int Master::run() {
     memcached_cache_ = memcached_cache(caches_, config_);
     for (Listener& listener : bind_listeners(config_.memcached_sockets, listen_options)) {
       listener.kind = Listener::Kind::memcached;
-      common::log("memcached protocol on {} (cache \"{}\")", listener.spec, memcached_cache_->geometry().name);
+      common::log("memcached protocol on {} (cache \"{}\")", listener.spec,
+                  memcached_cache_->geometry().name);
       listeners_.push_back(listener);
     }
   }

@@ -57,7 +57,7 @@ class Session {
   // line or data block has not fully arrived is left for the next call (nothing of it is applied).
   Progress execute(std::string_view in, std::string& out);
 
- struct Line;  // one tokenized command line (memcached_internal.hpp)
+  struct Line;  // one tokenized command line (memcached_internal.hpp)
 
  private:
   // One command line (its '\n' found); false when its data block is not all there yet.

@@ -10,9 +10,9 @@
 
 namespace server::memcached {
 
-inline constexpr std::size_t kMaxTokens = 24;              // memcached's MAX_TOKENS
+inline constexpr std::size_t kMaxTokens = 24;                      // memcached's MAX_TOKENS
 inline constexpr std::int64_t kRelativeLimit = 60 * 60 * 24 * 30;  // exptime above: absolute unix time
-inline constexpr unsigned char kBinaryMagic = 0x80;        // first byte of a binary-protocol request
+inline constexpr unsigned char kBinaryMagic = 0x80;                // first byte of a binary-protocol request
 
 struct Session::Line {
   std::string_view text;  // without the line end

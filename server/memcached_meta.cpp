@@ -31,7 +31,8 @@ struct Flags {
 
 // Fills `flags` from line tokens [first, n); an error reply (memcached's wording) when a flag is not one
 // `allowed`, or repeats.
-std::string_view parse_flags(const Session::Line& line, std::size_t first, std::string_view allowed, Flags& flags) {
+std::string_view parse_flags(const Session::Line& line, std::size_t first, std::string_view allowed,
+                             Flags& flags) {
   if (line.total > kMaxTokens) return kBadFormat;
   for (std::size_t i = first; i < line.n; ++i) {
     const std::string_view tok = line.tok[i];
@@ -182,13 +183,16 @@ bool Session::meta(const Line& line, std::string_view in, std::string& out, Prog
 void Session::meta_get(const Line& line, std::string& out) {
   Counters& c = *s_.counters;
   Flags flags;
-  if (const auto error = parse_flags(line, 2, "vkcfstTNOquCE", flags); !error.empty()) return void(out.append(error));
+  if (const auto error = parse_flags(line, 2, "vkcfstTNOquCE", flags); !error.empty())
+    return void(out.append(error));
   const std::string_view key = line.tok[1];
   if (key.size() > s_.max_key) return void(out.append(kBadFormat));
   std::int32_t ttl = 0, vivify_ttl = 0;
   std::uint64_t unused = 0;
-  if ((flags.on('T') && !flag_number(flags, 'T', ttl)) || (flags.on('N') && !flag_number(flags, 'N', vivify_ttl)) ||
-      (flags.on('C') && !flag_number(flags, 'C', unused)) || (flags.on('E') && !flag_number(flags, 'E', unused)))
+  if ((flags.on('T') && !flag_number(flags, 'T', ttl)) ||
+      (flags.on('N') && !flag_number(flags, 'N', vivify_ttl)) ||
+      (flags.on('C') && !flag_number(flags, 'C', unused)) ||
+      (flags.on('E') && !flag_number(flags, 'E', unused)))
     return void(out.append(kBadToken));
   cache::Cache& cache = *s_.cache;
   ++c.cmd_get;
@@ -260,7 +264,8 @@ bool Session::meta_set(const Line& line, std::string_view in, std::string& out, 
   if (error.empty() && flags.on('M')) {
     const std::string_view m = flags.of('M');
     mode = m.size() == 1 ? static_cast<char>(m[0] & ~0x20) : '?';  // memcached takes either case
-    if (std::string_view("SERAP").find(mode) == std::string_view::npos) error = "CLIENT_ERROR invalid mode for ms M token\r\n";
+    if (std::string_view("SERAP").find(mode) == std::string_view::npos)
+      error = "CLIENT_ERROR invalid mode for ms M token\r\n";
   }
   cache::Cache& cache = *s_.cache;
   if (error.empty() && static_cast<std::uint64_t>(vlen) > cache.geometry().blocksize)
@@ -362,8 +367,11 @@ void Session::meta_arithmetic(const Line& line, std::string& out) {
   Flags flags;
   std::uint64_t delta = 1, initial = 0, compare = 0;
   std::int32_t vivify_ttl = 0, ttl = 0;
-  if (!parse_flags(line, 2, "MDNJCTvtckOq", flags).empty() || (flags.on('D') && !flag_number(flags, 'D', delta)) || (flags.on('J') && !flag_number(flags, 'J', initial)) ||
-      (flags.on('N') && !flag_number(flags, 'N', vivify_ttl)) || (flags.on('T') && !flag_number(flags, 'T', ttl)) ||
+  if (!parse_flags(line, 2, "MDNJCTvtckOq", flags).empty() ||
+      (flags.on('D') && !flag_number(flags, 'D', delta)) ||
+      (flags.on('J') && !flag_number(flags, 'J', initial)) ||
+      (flags.on('N') && !flag_number(flags, 'N', vivify_ttl)) ||
+      (flags.on('T') && !flag_number(flags, 'T', ttl)) ||
       (flags.on('C') && !flag_number(flags, 'C', compare)))
     return void(out.append(kInvalidFlag));
   const std::string_view key = line.tok[1];
@@ -416,7 +424,8 @@ void Session::meta_arithmetic(const Line& line, std::string& out) {
   };
   cache::ItemMeta after;
   const cache::Status status = s_.cache->modify(key, decide, &after);
-  if (code == "NN") return void(out.append("CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"));
+  if (code == "NN")
+    return void(out.append("CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"));
   if (status == cache::Status::full || status == cache::Status::out_of_memory) code = "NS";
   if (code != "HD") {
     ++(incr ? c.incr_misses : c.decr_misses);
@@ -448,7 +457,8 @@ void Session::meta_debug(const Line& line, std::string& out) {
   cache::ItemMeta meta;
   std::string value;
   cache::StringSink sink(value);
-  if (s_.cache->get(key, sink) != cache::Status::ok || s_.cache->get_meta(key, nullptr, &meta) != cache::Status::ok)
+  if (s_.cache->get(key, sink) != cache::Status::ok ||
+      s_.cache->get_meta(key, nullptr, &meta) != cache::Status::ok)
     return void(out.append("EN\r\n"));
   const std::int64_t now = now_seconds();
   out.append("ME ").append(key).append(" exp=");

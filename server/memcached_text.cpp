@@ -60,7 +60,8 @@ struct CString {
   }
 };
 bool ends_number(const char* start, const char* end) {
-  return (*end != '\0' && std::isspace(static_cast<unsigned char>(*end)) != 0) || (*end == '\0' && end != start);
+  return (*end != '\0' && std::isspace(static_cast<unsigned char>(*end)) != 0) ||
+         (*end == '\0' && end != start);
 }
 }  // namespace
 
@@ -184,7 +185,8 @@ Progress Session::execute(std::string_view in, std::string& out) {
   const std::size_t out_before = out.size();
   while (p.consumed < in.size() && !p.close) {
     if (swallow_ > 0) {  // the rest of a refused data block
-      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(swallow_, in.size() - p.consumed));
+      const std::size_t n =
+          static_cast<std::size_t>(std::min<std::uint64_t>(swallow_, in.size() - p.consumed));
       swallow_ -= n;
       p.consumed += n;
       continue;
@@ -430,7 +432,8 @@ void Session::arithmetic(const Line& line, std::string& out) {
   const std::string_view key = line.tok[1];
   if (key.size() > s_.max_key) return reply(out, noreply, kBadFormat);
   std::uint64_t delta = 0;
-  if (!parse_u64(line.tok[2], delta)) return reply(out, noreply, "CLIENT_ERROR invalid numeric delta argument\r\n");
+  if (!parse_u64(line.tok[2], delta))
+    return reply(out, noreply, "CLIENT_ERROR invalid numeric delta argument\r\n");
   std::uint64_t result = 0;
   auto decide = [&](const cache::Current& cur) {
     cache::Change ch;
@@ -473,8 +476,10 @@ void Session::remove(const Line& line, std::string& out) {
   const bool noreply = noreply_of(line);
   if (line.total > 2) {  // only "delete <key> 0", "delete <key> [0] noreply"
     const bool hold_is_zero = line.tok[2] == "0";
-    const bool valid = (line.total == 3 && (hold_is_zero || noreply)) || (line.total == 4 && hold_is_zero && noreply);
-    if (!valid) return reply(out, noreply, "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n");
+    const bool valid =
+        (line.total == 3 && (hold_is_zero || noreply)) || (line.total == 4 && hold_is_zero && noreply);
+    if (!valid)
+      return reply(out, noreply, "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n");
   }
   const std::string_view key = line.tok[1];
   if (key.size() > s_.max_key) return reply(out, noreply, kBadFormat);
@@ -492,7 +497,8 @@ void Session::touch(const Line& line, std::string& out) {
   const std::string_view key = line.tok[1];
   if (key.size() > s_.max_key) return reply(out, noreply, kBadFormat);
   std::int32_t exptime = 0;
-  if (!parse_i32(line.tok[2], exptime)) return reply(out, noreply, "CLIENT_ERROR invalid exptime argument\r\n");
+  if (!parse_i32(line.tok[2], exptime))
+    return reply(out, noreply, "CLIENT_ERROR invalid exptime argument\r\n");
   ++c.cmd_touch;
   const std::int64_t expires_in = expires_in_from_exptime(exptime, now_seconds());
   auto decide = [&](const cache::Current&) {

@@ -203,7 +203,7 @@ class Worker {
   server::HttpLimits http_limits_;
   std::vector<std::pair<int, std::string>> http_ports_;  // --http-socket fd → its port, for SERVER_PORT
   std::size_t in_application_ = 0;                       // connections an application thread holds
-  server::memcached::Counters memcached_counters_;        // this worker's `stats` figures
+  server::memcached::Counters memcached_counters_;       // this worker's `stats` figures
 };
 
 Worker* worker_of(uv_handle_t* handle) { return static_cast<Worker*>(handle->data); }
@@ -374,8 +374,8 @@ void Worker::accept_from(int listen_fd) {
   }
   if (std::find(settings_.memcached_fds.begin(), settings_.memcached_fds.end(), listen_fd) !=
       settings_.memcached_fds.end()) {
-    conn->memcached.emplace(server::memcached::Settings{
-        settings_.memcached_cache, settings_.memcached_keysize, &memcached_counters_});
+    conn->memcached.emplace(server::memcached::Settings{settings_.memcached_cache,
+                                                        settings_.memcached_keysize, &memcached_counters_});
     ++memcached_counters_.curr_connections;
     ++memcached_counters_.total_connections;
   }

@@ -73,8 +73,10 @@ void downgrade_to_v3(const std::string& path, const std::string& damage_key = ""
   const auto blocks_off = at<std::uint64_t>(v4, offsetof(layout::RegionHeader, blocks_offset));
   const auto geo = at<layout::RegionGeometry>(v4, offsetof(layout::RegionHeader, geometry));
   const std::uint64_t v3_seals = (items_off + 48 * geo.slots + 63) / 64 * 64;
-  const std::uint64_t v3_blocks = (v3_seals + 16 * geo.slots + layout::kPage - 1) / layout::kPage * layout::kPage;
-  const std::uint64_t total = (v3_blocks + geo.block_size * geo.slots + layout::kPage - 1) / layout::kPage * layout::kPage;
+  const std::uint64_t v3_blocks =
+      (v3_seals + 16 * geo.slots + layout::kPage - 1) / layout::kPage * layout::kPage;
+  const std::uint64_t total =
+      (v3_blocks + geo.block_size * geo.slots + layout::kPage - 1) / layout::kPage * layout::kPage;
   std::string v3(total, '\0');
   std::memcpy(v3.data(), v4.data(), items_off);
   for (std::uint64_t i = 0; i < geo.slots; ++i) {
@@ -101,7 +103,8 @@ void downgrade_to_v3(const std::string& path, const std::string& damage_key = ""
   put<std::uint64_t>(v3, offsetof(layout::RegionHeader, blocks_offset), v3_blocks);
   put<std::uint64_t>(v3, offsetof(layout::RegionHeader, header_checksum),
                      cache::detail::header_sum(reinterpret_cast<const unsigned char*>(v3.data())));
-  std::ofstream(path, std::ios::binary | std::ios::trunc).write(v3.data(), static_cast<std::streamsize>(v3.size()));
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(v3.data(), static_cast<std::streamsize>(v3.size()));
 }
 
 }  // namespace
@@ -111,7 +114,8 @@ TEST_CASE("a version 3 store file loads: its items move to version 4") {
   const std::string path = dir.path + "/cache.store";
   {
     auto c = Cache::create(geometry(path));
-    for (int i = 0; i < 40; ++i) REQUIRE(c->set("key" + std::to_string(i), "value" + std::to_string(i)) == Status::ok);
+    for (int i = 0; i < 40; ++i)
+      REQUIRE(c->set("key" + std::to_string(i), "value" + std::to_string(i)) == Status::ok);
     REQUIRE(c->set("expiring", "soon", 1000) == Status::ok);
     REQUIRE(c->sync_store());
   }

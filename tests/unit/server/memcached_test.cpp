@@ -2,12 +2,13 @@
 // runs only once all of it is there, whatever the split), pipelining, swallowed blocks, noreply, the
 // closes, and incr/decr arithmetic. Byte-for-byte agreement with memcached itself is
 // tests/integration/test_memcached_compat.py's job.
+#include "server/memcached.hpp"
+
 #include <catch2/catch.hpp>
 #include <memory>
 #include <string>
 
 #include "cache/cache.hpp"
-#include "server/memcached.hpp"
 
 using server::memcached::Counters;
 using server::memcached::Progress;
@@ -77,20 +78,23 @@ TEST_CASE("a command runs once all of it arrived, whatever the split") {
 TEST_CASE("incr wraps at 2^64, decr stops at 0, non-numbers are refused") {
   Fixture f;
   Session s = f.session();
-  CHECK(run(s, "set n 0 0 20\r\n18446744073709551615\r\nincr n 2\r\ndecr n 5\r\nset t 0 0 2\r\nab\r\nincr t 1\r\n"
-               "incr n x\r\n",
-            1000) ==
-        "STORED\r\n1\r\n0\r\nSTORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
-        "CLIENT_ERROR invalid numeric delta argument\r\n");
+  CHECK(
+      run(s,
+          "set n 0 0 20\r\n18446744073709551615\r\nincr n 2\r\ndecr n 5\r\nset t 0 0 2\r\nab\r\nincr t 1\r\n"
+          "incr n x\r\n",
+          1000) ==
+      "STORED\r\n1\r\n0\r\nSTORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+      "CLIENT_ERROR invalid numeric delta argument\r\n");
 }
 
 TEST_CASE("cas: stored, exists, not found") {
   Fixture f;
   Session s = f.session();
   std::string out = run(s, "set k 0 0 1\r\na\r\ngets k\r\n", 1000);
-  const std::string cas = out.substr(out.find("VALUE k 0 1 ") + 12, out.find("\r\na\r\n") - out.find("VALUE k 0 1 ") - 12);
-  CHECK(run(s, "cas k 0 0 1 " + cas + "\r\nb\r\ncas k 0 0 1 " + cas + "\r\nc\r\ncas x 0 0 1 1\r\nd\r\n", 1000) ==
-        "STORED\r\nEXISTS\r\nNOT_FOUND\r\n");
+  const std::string cas =
+      out.substr(out.find("VALUE k 0 1 ") + 12, out.find("\r\na\r\n") - out.find("VALUE k 0 1 ") - 12);
+  CHECK(run(s, "cas k 0 0 1 " + cas + "\r\nb\r\ncas k 0 0 1 " + cas + "\r\nc\r\ncas x 0 0 1 1\r\nd\r\n",
+            1000) == "STORED\r\nEXISTS\r\nNOT_FOUND\r\n");
 }
 
 TEST_CASE("a too large block is refused and swallowed, even split") {
@@ -132,7 +136,8 @@ TEST_CASE("key limit: 250 by default, --memcached-keysize otherwise") {
 TEST_CASE("noreply, quit, long lines and binary requests") {
   Fixture f;
   Session s = f.session();
-  CHECK(run(s, "set q 0 0 1 noreply\r\nq\r\nincr q 1 noreply\r\ndelete q noreply\r\nget q\r\n", 1000) == "END\r\n");
+  CHECK(run(s, "set q 0 0 1 noreply\r\nq\r\nincr q 1 noreply\r\ndelete q noreply\r\nget q\r\n", 1000) ==
+        "END\r\n");
   bool closed = false;
   CHECK(run(s, "version\r\nquit\r\nversion\r\n", 1000, &closed) == "VERSION 1.6.18-ucached\r\n");
   CHECK(closed);
@@ -142,7 +147,8 @@ TEST_CASE("noreply, quit, long lines and binary requests") {
   CHECK(closed);
   closed = false;
   Session u = f.session();
-  CHECK(run(u, std::string("\x80\x00\x00\x01", 4), 4, &closed) == "CLIENT_ERROR binary protocol is not supported\r\n");
+  CHECK(run(u, std::string("\x80\x00\x00\x01", 4), 4, &closed) ==
+        "CLIENT_ERROR binary protocol is not supported\r\n");
   CHECK(closed);
 }
 
