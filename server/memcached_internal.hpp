@@ -35,6 +35,31 @@ void append_number(std::string& out, std::uint64_t v);
 void append_signed(std::string& out, std::int64_t v);
 std::int64_t now_seconds();
 
+// Where a hit's reply goes: straight into the connection's output, header first (written by the
+// subclass once the engine gives the item's metadata), then the value's bytes and "\r\n". undo() takes
+// back a miss's partial header.
+class ReplySink : public cache::MetaValueSink {
+ public:
+  explicit ReplySink(std::string& out) : out_(out), mark_(out.size()) {}
+  void undo() { out_.resize(mark_); }
+
+ protected:
+  ~ReplySink() = default;
+  void restart() { out_.resize(mark_); }
+  // Room for the value after what was appended, followed by its "\r\n".
+  char* value_block(std::size_t size) {
+    const std::size_t at = out_.size();
+    out_.resize(at + size + 2);
+    out_[at + size] = '\r';
+    out_[at + size + 1] = '\n';
+    return out_.data() + at;
+  }
+  std::string& out_;
+
+ private:
+  std::size_t mark_;
+};
+
 enum class DeltaResult { ok, non_numeric };
 DeltaResult apply_delta(std::string_view value, bool incr, std::uint64_t delta, std::string& scratch,
                         std::uint64_t& result);

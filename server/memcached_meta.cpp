@@ -102,12 +102,12 @@ void return_flags(std::string& out, const Flags& flags, std::string_view key, co
 }
 
 // An mg hit: the reply written once the engine knows the item (before its bytes are copied).
-class MetaValue final : public cache::MetaValueSink {
+class MetaValue final : public ReplySink {
  public:
   MetaValue(std::string& out, const Flags& flags, std::string_view key, bool won)
-      : out_(out), mark_(out.size()), flags_(flags), key_(key), won_(won) {}
+      : ReplySink(out), flags_(flags), key_(key), won_(won) {}
   char* reserve_for(std::size_t size, const cache::ItemMeta& meta) override {
-    out_.resize(mark_);
+    restart();
     const bool value = flags_.on('v');
     if (value) {
       out_.append("VA ");
@@ -122,17 +122,10 @@ class MetaValue final : public cache::MetaValueSink {
       scratch_.resize(size);
       return scratch_.data();
     }
-    const std::size_t at = out_.size();
-    out_.resize(at + size + 2);
-    out_[at + size] = '\r';
-    out_[at + size + 1] = '\n';
-    return out_.data() + at;
+    return value_block(size);
   }
-  void undo() { out_.resize(mark_); }
 
  private:
-  std::string& out_;
-  std::size_t mark_;
   const Flags& flags_;
   std::string_view key_;
   bool won_;

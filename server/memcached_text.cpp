@@ -138,12 +138,12 @@ namespace {
 constexpr std::string_view kBadFormat = "CLIENT_ERROR bad command line format\r\n";
 
 // The VALUE line and the bytes of one hit, written straight into the reply.
-class ValueLine final : public cache::MetaValueSink {
+class ValueLine final : public ReplySink {
  public:
   ValueLine(std::string& out, std::string_view key, bool with_cas)
-      : out_(out), mark_(out.size()), key_(key), with_cas_(with_cas) {}
+      : ReplySink(out), key_(key), with_cas_(with_cas) {}
   char* reserve_for(std::size_t size, const cache::ItemMeta& meta) override {
-    out_.resize(mark_);
+    restart();
     out_.append("VALUE ");
     out_.append(key_);
     out_.push_back(' ');
@@ -155,17 +155,10 @@ class ValueLine final : public cache::MetaValueSink {
       append_number(out_, meta.cas);
     }
     out_.append("\r\n");
-    const std::size_t at = out_.size();
-    out_.resize(at + size + 2);
-    out_[at + size] = '\r';
-    out_[at + size + 1] = '\n';
-    return out_.data() + at;
+    return value_block(size);
   }
-  void undo() { out_.resize(mark_); }
 
  private:
-  std::string& out_;
-  std::size_t mark_;
   std::string_view key_;
   bool with_cas_;
 };

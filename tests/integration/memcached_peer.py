@@ -121,3 +121,15 @@ def last_cas(reply):
         raise AssertionError(f"no cas in {reply!r}")
     a, b = m[-1]
     return (a or b).decode()
+
+
+def start_hosting_python(srv):
+    """Starts a server that loads a Python application: without the Python host built in, the peer is
+    missing (skip, or a failure when peers are required)."""
+    try:
+        srv.start()
+    except Exception:
+        if "without the Python host" in srv.log():
+            peer_missing("this server was built without the Python host (libpython3.11)")
+        raise
+    return srv

@@ -11,7 +11,7 @@ import tempfile
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import check, check_eq, peer_missing, run_tests  # noqa: E402
-from memcached_peer import Memcached, ours  # noqa: E402
+from memcached_peer import Memcached, ours, start_hosting_python  # noqa: E402
 
 
 def pymemcache_session(addr):
@@ -177,5 +177,53 @@ def test_libmemcached_tools():
     check_eq(r[1], (0, b"content of a file\n" * 100 + b"\n"), "memccat prints what memccp stored (and a newline)")
 
 
+SHARED_APP = """\
+import uwsgi
+
+def application(environ, start_response):
+    key = environ["QUERY_STRING"]
+    if environ["PATH_INFO"] == "/write":
+        uwsgi.cache_update(key, b"written by the application")
+        body = b"ok"
+    else:
+        body = uwsgi.cache_get(key) or b"<miss>"  # the worker's own mapping of the cache: no socket
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [body]
+"""
+
+
+def test_application_reads_the_same_items():
+    """What a memcached client writes, an application's uwsgi.cache_get reads from shared memory, and
+    the other way round."""
+    import http.client
+    from harness import free_port, make_temp_dir
+    d = make_temp_dir("mc-app-")
+    with open(os.path.join(d, "sharedapp.py"), "w") as f:
+        f.write(SHARED_APP)
+    hport = free_port()
+    srv = ours(extra=("--http-socket", f"127.0.0.1:{hport}", "--module", "sharedapp", "--chdir", d))
+    start_hosting_python(srv)
+    try:
+        from pymemcache.client.base import Client
+        c = Client(srv.addr, connect_timeout=5, timeout=5)
+
+        def app(path):
+            conn = http.client.HTTPConnection("127.0.0.1", hport, timeout=10)
+            conn.request("GET", path)
+            body = conn.getresponse().read()
+            conn.close()
+            return body
+
+        check(c.set("from-memcached", b"\x00binary\xffvalue", flags=9, noreply=False), "set")
+        check_eq(app("/read?from-memcached"), b"\x00binary\xffvalue", "uwsgi.cache_get reads it")
+        check_eq(app("/write?from-app"), b"ok", "uwsgi.cache_update")
+        check_eq(c.get("from-app"), b"written by the application", "memcached get reads it")
+        check_eq(c.gets("from-app")[0], b"written by the application", "with a cas")
+        c.close()
+    finally:
+        srv.kill_all()
+
+
 if __name__ == "__main__":
-    run_tests([test_pymemcache, test_pylibmc, test_libmemcached_tools], budget=120)
+    run_tests([test_pymemcache, test_pylibmc, test_libmemcached_tools, test_application_reads_the_same_items],
+              budget=120)

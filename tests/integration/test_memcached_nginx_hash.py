@@ -15,7 +15,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (SOURCE_DIR, Server, _child_setup, can_connect, check, check_eq, free_port,  # noqa: E402
                      make_temp_dir, peer_missing, run_tests, wait_until)
-from memcached_peer import Raw  # noqa: E402
+from memcached_peer import Raw, start_hosting_python  # noqa: E402
 
 sys.path.insert(0, os.path.join(SOURCE_DIR, "python"))
 from nginx_chash import NginxConsistentHash  # noqa: E402
@@ -109,13 +109,7 @@ def test_consistent_hash_across_three_nodes():
     for p, m in zip(ports, mports):
         srv = Server(["--socket", f"127.0.0.1:{p}", "--memcached-socket", f"127.0.0.1:{m}", "--cache", "1000",
                       "--module", "chashapp", "--chdir", tmp, "--processes", "1"], workers=1)
-        try:
-            srv.start()
-        except Exception:
-            if "without the Python host" in srv.log():
-                peer_missing("this server was built without the Python host (libpython3.11)")
-            raise
-        nodes.append(srv)
+        nodes.append(start_hosting_python(srv))
     port = free_port()
     with open(os.path.join(tmp, "nginx.conf"), "w") as f:
         f.write(CONF % {"user": "user root;" if os.geteuid() == 0 else "", "tmp": tmp, "port": port,
