@@ -857,7 +857,7 @@ void Worker::on_tick() {
     Connection* conn = active_[i];
     if (now < conn->deadline_ms || conn->in_application) continue;
     // memcached clients keep idle connections for good (memcached has no idle timeout by default).
-    if (conn->memcached && conn->in.size() == 0 && !conn->writing) continue;
+    if (conn->memcached && !stopping_ && conn->in.size() == 0 && !conn->writing) continue;
     if (conn->persistent && conn->in.size() == 0 && !conn->writing) {
       close_connection(conn, true);  // an idle kept-alive connection: nothing lost
       continue;
@@ -896,7 +896,8 @@ void Worker::begin_graceful_stop() {
   for (std::size_t i = active_.size(); i-- > 0;) {
     if (i >= active_.size()) continue;
     Connection* conn = active_[i];
-    if (conn->persistent && conn->in.size() == 0 && !conn->writing) close_connection(conn, true);
+    if ((conn->persistent || conn->memcached) && conn->in.size() == 0 && !conn->writing)
+      close_connection(conn, true);
   }
 }
 

@@ -224,6 +224,26 @@ def test_application_reads_the_same_items():
         srv.kill_all()
 
 
+def test_many_connections_and_graceful_stop():
+    """One worker serves 200 persistent connections at once, pipelined; idle connections (one that never
+    sent a byte among them) do not hold up a graceful stop (SIGTERM exits 0 well within the mercy)."""
+    import signal
+    import socket
+    from memcached_peer import Raw
+    with ours(workers=1) as srv:
+        conns = [Raw(srv.addr) for _ in range(200)]
+        for i, c in enumerate(conns):
+            c.sock.sendall(b"set k%d 0 0 %d\r\n%d\r\n" % (i, len(str(i)), i))
+        for i, c in enumerate(conns):
+            check_eq(c.exchange(b"get k%d\r\n" % i), b"STORED\r\nVALUE k%d 0 %d\r\n%d\r\nEND\r\n" % (i, len(str(i)), i),
+                     f"connection {i}")
+        silent = socket.create_connection(srv.addr)
+        check_eq(srv.stop(signal.SIGTERM, timeout=20), 0, "exit status after SIGTERM with idle connections")
+        for c in conns:
+            c.close()
+        silent.close()
+
+
 if __name__ == "__main__":
-    run_tests([test_pymemcache, test_pylibmc, test_libmemcached_tools, test_application_reads_the_same_items],
-              budget=120)
+    run_tests([test_pymemcache, test_pylibmc, test_libmemcached_tools, test_application_reads_the_same_items,
+               test_many_connections_and_graceful_stop], budget=120)
