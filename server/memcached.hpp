@@ -62,6 +62,11 @@ class Session {
  private:
   // One command line (its '\n' found); false when its data block is not all there yet.
   bool run_line(const Line& line, std::string_view in, std::string& out, Progress& p);
+  // The data block after a storage line: not all there yet (p.want set), not ended by "\r\n" where
+  // announced (consumed), or the value (consumed).
+  enum class Block { incomplete, bad, ok };
+  Block data_block(const Line& line, std::string_view in, std::size_t vlen, Progress& p,
+                   std::string_view& value);
   bool storage(const Line& line, std::string_view in, std::string& out, Progress& p);
   void retrieval(const Line& line, std::string& out);
   void arithmetic(const Line& line, std::string& out);

@@ -268,17 +268,16 @@ bool Session::meta_set(const Line& line, std::string_view in, std::string& out, 
     swallow_ = block;
     return true;
   }
-  if (in.size() < line.end + block) {
-    p.want = line.end + block;
-    return false;
+  std::string_view value;
+  switch (data_block(line, in, static_cast<std::size_t>(vlen), p, value)) {
+    case Block::incomplete:
+      return false;
+    case Block::bad:
+      out.append("CLIENT_ERROR bad data chunk\r\n");
+      return true;
+    case Block::ok:
+      break;
   }
-  p.consumed = line.end + block;
-  const std::string_view data = in.substr(line.end, block);
-  if (data.substr(static_cast<std::size_t>(vlen)) != "\r\n") {
-    out.append("CLIENT_ERROR bad data chunk\r\n");
-    return true;
-  }
-  const std::string_view value = data.substr(0, static_cast<std::size_t>(vlen));
   const std::int64_t expires_in = expires_in_from_exptime(ttl, now_seconds());
   ++c.cmd_set;
   std::string_view code = "HD";

@@ -258,6 +258,19 @@ bool Session::run_line(const Line& line, std::string_view in, std::string& out, 
   return true;
 }
 
+Session::Block Session::data_block(const Line& line, std::string_view in, std::size_t vlen, Progress& p,
+                                   std::string_view& value) {
+  const std::size_t end = line.end + vlen + 2;
+  if (in.size() < end) {
+    p.want = end;
+    return Block::incomplete;
+  }
+  p.consumed = end;
+  if (in.substr(line.end + vlen, 2) != "\r\n") return Block::bad;
+  value = in.substr(line.end, vlen);
+  return Block::ok;
+}
+
 bool Session::storage(const Line& line, std::string_view in, std::string& out, Progress& p) {
   Counters& c = *s_.counters;
   const std::string_view cmd = line.tok[0];
@@ -283,17 +296,16 @@ bool Session::storage(const Line& line, std::string_view in, std::string& out, P
     swallow_ = block;
     return true;
   }
-  if (in.size() < line.end + block) {
-    p.want = line.end + block;
-    return false;
+  std::string_view value;
+  switch (data_block(line, in, static_cast<std::size_t>(vlen), p, value)) {
+    case Block::incomplete:
+      return false;
+    case Block::bad:
+      reply(out, noreply, "CLIENT_ERROR bad data chunk\r\n");
+      return true;
+    case Block::ok:
+      break;
   }
-  p.consumed = line.end + block;
-  const std::string_view data = in.substr(line.end, block);
-  if (data.substr(static_cast<std::size_t>(vlen)) != "\r\n") {
-    reply(out, noreply, "CLIENT_ERROR bad data chunk\r\n");
-    return true;
-  }
-  const std::string_view value = data.substr(0, static_cast<std::size_t>(vlen));
   const std::int64_t expires_in = expires_in_from_exptime(exptime, now_seconds());
   ++c.cmd_set;
 
