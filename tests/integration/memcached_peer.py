@@ -5,7 +5,6 @@ Debian's /usr/bin/python3, standard library only; every wait is bounded."""
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -95,9 +94,6 @@ class Raw:
             if not chunk:
                 return out
             out += chunk
-
-
-_CAS = re.compile(rb"^(VALUE \S+ \d+ \d+ )(\d+)\r$|( c)(\d+)", re.M)
 
 
 def normalized(replies):
