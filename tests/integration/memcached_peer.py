@@ -7,7 +7,6 @@ import os
 import re
 import socket
 import subprocess
-import time
 
 from harness import Server, free_port, peer_missing, wait_until
 
