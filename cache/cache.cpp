@@ -319,7 +319,7 @@ bool ShmCache::write_item_locked(std::uint32_t s, std::uint32_t i, std::string_v
 thread_local std::uint32_t t_hit_tick = 0;
 
 template <bool kCopy>
-Status ShmCache::lookup(std::string_view key, ValueSink* sink, std::int64_t* expires_at) {
+Status ShmCache::lookup(std::string_view key, ValueSink* sink, ItemMeta* meta, bool meta_sink) {
   if (Status st = check_key(key); st != Status::ok) return st;
   const std::uint32_t h = key_hash(key);
   const std::uint32_t b = bucket_of(h);
@@ -327,6 +327,7 @@ Status ShmCache::lookup(std::string_view key, ValueSink* sink, std::int64_t* exp
   [[maybe_unused]] Shard& sh = shard(s);
   std::uint32_t found = kNil;
   std::int64_t expires = 0;
+  ItemMeta seen;  // flags and cas, read only when asked for
   bool expired = false;
   std::uint64_t probes = 0;
   bool done = false;
@@ -369,7 +370,13 @@ Status ShmCache::lookup(std::string_view key, ValueSink* sink, std::int64_t* exp
               sane = false;
               break;
             }
-            char* dst = sink->reserve(vlen);
+            if (meta != nullptr || meta_sink) {
+              seen.flags = it.flags.load(std::memory_order_relaxed);
+              seen.cas = it.cas.load(std::memory_order_relaxed);
+              seen.expires = expires;
+            }
+            char* dst =
+                meta_sink ? static_cast<MetaValueSink*>(sink)->reserve_for(vlen, seen) : sink->reserve(vlen);
             if (dst == nullptr) return Status::out_of_memory;
             std::memcpy(dst, kp + key.size(), vlen);
           }
@@ -391,7 +398,9 @@ Status ShmCache::lookup(std::string_view key, ValueSink* sink, std::int64_t* exp
       expired = expired_now(expires);
       if (kCopy && !expired) {
         const std::uint32_t vlen = item(found).vallen.load(std::memory_order_relaxed);
-        char* dst = sink->reserve(vlen);
+        seen = meta_locked(found);
+        char* dst =
+            meta_sink ? static_cast<MetaValueSink*>(sink)->reserve_for(vlen, seen) : sink->reserve(vlen);
         if (dst == nullptr) return Status::out_of_memory;
         std::memcpy(dst, value_ptr_locked(found), vlen);
       }
@@ -419,17 +428,85 @@ Status ShmCache::lookup(std::string_view key, ValueSink* sink, std::int64_t* exp
   }
   if (purge_lru_)
     it.last_used_ns.store(static_cast<std::uint64_t>(monotonic_ns()), std::memory_order_relaxed);
-  if (expires_at != nullptr) *expires_at = expires;
+  if (meta != nullptr) {
+    *meta = seen;
+    meta->expires = expires;
+  }
   return Status::ok;
 }
 
 Status ShmCache::get(std::string_view key, ValueSink& sink, std::int64_t* expires_at) {
-  return lookup<true>(key, &sink, expires_at);
+  if (expires_at == nullptr) return lookup<true>(key, &sink, nullptr, false);
+  ItemMeta meta;
+  const Status status = lookup<true>(key, &sink, &meta, false);
+  *expires_at = meta.expires;
+  return status;
 }
 
-Status ShmCache::exists(std::string_view key) { return lookup<false>(key, nullptr, nullptr); }
+Status ShmCache::get_meta(std::string_view key, MetaValueSink* sink, ItemMeta* meta) {
+  if (sink == nullptr) {  // metadata only: a sink that takes the value nowhere
+    struct Discard final : MetaValueSink {
+      std::string scratch;
+      char* reserve_for(std::size_t size, const ItemMeta&) override {
+        scratch.resize(size);
+        return scratch.data();
+      }
+    } discard;
+    return lookup<true>(key, &discard, meta, true);
+  }
+  return lookup<true>(key, sink, meta, true);
+}
+
+Status ShmCache::exists(std::string_view key) { return lookup<false>(key, nullptr, nullptr, false); }
 
 // ---- writes -----------------------------------------------------------------------------------------
+
+bool ShmCache::place_locked(std::uint32_t s, std::uint32_t b, std::uint32_t h, const Found& f, bool live,
+                            std::string_view key, std::string_view value, std::int64_t expires,
+                            std::uint32_t flags, std::uint32_t* placed, bool* fragmented) {
+  // A failed write whose blocks would have added up: the free space is there, but not in one run.
+  auto note_no_run = [&] {
+    *fragmented |= bmh_->free_blocks.load(std::memory_order_relaxed) >= blocks_for(key.size() + value.size());
+  };
+  std::uint32_t slot = f.slot;
+  if (slot != kNil) {
+    // Overwrite in place (a live update or math, or reuse of an expired item's slot).
+    if (!write_item_locked(s, slot, key, value, true)) {
+      note_no_run();
+      return false;
+    }
+    item(slot).expires.store(expires, std::memory_order_relaxed);
+    if (!live) item(slot).hits.store(0, std::memory_order_relaxed);
+  } else {
+    if (!alloc_slot_locked(s, &slot)) return false;
+    Item& it = item(slot);
+    it.hash.store(h, std::memory_order_relaxed);
+    it.next.store(kNil, std::memory_order_relaxed);
+    it.hits.store(0, std::memory_order_relaxed);
+    if (!write_item_locked(s, slot, key, value, false)) {
+      it.keylen.store(0, std::memory_order_relaxed);
+      free_slots_locked(s, &slot, 1);
+      note_no_run();
+      return false;
+    }
+    it.expires.store(expires, std::memory_order_relaxed);
+    // Append at the chain tail, as uWSGI does (reorder_hot_items moves hot items forward).
+    if (f.tail == kNil)
+      heads_[b].store(slot, std::memory_order_relaxed);
+    else
+      item(f.tail).next.store(slot, std::memory_order_relaxed);
+  }
+  if (*fragmented) counters().add(&CounterStripe::full_fragmented, 1);
+  *fragmented = false;  // counted once, here or by the caller when every attempt failed
+  item(slot).flags.store(flags, std::memory_order_relaxed);
+  item(slot).cas.store(next_cas_locked(s), std::memory_order_relaxed);
+  seal_locked(s, slot, key, value);
+  if (purge_lru_)  // recency matters only to the LRU victim choice
+    item(slot).last_used_ns.store(static_cast<std::uint64_t>(monotonic_ns()), std::memory_order_relaxed);
+  note_expiry_locked(s, expires);
+  *placed = slot;
+  return true;
+}
 
 Status ShmCache::put(Mode mode, std::string_view key, std::string_view value, std::int64_t expires_in,
                      MathOp op, std::int64_t operand, std::int64_t* result) {
@@ -445,14 +522,8 @@ Status ShmCache::put(Mode mode, std::string_view key, std::string_view value, st
   const std::uint32_t s = shard_of_bucket(b);
   char number[8];
 
-  // With purge_lru a big value may need several victims before a run of its length is free.
-  const int attempts = kInsertAttempts + (purge_lru_ ? kMaxEvictionsPerWrite : 0);
   bool fragmented = false;  // an attempt found no run though the free blocks added up to enough
-  auto note_no_run = [&](std::string_view v) {
-    fragmented |= bmh_->free_blocks.load(std::memory_order_relaxed) >= blocks_for(key.size() + v.size());
-  };
-  for (int attempt = 0; attempt < attempts; ++attempt) {
-    bool out_of_room = false;
+  for (int attempt = 0; attempt < write_attempts(); ++attempt) {
     {
       ShardLock lock(*this, s);
       Mutation mutation;
@@ -483,45 +554,9 @@ Status ShmCache::put(Mode mode, std::string_view key, std::string_view value, st
       }
 
       mutation.begin(shard(s));
-      std::uint32_t slot = f.slot;
-      if (slot != kNil) {
-        // Overwrite in place (a live update or math, or reuse of an expired item's slot).
-        if (!write_item_locked(s, slot, key, value, true)) {
-          out_of_room = true;
-          note_no_run(value);
-        } else {
-          item(slot).expires.store(expires, std::memory_order_relaxed);
-          if (!live) item(slot).hits.store(0, std::memory_order_relaxed);
-        }
-      } else if (!alloc_slot_locked(s, &slot)) {
-        out_of_room = true;
-      } else {
-        Item& it = item(slot);
-        it.hash.store(h, std::memory_order_relaxed);
-        it.next.store(kNil, std::memory_order_relaxed);
-        it.hits.store(0, std::memory_order_relaxed);
-        if (!write_item_locked(s, slot, key, value, false)) {
-          it.keylen.store(0, std::memory_order_relaxed);
-          free_slots_locked(s, &slot, 1);
-          out_of_room = true;
-          note_no_run(value);
-        } else {
-          it.expires.store(expires, std::memory_order_relaxed);
-          // Append at the chain tail, as uWSGI does (reorder_hot_items moves hot items forward).
-          if (f.tail == kNil)
-            heads_[b].store(slot, std::memory_order_relaxed);
-          else
-            item(f.tail).next.store(slot, std::memory_order_relaxed);
-        }
-      }
-      if (!out_of_room) {
-        if (fragmented) counters().add(&CounterStripe::full_fragmented, 1);
-        seal_locked(s, slot, key, value);
+      std::uint32_t slot = kNil;
+      if (place_locked(s, b, h, f, live, key, value, expires, 0, &slot, &fragmented)) {
         if (f.slot != kNil && !live) counters().add(&CounterStripe::expirations, 1);
-        if (purge_lru_)  // recency matters only to the LRU victim choice
-          item(slot).last_used_ns.store(static_cast<std::uint64_t>(monotonic_ns()),
-                                        std::memory_order_relaxed);
-        note_expiry_locked(s, expires);
         note_modified();
         return Status::ok;
       }

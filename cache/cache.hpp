@@ -116,6 +116,62 @@ class StringSink final : public ValueSink {
   std::string& out_;
 };
 
+// ---- memcached's per-item metadata and conditional writes (server/memcached_*.cpp use them) ----------
+
+// What memcached keeps beside a value. Every write gives the item a new cas (unique within its shard's
+// history, never 0); writes through set/update/math store flags 0.
+struct ItemMeta {
+  std::uint32_t flags = 0;
+  std::uint64_t cas = 0;
+  std::int64_t expires = 0;  // absolute unix seconds, 0 = never
+};
+
+// A ValueSink that also wants the item's metadata before the bytes (memcached's reply header carries
+// flags and cas ahead of the value). reserve_for() is called instead of reserve(), maybe more than once.
+class MetaValueSink : public ValueSink {
+ public:
+  virtual char* reserve_for(std::size_t size, const ItemMeta& meta) = 0;
+  char* reserve(std::size_t size) final { return reserve_for(size, ItemMeta{}); }
+
+ protected:
+  ~MetaValueSink() = default;
+};
+
+// What Cache::modify's decision sees: the live item (present), or nothing.
+struct Current {
+  bool present = false;
+  std::string_view value;  // a view into the shared region: valid only during the decision
+  ItemMeta meta;
+};
+
+// What the decision asks for. The written value must not point into the region (build it elsewhere).
+struct Change {
+  enum class Action : std::uint8_t { none, write, touch, remove };
+  Action action = Action::none;
+  Status status = Status::ok;   // what modify returns for Action::none
+  std::string_view value;       // write: the new value (may be empty)
+  std::uint32_t flags = 0;      // write
+  std::int64_t expires_in = 0;  // write, touch: as set()'s (0 = never, negative = already expired)
+  bool keep_expiry = false;     // write: keep the live item's expiry instead
+};
+
+// A non-owning reference to a callable (no allocation on the write path).
+template <typename Signature>
+class FunctionRef;
+template <typename R, typename... Args>
+class FunctionRef<R(Args...)> {
+ public:
+  template <typename F>
+  FunctionRef(F& f)  // NOLINT(google-explicit-constructor): used like a function parameter
+      : object_(&f), call_([](void* o, Args... args) -> R { return (*static_cast<F*>(o))(args...); }) {}
+  R operator()(Args... args) const { return call_(object_, args...); }
+
+ private:
+  void* object_;
+  R (*call_)(void*, Args...);
+};
+using Decide = FunctionRef<Change(const Current&)>;
+
 // Seconds since the epoch; the engine's only notion of time. Tests may replace it.
 using Clock = std::function<std::int64_t()>;
 
@@ -140,7 +196,18 @@ class Cache {
     StringSink sink(value);
     return get(key, sink, expires_at);
   }
+  // The same, with the item's metadata: a MetaValueSink gets it before the bytes; meta (if not null)
+  // receives it after a hit.
+  virtual Status get_meta(std::string_view key, MetaValueSink* sink, ItemMeta* meta) = 0;
   virtual Status exists(std::string_view key) = 0;
+  // One read-modify-write of `key` under its lock (memcached's add/replace/append/prepend/cas/incr/
+  // touch/delete and the meta commands): `decide` sees the live item and says what to do; it may be
+  // called again if the write had to make room first. Returns ok when the action was applied (miss for
+  // touch/remove of an absent key; Change::status for none; full/value_too_large as set()). After an
+  // applied write or touch, `after` (if not null) receives the item's metadata and `read` (if not null)
+  // its value.
+  virtual Status modify(std::string_view key, Decide decide, ItemMeta* after = nullptr,
+                        MetaValueSink* read = nullptr) = 0;
   // set fails with Status::exists if the key is present; update inserts or overwrites and resets expiry.
   // expires_in: seconds from now, 0 = never; negative = already expired.
   virtual Status set(std::string_view key, std::string_view value, std::int64_t expires_in = 0) = 0;

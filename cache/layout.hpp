@@ -8,7 +8,7 @@
 //   alloc_offset        AllocState        robust mutex guarding the free-slot stack and the item count
 //   heads_offset        u32[hashsize]     bucket -> first slot of its chain (kNil = empty)
 //   free_offset         u32[slots]        free-slot stacks: primary pool, then ext pool (alloc lock)
-//   items_offset        Item[slots]       48-byte item headers
+//   items_offset        Item[slots]       64-byte item headers
 //   seals_offset        ItemSeal[slots]   store only: checksum + stamp per item (torn-write detection)
 //   block_map.offset    BlockMapHeader, then the bitmaps of the data area (format 4; see below)
 //   blocks_offset       block_map.blocks x block_map.grain  the data area: each item's key and value in
@@ -34,10 +34,13 @@ inline constexpr std::uint64_t kMagic = 0x3165686361637575ULL;  // "uucache1" li
 // 3: the key hash and the bucket mapping changed (key_hash, multiply-shift); CounterStripe gained owner.
 // 4: values in runs of blocks (issue 14; see "Block map" below): Item::ext became Item::block, Item
 //    gained nblocks (owner and kind narrowed to 16 bits), RegionHeader gained block_map (checksummed),
-//    no key-extension pool. Version 3 files are migrated at load (store_file.cpp: migrate_v3_store).
-inline constexpr std::uint32_t kFormatVersion = 4;
-inline constexpr std::uint32_t kFormatVersionOneBlockPerItem = 3;  // the last version migrate_v3_store reads
-inline constexpr std::uint32_t kNil = 0xFFFFFFFFu;                 // "no slot" in chains, heads and ext links
+//    no key-extension pool.
+// 5: Item gained memcached's cas and flags (64-byte items); the seal covers them.
+// Version 3 and 4 files are migrated at load (store_migrate.cpp: migrate_old_store).
+inline constexpr std::uint32_t kFormatVersion = 5;
+inline constexpr std::uint32_t kFormatVersionOneBlockPerItem = 3;  // the formats migrate_old_store reads
+inline constexpr std::uint32_t kFormatVersionNoCas = 4;
+inline constexpr std::uint32_t kNil = 0xFFFFFFFFu;  // "no slot" in chains, heads and ext links
 inline constexpr std::uint16_t kNoOwner = 0xFFFFu;
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::size_t kPage = 4096;
@@ -216,8 +219,16 @@ struct Item {
   // lock.
   std::atomic<std::uint16_t> owner;  // shard index unless kFree (then kNoOwner)
   std::atomic<std::uint16_t> kind;   // SlotKind
+  // ---- memcached's per-item metadata (format version 5; the memcached protocol and Cache::modify) ----
+  // cas: the shard's seqlock value at the item's last write, times the shard count, plus shard + 1:
+  // unique per write, never 0, and still above every older cas after a store load (seq restarts above
+  // the newest stamp).
+  std::atomic<std::uint64_t> cas;    // shard lock
+  std::atomic<std::uint32_t> flags;  // shard lock: memcached's opaque client flags
+  std::uint32_t reserved;
 };
-static_assert(sizeof(Item) == 48);
+static_assert(sizeof(Item) == 64);
+// Formats 3 and 4 had these fields at the same offsets (store_migrate.cpp reads them there).
 static_assert(offsetof(Item, block) == 24);
 static_assert(offsetof(Item, nblocks) == 40);
 static_assert(sizeof(std::atomic<std::uint32_t>) == 4, "heads[] are u32 atomics");

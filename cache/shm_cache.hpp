@@ -137,9 +137,14 @@ inline void cpu_relax() {
 
 // ---- checksums (store_file.cpp) ---------------------------------------------------------------------
 // What an ItemSeal covers: everything a reader uses to find and return the item.
-// `block` is Item::block (format 3: the ext link, same position).
 std::uint64_t seal_sum(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen, std::int64_t expires,
-                       std::uint32_t block, std::uint32_t hash, const char* key, const char* value);
+                       std::uint32_t block, std::uint32_t hash, const char* key, const char* value,
+                       std::uint64_t cas, std::uint32_t flags);
+// The seal of format versions 3 and 4 (no cas, no flags; format 3 has the ext link where 4 has `block`),
+// for their migration (store_migrate.cpp).
+std::uint64_t seal_sum_v4(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen,
+                          std::int64_t expires, std::uint32_t block, std::uint32_t hash, const char* key,
+                          const char* value);
 // The checksum of a region header's summed bytes (RegionHeader::header_checksum), as format `version`
 // defines it (4 added the block map geometry).
 std::uint64_t header_sum(const unsigned char* raw, std::uint32_t version = kFormatVersion);
@@ -221,7 +226,9 @@ class ShmCache final : public Cache {
 
   using Cache::get;
   Status get(std::string_view key, ValueSink& sink, std::int64_t* expires_at) override;
+  Status get_meta(std::string_view key, MetaValueSink* sink, ItemMeta* meta) override;
   Status exists(std::string_view key) override;
+  Status modify(std::string_view key, Decide decide, ItemMeta* after, MetaValueSink* read) override;
   Status set(std::string_view key, std::string_view value, std::int64_t expires_in) override {
     return put(Mode::set, key, value, expires_in, MathOp::inc, 0, nullptr);
   }
@@ -312,8 +319,9 @@ class ShmCache final : public Cache {
   void link_chains(LoadScan& scan);
   void rebuild_ownership_and_free_stacks(LoadScan& scan);
   void clear_slot_for_load(std::uint32_t i);
-  // Format 3 (one block per item) store files: their intact items copied into a new format-4 store.
-  void migrate_v3_store(int old_fd, const FileHeader& fh, std::uint64_t file_size, const Plan& plan);
+  // Store files of formats 3 and 4 (store_migrate.cpp): their intact items copied into a new store of
+  // the current format that replaces the file. Takes ownership of old_fd.
+  void migrate_old_store(int old_fd, const FileHeader& fh, std::uint64_t file_size, const Plan& plan);
   // Store only: refreshes the item's seal; the last write of a mutation that changed the item.
   void seal_locked(std::uint32_t s, std::uint32_t i, std::string_view key, std::string_view value) {
     if (seals_ == nullptr) return;
@@ -323,7 +331,8 @@ class ShmCache final : public Cache {
     seals_[i].sum =
         seal_sum(stamp, it.keylen.load(std::memory_order_relaxed), it.vallen.load(std::memory_order_relaxed),
                  it.expires.load(std::memory_order_relaxed), it.block.load(std::memory_order_relaxed),
-                 it.hash.load(std::memory_order_relaxed), key.data(), value.data());
+                 it.hash.load(std::memory_order_relaxed), key.data(), value.data(),
+                 it.cas.load(std::memory_order_relaxed), it.flags.load(std::memory_order_relaxed));
   }
 
   // ---- locks ----
@@ -394,10 +403,29 @@ class ShmCache final : public Cache {
     if (cur == 0 || expires < cur) ne.store(expires, std::memory_order_relaxed);
   }
 
+  // Stores key/value in the found item's slot (overwrite) or a new slot linked at the chain's tail, with
+  // its expiry, flags and a new cas; seals it. False when no slot or no run of blocks was free (the
+  // caller makes room); *fragmented is set when the free blocks added up but no run fitted, and counted
+  // (full_fragmented) and cleared by the write that then succeeds.
+  bool place_locked(std::uint32_t s, std::uint32_t b, std::uint32_t h, const Found& f, bool live,
+                    std::string_view key, std::string_view value, std::int64_t expires, std::uint32_t flags,
+                    std::uint32_t* placed, bool* fragmented);
+  // memcached's cas for a write now in progress in shard s (layout.hpp: Item::cas).
+  std::uint64_t next_cas_locked(std::uint32_t s) const {
+    return shard(s).seq.load(std::memory_order_relaxed) * shards_n_ + s + 1;
+  }
+  ItemMeta meta_locked(std::uint32_t i) const {
+    const Item& it = item(i);
+    return ItemMeta{it.flags.load(std::memory_order_relaxed), it.cas.load(std::memory_order_relaxed),
+                    it.expires.load(std::memory_order_relaxed)};
+  }
   // The write path of set, update and math (cache.cpp).
   Status put(Mode mode, std::string_view key, std::string_view value, std::int64_t expires_in, MathOp op,
              std::int64_t operand, std::int64_t* result);
   bool handle_full();  // true if room was made and the write should be retried
+  // Tries of a write that finds the cache full: with purge_lru a big value may need several victims
+  // before a run of its length is free.
+  int write_attempts() const { return kInsertAttempts + (purge_lru_ ? kMaxEvictionsPerWrite : 0); }
   void log_full_event(const std::string& line);
   bool evict_lru_one();
 
@@ -421,8 +449,8 @@ class ShmCache final : public Cache {
   std::uint64_t highest_used_block() const;
   // Inlined into get() and exists(): the call would be the only cost the split added to a hit.
   template <bool kCopy>
-  [[gnu::always_inline]] inline Status lookup(std::string_view key, ValueSink* sink,
-                                              std::int64_t* expires_at);
+  [[gnu::always_inline]] inline Status lookup(std::string_view key, ValueSink* sink, ItemMeta* meta,
+                                              bool meta_sink);
 
   Geometry geometry_;
   common::RateLimitedLog full_log_;  // process-local

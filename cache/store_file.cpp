@@ -57,15 +57,34 @@ inline std::uint64_t sum_finish(std::uint64_t h) {
 
 }  // namespace
 
-std::uint64_t seal_sum(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen, std::int64_t expires,
-                       std::uint32_t block, std::uint32_t hash, const char* key, const char* value) {
+namespace {
+// What seals of every format version cover: the item's fields, key and value (versions 3 and 4's whole
+// seal; format 3 has the ext link where 4 has `block`).
+std::uint64_t seal_state(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen,
+                         std::int64_t expires, std::uint32_t block, std::uint32_t hash, const char* key,
+                         const char* value) {
   std::uint64_t h = sum_round(kSumSeed, stamp);
   h = sum_round(h, (static_cast<std::uint64_t>(keylen) << 32) | vallen);
   h = sum_round(h, static_cast<std::uint64_t>(expires));
   h = sum_round(h, (static_cast<std::uint64_t>(block) << 32) | hash);
   h = sum_bytes(h, key, keylen);
-  h = sum_bytes(h, value, vallen);
+  return sum_bytes(h, value, vallen);
+}
+}  // namespace
+
+std::uint64_t seal_sum(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen, std::int64_t expires,
+                       std::uint32_t block, std::uint32_t hash, const char* key, const char* value,
+                       std::uint64_t cas, std::uint32_t flags) {
+  std::uint64_t h = seal_state(stamp, keylen, vallen, expires, block, hash, key, value);
+  h = sum_round(h, cas);  // format version 5: memcached's metadata
+  h = sum_round(h, flags);
   return sum_finish(h);
+}
+
+std::uint64_t seal_sum_v4(std::uint64_t stamp, std::uint32_t keylen, std::uint32_t vallen,
+                          std::int64_t expires, std::uint32_t block, std::uint32_t hash, const char* key,
+                          const char* value) {
+  return sum_finish(seal_state(stamp, keylen, vallen, expires, block, hash, key, value));
 }
 
 std::uint64_t header_sum(const unsigned char* raw, std::uint32_t version) {
@@ -189,9 +208,9 @@ void ShmCache::open_store(const Plan& plan) {
         "overwrite "
         "it. Remove it yourself if it is not needed, or choose another --cache-store / store= path",
         name, path, file_size));
-  if (fh.version == kFormatVersionOneBlockPerItem && file_size >= sizeof(RegionHeader) &&
-      fh.checksum == fh.computed_checksum && fh.total == file_size) {
-    migrate_v3_store(guard.release(), fh, file_size, plan);
+  if ((fh.version == kFormatVersionOneBlockPerItem || fh.version == kFormatVersionNoCas) &&
+      file_size >= sizeof(RegionHeader) && fh.checksum == fh.computed_checksum && fh.total == file_size) {
+    migrate_old_store(guard.release(), fh, file_size, plan);
     return;
   }
   std::string problem = store_problem(fh, file_size, plan);
@@ -414,14 +433,16 @@ void ShmCache::scan_intact_items(LoadScan& scan) {
     const std::uint32_t vl = it.vallen.load(std::memory_order_relaxed);
     const std::uint32_t run = it.block.load(std::memory_order_relaxed);
     const std::uint32_t n = it.nblocks.load(std::memory_order_relaxed);
-    bool ok = kl <= keysize_ && vl >= 1 && vl <= max_value_ && run < nblocks_ && n <= nblocks_ - run &&
+    // vl may be 0: memcached stores empty values.
+    bool ok = kl <= keysize_ && vl <= max_value_ && run < nblocks_ && n <= nblocks_ - run &&
               n == blocks_for(static_cast<std::uint64_t>(kl) + vl) && blocks_free_alloc_locked(run, n);
     const char* kp = ok ? block_ptr(run) : nullptr;
     const std::uint32_t h = it.hash.load(std::memory_order_relaxed);
     const std::uint64_t stamp = seals_[i].stamp;
     ok = ok &&
-         seals_[i].sum ==
-             seal_sum(stamp, kl, vl, it.expires.load(std::memory_order_relaxed), run, h, kp, kp + kl) &&
+         seals_[i].sum == seal_sum(stamp, kl, vl, it.expires.load(std::memory_order_relaxed), run, h, kp,
+                                   kp + kl, it.cas.load(std::memory_order_relaxed),
+                                   it.flags.load(std::memory_order_relaxed)) &&
          key_hash(std::string_view(kp, kl)) == h;
     if (!ok) {
       ++scan.dropped;
@@ -522,104 +543,6 @@ void ShmCache::rebuild_ownership_and_free_stacks(LoadScan& scan) {
   }
   for (std::uint32_t s = 0; s < shards_n_; ++s)
     shard(s).seq.store((scan.max_stamp[s] | 1) + 1, std::memory_order_relaxed);
-}
-
-// Format 3 store files (one block of block_size bytes per slot; the key of an oversized item in a
-// key-extension slot, `ext` where format 4 has `block`). Their items are read with format 3's rules (its
-// seal, same checksum function, ext in place of block) and written into a new format-4 store created at
-// the same path; the old file stays mapped (read only) until every item is copied, then is gone (the
-// rename replaced it). Expired items are not carried over. Geometry changes are allowed: an item this
-// cache cannot hold (key or value over its limits, cache full) is dropped and counted.
-void ShmCache::migrate_v3_store(int old_fd, const FileHeader& fh, std::uint64_t file_size, const Plan& plan) {
-  FdGuard old(old_fd);
-  const std::string& path = geometry_.store;
-  const std::uint64_t items = fh.geo.items, slots = fh.geo.slots, bsz = fh.geo.block_size;
-  const std::uint64_t items_off = fh.offsets[5], seals_off = fh.offsets[6], blocks_off = fh.offsets[7];
-  constexpr std::uint64_t kV3Item = 48, kV3Seal = 16;
-  auto fits = [&](std::uint64_t off, std::uint64_t count, std::uint64_t size) {
-    return size != 0 && count <= file_size / size && off <= file_size - count * size;
-  };
-  if (!(slots >= items && slots < kNil && seals_off != 0 && fits(items_off, slots, kV3Item) &&
-        fits(seals_off, slots, kV3Seal) && fits(blocks_off, slots, bsz))) {
-    const std::string why = "it has store format version 3 and a layout that does not fit its size";
-    if (!geometry_.store_delete)
-      throw std::runtime_error(
-          fmt::format("invalid cache store file {} for cache \"{}\": {}. Please remove it, or start with "
-                      "--cache-store-delete (store_delete=1 in --cache2) to discard it",
-                      path, geometry_.name, why));
-    common::log("Removing invalid cache store file: {} ({})", path, why);
-    old.release();
-    close(old_fd);
-    create_store(plan);
-    return;
-  }
-  void* p = mmap(nullptr, file_size, PROT_READ, MAP_SHARED, old_fd, 0);
-  if (p == MAP_FAILED)
-    throw std::runtime_error(fmt::format("cache \"{}\": mmap of store file {} ({} bytes) failed: {}",
-                                         geometry_.name, path, file_size, strerror(errno)));
-  const char* v3 = static_cast<const char*>(p);
-  auto u32_at = [&](std::uint64_t off) {
-    std::uint32_t v;
-    std::memcpy(&v, v3 + off, 4);
-    return v;
-  };
-  auto u64_at = [&](std::uint64_t off) {
-    std::uint64_t v;
-    std::memcpy(&v, v3 + off, 8);
-    return v;
-  };
-  // Intact items in stamp order, so that of two copies of one key (power loss) the newer is written last.
-  std::vector<std::pair<std::uint64_t, std::uint32_t>> intact;
-  std::uint64_t dropped = 0;
-  for (std::uint32_t i = 0; i < items; ++i) {
-    const std::uint64_t at = items_off + i * kV3Item;
-    const std::uint32_t kl = u32_at(at + offsetof(Item, keylen));
-    if (kl == 0) continue;
-    const std::uint32_t vl = u32_at(at + offsetof(Item, vallen));
-    const std::uint32_t ext = u32_at(at + offsetof(Item, block));  // format 3: the ext link
-    bool ok =
-        kl <= fh.geo.keysize && vl >= 1 && vl <= fh.geo.blocksize &&
-        (ext == kNil ? kl + static_cast<std::uint64_t>(vl) <= bsz : ext >= items && ext < slots && kl <= bsz);
-    if (ok) {
-      const char* kp = v3 + blocks_off + (ext == kNil ? i : ext) * bsz;
-      const char* vp = ext == kNil ? kp + kl : v3 + blocks_off + i * bsz;
-      const std::uint64_t stamp = u64_at(seals_off + i * kV3Seal + 8);
-      ok = u64_at(seals_off + i * kV3Seal) ==
-           seal_sum(stamp, kl, vl, static_cast<std::int64_t>(u64_at(at + offsetof(Item, expires))), ext,
-                    u32_at(at + offsetof(Item, hash)), kp, vp);
-      if (ok) intact.emplace_back(stamp, i);
-    }
-    if (!ok) ++dropped;
-  }
-  std::sort(intact.begin(), intact.end());
-  old.release();
-  create_store(plan);  // renames the new file over the old one (still mapped and open here)
-  const std::int64_t now_s = now();
-  std::uint64_t migrated = 0;
-  for (const auto& [stamp, i] : intact) {
-    const std::uint64_t at = items_off + i * kV3Item;
-    const std::uint32_t kl = u32_at(at + offsetof(Item, keylen)), vl = u32_at(at + offsetof(Item, vallen));
-    const std::uint32_t ext = u32_at(at + offsetof(Item, block));
-    const char* kp = v3 + blocks_off + (ext == kNil ? i : ext) * bsz;
-    const char* vp = ext == kNil ? kp + kl : v3 + blocks_off + i * bsz;
-    const auto expires = static_cast<std::int64_t>(u64_at(at + offsetof(Item, expires)));
-    if (expires != 0 && expires <= now_s) continue;  // expired: never served, not carried over
-    if (update(std::string_view(kp, kl), std::string_view(vp, vl), expires == 0 ? 0 : expires - now_s) ==
-        Status::ok)
-      ++migrated;
-    else
-      ++dropped;
-  }
-  munmap(p, file_size);
-  close(old_fd);
-  sync_store();
-  store_restored_ = migrated;
-  store_dropped_ = dropped;
-  common::log("[uwsgi-cache] restored {} items", migrated);
-  common::log(
-      "cache \"{}\": store {}: migrated {} items from store format {} (one block per item) to format {}{}",
-      geometry_.name, path, migrated, kFormatVersionOneBlockPerItem, kFormatVersion,
-      dropped > 0 ? fmt::format(" ({} dropped: damaged, or over this cache's limits)", dropped) : "");
 }
 
 bool ShmCache::sync_store() {

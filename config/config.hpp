@@ -89,6 +89,10 @@ struct Config {
   std::vector<std::string> persistent_sockets;  // --persistent-socket: our framed, kept-alive mode
   std::vector<std::string> http_router;         // --http: uWSGI's router address, served by the workers
   std::string protocol = "uwsgi";               // what --socket speaks: uwsgi | http
+  // the memcached protocol (server/memcached.hpp)
+  std::vector<std::string> memcached_sockets;  // --memcached-socket
+  std::string memcached_cache;                 // --memcached-cache: "" = the default cache
+  std::uint32_t memcached_keysize = 250;       // --memcached-keysize: memcached's KEY_MAX_LENGTH
   int processes = 1;
   bool master = true;  // accepted for compatibility: the master always runs
   int listen_backlog = 100;

@@ -444,6 +444,17 @@ std::vector<OptionSpec> build_table() {
            "bind a uwsgi-protocol socket whose connections carry many requests, every cache reply framed "
            "[111, length, modifier2] (ours; for our clients and benchmarks, never for nginx)",
            check_socket),
+      // ---- the memcached protocol (docs/memcached.md) ----
+      list("memcached-socket", "", &C::memcached_sockets, g1, "ADDR",
+           "serve the memcached text and meta protocol here (same forms as --socket), on the cache "
+           "--memcached-cache names, in the workers",
+           check_socket),
+      text("memcached-cache", "", &C::memcached_cache, g1, "NAME",
+           "the cache the --memcached-socket sockets serve (default: the default cache, else the first "
+           "--cache2)"),
+      size("memcached-keysize", "", &C::memcached_keysize, {1, 65535}, g1, "SIZE",
+           "longest key the memcached protocol accepts (memcached's limit is 250; the cache's keysize must "
+           "be at least this)"),
       integer("processes", "workers -p", &C::processes, {1, 1024}, g1, "N", "number of worker processes"),
       flag("master", "-M", &C::master, g1, "accepted for uWSGI compatibility: the master always runs"),
       integer("listen", "-l", &C::listen_backlog, {1, 65535}, g1, "N", "listen(2) backlog of every socket"),

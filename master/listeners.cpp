@@ -95,7 +95,10 @@ int bind_tcp(const std::string& spec, const common::Address& address) {
 }  // namespace
 
 std::string Listener::describe() const {
-  const char* protocol = kind == Kind::http ? ", http" : kind == Kind::persistent ? ", persistent" : "";
+  const char* protocol = kind == Kind::http         ? ", http"
+                         : kind == Kind::persistent ? ", persistent"
+                         : kind == Kind::memcached  ? ", memcached"
+                                                    : "";
   return fmt::format("{} ({}{}, fd {})", spec, is_unix ? "unix" : "tcp", protocol, fd);
 }
 

@@ -15,7 +15,8 @@ struct Listener {
   std::string unix_path;  // a UNIX socket's file (removed at exit); "" for TCP and @abstract names
   bool is_unix = false;
   int fd = -1;
-  enum class Kind { uwsgi, persistent, http };  // --socket, --persistent-socket, --http-socket
+  // --socket, --persistent-socket, --http-socket, --memcached-socket
+  enum class Kind { uwsgi, persistent, http, memcached };
   Kind kind = Kind::uwsgi;
   std::string describe() const;
 };

@@ -56,6 +56,23 @@ constexpr std::int64_t kReplacementReadyMs = 5000;  // a reload waits this long 
 constexpr std::int64_t kImmediateStopMs = 3000;     // SIGINT: workers get this long before SIGKILL
 constexpr std::int64_t kHarakiriGraceMs = 2000;     // harakiri: SIGTERM first, SIGKILL after this
 
+// The cache --memcached-socket serves: --memcached-cache's, else the default one. Its keysize must hold
+// every key the protocol accepts.
+cache::Cache* memcached_cache(cache::CacheSet& caches, const config::Config& config) {
+  if (caches.empty())
+    throw std::runtime_error(
+        "--memcached-socket: there is no cache to serve (add --cache ITEMS or a --cache2)");
+  cache::Cache* cache = caches.find(config.memcached_cache);
+  if (cache == nullptr)
+    throw std::runtime_error(fmt::format(
+        "--memcached-cache {}: no cache has this name (see --cache2 name=...)", config.memcached_cache));
+  if (cache->geometry().keysize < config.memcached_keysize)
+    throw std::runtime_error(fmt::format(
+        "--memcached-keysize {}: cache \"{}\" has keysize {}; raise its keysize or lower --memcached-keysize",
+        config.memcached_keysize, cache->geometry().name, cache->geometry().keysize));
+  return cache;
+}
+
 std::string describe_exit(int status) {
   if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {
@@ -257,6 +274,7 @@ class Master {
 
   config::Config config_;
   cache::CacheSet caches_;
+  cache::Cache* memcached_cache_ = nullptr;  // what --memcached-socket serves
   std::unique_ptr<server::Application> application_;
   std::unique_ptr<Extras> extras_;  // static files, hooks, daemons, touch-reload, titles (extras.hpp)
   Cheaper cheaper_{config_};        // --cheaper: how many of the --processes workers run now
@@ -417,7 +435,10 @@ void Master::become_worker(int id, int slot) {
     settings.listen_fds.push_back(listener.fd);
     if (listener.kind == Listener::Kind::persistent) settings.persistent_fds.push_back(listener.fd);
     if (listener.kind == Listener::Kind::http) settings.http_fds.push_back(listener.fd);
+    if (listener.kind == Listener::Kind::memcached) settings.memcached_fds.push_back(listener.fd);
   }
+  settings.memcached_cache = memcached_cache_;
+  settings.memcached_keysize = config_.memcached_keysize;
   settings.ready_fd = ready_pipe_[1];
   settings.buffer_size = config_.buffer_size;
   settings.socket_timeout_s = config_.socket_timeout;
@@ -771,7 +792,7 @@ int Master::run() {
   listen_options.chmod_socket = config_.chmod_socket;
   if (!config_.chown_socket.empty()) listen_options.chown_socket = resolve_owner(config_.chown_socket);
   if (config_.sockets.empty() && config_.persistent_sockets.empty() && config_.http_sockets.empty() &&
-      config_.http_router.empty())
+      config_.http_router.empty() && config_.memcached_sockets.empty())
     throw std::runtime_error("no --socket given: nothing to listen on (try --socket 127.0.0.1:3031)");
   listeners_ = bind_listeners(config_.sockets, listen_options);
   if (config_.protocol == "http") {
@@ -792,6 +813,15 @@ int Master::run() {
   for (Listener& listener : bind_listeners(config_.http_sockets, listen_options)) {
     listener.kind = Listener::Kind::http;
     listeners_.push_back(listener);
+  }
+  if (!config_.memcached_sockets.empty()) {
+    memcached_cache_ = memcached_cache(caches_, config_);
+    for (Listener& listener : bind_listeners(config_.memcached_sockets, listen_options)) {
+      listener.kind = Listener::Kind::memcached;
+      common::log("memcached protocol on {} (cache \"{}\")", listener.spec,
+                  memcached_cache_->geometry().name);
+      listeners_.push_back(listener);
+    }
   }
   write_pidfile(config_.pidfile, "pidfile", getpid());
   // uWSGI's order: sockets, caches and the pidfile exist; the application is loaded as the new user.

@@ -77,6 +77,20 @@ class ReplicatingCache final : public cache::Cache {
     return inner_->get(key, sink, expires_at);
   }
   cache::Status exists(std::string_view key) override { return inner_->exists(key); }
+  cache::Status get_meta(std::string_view key, cache::MetaValueSink* sink, cache::ItemMeta* meta) override {
+    return inner_->get_meta(key, sink, meta);
+  }
+  // A memcached command's write (or delete) reaches the nodes as the item it left.
+  cache::Status modify(std::string_view key, cache::Decide decide, cache::ItemMeta* after,
+                       cache::MetaValueSink* read) override {
+    const cache::Status status = inner_->modify(key, decide, after, read);
+    if (status != cache::Status::ok) return status;
+    if (inner_->exists(key) != cache::Status::ok) {
+      send(udp_delete_packet(key), key);
+      return status;
+    }
+    return sent_stored(key, status);
+  }
   cache::Status set(std::string_view key, std::string_view value, std::int64_t expires_in) override {
     return sent_stored(key, inner_->set(key, value, expires_in));
   }

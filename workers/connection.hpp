@@ -91,6 +91,11 @@ class Framing {
     (void)conn;
     return {};
   }
+  // Whether an idle connection stays open past the socket timeout (until the server stops), as
+  // memcached's clients expect of their pooled connections.
+  virtual bool keeps_idle_connections() const { return false; }
+  // The connection is being closed (before its descriptor is).
+  virtual void closed(Connection& conn) { (void)conn; }
 
  protected:
   // The session of `conn` as this framing's type, a fresh one when it had another framing's.

@@ -278,6 +278,7 @@ void Worker::on_ready(Connection* conn, std::uint32_t events) {
 // only after the current batch of events, one of which may still name it.
 void Worker::close_connection(Connection* conn, bool orderly) {
   if (conn->fd < 0) return;
+  if (conn->framing != nullptr) conn->framing->closed(*conn);
   if (orderly) ::shutdown(conn->fd, SHUT_WR);
   if (conn->registered) {
     Connection* last = active_.back();

@@ -59,7 +59,8 @@ Worker::Worker(const WorkerSettings& settings)
       accounting_(settings.id, settings.slot, settings.totals, settings.board, settings.request_log),
       uwsgi_(uwsgi_limits(settings), /*persistent=*/false),
       persistent_(uwsgi_limits(settings), /*persistent=*/true),
-      http_(http_limits(settings), settings.http_fds) {}
+      http_(http_limits(settings), settings.http_fds),
+      memcached_({settings.memcached_cache, settings.memcached_keysize, nullptr}) {}
 
 bool Worker::setup() {
   if (int rc = uv_loop_init(&loop_); rc != 0) {
@@ -101,8 +102,9 @@ bool Worker::setup() {
   for (int fd : settings_.listen_fds) {
     Framing* framing = has(settings_.http_fds, fd)         ? static_cast<Framing*>(&http_)
                        : has(settings_.persistent_fds, fd) ? &persistent_
+                       : has(settings_.memcached_fds, fd)  ? static_cast<Framing*>(&memcached_)
                                                            : &uwsgi_;
-    listeners_.push_back({fd, framing, framing == &persistent_});
+    listeners_.push_back({fd, framing, framing == &persistent_ || framing == &memcached_});
   }
   update_accepting();
   // Signals were blocked by the master across fork so none sent during start-up is lost: now that
@@ -218,7 +220,9 @@ void Worker::on_tick() {
     if (i >= active_.size()) continue;
     Connection* conn = active_[i];
     if (now < conn->deadline_ms || conn->in_application) continue;
-    if (conn->persistent && conn->in.size() == 0 && !conn->writing) {
+    const bool idle = conn->in.size() == 0 && !conn->writing;
+    if (idle && conn->framing->keeps_idle_connections()) continue;
+    if (conn->persistent && idle) {
       close_connection(conn, true);  // an idle kept-alive connection: nothing lost
       continue;
     }
@@ -241,7 +245,9 @@ void Worker::begin_graceful_stop() {
   for (std::size_t i = active_.size(); i-- > 0;) {
     if (i >= active_.size()) continue;
     Connection* conn = active_[i];
-    if (conn->persistent && conn->in.size() == 0 && !conn->writing) close_connection(conn, true);
+    if ((conn->persistent || conn->framing->keeps_idle_connections()) && conn->in.size() == 0 &&
+        !conn->writing)
+      close_connection(conn, true);
   }
 }
 

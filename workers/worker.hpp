@@ -7,6 +7,7 @@
 
 #include "cache/cache.hpp"
 #include "server/dispatcher.hpp"
+#include "server/memcached.hpp"
 #include "server/static_files.hpp"
 #include "workers/recycle.hpp"
 #include "workers/request_log.hpp"
@@ -20,11 +21,14 @@ namespace workers {
 inline constexpr int kExitFatalConfig = 78;
 
 struct WorkerSettings {
-  int id = 1;                       // 1..processes
-  std::vector<int> listen_fds;      // inherited, non-blocking
-  std::vector<int> persistent_fds;  // those of listen_fds that are --persistent-socket
-  std::vector<int> http_fds;        // those of listen_fds that are --http-socket
-  int ready_fd = -1;                // write end of the master's readiness pipe
+  int id = 1;                               // 1..processes
+  std::vector<int> listen_fds;              // inherited, non-blocking
+  std::vector<int> persistent_fds;          // those of listen_fds that are --persistent-socket
+  std::vector<int> http_fds;                // those of listen_fds that are --http-socket
+  std::vector<int> memcached_fds;           // those of listen_fds that are --memcached-socket
+  cache::Cache* memcached_cache = nullptr;  // what they serve
+  std::uint32_t memcached_keysize = server::memcached::kDefaultKeyLimit;
+  int ready_fd = -1;  // write end of the master's readiness pipe
   std::uint32_t buffer_size = 65535;
   std::uint64_t max_body = 16u << 20;
   int socket_timeout_s = 4;

@@ -30,6 +30,7 @@
 #include "workers/application_threads.hpp"
 #include "workers/connection.hpp"
 #include "workers/http_framing.hpp"
+#include "workers/memcached_framing.hpp"
 #include "workers/request_log.hpp"
 #include "workers/uwsgi_framing.hpp"
 #include "workers/worker.hpp"
@@ -94,12 +95,14 @@ class Worker {
   RequestAccounting accounting_;  // counters and the request log, at begin and finish of each request
   // What the listeners speak (see connection.hpp); listeners_ names each listening fd's framing.
   UwsgiFraming uwsgi_;
-  UwsgiFraming persistent_;  // --persistent-socket
-  HttpFraming http_;         // --http-socket
+  UwsgiFraming persistent_;     // --persistent-socket
+  HttpFraming http_;            // --http-socket
+  MemcachedFraming memcached_;  // --memcached-socket
   struct Listener {
     int fd;
     Framing* framing;
-    bool cache_path;       // --persistent-socket: still watched while saturated (cache clients' own path)
+    bool cache_path;       // --persistent-socket, --memcached-socket: still watched while saturated (cache
+                           // clients' own paths)
     bool watched = false;  // in the epoll set
   };
   std::vector<Listener> listeners_;

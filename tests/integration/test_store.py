@@ -201,10 +201,11 @@ def test_damaged_item_dropped_and_counted():
     blocks_off = _header_field(store, 72)
     block_size = _header_field(store, 80 + 24)
     data = bytearray(open(store, "rb").read())
-    # Item fields: keylen at 8 (48-byte items). Find the slot of item-7 (short key: inline in its block).
+    # Item fields: keylen at 8 (64-byte items since format version 4, cache/layout.hpp). Find the slot of
+    # item-7 (short key: inline in its block).
     victim = None
     for slot in range(1000):
-        kl = struct.unpack_from("<I", data, items_off + 48 * slot + 8)[0]
+        kl = struct.unpack_from("<I", data, items_off + 64 * slot + 8)[0]
         if kl and data[blocks_off + block_size * slot: blocks_off + block_size * slot + kl] == b"item-7":
             victim = slot
             break

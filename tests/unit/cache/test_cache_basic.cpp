@@ -327,7 +327,7 @@ TEST_CASE("CacheSet finds caches by name", "[cache]") {
 
 TEST_CASE("region layout header is filled", "[cache]") {
   STATIC_REQUIRE(sizeof(cache::layout::RegionHeader) == cache::layout::kPage);
-  STATIC_REQUIRE(sizeof(cache::layout::Item) == 48);
+  STATIC_REQUIRE(sizeof(cache::layout::Item) == 64);
 }
 
 namespace {

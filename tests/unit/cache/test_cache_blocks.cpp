@@ -353,13 +353,17 @@ TEST_CASE("store: 150 KiB bitmap-mode values survive a reopen; a damaged block o
   CHECK(v == values[4]);
 }
 
-TEST_CASE("store: a format 3 store (one block per item) is migrated at load", "[cache][blocks][store]") {
-  // fixtures/store_v3.bin was written by the engine at format 3 (fixtures/make_store_v3.cpp): 16 items,
-  // blocksize 512, keysize 300; key0..key9 minus key5, value i = i * 50 + 1 bytes of 'a' + i, key3
-  // expiring 1e8 s after it was written, and a 300-byte key with a 512-byte value (key-extension slot).
+TEST_CASE("store: format 3 and 4 stores are migrated at load", "[cache][blocks][store]") {
+  // fixtures/store_vN.bin were written by the engine at format N (fixtures/make_store_fixture.cpp): 16
+  // items, blocksize 512, keysize 300; key0..key9 minus key5, value i = i * 50 + 1 bytes of 'a' + i, key3
+  // expiring 1e8 s after it was written, and a 300-byte key with a 512-byte value (format 3: in a
+  // key-extension slot; format 4: one run of blocks).
+  const int version = GENERATE(3, 4);
+  INFO("format " << version);
   TempDir dir;
   const std::string path = dir.file("s");
-  std::filesystem::copy_file(std::string(CACHE_TEST_FIXTURES) + "/store_v3.bin", path);
+  std::filesystem::copy_file(std::string(CACHE_TEST_FIXTURES) + "/store_v" + std::to_string(version) + ".bin",
+                             path);
   Geometry g;
   g.name = "v3";
   g.items = 16;
@@ -390,11 +394,46 @@ TEST_CASE("store: a format 3 store (one block per item) is migrated at load", "[
     std::unique_ptr<Cache> c;
     const std::string log = capture_stderr([&] { c = Cache::create(g); });
     INFO(log);
-    CHECK(log.find("migrated 10 items from store format 3") != std::string::npos);
+    CHECK(log.find("migrated 10 items from store format " + std::to_string(version) + " to format " +
+                   std::to_string(cache::layout::kFormatVersion)) != std::string::npos);
     check_items(*c);
   }
-  std::unique_ptr<Cache> c;  // now a format 4 store
+  std::unique_ptr<Cache> c;  // now a store of the current format
   const std::string log = capture_stderr([&] { c = Cache::create(g); });
   CHECK(log.find("[uwsgi-cache] restored 10 items") != std::string::npos);
   check_items(*c);
+}
+
+TEST_CASE("store: a damaged item of a format 3 or 4 store is dropped by the migration",
+          "[cache][blocks][store]") {
+  const int version = GENERATE(3, 4);
+  INFO("format " << version);
+  TempDir dir;
+  const std::string path = dir.file("s");
+  std::filesystem::copy_file(std::string(CACHE_TEST_FIXTURES) + "/store_v" + std::to_string(version) + ".bin",
+                             path);
+  {
+    // key7's value is the file's only run of 351 'h' bytes: flip one byte in its middle.
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const std::size_t at = bytes.find(std::string(351, 'h'));
+    REQUIRE(at != std::string::npos);
+    f.seekp(static_cast<std::streamoff>(at + 100));
+    f.put('x');
+  }
+  Geometry g;
+  g.name = "v3";
+  g.items = 16;
+  g.blocksize = 512;
+  g.keysize = 300;
+  g.store = path;
+  std::unique_ptr<Cache> c;
+  const std::string log = capture_stderr([&] { c = Cache::create(g); });
+  INFO(log);
+  CHECK(log.find("migrated 9 items from store format " + std::to_string(version)) != std::string::npos);
+  CHECK(log.find("1 dropped: damaged") != std::string::npos);
+  std::string v;
+  CHECK(c->get("key7", v) == Status::miss);
+  REQUIRE(c->get("key8", v) == Status::ok);
+  CHECK(v == std::string(401, 'i'));
 }
