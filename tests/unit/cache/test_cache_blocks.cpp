@@ -353,6 +353,19 @@ TEST_CASE("store: 150 KiB bitmap-mode values survive a reopen; a damaged block o
   CHECK(v == values[4]);
 }
 
+// A copy of fixtures/store_vN.bin in `dir`, and the geometry it was written with.
+Geometry fixture_store(int version, TempDir& dir) {
+  Geometry g;
+  g.name = "v3";
+  g.items = 16;
+  g.blocksize = 512;
+  g.keysize = 300;
+  g.store = dir.file("s");
+  std::filesystem::copy_file(std::string(CACHE_TEST_FIXTURES) + "/store_v" + std::to_string(version) + ".bin",
+                             g.store);
+  return g;
+}
+
 TEST_CASE("store: format 3 and 4 stores are migrated at load", "[cache][blocks][store]") {
   // fixtures/store_vN.bin were written by the engine at format N (fixtures/make_store_fixture.cpp): 16
   // items, blocksize 512, keysize 300; key0..key9 minus key5, value i = i * 50 + 1 bytes of 'a' + i, key3
@@ -361,15 +374,7 @@ TEST_CASE("store: format 3 and 4 stores are migrated at load", "[cache][blocks][
   const int version = GENERATE(3, 4);
   INFO("format " << version);
   TempDir dir;
-  const std::string path = dir.file("s");
-  std::filesystem::copy_file(std::string(CACHE_TEST_FIXTURES) + "/store_v" + std::to_string(version) + ".bin",
-                             path);
-  Geometry g;
-  g.name = "v3";
-  g.items = 16;
-  g.blocksize = 512;
-  g.keysize = 300;
-  g.store = path;
+  Geometry g = fixture_store(version, dir);
   auto check_items = [&](Cache& c) {
     std::string v;
     for (int i = 0; i < 10; ++i) {
@@ -409,9 +414,8 @@ TEST_CASE("store: a damaged item of a format 3 or 4 store is dropped by the migr
   const int version = GENERATE(3, 4);
   INFO("format " << version);
   TempDir dir;
-  const std::string path = dir.file("s");
-  std::filesystem::copy_file(std::string(CACHE_TEST_FIXTURES) + "/store_v" + std::to_string(version) + ".bin",
-                             path);
+  Geometry g = fixture_store(version, dir);
+  const std::string& path = g.store;
   {
     // key7's value is the file's only run of 351 'h' bytes: flip one byte in its middle.
     std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
@@ -421,12 +425,6 @@ TEST_CASE("store: a damaged item of a format 3 or 4 store is dropped by the migr
     f.seekp(static_cast<std::streamoff>(at + 100));
     f.put('x');
   }
-  Geometry g;
-  g.name = "v3";
-  g.items = 16;
-  g.blocksize = 512;
-  g.keysize = 300;
-  g.store = path;
   std::unique_ptr<Cache> c;
   const std::string log = capture_stderr([&] { c = Cache::create(g); });
   INFO(log);
