@@ -1,9 +1,10 @@
 #include "workers/recycle.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
-#include <fstream>
+#include <cstdlib>
 
 namespace workers {
 
@@ -12,11 +13,31 @@ std::uint64_t max_requests_for(int id, std::uint64_t max_requests, std::uint64_t
   return max_requests + static_cast<std::uint64_t>(id - 1) * delta;
 }
 
+std::uint64_t resident_bytes_from(int statm_fd) {
+  char text[128];
+  const ssize_t n = statm_fd < 0 ? -1 : pread(statm_fd, text, sizeof text - 1, 0);
+  if (n <= 0) return 0;
+  text[n] = '\0';
+  char* end = nullptr;
+  std::strtoull(text, &end, 10);  // size, then the resident pages
+  if (end == text) return 0;
+  const char* resident = end;
+  const std::uint64_t pages = std::strtoull(resident, &end, 10);
+  if (end == resident) return 0;
+  return pages * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
 std::uint64_t resident_bytes(pid_t pid) {
-  std::ifstream statm(pid == 0 ? std::string("/proc/self/statm") : fmt::format("/proc/{}/statm", pid));
-  std::uint64_t size_pages = 0, resident_pages = 0;
-  if (!(statm >> size_pages >> resident_pages)) return 0;
-  return resident_pages * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+  const std::string path = pid == 0 ? std::string("/proc/self/statm") : fmt::format("/proc/{}/statm", pid);
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  const std::uint64_t bytes = resident_bytes_from(fd);
+  close(fd);
+  return bytes;
+}
+
+Recycler::~Recycler() {
+  if (statm_fd_ >= 0) close(statm_fd_);
 }
 
 std::string Recycler::due(std::uint64_t requests, std::int64_t now_ms) {
@@ -25,7 +46,8 @@ std::string Recycler::due(std::uint64_t requests, std::int64_t now_ms) {
   if (policy_.max_requests != 0 && requests >= policy_.max_requests)
     return fmt::format("max requests reached ({} >= {})", requests, policy_.max_requests);
   if (policy_.reload_on_rss_bytes != 0 && served) {
-    const std::uint64_t rss = resident_bytes(0);
+    if (statm_fd_ < 0) statm_fd_ = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    const std::uint64_t rss = resident_bytes_from(statm_fd_);
     if (rss >= policy_.reload_on_rss_bytes)
       return fmt::format("reload-on-rss reached ({} >= {})", rss, policy_.reload_on_rss_bytes);
   }

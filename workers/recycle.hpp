@@ -25,11 +25,16 @@ std::uint64_t max_requests_for(int id, std::uint64_t max_requests, std::uint64_t
 
 // Resident set size of a process in bytes (pid 0 = this one), from /proc/PID/statm; 0 when unreadable.
 std::uint64_t resident_bytes(pid_t pid);
+// The same from an open /proc/PID/statm (read from offset 0: one syscall per reading).
+std::uint64_t resident_bytes_from(int statm_fd);
 
 // Decides, once per pass of the worker loop, whether the worker is due.
 class Recycler {
  public:
   Recycler(const RecyclePolicy& policy, std::int64_t started_ms) : policy_(policy), started_ms_(started_ms) {}
+  ~Recycler();
+  Recycler(const Recycler&) = delete;
+  Recycler& operator=(const Recycler&) = delete;
 
   bool enabled() const {
     return policy_.max_requests != 0 || policy_.max_lifetime_ms != 0 || policy_.reload_on_rss_bytes != 0;
@@ -43,6 +48,7 @@ class Recycler {
   RecyclePolicy policy_;
   std::int64_t started_ms_;
   std::uint64_t last_requests_ = 0;
+  int statm_fd_ = -1;  // /proc/self/statm, opened at the first --reload-on-rss check (after the fork)
 };
 
 }  // namespace workers

@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -8,6 +9,7 @@
 
 #include "common/log.hpp"
 #include "common/log_format.hpp"
+#include "workers/recycle.hpp"
 #include "workers/request_log.hpp"
 #include "workers/stats_report.hpp"
 
@@ -146,4 +148,28 @@ TEST_CASE("the stats JSON escapes names and has uWSGI's top-level keys") {
   CHECK(metrics.find("ucached_cache_items{cache=\"we\\\"ird\\\\name\"} 0\n") != std::string::npos);
   CHECK(metrics.find("ucached_app_request_duration_seconds_bucket{app=\"0\",le=\"+Inf\"} 0\n") !=
         std::string::npos);
+}
+
+TEST_CASE("resident_bytes: this process's RSS as /proc/self/status says it, from a kept descriptor") {
+  // Touch 8 MiB so the RSS moves by more than the noise between the two readings.
+  std::string ballast(8u << 20, 'x');
+  const int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  const std::uint64_t first = workers::resident_bytes_from(fd);
+  std::uint64_t status_kb = 0;
+  {
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("VmRSS:", 0) == 0) status_kb = std::strtoull(line.c_str() + 6, nullptr, 10);
+  }
+  const std::uint64_t again = workers::resident_bytes_from(fd);  // the same descriptor reads anew
+  close(fd);
+  REQUIRE(status_kb > 8192);
+  CHECK(first >= (8u << 20));
+  CHECK(first / 1024 <= status_kb + 1024);
+  CHECK(status_kb <= again / 1024 + 1024);
+  CHECK(workers::resident_bytes(0) >= (8u << 20));
+  CHECK(workers::resident_bytes(getpid()) >= (8u << 20));
+  CHECK(workers::resident_bytes_from(-1) == 0);
+  CHECK(ballast[12345] == 'x');
 }
