@@ -420,6 +420,8 @@ void Master::become_worker(int id, int slot) {
   }
   settings.ready_fd = ready_pipe_[1];
   settings.buffer_size = config_.buffer_size;
+  if (config_.limit_post > 0) settings.max_body = config_.limit_post;
+  if (config_.post_buffering > 0) settings.post_buffering = config_.post_buffering;
   settings.socket_timeout_s = config_.socket_timeout;
   settings.stop_mercy_s = config_.reload_mercy;
   settings.recycle.max_requests =

@@ -218,7 +218,7 @@ void Worker::on_tick() {
     if (i >= active_.size()) continue;
     Connection* conn = active_[i];
     if (now < conn->deadline_ms || conn->in_application) continue;
-    if (conn->persistent && conn->in.size() == 0 && !conn->writing) {
+    if (conn->draining || (conn->persistent && conn->in.size() == 0 && !conn->writing)) {
       close_connection(conn, true);  // an idle kept-alive connection: nothing lost
       continue;
     }
@@ -241,7 +241,8 @@ void Worker::begin_graceful_stop() {
   for (std::size_t i = active_.size(); i-- > 0;) {
     if (i >= active_.size()) continue;
     Connection* conn = active_[i];
-    if (conn->persistent && conn->in.size() == 0 && !conn->writing) close_connection(conn, true);
+    if (conn->draining || (conn->persistent && conn->in.size() == 0 && !conn->writing))
+      close_connection(conn, true);
   }
 }
 

@@ -400,7 +400,7 @@ class Server:
         return self
 
     def __enter__(self):
-        return self.start()
+        return self if self.proc is not None else self.start()  # started already: start_hosted
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
@@ -932,11 +932,11 @@ def app_req(path="/", method="GET", protocol="HTTP/1.1", extra=()):
     return packet(0, 0, vars_block(pairs))
 
 
-def start_hosted(args, workers, ready_addrs):
+def start_hosted(args, workers, ready_addrs, **kwargs):
     """Starts a Server hosting a Python application; a missing peer (not a failure) when this build has
-    no Python host (libpython3.11)."""
+    no Python host (libpython3.11). kwargs go to Server (env=...)."""
     try:
-        return Server(args, workers=workers, ready_addrs=ready_addrs).start()
+        return Server(args, workers=workers, ready_addrs=ready_addrs, **kwargs).start()
     except ServerError as e:
         if "without the Python host" in str(e):
             peer_missing("this server was built without the Python host (libpython3.11)")
@@ -1068,6 +1068,7 @@ http {
         location / {
             include /etc/nginx/uwsgi_params;
             uwsgi_pass backend;
+            @LOCATION@
         }
     }
 }
@@ -1078,13 +1079,14 @@ class UwsgiFront:
     """`with UwsgiFront("127.0.0.1:3031" or "unix:/path") as port:` nginx passing every request to the
     backend with uwsgi_pass; a missing nginx is a peer_missing. Stopped with SIGQUIT, then SIGKILL."""
 
-    def __init__(self, upstream):
+    def __init__(self, upstream, location=""):
+        """`location`: more directives for the one location (e.g. "client_max_body_size 0;")."""
         if not os.access(NGINX_BIN, os.X_OK):
             peer_missing(f"nginx ({NGINX_BIN})")
         self.tmp = make_temp_dir("ngx-front-")
         self.port = free_port()
         conf = (_UWSGI_FRONT_CONF.replace("@TMP@", self.tmp).replace("@PORT@", str(self.port))
-                .replace("@UPSTREAM@", upstream))
+                .replace("@UPSTREAM@", upstream).replace("@LOCATION@", location))
         if os.geteuid() == 0:
             conf = "user root;\n" + conf  # a root master would switch its worker to nobody
         with open(os.path.join(self.tmp, "nginx.conf"), "w") as f:
