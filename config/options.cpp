@@ -755,7 +755,8 @@ std::vector<OptionSpec> build_table() {
           "there is no HTTP router process here: the workers serve HTTP/1.1 keep-alive on --http sockets "
           "directly, bounded by --socket-timeout"),
       accepted("http-timeout", "", OptionType::integer, "SECONDS",
-               "there is no HTTP router process here: --socket-timeout bounds idle HTTP connections"),
+               "uWSGI's HTTP router timeout (client and backend hops); here there is no router, a response "
+               "is never timed out (--harakiri bounds it) and --socket-timeout closes idle connections"),
       accepted("http-auto-chunked", "", OptionType::flag, "",
                "a response without a length gets a Content-Length here (the worker holds it whole)"),
       accepted("min-worker-lifetime", "", OptionType::integer, "SECONDS",
