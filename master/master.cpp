@@ -695,6 +695,8 @@ void Master::check_harakiri() {
     const std::uint32_t len =
         std::min<std::uint32_t>(slot.request_len.load(std::memory_order_acquire), sizeof slot.request);
     std::string request(slot.request, len);
+    // uWSGI's line first (what its users grep for; "try" is always 1: SIGKILL follows), then ours.
+    common::log("*** HARAKIRI ON WORKER {} (pid: {}, try: 1) ***", child.id, child.pid);
     common::log("HARAKIRI: worker {} (pid {}) stuck for {} s on request \"{}\": SIGTERM, SIGKILL in {} ms",
                 child.id, child.pid, (now - busy_since) / 1000, request, kHarakiriGraceMs);
     child.harakiri = true;

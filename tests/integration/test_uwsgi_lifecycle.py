@@ -160,6 +160,28 @@ def test_cheaper_spare():
         check_eq(srv.stop(), 0, "exit status")
 
 
+def test_cheaper_idle():
+    """--idle N with --cheaper: N seconds without a request bring the workers back to the minimum at
+    once (the spare algorithm alone, with --cheaper-overload 60, would stop one a minute)."""
+    tmp = make_temp_dir("idle-")
+    with open(os.path.join(tmp, "slowapp.py"), "w") as f:
+        f.write(f"RELEASE = {os.path.join(tmp, 'unused')!r}\n" + SLOW_APP)
+    port = free_port()
+    addr = ("127.0.0.1", port)
+    with Server(["--socket", f"127.0.0.1:{port}", "--chdir", tmp, "--module", "slowapp", "--processes", "3",
+                 "--cheaper", "1", "--cheaper-initial", "3", "--cheaper-overload", "60", "--idle", "2"],
+                workers=3) as srv:
+        check_eq(len(srv.workers()), 3, "workers at start (--cheaper-initial 3)")
+        off = srv.log_size()
+        check_eq(body_of(addr), b"ok", "a request")
+        for worker_id in (3, 2):
+            check(srv.wait_log(r"cheaper: worker %d \(pid \d+\) is not needed" % worker_id, 8.0, offset=off),
+                  f"worker {worker_id} not retired after --idle 2:\n{srv.log_since(off)}")
+        check_eq(len(srv.wait_workers(1, timeout=5.0)), 1, "workers once idle")
+        check_eq(body_of(addr), b"ok", "still serving with the minimum")
+        check_eq(srv.stop(), 0, "exit status")
+
+
 def test_attach_daemon_and_hooks():
     tmp = make_temp_dir("daemon-")
     pidfile = os.path.join(tmp, "daemon.pid")
@@ -248,5 +270,5 @@ def test_accepted_and_refused():
 
 
 if __name__ == "__main__":
-    run_tests([test_virtualenv, test_touch_reload, test_py_autoreload, test_cheaper_spare,
+    run_tests([test_virtualenv, test_touch_reload, test_py_autoreload, test_cheaper_spare, test_cheaper_idle,
                test_attach_daemon_and_hooks, test_procname_add_header_max_fd, test_accepted_and_refused], budget=120)
