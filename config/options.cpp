@@ -1345,7 +1345,7 @@ class Parser {
       if (!*enabled) return;
     } else if (row.type == OptionType::integer) {
       if (!parse_number(detail::typed_value_text(value.value_or("")), false)) fail("expected an integer");
-    } else {  // plugins: built in or an error
+    } else if (row.name == "plugins") {  // built in or an error
       std::string names(value.value_or(""));
       std::replace(names.begin(), names.end(), ',', ' ');
       std::istringstream words(names);
