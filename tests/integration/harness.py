@@ -207,6 +207,15 @@ def tcp_listen_inode(port, host="127.0.0.1"):
 # --------------------------------------------------------------------------------------------------
 # processes (/proc)
 
+def status_bytes(pid, field):
+    """A memory line of /proc/PID/status (VmRSS, VmHWM, ...) in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
 def proc_stat(pid):
     """(state, ppid, pgrp, starttime) of pid, or None if it does not exist."""
     try:
@@ -941,6 +950,41 @@ def start_hosted(args, workers, ready_addrs, **kwargs):
         if "without the Python host" in str(e):
             peer_missing("this server was built without the Python host (libpython3.11)")
         raise
+
+
+HOLD_APP = """\
+import os, time
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/hold":
+        # Held until the test creates the release file (the event this request waits for); the
+        # started file tells the test the request reached the application.
+        open(STARTED, "w").close()
+        deadline = time.monotonic() + 20
+        while not os.path.exists(RELEASE) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+"""
+
+
+def write_hold_app(directory, name="holdapp"):
+    """Writes HOLD_APP as module `name` in directory; returns (started, release): the file a /hold
+    request creates when it starts, the file the test creates to let it finish. Other paths: "ok"."""
+    started, release = os.path.join(directory, f"{name}.started"), os.path.join(directory, f"{name}.release")
+    with open(os.path.join(directory, f"{name}.py"), "w") as f:
+        f.write(f"STARTED = {started!r}\nRELEASE = {release!r}\n" + HOLD_APP)
+    return started, release
+
+
+def hold_app_server(args, workers, prefix="hold-"):
+    """A Server (not started yet) of HOLD_APP on a fresh uwsgi socket, `args` added:
+    (server, addr, started, release) (see write_hold_app)."""
+    tmp = make_temp_dir(prefix)
+    started, release = write_hold_app(tmp)
+    port = free_port()
+    srv = Server(["--socket", f"127.0.0.1:{port}", "--chdir", tmp, "--module", "holdapp"] + list(args),
+                 workers=workers)
+    return srv, ("127.0.0.1", port), started, release
 
 
 def wsgi_req(path="/", method="GET", query="", extra=()):

@@ -10,13 +10,12 @@ wsgiref.validate (the harness). Waits are for events (a reply, a file descriptor
 import hashlib
 import http.client
 import os
-import socket
 import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (UwsgiFront, check, check_eq, connect, free_port, make_temp_dir, packet, read_reply,  # noqa: E402
-                     request, run_tests, start_hosted, vars_block, app_vars, wait_until)
+from harness import (UwsgiFront, check, check_eq, connect, free_port, make_temp_dir, packet,  # noqa: E402
+                     request, run_tests, start_hosted, status_bytes, vars_block, app_vars, wait_until)
 
 APP = '''
 import hashlib
@@ -72,14 +71,6 @@ def http_post(addr, body, headers=None, timeout=60.0, chunked=False):
 
 def expect(data):
     return ("%d %s" % (len(data), hashlib.md5(data).hexdigest())).encode()
-
-
-def peak_rss(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmHWM for {pid}")
 
 
 def spool_fds(pid, directory):
@@ -139,7 +130,7 @@ def test_post_buffering_50mb():
         (worker,) = srv.workers()
         small = b"s" * 65535  # under --post-buffering: in memory
         check_eq(http_post(haddr, small), (200, expect(small) + b" BytesIO"), "a body under --post-buffering")
-        before = peak_rss(worker)
+        before = status_bytes(worker, "VmHWM")
         length = {"Content-Length": str(len(data))}  # a file would go chunked otherwise
         with open(data_path, "rb") as f:
             status, body = http_post(haddr, f, headers=length)
@@ -148,7 +139,7 @@ def test_post_buffering_50mb():
             with open(data_path, "rb") as f:
                 status, body = http_post(("127.0.0.1", port), f, headers=length)
             check_eq((status, body), (200, want), "50 MiB through nginx (uwsgi protocol)")
-        grown = peak_rss(worker) - before
+        grown = status_bytes(worker, "VmHWM") - before
         print(f"worker peak RSS grew by {grown / 1e6:.1f} MB over two 50 MiB uploads")
         check(grown < 16e6, f"the worker's peak RSS grew by {grown} bytes: the body was held in memory")
         check_eq(os.listdir(spool), [], "files left in $TMPDIR (the spool files are never named)")

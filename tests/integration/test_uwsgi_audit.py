@@ -13,27 +13,13 @@ import threading
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Server, app_get, check, check_eq, free_port, make_temp_dir, request,  # noqa: E402
-                     run_server_to_exit, run_tests, wait_until, wsgi_req)
-
-HOLD_APP = '''
-import os, time
-def application(environ, start_response):
-    if environ["PATH_INFO"] == "/hold":
-        open(STARTED, "w").close()
-        deadline = time.monotonic() + 20
-        while not os.path.exists(RELEASE) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
-    return [b"ok"]
-'''
-
+from harness import (Server, hold_app_server, app_get, check, check_eq, free_port, make_temp_dir, request,  # noqa: E402
+                     run_server_to_exit, run_tests, wait_until, write_hold_app, wsgi_req)
 
 def test_positional_config_file():
     tmp = make_temp_dir("positional-")
     port = free_port()
-    with open(os.path.join(tmp, "app.py"), "w") as f:
-        f.write(HOLD_APP.replace("STARTED", "'/nonexistent'").replace("RELEASE", "'/nonexistent'"))
+    write_hold_app(tmp, "app")
     ini = os.path.join(tmp, "uwsgi.ini")
     with open(ini, "w") as f:
         # log-date = true: as 4 real files have it (it once failed as an unknown "plugin")
@@ -47,14 +33,8 @@ def test_positional_config_file():
 
 def test_worker_reload_mercy():
     """A stop waits for in-flight requests only --worker-reload-mercy seconds, then closes them."""
-    tmp = make_temp_dir("mercy-")
-    started, release = os.path.join(tmp, "started"), os.path.join(tmp, "release")
-    with open(os.path.join(tmp, "holdapp.py"), "w") as f:
-        f.write(f"STARTED = {started!r}\nRELEASE = {release!r}\n" + HOLD_APP)
-    port = free_port()
-    addr = ("127.0.0.1", port)
-    with Server(["--socket", f"127.0.0.1:{port}", "--chdir", tmp, "--module", "holdapp", "--processes", "1",
-                 "--worker-reload-mercy", "1"], workers=1) as srv:
+    srv, addr, started, release = hold_app_server(["--processes", "1", "--worker-reload-mercy", "1"], 1, "mercy-")
+    with srv:
         held = []
         thread = threading.Thread(target=lambda: held.append(request(addr, wsgi_req("/hold"), 25.0)), daemon=True)
         thread.start()
