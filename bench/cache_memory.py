@@ -28,8 +28,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 sys.dont_write_bytecode = True
-from harness import (Server, UwsgiProcess, check, free_port, live_in_group, magic_set, need_uwsgi,
-                     wait_until)  # noqa: E402
+from harness import (Server, UwsgiProcess, check, free_port, live_in_group, magic_set, need_uwsgi,  # noqa: E402
+                     status_bytes, wait_until)
 
 
 def small_set():
@@ -64,14 +64,6 @@ def shared_anon_bytes(pgid):
                 continue
             seen[(st.st_dev, st.st_ino)] = st.st_blocks * 512
     return sum(seen.values())
-
-
-def vmrss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def fill_uwsgi_protocol(addr, data):
@@ -120,12 +112,12 @@ def measure_memcached(data):
         check(wait_until(up, 10), "memcached did not start")
         s = socket.create_connection(("127.0.0.1", port), 10)
         f = s.makefile("rb")
-        before = vmrss_bytes(proc.pid)
+        before = status_bytes(proc.pid, "VmRSS")
         for key, value in data:
             s.sendall(b"set %s 0 0 %d\r\n%s\r\n" % (key, len(value), value))
             line = f.readline()
             check(line == b"STORED\r\n", f"memcached set {key!r}: {line!r}")
-        after = vmrss_bytes(proc.pid)
+        after = status_bytes(proc.pid, "VmRSS")
         s.sendall(b"stats\r\n")
         stats = {}
         while True:

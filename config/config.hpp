@@ -99,10 +99,12 @@ struct Config {
   std::string chmod_socket;  // "" = leave as created; otherwise octal mode, e.g. "660"
   std::string pidfile;
   std::uint32_t buffer_size = 65535;
-  int harakiri = 0;        // seconds; 0 = off
-  int socket_timeout = 4;  // seconds
-  int reload_mercy = 60;   // seconds a worker may take to finish in-flight requests on stop/reload
-  bool debug_log = false;  // --log-debug: master jobs log their timings
+  int harakiri = 0;                  // seconds; 0 = off
+  int socket_timeout = 4;            // seconds
+  std::uint64_t limit_post = 0;      // --limit-post: largest application request body (0 = no limit)
+  std::uint64_t post_buffering = 0;  // --post-buffering: bodies this large go to a file (0 = 16 MiB)
+  int reload_mercy = 60;             // seconds a worker may take to finish in-flight requests on stop/reload
+  bool debug_log = false;            // --log-debug: master jobs log their timings
   // process lifecycle (uWSGI's names and meanings)
   std::string uid;                 // --uid: user name or number the master and workers drop to ("" = stay)
   std::string gid;                 // --gid: group name or number
@@ -171,7 +173,8 @@ struct Config {
   bool manage_script_name = false;
   bool lazy_apps = false;
   int threads = 1;
-  std::vector<std::string> add_header;  // "Name: value" added to every response
+  bool wsgi_disable_file_wrapper = false;  // no wsgi.file_wrapper in the environ
+  std::vector<std::string> add_header;     // "Name: value" added to every response
   std::string virtualenv;  // --virtualenv/--home: the Python environment whose site-packages to use
 
   // static files, served by the workers (server/static_files.hpp)

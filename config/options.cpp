@@ -469,6 +469,15 @@ std::vector<OptionSpec> build_table() {
               "kill a worker stuck on one request this long (0 = off)"),
       integer("socket-timeout", "-z", &C::socket_timeout, {1, kMaxSeconds}, g1, "SECONDS",
               "close a connection idle this long"),
+      size("limit-post", "", &C::limit_post, {0, std::numeric_limits<std::int64_t>::max()}, g1, "SIZE",
+           "refuse an application request whose body is larger (CONTENT_LENGTH, HTTP Content-Length or "
+           "chunked), before reading it: HTTP 413 and uWSGI's \"Invalid (too big) CONTENT_LENGTH\" line "
+           "(0 = no limit)"),
+      size("post-buffering", "", &C::post_buffering, {0, std::numeric_limits<std::int64_t>::max()}, g1,
+           "SIZE",
+           "application request bodies of SIZE bytes or more are buffered by the worker in an unlinked "
+           "temporary file ($TMPDIR or /tmp) that wsgi.input reads, smaller ones in memory (0 = 16M; a "
+           "chunked --http-socket body always stays in memory, up to 16M)"),
       integer("reload-mercy", "worker-reload-mercy", &C::reload_mercy, {0, kMaxSeconds}, g1, "SECONDS",
               "time a worker may take to finish in-flight requests on stop, reload or recycle"),
       text("uid", "", &C::uid, g5, "USER",
@@ -609,6 +618,9 @@ std::vector<OptionSpec> build_table() {
            "the Python environment to use (a venv or virtualenv folder): its site-packages come first on "
            "sys.path and sys.prefix is it, as in uWSGI",
            check_existing_dir),
+      flag("wsgi-disable-file-wrapper", "", &C::wsgi_disable_file_wrapper, g4,
+           "leave wsgi.file_wrapper out of the environ (as uWSGI: applications then send files by "
+           "iterating them themselves)"),
       integer("threads", "", &C::threads, {0, 1024}, g4, "N",
               "application threads per worker (0: run the application on the event loop, as uWSGI does: "
               "faster, but a slow request holds up that worker's cache requests)"),
@@ -754,7 +766,8 @@ std::vector<OptionSpec> build_table() {
           "there is no HTTP router process here: the workers serve HTTP/1.1 keep-alive on --http sockets "
           "directly, bounded by --socket-timeout"),
       accepted("http-timeout", "", OptionType::integer, "SECONDS",
-               "there is no HTTP router process here: --socket-timeout bounds idle HTTP connections"),
+               "uWSGI's HTTP router timeout (client and backend hops); here there is no router, a response "
+               "is never timed out (--harakiri bounds it) and --socket-timeout closes idle connections"),
       accepted("http-auto-chunked", "", OptionType::flag, "",
                "a response without a length gets a Content-Length here (the worker holds it whole)"),
       accepted("min-worker-lifetime", "", OptionType::integer, "SECONDS",
@@ -778,9 +791,6 @@ std::vector<OptionSpec> build_table() {
                "not implemented: use --reload-on-rss (per worker) instead"),
       accepted("no-threads-wait", "", OptionType::flag, "",
                "a stopping worker never waits for application threads beyond --reload-mercy here"),
-      accepted("wsgi-disable-file-wrapper", "", OptionType::flag, "",
-               "wsgi.file_wrapper is Python's plain iterable wrapper here: the body goes through the "
-               "worker's buffer either way"),
 
       refused("gevent", "", OptionType::integer, "N",
               "gevent is not supported: the workers run the application on threads (--threads); "
@@ -1346,7 +1356,7 @@ class Parser {
       if (!*enabled) return;
     } else if (row.type == OptionType::integer) {
       if (!parse_number(detail::typed_value_text(value.value_or("")), false)) fail("expected an integer");
-    } else {  // plugins: built in or an error
+    } else if (row.name == "plugins") {  // built in or an error
       std::string names(value.value_or(""));
       std::replace(names.begin(), names.end(), ',', ' ');
       std::istringstream words(names);

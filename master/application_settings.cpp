@@ -64,6 +64,7 @@ server::ApplicationSettings application_settings(const config::Config& config) {
   settings.threads = config.threads;
   settings.socket_timeout_s = config.socket_timeout;
   settings.buffer_size = config.buffer_size;
+  settings.file_wrapper = !config.wsgi_disable_file_wrapper;
   settings.given_options = given_options(config);
   return settings;
 }

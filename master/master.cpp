@@ -441,6 +441,8 @@ void Master::become_worker(int id, int slot) {
   settings.memcached_keysize = config_.memcached_keysize;
   settings.ready_fd = ready_pipe_[1];
   settings.buffer_size = config_.buffer_size;
+  if (config_.limit_post > 0) settings.max_body = config_.limit_post;
+  if (config_.post_buffering > 0) settings.post_buffering = config_.post_buffering;
   settings.socket_timeout_s = config_.socket_timeout;
   settings.stop_mercy_s = config_.reload_mercy;
   settings.recycle.max_requests =
@@ -714,6 +716,8 @@ void Master::check_harakiri() {
     const std::uint32_t len =
         std::min<std::uint32_t>(slot.request_len.load(std::memory_order_acquire), sizeof slot.request);
     std::string request(slot.request, len);
+    // uWSGI's line first (what its users grep for; "try" is always 1: SIGKILL follows), then ours.
+    common::log("*** HARAKIRI ON WORKER {} (pid: {}, try: 1) ***", child.id, child.pid);
     common::log("HARAKIRI: worker {} (pid {}) stuck for {} s on request \"{}\": SIGTERM, SIGKILL in {} ms",
                 child.id, child.pid, (now - busy_since) / 1000, request, kHarakiriGraceMs);
     child.harakiri = true;

@@ -1,5 +1,6 @@
 #include "pyhost/wsgi.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <unistd.h>
@@ -322,8 +323,10 @@ WsgiApplication::WsgiApplication(const server::ApplicationSettings& settings) : 
   PyObject* io = PyImport_ImportModule("io");
   if (io == nullptr) throw std::runtime_error("python: cannot import io:\n" + take_exception_text());
   bytes_io_ = PyObject_GetAttrString(io, "BytesIO");
+  open_ = PyObject_GetAttrString(io, "open");
   Py_DECREF(io);
-  if (bytes_io_ == nullptr) throw std::runtime_error("python: no io.BytesIO:\n" + take_exception_text());
+  if (bytes_io_ == nullptr || open_ == nullptr)
+    throw std::runtime_error("python: no io.BytesIO or io.open:\n" + take_exception_text());
   file_wrapper_ = bootstrap("FileWrapper");
   Py_INCREF(file_wrapper_);
   version_ = Py_BuildValue("(ii)", 1, 0);
@@ -531,12 +534,18 @@ PyObject* WsgiApplication::build_environ(const server::Request& request, std::st
     ok = PyDict_SetItem(environ, script_name_key_, empty_str_) == 0;
   }
   // wsgi.input: the body the worker buffered, cut to CONTENT_LENGTH (none without one).
-  std::uint64_t length = 0;
-  if (!server::parse_decimal(content_length, length)) length = 0;
-  const std::string_view body = request.body.substr(0, std::min<std::uint64_t>(length, request.body.size()));
-  PyObject* body_bytes = PyBytes_FromStringAndSize(body.data(), static_cast<Py_ssize_t>(body.size()));
-  PyObject* input = body_bytes == nullptr ? nullptr : PyObject_CallOneArg(bytes_io_, body_bytes);
-  Py_XDECREF(body_bytes);
+  PyObject* input = nullptr;
+  if (request.body_fd >= 0) {
+    input = spooled_input(request.body_fd);
+  } else {
+    std::uint64_t length = 0;
+    if (!server::parse_decimal(content_length, length)) length = 0;
+    const std::string_view body =
+        request.body.substr(0, std::min<std::uint64_t>(length, request.body.size()));
+    PyObject* body_bytes = PyBytes_FromStringAndSize(body.data(), static_cast<Py_ssize_t>(body.size()));
+    input = body_bytes == nullptr ? nullptr : PyObject_CallOneArg(bytes_io_, body_bytes);
+    Py_XDECREF(body_bytes);
+  }
   PyObject* url_scheme = nullptr;
   PyObject* owned_scheme = nullptr;
   if (!scheme.empty()) {
@@ -555,7 +564,7 @@ PyObject* WsgiApplication::build_environ(const server::Request& request, std::st
        set_item(environ, g_names.wsgi_multithread, multithread_) &&
        set_item(environ, g_names.wsgi_multiprocess, multiprocess_) &&
        set_item(environ, g_names.wsgi_run_once, Py_False) &&
-       set_item(environ, g_names.wsgi_file_wrapper, file_wrapper_) &&
+       (!settings_.file_wrapper || set_item(environ, g_names.wsgi_file_wrapper, file_wrapper_)) &&
        set_item(environ, g_names.uwsgi_version, uwsgi_version_) &&
        set_item(environ, g_names.uwsgi_node, uwsgi_node_) && set_item(environ, g_names.uwsgi_core, core);
   Py_XDECREF(input);
@@ -566,6 +575,24 @@ PyObject* WsgiApplication::build_environ(const server::Request& request, std::st
     return nullptr;
   }
   return environ;
+}
+
+// A body the worker spooled to a file (--post-buffering): a buffered reader of its own descriptor, so
+// it stays readable whatever the worker does with its own once the request is over.
+PyObject* WsgiApplication::spooled_input(int body_fd) {
+  const int fd = fcntl(body_fd, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) {
+    PyErr_SetFromErrno(PyExc_OSError);
+    return nullptr;
+  }
+  if (lseek(fd, 0, SEEK_SET) != 0) {
+    PyErr_SetFromErrno(PyExc_OSError);
+    close(fd);
+    return nullptr;
+  }
+  PyObject* input = PyObject_CallFunction(open_, "is", fd, "rb");
+  if (input == nullptr) close(fd);
+  return input;
 }
 
 void WsgiApplication::internal_error(server::Reply& reply, std::string_view protocol, const std::string& what,

@@ -47,6 +47,7 @@ class WsgiApplication final : public server::Application {
   // The environ, and the application that takes it (nullptr: none matches and there is no default).
   PyObject* build_environ(const server::Request& request, std::string_view& protocol, const App*& app);
   PyObject* environ_key(std::string_view key, std::size_t position);  // a new reference
+  PyObject* spooled_input(int body_fd);                               // a new reference
   void internal_error(server::Reply& reply, std::string_view protocol, const std::string& what,
                       const App* app);
 
@@ -74,6 +75,7 @@ class WsgiApplication final : public server::Application {
   PyObject* multithread_ = nullptr;
   PyObject* multiprocess_ = nullptr;
   PyObject* bytes_io_ = nullptr;
+  PyObject* open_ = nullptr;  // io.open
   PyObject* file_wrapper_ = nullptr;
   PyObject* uwsgi_version_ = nullptr;
   PyObject* uwsgi_node_ = nullptr;

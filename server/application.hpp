@@ -54,6 +54,7 @@ struct ApplicationSettings {
   int threads = 1;
   int socket_timeout_s = 4;
   std::uint32_t buffer_size = 65535;
+  bool file_wrapper = true;  // wsgi.file_wrapper in the environ (--wsgi-disable-file-wrapper: no)
   // The options given (those that differ from their default), as uWSGI's uwsgi.opt shows them.
   struct GivenOption {
     std::string name;

@@ -237,7 +237,7 @@ MagicOutcome magic_write(cache::Cache& cache, const MagicVars& vars, const Reque
     return MagicOutcome::error;
   }
   if (request.body.size() != size) {
-    // The framer did not take the body (size over max-body): the stream cannot be trusted any more.
+    // The framer did not take the body (size over max_cache_body): the stream cannot be trusted any more.
     note = fmt::format("cache magic {} {}: body of {} bytes, size says {} (over the frame limit)", vars.cmd,
                        printable(vars.key), request.body.size(), size);
     reply.close_after = true;

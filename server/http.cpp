@@ -277,7 +277,9 @@ bool http_to_uwsgi(std::string_view request, const HttpFrame& frame, const HttpC
   }
   out.keep_alive = !close && (line.minor >= 1 || keep_alive_token);
 
-  if (frame.chunked) {
+  if (frame.body_elsewhere) {
+    // The body is in the worker's spool file: only its length goes into the vars.
+  } else if (frame.chunked) {
     dechunk(request.substr(frame.head_end, frame.total - frame.head_end), body);
   } else {
     body.assign(request.substr(frame.head_end, static_cast<std::size_t>(frame.body_length)));
@@ -298,7 +300,7 @@ bool http_to_uwsgi(std::string_view request, const HttpFrame& frame, const HttpC
   }
 
   packet.resize(kHeaderSize);  // patched once the vars are there
-  const auto length = fmt::format_int(body.size());
+  const auto length = fmt::format_int(frame.body_elsewhere ? frame.body_length : body.size());
   bool ok =
       append_checked(packet, "QUERY_STRING", target.query, error) &&
       append_checked(packet, "REQUEST_METHOD", line.method, error) &&

@@ -28,7 +28,9 @@ inline constexpr std::string_view kContinueResponse = "HTTP/1.1 100 Continue\r\n
 
 struct HttpLimits {
   std::size_t max_header_bytes = 16384;  // the head (request line + headers), and the trailers
-  std::uint64_t max_body = 16u << 20;    // the body after de-chunking
+  std::uint64_t max_body = UINT64_MAX;   // a Content-Length body (--limit-post; large ones are spooled)
+  // A chunked body, de-chunked: it is held in memory whole (only Content-Length bodies are spooled).
+  std::uint64_t max_chunked_body = 16u << 20;
 };
 
 struct HttpFrame {
@@ -43,6 +45,9 @@ struct HttpFrame {
   bool chunked = false;           // Transfer-Encoding: chunked (else Content-Length or no body)
   bool expect_continue = false;   // HTTP/1.1 "Expect: 100-continue" on a request that announces a body
   std::uint64_t body_length = 0;  // Content-Length, or the chunk bytes seen so far
+  // The worker took the Content-Length body out of the buffer (spooled it to a file) and completed the
+  // frame itself: `total` covers the head only; http_to_uwsgi leaves `body` empty.
+  bool body_elsewhere = false;
 
   // Where parsing stopped; opaque to callers. Passing the frame back resumes from here.
   struct Cursor {

@@ -116,9 +116,9 @@ void finish_head(std::string_view r, std::size_t start, std::size_t line_end, co
     f.cursor.phase = kChunkSize;
   } else {
     if (length > limits.max_body) {
-      f = invalid(
-          std::move(f), 413,
-          fmt::format("Content-Length {} is over the limit of {} bytes (max-body)", length, limits.max_body));
+      f = invalid(std::move(f), 413,
+                  fmt::format("{} (Content-Length {} is over limit-post {})", kTooBigBodyLine, length,
+                              limits.max_body));
       return;
     }
     f.body_length = length;
@@ -206,15 +206,19 @@ void frame_body(std::string_view r, const HttpLimits& limits, HttpFrame& f) {
           return;
         }
         const std::string_view line = r.substr(c.offset, nl - 1 - c.offset);
-        const std::uint64_t room = limits.max_body - f.body_length;  // body_length <= max_body always
+        const std::uint64_t max_chunked = std::min(limits.max_body, limits.max_chunked_body);
+        const std::uint64_t room = max_chunked - f.body_length;  // body_length <= max_chunked always
         std::uint64_t size = 0;
         std::size_t i = 0;
         for (; i < line.size() && hex_value(line[i]) >= 0; ++i) {
           const auto digit = static_cast<std::uint64_t>(hex_value(line[i]));
           if (size > (std::numeric_limits<std::uint64_t>::max() - digit) / 16 || size * 16 + digit > room) {
             f = invalid(std::move(f), 413,
-                        fmt::format("chunk size {} at offset {} takes the body over {} bytes (max-body)",
-                                    printable(line.substr(0, 20)), c.offset, limits.max_body));
+                        fmt::format("chunk size {} at offset {} takes the body over {} bytes ({})",
+                                    printable(line.substr(0, 20)), c.offset, max_chunked,
+                                    max_chunked == limits.max_body
+                                        ? "limit-post"
+                                        : "a chunked body is held in memory: send a Content-Length"));
             return;
           }
           size = size * 16 + digit;
@@ -332,6 +336,7 @@ bool is_chunked_body(std::string_view body) {
   f.cursor.phase = kChunkSize;
   HttpLimits limits;
   limits.max_body = std::numeric_limits<std::uint64_t>::max();
+  limits.max_chunked_body = limits.max_body;
   limits.max_header_bytes = 65536;
   frame_body(body, limits, f);
   return f.status == FrameStatus::complete && f.total == body.size();

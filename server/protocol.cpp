@@ -203,7 +203,7 @@ Frame invalid(Frame frame, std::string error) {
 // Body length of a modifier1 0 request: the CONTENT_LENGTH var (empty or absent = no body, as nginx
 // sends an empty CONTENT_LENGTH for GET). The last occurrence wins, like the vars parsers.
 bool app_body_length(std::string_view vars, const FrameLimits& limits, std::uint64_t& body,
-                     std::string& error) {
+                     std::string& error, bool& too_large) {
   VarsReader reader(vars);
   std::string_view key;
   std::string_view value;
@@ -223,8 +223,9 @@ bool app_body_length(std::string_view vars, const FrameLimits& limits, std::uint
     return false;
   }
   if (body > limits.max_body) {
+    too_large = true;
     error =
-        fmt::format("request body too large: CONTENT_LENGTH {} (max {} = max-body)", body, limits.max_body);
+        fmt::format("{} (CONTENT_LENGTH {} is over limit-post {})", kTooBigBodyLine, body, limits.max_body);
     return false;
   }
   return true;
@@ -278,9 +279,11 @@ Frame frame_request(std::string_view received, const FrameLimits& limits) {
   std::uint64_t body = 0;
   std::string error;
   if (frame.header.modifier1 == kModifierApp) {
-    if (!app_body_length(payload, limits, body, error)) return invalid(std::move(frame), std::move(error));
+    if (!app_body_length(payload, limits, body, error, frame.body_too_large)) {
+      return invalid(std::move(frame), std::move(error));
+    }
   } else if (frame.header.modifier1 == kModifierCache && frame.header.modifier2 == kCacheMagic) {
-    if (!magic_body_length(payload, limits.max_body, body, error)) {
+    if (!magic_body_length(payload, limits.max_cache_body, body, error)) {
       return invalid(std::move(frame), std::move(error));
     }
   }

@@ -53,11 +53,18 @@ struct Frame {
   std::size_t payload_end = 0;  // kHeaderSize + datasize (valid once the header arrived)
   std::size_t total = 0;        // payload_end + body length (valid once the payload arrived)
   std::string error;            // when invalid: what is wrong, with the offending byte or limit
+  bool body_too_large = false;  // invalid because CONTENT_LENGTH is over max_body (--limit-post)
 };
 
+// uWSGI's log line for a body over --limit-post (what its users grep for).
+inline constexpr std::string_view kTooBigBodyLine = "Invalid (too big) CONTENT_LENGTH. skip.";
+
 struct FrameLimits {
-  std::uint32_t buffer_size = 65535;   // largest datasize accepted
-  std::uint64_t max_body = 16u << 20;  // largest request body buffered for one request
+  std::uint32_t buffer_size = 65535;  // largest datasize accepted
+  // Largest application request body (--limit-post; no limit by default, as uWSGI): the worker spools
+  // large bodies to a file, so this bounds what a client may send, not memory.
+  std::uint64_t max_body = UINT64_MAX;
+  std::uint64_t max_cache_body = 16u << 20;  // largest cache (modifier1 111) body, always held in memory
 };
 
 // Decides from what arrived so far whether one whole request is there: the header, datasize bytes,
@@ -153,6 +160,9 @@ struct Request {
   PacketHeader header;
   std::string_view payload;  // datasize bytes after the header
   std::string_view body;     // what followed the payload (announced length)
+  // A large body the worker spooled to a file (--post-buffering; `body` is then empty): this open,
+  // unlinked file holds exactly CONTENT_LENGTH bytes. Owned by the worker; -1 when the body is in `body`.
+  int body_fd = -1;
   // Arrived on a --persistent-socket: the connection carries many requests and every cache reply is
   // framed (see docs/protocol.md, persistent mode).
   bool persistent = false;

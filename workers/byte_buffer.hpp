@@ -39,6 +39,13 @@ class ByteBuffer {
     std::memmove(data_.get(), data_.get() + n, size_ - n);
     size_ -= n;
   }
+  // Drops n bytes at pos (clamped to what is there), moving what follows them down.
+  void erase(std::size_t pos, std::size_t n) {
+    if (pos >= size_) return;
+    n = std::min(n, size_ - pos);
+    std::memmove(data_.get() + pos, data_.get() + pos + n, size_ - pos - n);
+    size_ -= n;
+  }
   void reset_for_reuse() {
     size_ = 0;
     if (capacity_ > kRetainedBuffer) {

@@ -17,6 +17,7 @@
 
 #include "server/protocol.hpp"
 #include "server/static_files.hpp"
+#include "workers/body_spool.hpp"
 #include "workers/byte_buffer.hpp"
 
 namespace workers {
@@ -54,6 +55,10 @@ struct Connection {
   std::int64_t started_ns = 0;    // when `pending` was handed to its handler (request accounting)
   std::int64_t deadline_ms = 0;   // socket timeout: when we give up waiting for the client
   std::size_t active_index = 0;   // position in Worker::active_
+  BodySpool spool;                // the request's body while it goes to a file (--post-buffering)
+  bool linger = false;            // a refusal: after the reply, read and drop what the client still sends
+  bool draining = false;          // lingering: the reply is sent, the input is read and dropped
+  std::int64_t drain_until_ms = 0;
 };
 
 // What the loop does with a framed request (Framing::take_request).
@@ -96,6 +101,18 @@ class Framing {
   virtual bool keeps_idle_connections() const { return false; }
   // The connection is being closed (before its descriptor is).
   virtual void closed(Connection& conn) { (void)conn; }
+  // The request is incomplete, its head is in and its application body, of a length announced up
+  // front, is still arriving: where that body starts in conn.in and its length (the loop may spool it
+  // to a file: --post-buffering). False when there is no such body yet (or it cannot be spooled).
+  virtual bool fixed_body(const Connection& conn, std::size_t* start, std::uint64_t* length) const {
+    (void)conn;
+    (void)start;
+    (void)length;
+    return false;
+  }
+  // The loop moved that whole body into conn.spool: the request is complete as its head alone (in
+  // conn.in, followed by what the client sent after the body); take_request comes next.
+  virtual void body_spooled(Connection& conn) { (void)conn; }
 
  protected:
   // The session of `conn` as this framing's type, a fresh one when it had another framing's.

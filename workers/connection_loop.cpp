@@ -5,9 +5,53 @@
 
 namespace workers::loop {
 
-// Frames what arrived so far and says how many bytes to make room for.
+// Frames what arrived so far and says how many bytes to make room for. A large application body goes
+// to a file as it arrives (--post-buffering, body_spool.hpp): the framing only sees the head.
 void Worker::frame_state(Connection* conn, std::size_t* want) {
-  conn->frame_status = conn->framing->frame(*conn, want);
+  if (!conn->spool.active()) {
+    conn->frame_status = conn->framing->frame(*conn, want);
+    if (conn->frame_status != server::FrameStatus::incomplete || !start_spool(conn)) return;
+  }
+  spool_body(conn, want);
+}
+
+bool Worker::start_spool(Connection* conn) {
+  std::size_t start = 0;
+  std::uint64_t length = 0;
+  if (!conn->framing->fixed_body(*conn, &start, &length) || length < settings_.post_buffering) return false;
+  if (conn->spool.start(length, start)) return true;
+  conn->frame_status = server::FrameStatus::invalid;  // serve() refuses it (refuse_unspooled)
+  return false;
+}
+
+void Worker::spool_body(Connection* conn, std::size_t* want) {
+  BodySpool& spool = conn->spool;
+  const std::size_t head = spool.head_bytes();
+  if (!spool.complete() && conn->in.size() > head) {
+    std::size_t taken = 0;
+    if (!spool.take(conn->in.view().substr(head), &taken)) {
+      conn->frame_status = server::FrameStatus::invalid;
+      return;
+    }
+    conn->in.erase(head, taken);  // what follows the body (a pipelined request) stays
+  }
+  if (spool.complete()) {
+    conn->framing->body_spooled(*conn);
+    conn->frame_status = server::FrameStatus::complete;
+    return;
+  }
+  conn->frame_status = server::FrameStatus::incomplete;
+  *want = conn->in.size() + kSpoolReadBytes;
+}
+
+// The body could not go to its file: a 500, and the rest of the body is read and dropped.
+Take Worker::refuse_unspooled(Connection* conn, std::string& note) {
+  note = conn->spool.failure();
+  server::http_error_response(conn->reply.body, 500,
+                              "Internal Server Error: the request body could not be stored");
+  conn->reply.close_after = true;
+  conn->request_bytes = conn->in.size();
+  return Take::rejected;
 }
 
 bool Worker::read_available(Connection* conn) {
@@ -80,8 +124,11 @@ void Worker::serve(Connection* conn) {
     }
     conn->reply.clear();
     note_.clear();
-    switch (framing.take_request(*conn, note_)) {
+    const Take take =
+        conn->spool.failure().empty() ? framing.take_request(*conn, note_) : refuse_unspooled(conn, note_);
+    switch (take) {
       case Take::dispatch:
+        conn->pending.body_fd = conn->spool.active() ? conn->spool.fd() : -1;
         dispatch(conn);
         if (conn->in_application) return;
         if (finish_reply(conn)) return;
@@ -90,6 +137,7 @@ void Worker::serve(Connection* conn) {
         settings_.slot->bad_requests.fetch_add(1, std::memory_order_relaxed);
         log_problem(conn, note_);
         if (conn->reply.body.empty() && conn->reply.head.empty()) return close_connection(conn, true);
+        conn->linger = true;  // the client may still be sending: let it, so it reads the refusal
         break;
       case Take::replied:
         if (!note_.empty()) log_problem(conn, note_);
@@ -140,6 +188,7 @@ bool Worker::finish_reply(Connection* conn) {
 bool Worker::start_reply(Connection* conn) {
   conn->in.consume(conn->request_bytes);  // the request views are dead from here on
   conn->request_bytes = 0;
+  conn->spool.reset();
   if (!conn->reply.close_after && !conn->persistent) {
     conn->persistent = true;
     int one = 1;
@@ -199,6 +248,10 @@ void Worker::on_application_finished() {
 // Returns true when the connection was closed.
 bool Worker::reply_done(Connection* conn) {
   const bool drained = conn->in.size() == 0;
+  if (conn->linger && !conn->peer_closed) {
+    start_draining(conn);
+    return true;
+  }
   if (conn->reply.close_after || (stopping_ && drained) || (conn->peer_closed && drained)) {
     close_connection(conn, true);
     return true;
@@ -268,6 +321,7 @@ void Worker::wait_for(Connection* conn, std::uint32_t events) {
 void Worker::on_ready(Connection* conn, std::uint32_t events) {
   // Closed earlier in this batch (released only after it), or owned by an application thread.
   if (conn->fd < 0 || conn->in_application) return;
+  if (conn->draining) return drain(conn);
   if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) conn->socket_drained = false;
   conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
   serve(conn);
@@ -279,6 +333,9 @@ void Worker::on_ready(Connection* conn, std::uint32_t events) {
 void Worker::close_connection(Connection* conn, bool orderly) {
   if (conn->fd < 0) return;
   if (conn->framing != nullptr) conn->framing->closed(*conn);
+  conn->spool.reset();
+  conn->linger = false;
+  conn->draining = false;
   if (orderly) ::shutdown(conn->fd, SHUT_WR);
   if (conn->registered) {
     Connection* last = active_.back();
@@ -289,6 +346,36 @@ void Worker::close_connection(Connection* conn, bool orderly) {
   ::close(conn->fd);
   conn->fd = -1;
   closed_.push_back(conn);
+}
+
+// A lingering close, as web servers do after an error reply: our side is shut (the client reads the
+// reply and an EOF), what the client still sends is read and dropped, so the kernel never answers it
+// with a reset that could destroy the reply in flight (nginx, sending a body to an upstream that
+// refused it, would report a 502). Bounded: --socket-timeout of silence or kLingerMs in all.
+void Worker::start_draining(Connection* conn) {
+  ::shutdown(conn->fd, SHUT_WR);
+  conn->draining = true;
+  conn->drain_until_ms = monotonic_ms() + kLingerMs;
+  conn->deadline_ms =
+      std::min<std::int64_t>(monotonic_ms() + settings_.socket_timeout_s * 1000LL, conn->drain_until_ms);
+  conn->in.reset_for_reuse();
+  wait_for(conn, EPOLLIN);
+}
+
+void Worker::drain(Connection* conn) {
+  char scratch[16 * 1024];
+  for (std::size_t dropped = 0; dropped < kDrainBytesPerWake;) {
+    const ssize_t n = ::read(conn->fd, scratch, sizeof scratch);
+    if (n > 0) {
+      dropped += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    return close_connection(conn, false);  // EOF (the client read the refusal) or a reset
+  }
+  conn->deadline_ms =
+      std::min<std::int64_t>(monotonic_ms() + settings_.socket_timeout_s * 1000LL, conn->drain_until_ms);
 }
 
 void Worker::release_closed() {

@@ -125,6 +125,22 @@ server::StaticConnection HttpFraming::direct_reply_context(const Connection& con
   return {.http = true, .keep_alive = s.info.keep_alive};
 }
 
+bool HttpFraming::fixed_body(const Connection& conn, std::size_t* start, std::uint64_t* length) const {
+  const server::HttpFrame& frame = static_cast<const Session&>(*conn.session).frame;
+  // A chunked body's length is unknown until its end: it stays in memory (HttpLimits::max_chunked_body).
+  if (frame.status != server::FrameStatus::incomplete || frame.head_end == 0 || frame.chunked) return false;
+  *start = frame.head_end;
+  *length = frame.body_length;
+  return true;
+}
+
+void HttpFraming::body_spooled(Connection& conn) {
+  server::HttpFrame& frame = session<Session>(conn).frame;
+  frame.status = server::FrameStatus::complete;
+  frame.total = frame.head_end;
+  frame.body_elsewhere = true;
+}
+
 void HttpFraming::finish(Connection& conn, std::string& note) {
   Session& s = session<Session>(conn);
   server::Reply& reply = conn.reply;

@@ -24,6 +24,8 @@ class HttpFraming final : public Framing {
   Take take_request(Connection& conn, std::string& note) override;
   void finish(Connection& conn, std::string& note) override;
   server::StaticConnection direct_reply_context(const Connection& conn) const override;
+  bool fixed_body(const Connection& conn, std::size_t* start, std::uint64_t* length) const override;
+  void body_spooled(Connection& conn) override;
 
  private:
   struct Session : FramingSession {

@@ -17,6 +17,8 @@ class UwsgiFraming final : public Framing {
   server::FrameStatus frame(Connection& conn, std::size_t* want) override;
   bool truncated(Connection& conn, std::string& note) override;
   Take take_request(Connection& conn, std::string& note) override;
+  bool fixed_body(const Connection& conn, std::size_t* start, std::uint64_t* length) const override;
+  void body_spooled(Connection& conn) override;
 
  private:
   struct Session : FramingSession {

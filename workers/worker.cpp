@@ -221,8 +221,8 @@ void Worker::on_tick() {
     Connection* conn = active_[i];
     if (now < conn->deadline_ms || conn->in_application) continue;
     const bool idle = conn->in.size() == 0 && !conn->writing;
-    if (idle && conn->framing->keeps_idle_connections()) continue;
-    if (conn->persistent && idle) {
+    if (idle && conn->framing->keeps_idle_connections() && !conn->draining) continue;
+    if (conn->draining || (conn->persistent && idle)) {
       close_connection(conn, true);  // an idle kept-alive connection: nothing lost
       continue;
     }
@@ -245,8 +245,8 @@ void Worker::begin_graceful_stop() {
   for (std::size_t i = active_.size(); i-- > 0;) {
     if (i >= active_.size()) continue;
     Connection* conn = active_[i];
-    if ((conn->persistent || conn->framing->keeps_idle_connections()) && conn->in.size() == 0 &&
-        !conn->writing)
+    const bool idle = conn->in.size() == 0 && !conn->writing;
+    if (conn->draining || ((conn->persistent || conn->framing->keeps_idle_connections()) && idle))
       close_connection(conn, true);
   }
 }

@@ -9,6 +9,7 @@
 #include "server/dispatcher.hpp"
 #include "server/memcached.hpp"
 #include "server/static_files.hpp"
+#include "workers/body_spool.hpp"
 #include "workers/recycle.hpp"
 #include "workers/request_log.hpp"
 #include "workers/scoreboard.hpp"
@@ -30,7 +31,9 @@ struct WorkerSettings {
   std::uint32_t memcached_keysize = server::memcached::kDefaultKeyLimit;
   int ready_fd = -1;  // write end of the master's readiness pipe
   std::uint32_t buffer_size = 65535;
-  std::uint64_t max_body = 16u << 20;
+  std::uint64_t max_body = UINT64_MAX;  // --limit-post: larger application bodies are refused (413)
+  // --post-buffering: application bodies of this many bytes or more go to a file, not memory.
+  std::uint64_t post_buffering = kDefaultPostBuffering;
   int socket_timeout_s = 4;
   int stop_mercy_s = 60;              // how long a graceful stop waits for in-flight requests
   RecyclePolicy recycle;              // when this worker recycles itself (all zero = never)

@@ -45,6 +45,10 @@ constexpr int kTickMs = 250;  // timeout checks
 constexpr std::uint64_t kBackendTag = std::uint64_t{1} << 63;   // libuv's backend fd
 constexpr std::uint64_t kListenerTag = std::uint64_t{1} << 62;  // | the listening fd
 constexpr int kAcceptPauseMs = 100;                             // accept pause when out of descriptors
+constexpr std::size_t kSpoolReadBytes = 64 * 1024;              // one read of a body that goes to a file
+// How long a refused client may go on sending before its connection is closed (nginx's lingering_time).
+constexpr std::int64_t kLingerMs = 30000;
+constexpr std::size_t kDrainBytesPerWake = 1 << 20;  // then other connections get their turn
 
 class Worker;
 using ApplicationThreads = workers::ApplicationThreads<Worker, Connection>;
@@ -69,6 +73,11 @@ class Worker {
   void serve(Connection* conn);           // read what is there, handle complete requests, write replies
   bool read_available(Connection* conn);  // false = connection failed and was closed
   void frame_state(Connection* conn, std::size_t* want);
+  bool start_spool(Connection* conn);                    // --post-buffering: the body goes to a file
+  void spool_body(Connection* conn, std::size_t* want);  // moves body bytes from conn->in to the file
+  Take refuse_unspooled(Connection* conn, std::string& note);
+  void start_draining(Connection* conn);  // a refusal was sent: read and drop the rest, then close
+  void drain(Connection* conn);
   bool ready_for_next_request(Connection* conn);
   void dispatch(Connection* conn);      // runs conn->pending inline or on an application thread
   bool finish_reply(Connection* conn);  // true when the connection was closed

@@ -118,7 +118,8 @@ void handle(std::string_view received, const server::Frame& frame, bool persiste
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view received(reinterpret_cast<const char*>(data), size);
-  const server::Frame frame = server::frame_request(received, {.buffer_size = 4096, .max_body = 1 << 12});
+  const server::Frame frame =
+      server::frame_request(received, {.buffer_size = 4096, .max_cache_body = 1 << 12});
   // Only complete modifier1 111 requests reach the cache handler (the worker answers the others).
   if (frame.status != server::FrameStatus::complete || frame.header.modifier1 != server::kModifierCache)
     return 0;

@@ -82,7 +82,7 @@ void check_printable(std::string_view bytes) {
 }
 
 // The body the request announces, read independently of the framer: CONTENT_LENGTH (last occurrence)
-// for modifier1 0, `size` for a modifier1 111 modifier2 17 set/update/inc/dec/mul/div when 1..max_body.
+// for modifier1 0, `size` for a modifier1 111 modifier2 17 set/update/inc/dec/mul/div when 1..max_cache_body.
 std::uint64_t announced_body(std::string_view received, const server::Frame& frame,
                              const server::FrameLimits& limits) {
   std::string_view content_length, cmd, size;
@@ -101,7 +101,7 @@ std::uint64_t announced_body(std::string_view received, const server::Frame& fra
   const bool writes =
       cmd == "set" || cmd == "update" || cmd == "inc" || cmd == "dec" || cmd == "mul" || cmd == "div";
   if (frame.header.modifier1 != server::kModifierCache || frame.header.modifier2 != 17 || !writes) return 0;
-  return server::parse_decimal(size, body) && body > 0 && body <= limits.max_body ? body : 0;
+  return server::parse_decimal(size, body) && body > 0 && body <= limits.max_cache_body ? body : 0;
 }
 
 // A prefix of the input frames no further than the whole input.
@@ -131,7 +131,7 @@ void check_prefix(std::string_view received, const server::FrameLimits& limits, 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view received(reinterpret_cast<const char*>(data), size);
   // uWSGI's default buffer-size, and a small max-body so that the limit is within the fuzzer's reach.
-  const server::FrameLimits limits{.buffer_size = 4096, .max_body = 1 << 16};
+  const server::FrameLimits limits{.buffer_size = 4096, .max_body = 1 << 16, .max_cache_body = 1 << 16};
   const server::Frame frame = server::frame_request(received, limits);
   switch (frame.status) {
     case FrameStatus::complete:

@@ -207,6 +207,15 @@ def tcp_listen_inode(port, host="127.0.0.1"):
 # --------------------------------------------------------------------------------------------------
 # processes (/proc)
 
+def status_bytes(pid, field):
+    """A memory line of /proc/PID/status (VmRSS, VmHWM, ...) in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
 def proc_stat(pid):
     """(state, ppid, pgrp, starttime) of pid, or None if it does not exist."""
     try:
@@ -400,7 +409,7 @@ class Server:
         return self
 
     def __enter__(self):
-        return self.start()
+        return self if self.proc is not None else self.start()  # started already: start_hosted
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
@@ -932,15 +941,50 @@ def app_req(path="/", method="GET", protocol="HTTP/1.1", extra=()):
     return packet(0, 0, vars_block(pairs))
 
 
-def start_hosted(args, workers, ready_addrs):
+def start_hosted(args, workers, ready_addrs, **kwargs):
     """Starts a Server hosting a Python application; a missing peer (not a failure) when this build has
-    no Python host (libpython3.11)."""
+    no Python host (libpython3.11). kwargs go to Server (env=...)."""
     try:
-        return Server(args, workers=workers, ready_addrs=ready_addrs).start()
+        return Server(args, workers=workers, ready_addrs=ready_addrs, **kwargs).start()
     except ServerError as e:
         if "without the Python host" in str(e):
             peer_missing("this server was built without the Python host (libpython3.11)")
         raise
+
+
+HOLD_APP = """\
+import os, time
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/hold":
+        # Held until the test creates the release file (the event this request waits for); the
+        # started file tells the test the request reached the application.
+        open(STARTED, "w").close()
+        deadline = time.monotonic() + 20
+        while not os.path.exists(RELEASE) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+"""
+
+
+def write_hold_app(directory, name="holdapp"):
+    """Writes HOLD_APP as module `name` in directory; returns (started, release): the file a /hold
+    request creates when it starts, the file the test creates to let it finish. Other paths: "ok"."""
+    started, release = os.path.join(directory, f"{name}.started"), os.path.join(directory, f"{name}.release")
+    with open(os.path.join(directory, f"{name}.py"), "w") as f:
+        f.write(f"STARTED = {started!r}\nRELEASE = {release!r}\n" + HOLD_APP)
+    return started, release
+
+
+def hold_app_server(args, workers, prefix="hold-"):
+    """A Server (not started yet) of HOLD_APP on a fresh uwsgi socket, `args` added:
+    (server, addr, started, release) (see write_hold_app)."""
+    tmp = make_temp_dir(prefix)
+    started, release = write_hold_app(tmp)
+    port = free_port()
+    srv = Server(["--socket", f"127.0.0.1:{port}", "--chdir", tmp, "--module", "holdapp"] + list(args),
+                 workers=workers)
+    return srv, ("127.0.0.1", port), started, release
 
 
 def wsgi_req(path="/", method="GET", query="", extra=()):
@@ -1068,6 +1112,7 @@ http {
         location / {
             include /etc/nginx/uwsgi_params;
             uwsgi_pass backend;
+            @LOCATION@
         }
     }
 }
@@ -1078,13 +1123,14 @@ class UwsgiFront:
     """`with UwsgiFront("127.0.0.1:3031" or "unix:/path") as port:` nginx passing every request to the
     backend with uwsgi_pass; a missing nginx is a peer_missing. Stopped with SIGQUIT, then SIGKILL."""
 
-    def __init__(self, upstream):
+    def __init__(self, upstream, location=""):
+        """`location`: more directives for the one location (e.g. "client_max_body_size 0;")."""
         if not os.access(NGINX_BIN, os.X_OK):
             peer_missing(f"nginx ({NGINX_BIN})")
         self.tmp = make_temp_dir("ngx-front-")
         self.port = free_port()
         conf = (_UWSGI_FRONT_CONF.replace("@TMP@", self.tmp).replace("@PORT@", str(self.port))
-                .replace("@UPSTREAM@", upstream))
+                .replace("@UPSTREAM@", upstream).replace("@LOCATION@", location))
         if os.geteuid() == 0:
             conf = "user root;\n" + conf  # a root master would switch its worker to nobody
         with open(os.path.join(self.tmp, "nginx.conf"), "w") as f:

@@ -2,6 +2,7 @@
 killed (SIGTERM, then SIGKILL) and respawned, and the server keeps serving. The stuck request is the
 demo app's /sleep/<ms>, which blocks its worker's loop."""
 
+import json
 import os
 import sys
 import time
@@ -12,13 +13,24 @@ from harness import (Server, app_get, app_req, check, check_eq, connect, free_po
                      magic_set, read_reply, request, run_tests, tcp_accepted, wait_until)
 
 
+def harakiri_count(stats_port):
+    """Worker 1's harakiri_count in the stats JSON."""
+    with connect(("127.0.0.1", stats_port)) as s:
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    (worker,) = [w for w in json.loads(data)["workers"] if w["id"] == 1]
+    return worker["harakiri_count"]
+
+
 def test_stuck_worker_is_killed_and_respawned():
-    port = free_port()
+    port, stats = free_port(), free_port()
     addr = ("127.0.0.1", port)
-    srv = Server(["--socket", f"127.0.0.1:{port}", "--processes", "1", "--cache", "100", "--harakiri", "1"],
-                 workers=1)
+    srv = Server(["--socket", f"127.0.0.1:{port}", "--processes", "1", "--cache", "100", "--harakiri", "1",
+                  "--stats", f"127.0.0.1:{stats}"], workers=1, ready_addrs=[addr])
     with srv:
         check(magic_set(addr, "k", "survives harakiri"), "set before")
+        check_eq(harakiri_count(stats), 0, "harakiri_count before")
         (victim,) = srv.workers()
         off = srv.log_size()
         t0 = time.monotonic()
@@ -32,9 +44,12 @@ def test_stuck_worker_is_killed_and_respawned():
         line = srv.wait_log(r"HARAKIRI: worker 1 \(pid %d\) stuck for \d+ s on request \"/sleep/20000\"" % victim,
                             timeout=3.0, offset=off)
         check(line, f"no HARAKIRI line naming pid {victim} and the request:\n{srv.log_since(off)}")
+        check(srv.wait_log(r"\*\*\* HARAKIRI ON WORKER 1 \(pid: %d, try: 1\) \*\*\*" % victim, 1.0, offset=off),
+              f"no uWSGI harakiri line:\n{srv.log_since(off)}")
         fresh = wait_until(lambda: (lambda w: w if len(w) == 1 and victim not in w else None)(srv.workers()), 3.0)
         check(fresh, f"no new worker after harakiri: {srv.workers()}")
         check_eq(magic_get(addr, "k"), b"survives harakiri", "cache after harakiri")
+        check_eq(harakiri_count(stats), 1, "harakiri_count of worker 1 in the stats JSON after the kill")
         app_get(addr)
         check_eq(srv.stop(), 0, "exit status after SIGTERM")
 

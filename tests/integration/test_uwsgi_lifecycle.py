@@ -14,7 +14,7 @@ import threading
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Server, wsgi_req, check, check_eq, free_port, make_temp_dir, pid_alive,  # noqa: E402
-                     request, run_server_to_exit, run_tests, wait_until)
+                     hold_app_server, request, run_server_to_exit, run_tests, wait_until)
 
 APP = '''\
 import sys
@@ -122,29 +122,10 @@ def test_py_autoreload():
         check_eq(srv.stop(), 0, "exit status")
 
 
-SLOW_APP = '''\
-import os, time
-def application(environ, start_response):
-    if environ["PATH_INFO"] == "/hold":
-        # Held until the test creates the release file (the event this request waits for).
-        deadline = time.monotonic() + 20
-        while not os.path.exists(RELEASE) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
-    return [b"ok"]
-'''
-
-
 def test_cheaper_spare():
-    tmp = make_temp_dir("cheaper-")
-    release = os.path.join(tmp, "release")
-    with open(os.path.join(tmp, "slowapp.py"), "w") as f:
-        f.write(f"RELEASE = {release!r}\n" + SLOW_APP)
-    port = free_port()
-    addr = ("127.0.0.1", port)
-    with Server(["--socket", f"127.0.0.1:{port}", "--chdir", tmp, "--module", "slowapp", "--processes", "3",
-                 "--cheaper", "1", "--cheaper-overload", "1", "--cheaper-step", "1", "--threads", "1"],
-                workers=1) as srv:
+    srv, addr, _, release = hold_app_server(["--processes", "3", "--cheaper", "1", "--cheaper-overload", "1",
+                                             "--cheaper-step", "1", "--threads", "1"], 1, "cheaper-")
+    with srv:
         check_eq(len(srv.workers()), 1, "workers at start (--cheaper 1)")
         held = []
         thread = threading.Thread(target=lambda: held.append(request(addr, wsgi_req("/hold"), 25.0)), daemon=True)
@@ -157,6 +138,23 @@ def test_cheaper_spare():
         check(srv.wait_log(r"cheaper: worker 2 \(pid \d+\) is not needed", 8.0), "the idle worker retired")
         check_eq(len(srv.wait_workers(1, timeout=5.0)), 1, "workers once idle")
         check_eq(body_of(addr), b"ok", "still serving")
+        check_eq(srv.stop(), 0, "exit status")
+
+
+def test_cheaper_idle():
+    """--idle N with --cheaper: N seconds without a request bring the workers back to the minimum at
+    once (the spare algorithm alone, with --cheaper-overload 60, would stop one a minute)."""
+    srv, addr, _, _ = hold_app_server(["--processes", "3", "--cheaper", "1", "--cheaper-initial", "3",
+                                       "--cheaper-overload", "60", "--idle", "2"], 3, "idle-")
+    with srv:
+        check_eq(len(srv.workers()), 3, "workers at start (--cheaper-initial 3)")
+        off = srv.log_size()
+        check_eq(body_of(addr), b"ok", "a request")
+        for worker_id in (3, 2):
+            check(srv.wait_log(r"cheaper: worker %d \(pid \d+\) is not needed" % worker_id, 8.0, offset=off),
+                  f"worker {worker_id} not retired after --idle 2:\n{srv.log_since(off)}")
+        check_eq(len(srv.wait_workers(1, timeout=5.0)), 1, "workers once idle")
+        check_eq(body_of(addr), b"ok", "still serving with the minimum")
         check_eq(srv.stop(), 0, "exit status")
 
 
@@ -248,5 +246,5 @@ def test_accepted_and_refused():
 
 
 if __name__ == "__main__":
-    run_tests([test_virtualenv, test_touch_reload, test_py_autoreload, test_cheaper_spare,
+    run_tests([test_virtualenv, test_touch_reload, test_py_autoreload, test_cheaper_spare, test_cheaper_idle,
                test_attach_daemon_and_hooks, test_procname_add_header_max_fd, test_accepted_and_refused], budget=120)

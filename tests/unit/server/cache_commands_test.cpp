@@ -47,7 +47,7 @@ struct Server {
 
   // Sends one complete request (framed as the worker would) and returns head + body as one string.
   std::string send(std::string_view packet) {
-    const Frame frame = frame_request(packet, FrameLimits{4096, 1 << 20});
+    const Frame frame = frame_request(packet, FrameLimits{.buffer_size = 4096, .max_cache_body = 1 << 20});
     REQUIRE(frame.status == FrameStatus::complete);
     Request request;
     request.header = frame.header;
@@ -320,7 +320,7 @@ TEST_CASE("mod2 17 magic interface: examples §1.7 byte for byte", "[cache-comma
     CHECK(server.note == "cache magic set: size \"abc\" is not a decimal number");
     CHECK(server.value_of(*server.small, "x") == "<miss>");
   }
-  SECTION("set with the body left unframed (size over max-body): no reply") {
+  SECTION("set with the body left unframed (size over max_cache_body): no reply") {
     CHECK(server.send(wire::packet(111, 17, wire::vars({{"cmd", "set"}, {"key", "x"}, {"size", "2000000"}})))
               .empty());
     CHECK(server.note.find("over the frame limit") == std::string::npos);  // 2000000 > blocksize comes first

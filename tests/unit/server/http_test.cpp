@@ -11,6 +11,7 @@
 
 using namespace server;
 using Catch::Matchers::Contains;
+using Catch::Matchers::Equals;
 using wire::hex;
 
 namespace {
@@ -291,19 +292,30 @@ TEST_CASE("limits: 413 body, 431 head, headers, trailers", "[http][frame][errors
   limits.max_body = 100;
   limits.max_header_bytes = 200;
   const std::string h = "POST / HTTP/1.1\r\nHost: a\r\n";
+  // --limit-post: refused from the head, before any body byte, with uWSGI's log words.
   CHECK_THAT(rejected(h + "Content-Length: 101\r\n\r\n", 413, limits),
-             Contains("Content-Length 101 is over the limit of 100 bytes (max-body)"));
+             Equals("Invalid (too big) CONTENT_LENGTH. skip. (Content-Length 101 is over limit-post 100)"));
   CHECK(frame_http_request(h + "Content-Length: 100\r\n\r\n" + std::string(100, 'x'), limits).status ==
         FrameStatus::complete);
   const std::string c = h + "Transfer-Encoding: chunked\r\n\r\n";
-  CHECK_THAT(rejected(c + "32\r\n" + std::string(50, 'x') + "\r\n33\r\n", 413, limits), Contains("max-body"));
+  CHECK_THAT(rejected(c + "32\r\n" + std::string(50, 'x') + "\r\n33\r\n", 413, limits),
+             Contains("limit-post"));
   CHECK(
       frame_http_request(
           c + "32\r\n" + std::string(50, 'x') + "\r\n32\r\n" + std::string(50, 'x') + "\r\n0\r\n\r\n", limits)
           .status == FrameStatus::complete);
   // A chunk size that would overflow 64 bits is a 413, not a wrap-around.
-  CHECK_THAT(rejected(c + "10000000000000001\r\n", 413), Contains("max-body"));
-  CHECK_THAT(rejected(c + "fffffffffffffffffffffff\r\n", 413), Contains("max-body"));
+  CHECK_THAT(rejected(c + "10000000000000001\r\n", 413), Contains("send a Content-Length"));
+  CHECK_THAT(rejected(c + "fffffffffffffffffffffff\r\n", 413), Contains("send a Content-Length"));
+  // Without --limit-post a Content-Length body has no limit (the worker spools it); a chunked one is
+  // held in memory, so it has one.
+  const HttpLimits defaults;
+  CHECK(frame_http_request(h + "Content-Length: 100000000000\r\n\r\n", defaults).status ==
+        FrameStatus::incomplete);
+  HttpLimits small_chunks;
+  small_chunks.max_chunked_body = 60;
+  CHECK_THAT(rejected(c + "32\r\n" + std::string(50, 'x') + "\r\n33\r\n", 413, small_chunks),
+             Contains("over 60 bytes (a chunked body is held in memory: send a Content-Length)"));
   // A head over the limit, with or without its end.
   CHECK_THAT(rejected(h + "X: " + std::string(200, 'x') + "\r\n\r\n", 431, limits),
              Contains("longer than 200 bytes (max-header-bytes)"));

@@ -263,11 +263,17 @@ TEST_CASE("framer: modifier1 0 body from CONTENT_LENGTH", "[protocol][frame]") {
     CHECK(frame_request(wire::packet(0, 0, wire::vars({{"CONTENT_LENGTH", "99999999999999999999"}})), {})
               .status == FrameStatus::invalid);
   }
-  SECTION("CONTENT_LENGTH over max-body is refused before the body arrives") {
+  SECTION("CONTENT_LENGTH over --limit-post is refused before the body arrives") {
     const std::string big = wire::packet(0, 0, wire::vars({{"CONTENT_LENGTH", "1025"}}));
     const Frame frame = frame_request(big, FrameLimits{4096, 1024});
     CHECK(frame.status == FrameStatus::invalid);
-    CHECK(frame.error == "request body too large: CONTENT_LENGTH 1025 (max 1024 = max-body)");
+    CHECK(frame.body_too_large);
+    CHECK(frame.error ==
+          "Invalid (too big) CONTENT_LENGTH. skip. (CONTENT_LENGTH 1025 is over limit-post 1024)");
+    // No limit by default (the worker spools large bodies); a malformed packet is not "too large".
+    CHECK(frame_request(wire::packet(0, 0, wire::vars({{"CONTENT_LENGTH", "100000000000"}})), {}).status ==
+          FrameStatus::incomplete);
+    CHECK_FALSE(frame_request(wire::packet(0, 0, wire::vars({{"CONTENT_LENGTH", "x"}})), {}).body_too_large);
     CHECK(frame_request(wire::packet(0, 0, wire::vars({{"CONTENT_LENGTH", "1024"}})), FrameLimits{4096, 1024})
               .status == FrameStatus::incomplete);
   }
@@ -311,17 +317,17 @@ TEST_CASE("framer: modifier2 17 set/update body from size", "[protocol][frame]")
     CHECK(frame.status == FrameStatus::complete);
     CHECK(frame.total == update.size());
   }
-  SECTION("no body unless 0 < size <= max-body and cmd is set/update") {
+  SECTION("no body unless 0 < size <= max_cache_body and cmd is set/update") {
     const auto total_for = [](std::string_view cmd, std::string_view size, std::uint64_t max_body = 100) {
       const std::string vars = wire::vars({{"cmd", cmd}, {"key", "k"}, {"size", size}});
-      const Frame frame =
-          frame_request(wire::packet(111, 17, vars, std::string(200, 'v')), FrameLimits{4096, max_body});
+      const Frame frame = frame_request(wire::packet(111, 17, vars, std::string(200, 'v')),
+                                        FrameLimits{.buffer_size = 4096, .max_cache_body = max_body});
       REQUIRE(frame.status == FrameStatus::complete);
       return frame.total - frame.payload_end;
     };
     CHECK(total_for("set", "100") == 100);
     CHECK(total_for("update", "1") == 1);
-    CHECK(total_for("set", "101") == 0);  // over max-body: left unread, the handler refuses it
+    CHECK(total_for("set", "101") == 0);  // over max_cache_body: left unread, the handler refuses it
     CHECK(total_for("set", "0") == 0);
     CHECK(total_for("set", "") == 0);
     CHECK(total_for("set", "5x") == 0);
