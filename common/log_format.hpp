@@ -11,10 +11,10 @@
 namespace common {
 
 // uWSGI's names for the common request-log variables (docs/operations.md says what each holds).
-inline constexpr std::array<std::string_view, 26> kLogFormatVariables = {
-    "addr", "method", "uri",     "status",  "size",     "rsize",  "hsize",   "msecs", "micros",
-    "pid",  "wid",    "ltime",   "time",    "epoch",    "uagent", "referer", "host",  "proto",
-    "user", "vars",   "pktsize", "headers", "switches", "core",   "rss",     "vsz"};
+inline constexpr std::array<std::string_view, 30> kLogFormatVariables = {
+    "addr", "method", "uri",   "status", "size",    "rsize",   "hsize",    "msecs",   "micros", "pid",
+    "wid",  "ltime",  "ftime", "ctime",  "time",    "epoch",   "tmsecs",   "tmicros", "uagent", "referer",
+    "host", "proto",  "user",  "vars",   "pktsize", "headers", "switches", "core",    "rss",    "vsz"};
 
 // One piece of a template: literal text, or a variable.
 struct LogFormatPiece {

@@ -38,6 +38,16 @@ struct InvalidValue {
 };
 using ValueCheck = void (*)(std::string_view value);
 
+// One --logger value, uWSGI's "[NAME ]PLUGIN[:ARGS]": plugin stdio, file (ARGS = the path) or fd (ARGS =
+// the descriptor). `error` says what is wrong with it, else empty.
+struct LoggerSpec {
+  std::string name;  // uWSGI names loggers for log routing; kept, not used
+  std::string plugin;
+  std::string arg;
+  std::string error;
+};
+LoggerSpec parse_logger(std::string_view value);
+
 // One row of the option table. Everything (command line, ini, toml, --help, docs/options.md) comes from it.
 struct OptionSpec {
   std::string_view name;     // uWSGI's spelling, e.g. "cache-blocksize"
@@ -126,17 +136,20 @@ struct Config {
   bool disable_logging = false;  // no request log lines (except what log-4xx/5xx/slow pick)
   bool log_4xx = false;
   bool log_5xx = false;
-  std::uint64_t log_slow = 0;     // ms; 0 = off
-  std::string log_format;         // uWSGI's %(var) template ("" = uWSGI's default line)
-  bool log_cache = false;         // modifier1 111 requests get a line too
-  bool memory_report = false;     // the request line starts with the address space and rss usage
-  std::string logto;              // every log line goes to this file
-  std::string logto2;             // the same, opened after the privileges drop
-  std::uint64_t log_maxsize = 0;  // bytes; rotate the --logto file at this size (0 = never)
-  std::string log_backupname;     // the rotated file's name ("" = FILE.<unix time>)
-  bool log_reopen = false;        // reopen the --logto file on SIGHUP (reload)
-  std::string daemonize;          // detach, log to this file
-  std::string req_logger;         // file:PATH: request lines go there instead of the log
+  std::uint64_t log_slow = 0;        // ms; 0 = off
+  std::string log_format;            // uWSGI's %(var) template ("" = uWSGI's default line)
+  bool log_cache = false;            // modifier1 111 requests get a line too
+  bool memory_report = false;        // the request line starts with the address space and rss usage
+  std::string logto;                 // every log line goes to this file
+  std::string logto2;                // the same, opened after the privileges drop
+  std::uint64_t log_maxsize = 0;     // bytes; rotate the --logto file at this size (0 = never)
+  std::string log_backupname;        // the rotated file's name ("" = FILE.<unix time>)
+  bool log_reopen = false;           // reopen the --logto file on SIGHUP (reload)
+  std::string daemonize;             // detach, log to this file
+  std::string req_logger;            // file:PATH: request lines go there instead of the log
+  std::vector<std::string> loggers;  // --logger: [NAME ]stdio | file:PATH | fd:N (one destination)
+  std::string log_date;              // --log-date's strftime FORMAT ("" or true: the date is always there)
+  bool logformat_strftime = false;   // %(ftime) is the request's time in --log-date's FORMAT
 
   // the default cache (--cache and friends); items == 0 means no default cache
   std::uint64_t cache_items = 0;

@@ -327,6 +327,44 @@ void check_req_logger(std::string_view value) {
     throw InvalidValue{"expected file:PATH (the only request logger plugin built in)"};
 }
 
+}  // namespace
+
+LoggerSpec parse_logger(std::string_view value) {
+  LoggerSpec spec;
+  const std::size_t space = value.find(' ');
+  if (space != std::string_view::npos) {
+    spec.name = std::string(value.substr(0, space));
+    value.remove_prefix(space + 1);
+  }
+  const std::size_t colon = value.find(':');
+  spec.plugin = std::string(value.substr(0, colon));
+  if (colon != std::string_view::npos) spec.arg = std::string(value.substr(colon + 1));
+  if (spec.plugin == "stdio") {
+    if (!spec.arg.empty()) spec.error = "the stdio logger takes no argument";
+  } else if (spec.plugin == "file") {
+    if (spec.arg.empty()) spec.error = "expected file:PATH";
+  } else if (spec.plugin == "fd") {
+    const bool digits = !spec.arg.empty() && spec.arg.size() < 10 &&
+                        spec.arg.find_first_not_of("0123456789") == std::string::npos;
+    if (!digits) spec.error = "expected fd:N (a descriptor number)";
+  } else {
+    spec.error = fmt::format(
+        "logger plugin \"{}\" is not built in (stdio, file:PATH and fd:N are); send the log to a file "
+        "(--logto) or to stderr, which systemd's journal and container runtimes collect",
+        spec.plugin);
+  }
+  return spec;
+}
+
+namespace {
+
+// --logger [NAME ]PLUGIN[:ARGS]: uWSGI's logger plugins that make sense here. A plugin that sends lines
+// elsewhere (syslog, a socket, a journal) is refused rather than silently dropping the lines there.
+void check_logger(std::string_view value) {
+  const LoggerSpec spec = parse_logger(value);
+  if (!spec.error.empty()) throw InvalidValue{spec.error};
+}
+
 void check_cache2(std::string_view value);  // defined with the --cache2 key table below
 
 // ---------------------------------------------------------------------------------------------
@@ -559,8 +597,15 @@ std::vector<OptionSpec> build_table() {
       accepted("log-master", "", OptionType::flag, "",
                "each process writes its log lines itself, one write(2) each, so lines never interleave: no "
                "logger process is needed"),
-      accepted("log-date", "logdate", OptionType::string, "[FORMAT]",
-               "every log line here already starts with the date; request lines keep uWSGI's [date] field"),
+      text("log-date", "logdate", &C::log_date, kObservabilityGroup, "FORMAT",
+           "every log line here already starts with the date; a strftime FORMAT (not true/1) is what "
+           "%(ftime) shows with --logformat-strftime"),
+      flag("logformat-strftime", "log-format-strftime", &C::logformat_strftime, kObservabilityGroup,
+           "%(ftime) in --log-format is the request's time in --log-date's FORMAT (else as %(ltime))"),
+      list("logger", "", &C::loggers, kObservabilityGroup, "[NAME ]PLUGIN",
+           "where the log lines go, as uWSGI's loggers: stdio (the default), file:PATH (as --logto) or fd:N; "
+           "one destination (several loggers must name the same one)",
+           check_logger),
 
       size("cache", "", &C::cache_items, {0, kMaxCacheItems}, g2, "ITEMS",
            "create the cache \"default\" with this many items (0 = none)"),

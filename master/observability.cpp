@@ -33,6 +33,11 @@ workers::RequestLogOptions request_log_options(const config::Config& config) {
   options.slow_ms = config.log_slow;
   options.memory_report = config.memory_report;
   options.format = config.log_format;
+  // uWSGI: %(ftime) takes --log-date's FORMAT only with --logformat-strftime; a bare log-date = true is a
+  // flag.
+  const std::string& date = config.log_date;
+  const bool is_format = !date.empty() && date != "true" && date != "1" && date != "yes" && date != "on";
+  if (config.logformat_strftime && is_format) options.ftime_format = date;
   return options;
 }
 
@@ -43,6 +48,34 @@ void open_log(const config::Config& config, const std::string& path, const char*
     throw std::runtime_error(fmt::format("--{}: {}", option, error));
 }
 }  // namespace
+
+// --logger: uWSGI's loggers reduced to what one destination means here (each line is written once, by
+// the process that has it): stdio leaves the log on stderr, file:PATH is --logto PATH, fd:N sends it to
+// an inherited descriptor. Values were checked by config/.
+void start_loggers(const config::Config& config) {
+  std::string destination;  // plugin:arg, the same for every logger
+  for (const std::string& value : config.loggers) {
+    const config::LoggerSpec spec = config::parse_logger(value);
+    const std::string here = spec.arg.empty() ? spec.plugin : spec.plugin + ":" + spec.arg;
+    if (!destination.empty() && destination != here)
+      throw std::runtime_error(
+          fmt::format("--logger: {} and {}: each log line goes to one destination here; keep one logger",
+                      destination, here));
+    destination = here;
+  }
+  if (destination.empty() || destination == "stdio") return;
+  if (!config.logto.empty() || !config.daemonize.empty())
+    throw std::runtime_error(fmt::format("--logger {} and --{}: both say where the log goes; keep one",
+                                         destination, config.logto.empty() ? "daemonize" : "logto"));
+  const config::LoggerSpec spec = config::parse_logger(destination);
+  if (spec.plugin == "file") return open_log(config, spec.arg, "logger");
+  const int fd = std::atoi(spec.arg.c_str());
+  if (fcntl(fd, F_GETFD) < 0)
+    throw std::runtime_error(
+        fmt::format("--logger fd:{}: descriptor {} is not open: {}", fd, fd, std::strerror(errno)));
+  if (fd != STDERR_FILENO) dup2(fd, STDERR_FILENO);
+  if (fd != STDOUT_FILENO) dup2(fd, STDOUT_FILENO);
+}
 
 void start_logging(const config::Config& config) {
   if (!config.daemonize.empty()) {
@@ -60,6 +93,7 @@ void start_logging(const config::Config& config) {
     }
   }
   if (!config.logto.empty()) open_log(config, config.logto, "logto");
+  start_loggers(config);
   if (!config.req_logger.empty()) {
     std::string error;
     if (!common::log_requests_to_file(config.req_logger.substr(5), error))  // after "file:" (config/ checked)

@@ -179,6 +179,9 @@ void RequestAccounting::write_line(const server::Request& request, const Respons
     localtime_r(&wall, &local);
     ctime_len_ = strftime(ctime_, sizeof ctime_, "%a %b %e %H:%M:%S %Y", &local);
     ltime_len_ = strftime(ltime_, sizeof ltime_, "%d/%b/%Y:%H:%M:%S %z", &local);
+    ftime_len_ = options_.ftime_format.empty()
+                     ? 0
+                     : strftime(ftime_, sizeof ftime_, options_.ftime_format.c_str(), &local);
   }
   std::uint64_t vsz = 0, rss = 0;
   if (options_.memory_report) process_memory(pid_, rss, vsz);
@@ -228,8 +231,19 @@ void RequestAccounting::write_line(const server::Request& request, const Respons
         fmt::format_to(out, "{}", worker_id_);
       else if (v == "ltime") {
         line_.append(ltime_, ltime_len_);
+      } else if (v == "ftime") {
+        if (options_.ftime_format.empty())
+          line_.append(ltime_, ltime_len_);
+        else
+          line_.append(ftime_, ftime_len_);  // empty when the result overflowed, as uWSGI's
+      } else if (v == "ctime") {
+        line_.append(ctime_, ctime_len_);
       } else if (v == "time" || v == "epoch")
         fmt::format_to(out, "{}", static_cast<long long>(wall));
+      else if (v == "tmsecs")
+        fmt::format_to(out, "{}", wall_ns / 1000000);
+      else if (v == "tmicros")
+        fmt::format_to(out, "{}", wall_ns / 1000);
       else if (v == "uagent")
         line_.append(or_dash(facts.uagent));
       else if (v == "referer")

@@ -29,6 +29,7 @@ struct RequestLogOptions {
   std::uint64_t slow_ms = 0;   // --log-slow: requests at least this slow (0 = off)
   bool memory_report = false;  // --memory-report: the {address space usage} {rss usage} prefix
   std::string format;          // --log-format: uWSGI's %(var) template; "" = the default line
+  std::string ftime_format;    // strftime format of %(ftime) ("" = as %(ltime))
 };
 
 // What the accounting needs to know of a reply it did not build.
@@ -79,6 +80,8 @@ class RequestAccounting {
   std::size_t ctime_len_ = 0;
   char ltime_[40] = "";  // %(ltime): "06/Dec/2026:06:02:00 +0000"
   std::size_t ltime_len_ = 0;
+  char ftime_[64] = "";  // %(ftime): in options_.ftime_format (uWSGI's 64-byte bound), else ltime
+  std::size_t ftime_len_ = 0;
   std::int64_t wall_offset_ns_;  // realtime - monotonic, for the request's start date
 };
 

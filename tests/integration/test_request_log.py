@@ -4,7 +4,8 @@ same application and requests (the --memory-report prefix too), and a --log-form
 %(var) names compared the same way; --disable-logging with --log-4xx / --log-5xx / --log-slow picking
 their lines as uWSGI does; cache requests counted, not logged, unless --log-cache; --req-logger
 file:PATH; --logto with --log-maxsize rotation (no line lost, --log-backupname); --log-reopen on SIGHUP;
---daemonize."""
+--daemonize; %(ftime) with --logformat-strftime and --log-date FORMAT, %(ctime)/%(tmsecs)/%(tmicros)
+against a live uWSGI; --logger file:/stdio/refusals."""
 import contextlib
 import glob
 import json
@@ -19,6 +20,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (start_hosted, SERVER_BIN, Server, Skip, UwsgiProcess, _child_setup, can_connect,
+                     run_server_to_exit,
                      check, check_eq, connect, free_port, magic_get, magic_set, make_temp_dir,
                      need_uwsgi, pid_alive, read_reply, run_tests, wait_until)
 
@@ -321,9 +323,76 @@ def test_daemonize():
                 os.kill(master, signal.SIGKILL)
 
 
+TIME_FORMAT = "%(ftime) | %(ctime) | %(tmsecs) | %(tmicros) | %(uri)"
+ISO_RE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"
+LTIME_RE = r"\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}"
+CTIME_RE = r"\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}"
+
+
+def time_fields(log):
+    """(ftime, ctime, tmsecs, tmicros) of every TIME_FORMAT line for /when."""
+    return [tuple(line.split(" | ")[:4]) for line in log.splitlines() if line.endswith(" | /when")]
+
+
+def test_ftime_with_logformat_strftime_as_uwsgi():
+    """A real Docker config: logformat-strftime + log-date FORMAT make %(ftime) that format; without
+    logformat-strftime it is %(ltime)'s. %(ctime), %(tmsecs), %(tmicros) too, compared with a live uWSGI."""
+    need_uwsgi(("python3",))
+    tmp = make_temp_dir("reqlog-ftime-")
+    app = app_file(tmp)
+    for strftime_on, form in ((True, ISO_RE), (False, LTIME_RE)):
+        extra = (["--logformat-strftime"] if strftime_on else []) + ["--log-date=%Y-%m-%dT%H:%M:%S"]  # optional value: only the = form
+        usock, uhttp = free_port(), free_port()
+        with UwsgiProcess(["--plugin", "python3", "--master", "--processes", "1", "--socket", f"{HOST}:{usock}",
+                           "--http-socket", f"{HOST}:{uhttp}", "--log-format", TIME_FORMAT, *extra, "--wsgi-file",
+                           app], [(HOST, usock), (HOST, uhttp)]) as uw:
+            get(uhttp, "/when")
+            check(wait_until(lambda: time_fields(uw.tail(100000)), 5), "uWSGI logged the request")
+            theirs = time_fields(uw.tail(100000))[0]
+        sock, http = free_port(), free_port()
+        with start(["--socket", f"{HOST}:{sock}", "--http-socket", f"{HOST}:{http}", "--log-format", TIME_FORMAT,
+                    *extra, "--wsgi-file", app], 1, [(HOST, sock), (HOST, http)]) as srv:
+            get(http, "/when")
+            check(wait_until(lambda: time_fields(srv.log()), 5), "we logged the request")
+            ours = time_fields(srv.log())[0]
+        for who, (ftime, ctime, tmsecs, tmicros) in (("uWSGI", theirs), ("ours", ours)):
+            check(re.fullmatch(form, ftime), f"{who}: ftime {ftime!r} (logformat-strftime {strftime_on})")
+            check(re.fullmatch(CTIME_RE, ctime), f"{who}: ctime {ctime!r}")
+            check(abs(int(tmsecs) / 1000 - time.time()) < 60, f"{who}: tmsecs {tmsecs} is unix milliseconds")
+            check_eq(int(tmicros) // 1000, int(tmsecs), f"{who}: tmicros and tmsecs")
+
+
+def test_logger_destinations():
+    """--logger: file:PATH sends every line there (as --logto), stdio keeps them on stderr; a logger this
+    server has not (syslog) or two destinations are refused at start with the reason."""
+    tmp = make_temp_dir("reqlog-logger-")
+    path = os.path.join(tmp, "logger.log")
+    sock, http = free_port(), free_port()
+    with start(["--socket", f"{HOST}:{sock}", "--http-socket", f"{HOST}:{http}", "--wsgi-file", app_file(tmp),
+                "--logger", f"default file:{path}"], 1, [(HOST, sock), (HOST, http)]) as srv:
+        get(http, "/to-the-logger")
+        check(wait_until(lambda: request_lines(read(path)), 5), "a request line in the logger's file")
+        check_eq([m.group("uri") for m in request_lines(read(path))], ["/to-the-logger"], "the request line")
+        check("worker 1" in read(path), "the other lines too")
+        check_eq(lines_of(srv), [], "nothing left on stderr")
+    sock, http = free_port(), free_port()
+    with start(["--socket", f"{HOST}:{sock}", "--http-socket", f"{HOST}:{http}", "--wsgi-file", app_file(tmp),
+                "--logger", "default stdio"], 1, [(HOST, sock), (HOST, http)]) as srv:
+        get(http, "/on-stderr")
+        check(wait_until(lambda: lines_of(srv), 5), "stdio: the request line on stderr")
+    for args, says in ((["--logger", "syslog:web"], 'logger plugin "syslog" is not built in'),
+                       (["--logger", "stdio", "--logger", f"file:{path}"], "each log line goes to one destination"),
+                       (["--logger", "fd:x"], "expected fd:N")):
+        rc, log, left = run_server_to_exit(["--socket", f"{HOST}:{free_port()}", *args])
+        check(rc not in (None, 0), f"{args}: refused (exit {rc})")
+        check(says in log, f"{args}: the reason ({says!r}) in:\n{log}")
+        check_eq(left, [], f"{args}: no process left")
+
+
 if __name__ == "__main__":
     run_tests([test_default_line_matches_a_live_uwsgi_field_by_field, test_log_format_matches_a_live_uwsgi,
                test_disable_logging_with_4xx_5xx_slow, test_cache_requests_counted_not_logged_unless_log_cache,
                test_req_logger_file, test_logto_rotation_keeps_every_line, test_log_reopen_on_sighup,
-               test_logto2_opens_after_the_privileges_drop, test_daemonize],
+               test_logto2_opens_after_the_privileges_drop, test_daemonize, test_ftime_with_logformat_strftime_as_uwsgi,
+               test_logger_destinations],
               budget=120)

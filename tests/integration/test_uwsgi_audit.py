@@ -74,11 +74,12 @@ def test_static_gzip_dir():
         check_eq(srv.stop(), 0, "exit status")
 
 
-# Every option of the reference list accepted with no effect, with a value of a real configuration.
+# Every option of the reference list accepted with no effect, with a value of a real configuration (log-date
+# now works: test_request_log.py).
 ACCEPTED = [["--thunder-lock"], ["--enable-threads"], ["--single-interpreter"], ["--die-on-term"], ["--need-app"],
             ["--plugins", "python3"], ["--offload-threads", "2"], ["--no-orphans"], ["--ignore-sigpipe"],
             ["--ignore-write-errors"], ["--disable-write-exception"], ["--py-call-osafterfork"], ["--close-on-exec"],
-            ["--http-keepalive", "1"], ["--http-timeout", "300"], ["--http-auto-chunked"], ["--log-date", "%Y-%m-%d"],
+            ["--http-keepalive", "1"], ["--http-timeout", "300"], ["--http-auto-chunked"],
             ["--log-master"], ["--cheaper-busyness-max", "50"], ["--cheaper-busyness-min", "25"],
             ["--cheaper-busyness-multiplier", "20"], ["--cheaper-rss-limit-soft", "134217728"],
             ["--no-threads-wait"]]
