@@ -117,6 +117,7 @@ std::shared_ptr<const workers::StatsContext> stats_context(const config::Config&
     socket.name = listener.spec;
     socket.proto = listener.kind == Listener::Kind::http         ? "http"
                    : listener.kind == Listener::Kind::persistent ? "persistent"
+                   : listener.kind == Listener::Kind::memcached  ? "memcached"
                                                                  : "uwsgi";
     socket.fd = listener.fd;
     socket.is_unix = listener.is_unix;

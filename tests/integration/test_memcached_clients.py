@@ -244,6 +244,32 @@ def test_many_connections_and_graceful_stop():
         silent.close()
 
 
+def test_idle_connections_kept_past_the_socket_timeout():
+    """An idle memcached connection stays open past --socket-timeout (memcached's idle_timeout 0), while
+    an idle --persistent-socket connection opened at the same moment is closed by it: its EOF is the event
+    after which the memcached one must still answer. The stats JSON names the listener's protocol."""
+    import json
+    import socket
+    from harness import free_port, read_reply
+    from memcached_peer import Raw
+    pport, sport = free_port(), free_port()
+    with ours(workers=1, extra=("--socket-timeout", "1", "--persistent-socket", f"127.0.0.1:{pport}",
+                                "--stats", f"127.0.0.1:{sport}")) as srv:
+        mc = Raw(srv.addr)
+        check_eq(mc.exchange(b"set idle 0 0 1\r\nx\r\n"), b"STORED\r\n", "set")
+        persistent = socket.create_connection(("127.0.0.1", pport), timeout=10)
+        check_eq(persistent.recv(1), b"", "the idle persistent connection is closed by the socket timeout")
+        persistent.close()
+        check_eq(mc.exchange(b"get idle\r\n"), b"VALUE idle 0 1\r\nx\r\nEND\r\n", "memcached still answers")
+        mc.close()
+        stats = socket.create_connection(("127.0.0.1", sport), timeout=5)
+        data, _ = read_reply(stats, 5)
+        stats.close()
+        protos = {s["name"]: s["proto"] for s in json.loads(data)["sockets"]}
+        check_eq(protos.get(f"127.0.0.1:{srv.addr[1]}"), "memcached", f"the listener's proto in {protos}")
+
+
 if __name__ == "__main__":
     run_tests([test_pymemcache, test_pylibmc, test_libmemcached_tools, test_application_reads_the_same_items,
-               test_many_connections_and_graceful_stop], budget=120)
+               test_many_connections_and_graceful_stop, test_idle_connections_kept_past_the_socket_timeout],
+              budget=120)
