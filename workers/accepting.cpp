@@ -17,6 +17,7 @@ void Worker::accept_ready(const int* fds, int count) {
     if (!listener.watched || std::find(fds, fds + count, listener.fd) == fds + count) continue;
     last_listener_ = index;
     accept_from(listener.fd);
+    if (t_loop_lost) return;  // lent and taken: the other listeners are the new holder's
   }
 }
 
