@@ -300,12 +300,16 @@ void Worker::on_ready(Connection* conn, std::uint32_t events) {
   serve(conn);
 }
 
-// Orderly close: half-close first so the peer reads our whole reply and an EOF, never a reset.
-// close() also takes the fd out of the epoll set (nothing else holds it). The Connection is released
-// only after the current batch of events, one of which may still name it.
+// Orderly close: half-close first so the peer reads our whole reply and an EOF, never a reset (close()
+// answers bytes left unread with one). Not needed when the socket was read dry (or to EOF) and all of
+// it consumed: close() alone then sends the same FIN, one syscall less on every request of a
+// connection-per-request client such as nginx's uwsgi_pass. close() also takes the fd out of the epoll
+// set (nothing else holds it). The Connection is released only after the current batch of events,
+// one of which may still name it.
 void Worker::close_connection(Connection* conn, bool orderly) {
   if (conn->fd < 0) return;
-  if (orderly) ::shutdown(conn->fd, SHUT_WR);
+  const bool read_all = conn->in.size() == 0 && (conn->socket_drained || conn->peer_closed);
+  if (orderly && !read_all) ::shutdown(conn->fd, SHUT_WR);
   if (conn->registered) {
     Connection* last = active_.back();
     active_[conn->active_index] = last;
