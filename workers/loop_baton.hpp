@@ -85,7 +85,7 @@ class LoopBaton {
   static constexpr std::uint64_t kTaken = 2;
   std::atomic<std::uint64_t> state_{0};  // lends_ << 2: held; | kLent while lent; | kTaken once taken
   std::uint64_t lends_ = 0;              // the holder's (the holder changes only through state_)
-  std::atomic<bool> idle_{false};             // the standby sleeps untimed: a lend must wake it
+  std::atomic<bool> idle_{false};        // the standby sleeps untimed: a lend must wake it
   std::mutex mutex_;
   std::condition_variable wake_;
   bool done_ = false;  // guarded by mutex_

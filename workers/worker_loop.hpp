@@ -140,13 +140,12 @@ class Worker {
   std::size_t last_listener_ = 0;   // index in listeners_ of the one accepted from last
   std::int32_t published_backlog_ = kNoAppBacklog;  // what our scoreboard slot says
   LoopBaton baton_;
-  std::thread standby_;               // the second thread that can run the loop (with application threads)
-  Connection* lent_for_ = nullptr;    // the request the loop was lent for (the holder's)
-  Connection* adopted_ = nullptr;     // taken over while lent for this one: the other thread runs it
+  std::thread standby_;             // the second thread that can run the loop (with application threads)
+  Connection* lent_for_ = nullptr;  // the request the loop was lent for (the holder's)
+  Connection* adopted_ = nullptr;   // taken over while lent for this one: the other thread runs it
   std::thread::id main_thread_;
   bool failed_ = false;
-  bool in_libuv_ = false;             // inside uv_run: no lending (libuv's pass must end on its thread)
-  bool loop_over_ = false;            // the holder's: drive() ended the loop
+  bool in_libuv_ = false;  // inside uv_run: no lending (libuv's pass must end on its thread)
 };
 
 }  // namespace workers::loop
