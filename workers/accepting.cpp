@@ -55,6 +55,7 @@ void Worker::accept_from(int listen_fd) {
   for (const Listener& listener : listeners_) {
     if (listener.fd == listen_fd) conn->framing = listener.framing;
   }
+  if (conn->framing == &persistent_) ++cache_clients_;
   conn->framing->attach(*conn, listen_fd);
   conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
   serve(conn);

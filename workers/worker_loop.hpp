@@ -145,7 +145,8 @@ class Worker {
   Connection* adopted_ = nullptr;   // taken over while lent for this one: the other thread runs it
   std::thread::id main_thread_;
   bool failed_ = false;
-  bool in_libuv_ = false;  // inside uv_run: no lending (libuv's pass must end on its thread)
+  std::size_t cache_clients_ = 0;  // open --persistent-socket connections: no lending meanwhile
+  bool in_libuv_ = false;          // inside uv_run: no lending (libuv's pass must end on its thread)
 };
 
 }  // namespace workers::loop
