@@ -105,8 +105,9 @@ bool Worker::dispatch(Connection* conn) {
   conn->started_ns = accounting_.begin(conn->pending);
   if (serve_static(conn)) return true;
   if (conn->pending.header.modifier1 == server::kModifierApp && app_threads_.started()) {
-    // Not while a --persistent-socket client is connected: its cache requests could come while the
-    // loop is lent and wait up to two takeover delays; the hand-off keeps them at loop speed.
+    // Not while a client of a cache listener (--persistent-socket) is connected: its cache requests
+    // could come while the loop is lent and wait up to two takeover delays; the hand-off keeps them
+    // at loop speed.
     if (in_application_ == 0 && !in_libuv_ && cache_clients_ == 0) return run_inline(conn);
     hand_to_application(conn);
     return false;
@@ -310,7 +311,7 @@ void Worker::on_ready(Connection* conn, std::uint32_t events) {
 // one of which may still name it.
 void Worker::close_connection(Connection* conn, bool orderly) {
   if (conn->fd < 0) return;
-  if (conn->framing == &persistent_) --cache_clients_;
+  if (cache_path(conn->framing)) --cache_clients_;
   const bool read_all = conn->in.size() == 0 && (conn->socket_drained || conn->peer_closed);
   if (orderly && !read_all) ::shutdown(conn->fd, SHUT_WR);
   if (conn->registered) {

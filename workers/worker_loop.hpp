@@ -101,6 +101,7 @@ class Worker {
   bool start_reply(Connection* conn);   // true when the connection was closed
   bool serve_static(Connection* conn);  // a static file answered the request (never the application)
 
+  bool cache_path(const Framing* framing) const;
   Connection* acquire();
   void release(Connection* conn);
 
@@ -145,7 +146,7 @@ class Worker {
   Connection* adopted_ = nullptr;   // taken over while lent for this one: the other thread runs it
   std::thread::id main_thread_;
   bool failed_ = false;
-  std::size_t cache_clients_ = 0;  // open --persistent-socket connections: no lending meanwhile
+  std::size_t cache_clients_ = 0;  // open connections of cache_path listeners: no lending meanwhile
   bool in_libuv_ = false;          // inside uv_run: no lending (libuv's pass must end on its thread)
 };
 
