@@ -30,6 +30,12 @@ SERVER = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE
 PROCESSES = int(os.environ.get("PROCESSES", "2"))
 DURATION = int(os.environ.get("DURATION", "4"))
 REPS = int(os.environ.get("REPS", "3"))
+# A/B: another build of ours (e.g. main's) as one more server with default settings, "base" in the tables.
+BASELINE = os.environ.get("BASELINE", "")
+# uWSGI runs with --disable-logging and Gunicorn keeps no access log by default: ours logs no requests
+# either (docs/benchmarks.md, "The request log's cost", has what the log costs).
+NO_LOG = ["--disable-logging"]
+ONLY = re.compile(os.environ.get("ONLY", ""))  # run only the cells whose "server/app c=N" matches
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 TMP = tempfile.mkdtemp(prefix="appbench-")
 PROCS = []  # (Popen, stop signal)
@@ -128,8 +134,8 @@ def servers():
     p = str(PROCESSES)
     for app, module in (("hello", "hello"), ("django", "mysite.wsgi:application")):
         port = free_port()
-        proc = start([SERVER, "--socket", f"127.0.0.1:{port}", "--processes", p, "--module", module, "--chdir", TMP],
-                     f"ours-{app}")
+        proc = start([SERVER, "--socket", f"127.0.0.1:{port}", "--processes", p, "--module", module, "--chdir", TMP,
+                      *NO_LOG], f"ours-{app}")
         out[f"ours/{app}"] = (proc.pid, "uwsgi", port, app)
         port = free_port()
         proc = start(["/usr/bin/uwsgi", "--plugin", "python3", "--master", "--processes", p, "--socket",
@@ -141,12 +147,17 @@ def servers():
             proc = start(["/usr/bin/gunicorn", "-k", kind, *extra, "-w", p, "-b", f"127.0.0.1:{port}", "--chdir", TMP,
                           module if ":" in module else module + ":application"], f"gunicorn-{kind}-{app}")
             out[f"Gunicorn {kind}/{app}"] = (proc.pid, "http", port, app)
+    if BASELINE:
+        port = free_port()
+        proc = start([BASELINE, "--socket", f"127.0.0.1:{port}", "--processes", p, "--module", "hello", "--chdir",
+                      TMP, *NO_LOG], "base-hello")
+        out["base/hello"] = (proc.pid, "uwsgi", port, "hello")
     port = free_port()  # for information: the application on the event loop, uWSGI's own model
     proc = start([SERVER, "--socket", f"127.0.0.1:{port}", "--processes", p, "--threads", "0", "--module", "hello",
-                  "--chdir", TMP], "ours-threads0")
+                  "--chdir", TMP, *NO_LOG], "ours-threads0")
     out["ours --threads 0/hello"] = (proc.pid, "uwsgi", port, "hello")
     for name, args, sig in (("ours --http-socket", [SERVER, "--http-socket", "{addr}", "--processes", p, "--module",
-                                                    "hello", "--chdir", TMP], signal.SIGTERM),
+                                                    "hello", "--chdir", TMP, *NO_LOG], signal.SIGTERM),
                             ("Gunicorn sync", ["/usr/bin/gunicorn", "-k", "sync", "-w", p, "-b", "{addr}", "--chdir",
                                                TMP, "hello:application"], signal.SIGTERM),
                             ("uWSGI --http-socket", ["/usr/bin/uwsgi", "--plugin", "python3", "--master",
@@ -234,7 +245,8 @@ def main():
     cells = []  # (name, app, conns)
     for name, (_, kind, _, app) in backends.items():
         for conns in ((16, 64) if app == "hello" and kind != "direct" else (16,)):
-            cells.append((name, app, conns))
+            if ONLY.search(f"{name} c={conns}"):
+                cells.append((name, app, conns))
     results = {c: [] for c in cells}
     for rep in range(REPS):
         for cell in cells:
@@ -279,7 +291,9 @@ def main():
     print("\n10% of requests take 100 ms (hello /slow), 16 keep-alive connections through nginx, 5 s:\n")
     print("| server | fast requests | slow requests | fast p50 ms | fast p99 ms |")
     print("|---|---|---|---|---|")
-    for name in ("ours/hello", "uWSGI/hello", "Gunicorn sync/hello", "Gunicorn gthread/hello"):
+    for name in ("ours/hello", "base/hello", "uWSGI/hello", "Gunicorn sync/hello", "Gunicorn gthread/hello"):
+        if name not in ports or not ONLY.search(name):
+            continue
         n_fast, n_slow, p50, p99 = asyncio.run(mix_client(ports[name]))
         print(f"| {name.split('/')[0]} | {n_fast} | {n_slow} | {p50:.2f} | {p99:.2f} |")
 

@@ -16,7 +16,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
-from harness import Server, free_port, magic_get, magic_set, make_temp_dir, packet, request, vars_block  # noqa: E402
+from harness import Server, free_port, magic_get, magic_set, make_temp_dir, packet, request, wsgi_req  # noqa: E402
 
 APP_MS = int(os.environ.get("APP_MS", "100"))
 SATURATORS = int(os.environ.get("SATURATORS", "8"))
@@ -81,9 +81,8 @@ def main():
         served = []
 
         def saturate():
-            pairs = [("REQUEST_METHOD", "GET"), ("PATH_INFO", "/"), ("SERVER_PROTOCOL", "HTTP/1.1")]
-            while not stop.is_set():
-                reply, how = request(addr, packet(0, 0, vars_block(pairs)), timeout=30)
+            while not stop.is_set():  # what nginx's uwsgi_params send (the harness checks apps by PEP 3333)
+                reply, how = request(addr, wsgi_req("/"), timeout=30)
                 served.append(how == "eof" and reply.startswith(b"HTTP/1.1 200"))
         pool = [threading.Thread(target=saturate, daemon=True) for _ in range(SATURATORS)]
         for t in pool:

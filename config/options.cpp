@@ -667,8 +667,9 @@ std::vector<OptionSpec> build_table() {
            "leave wsgi.file_wrapper out of the environ (as uWSGI: applications then send files by "
            "iterating them themselves)"),
       integer("threads", "", &C::threads, {0, 1024}, g4, "N",
-              "application threads per worker (0: run the application on the event loop, as uWSGI does: "
-              "faster, but a slow request holds up that worker's cache requests)"),
+              "application requests a worker runs at once (the first on the event loop's own thread, whose "
+              "loop a standby thread takes over after 2 ms; 0: on the event loop with no standby, as uWSGI "
+              "does: a slow request holds up that worker's cache requests)"),
 
       list("static-map", "", &C::static_map, g6, "/MOUNT=PATH",
            "serve PATH_INFO /MOUNT/x from PATH/x (a folder; or one file for exactly /MOUNT); a request that "

@@ -17,6 +17,7 @@ void Worker::accept_ready(const int* fds, int count) {
     if (!listener.watched || std::find(fds, fds + count, listener.fd) == fds + count) continue;
     last_listener_ = index;
     accept_from(listener.fd);
+    if (t_loop_lost) return;  // lent and taken: the other listeners are the new holder's
   }
 }
 
@@ -54,9 +55,18 @@ void Worker::accept_from(int listen_fd) {
   for (const Listener& listener : listeners_) {
     if (listener.fd == listen_fd) conn->framing = listener.framing;
   }
+  if (cache_path(conn->framing)) ++cache_clients_;
   conn->framing->attach(*conn, listen_fd);
   conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
   serve(conn);
+}
+
+// Whether connections of this framing come from a cache clients' own listener (Listener::cache_path).
+bool Worker::cache_path(const Framing* framing) const {
+  for (const Listener& listener : listeners_) {
+    if (listener.framing == framing) return listener.cache_path;
+  }
+  return false;
 }
 
 Connection* Worker::acquire() {

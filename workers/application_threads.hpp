@@ -26,6 +26,7 @@ class ApplicationThreads {
     run_ = run;
     uv_async_init(loop, &wake_, on_finished);
     wake_.data = worker;
+    limit_ = count;
     for (int i = 0; i < count; ++i) threads_.emplace_back([this] { serve_queue(); });
   }
   bool started() const { return !threads_.empty(); }
@@ -37,6 +38,15 @@ class ApplicationThreads {
     }
     ready_.notify_one();
   }
+
+  // A request the loop's thread runs itself (loop_baton.hpp) counts against the threads from the
+  // moment another thread took the loop: the queue waits for it as for a busy thread (--threads N
+  // means N at once). Its connection comes back through `finished` like the threads' own.
+  void adopt_inline() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++running_;
+  }
+  void return_inline(Connection* conn) { done(conn); }
 
   std::vector<Connection*> take_finished() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -69,18 +79,27 @@ class ApplicationThreads {
       Connection* conn;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-        if (queue_.empty()) return;
+        ready_.wait(lock, [this] { return stopping_ || (!queue_.empty() && running_ < limit_); });
+        if (queue_.empty() || running_ >= limit_) return;
         conn = queue_.front();
         queue_.pop_front();
+        ++running_;
       }
       run_(worker_, conn);
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        finished_.push_back(conn);
-      }
-      uv_async_send(&wake_);
+      done(conn);
     }
+  }
+
+  void done(Connection* conn) {
+    bool more;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      --running_;
+      finished_.push_back(conn);
+      more = !queue_.empty();
+    }
+    if (more) ready_.notify_one();  // a thread that waited for a free slot rather than for work
+    uv_async_send(&wake_);
   }
 
   Worker* worker_ = nullptr;
@@ -92,6 +111,8 @@ class ApplicationThreads {
   std::deque<Connection*> queue_;      // guarded by mutex_
   std::vector<Connection*> finished_;  // guarded by mutex_
   bool stopping_ = false;              // guarded by mutex_
+  int running_ = 0;                    // guarded by mutex_: requests running (threads' and adopted)
+  int limit_ = 0;
 };
 
 }  // namespace workers

@@ -129,8 +129,7 @@ void Worker::serve(Connection* conn) {
     switch (take) {
       case Take::dispatch:
         conn->pending.body_fd = conn->spool.active() ? conn->spool.fd() : -1;
-        dispatch(conn);
-        if (conn->in_application) return;
+        if (!dispatch(conn)) return;
         if (finish_reply(conn)) return;
         continue;
       case Take::rejected:
@@ -147,19 +146,49 @@ void Worker::serve(Connection* conn) {
   }
 }
 
-// Handles conn->pending: inline, or on an application thread for a blocking application (the loop
-// then leaves the connection alone until on_application_finished).
-void Worker::dispatch(Connection* conn) {
+// Handles conn->pending: on this thread, or on an application thread for a blocking application
+// when one already runs (the loop then leaves the connection alone until on_application_finished).
+// False when the connection is no longer the loop's to touch (handed over, or this thread lost the loop).
+bool Worker::dispatch(Connection* conn) {
   conn->started_ns = accounting_.begin(conn->pending);
-  if (serve_static(conn)) return;
+  if (serve_static(conn)) return true;
   if (conn->pending.header.modifier1 == server::kModifierApp && app_threads_.started()) {
-    return hand_to_application(conn);
+    // Not while a client of a cache listener (--persistent-socket) is connected: its cache requests
+    // could come while the loop is lent and wait up to two takeover delays; the hand-off keeps them
+    // at loop speed.
+    if (in_application_ == 0 && !in_libuv_ && cache_clients_ == 0) return run_inline(conn);
+    hand_to_application(conn);
+    return false;
   }
-  publish_busy(conn->pending);
+  // Harakiri watches the application request when one runs: a cache request meanwhile must not
+  // clear its start or its description.
+  const bool publish = in_application_ == 0;
+  if (publish) publish_busy(conn->pending);
   dispatcher_.handle(conn->pending, conn->reply, &note_);  // clears the reply and the note first
-  if (settings_.publish_busy) settings_.slot->busy_since_ms.store(0, std::memory_order_relaxed);
+  if (settings_.publish_busy && publish) settings_.slot->busy_since_ms.store(0, std::memory_order_relaxed);
   settings_.slot->requests.fetch_add(1, std::memory_order_relaxed);
   if (!note_.empty()) log_problem(conn, note_);
+  return true;
+}
+
+// The application request on the loop's own thread, the loop lent meanwhile (loop_baton.hpp). Back
+// with the loop: the reply is the caller's to send, no thread woken. Back without it: the request
+// goes to the new holder as an application thread's would, and this thread unwinds (t_loop_lost).
+bool Worker::run_inline(Connection* conn) {
+  conn->in_application = true;
+  ++in_application_;
+  lent_for_ = conn;
+  conn->reply.clear();
+  const std::uint64_t lent = baton_.lend();
+  run_application(this, conn);
+  if (baton_.reclaim(lent)) {
+    conn->in_application = false;
+    --in_application_;
+    return true;
+  }
+  t_loop_lost = true;
+  app_threads_.return_inline(conn);
+  return false;
 }
 
 // --static-map & co (server/static_files.hpp): answered on the loop, the file sent with sendfile.
@@ -236,6 +265,7 @@ void Worker::run_application(Worker* self, Connection* conn) {
 
 void Worker::on_application_finished() {
   for (Connection* conn : app_threads_.take_finished()) {
+    if (conn == adopted_) adopted_ = nullptr;
     conn->in_application = false;
     --in_application_;
     conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
@@ -327,16 +357,21 @@ void Worker::on_ready(Connection* conn, std::uint32_t events) {
   serve(conn);
 }
 
-// Orderly close: half-close first so the peer reads our whole reply and an EOF, never a reset.
-// close() also takes the fd out of the epoll set (nothing else holds it). The Connection is released
-// only after the current batch of events, one of which may still name it.
+// Orderly close: half-close first so the peer reads our whole reply and an EOF, never a reset (close()
+// answers bytes left unread with one). Not needed when the socket was read dry (or to EOF) and all of
+// it consumed: close() alone then sends the same FIN, one syscall less on every request of a
+// connection-per-request client such as nginx's uwsgi_pass. close() also takes the fd out of the epoll
+// set (nothing else holds it). The Connection is released only after the current batch of events,
+// one of which may still name it.
 void Worker::close_connection(Connection* conn, bool orderly) {
   if (conn->fd < 0) return;
   if (conn->framing != nullptr) conn->framing->closed(*conn);
   conn->spool.reset();
   conn->linger = false;
   conn->draining = false;
-  if (orderly) ::shutdown(conn->fd, SHUT_WR);
+  if (cache_path(conn->framing)) --cache_clients_;
+  const bool read_all = conn->in.size() == 0 && (conn->socket_drained || conn->peer_closed);
+  if (orderly && !read_all) ::shutdown(conn->fd, SHUT_WR);
   if (conn->registered) {
     Connection* last = active_.back();
     active_[conn->active_index] = last;

@@ -126,8 +126,64 @@ int Worker::run() {
     close(settings_.ready_fd);
   }
 
-  struct epoll_event events[kMaxEvents];
   uv_update_time(&loop_);
+  main_thread_ = std::this_thread::get_id();
+  if (app_threads_.started()) standby_ = std::thread([this] { take_turns(false); });
+  take_turns(true);
+  if (standby_.joinable()) {
+    if (adopted_ != nullptr) {
+      standby_.detach();  // an immediate stop while it runs the application: the exit ends it
+    } else {
+      standby_.join();
+    }
+  }
+  return finish_run();
+}
+
+// The loop's thread and the standby swap roles whenever the standby takes the loop from a lender
+// (loop_baton.hpp); whichever holds it when it ends wakes the other.
+void Worker::take_turns(bool holding) {
+  for (;;) {
+    if (!holding) {
+      if (!baton_.wait_to_take(kTakeoverDelay)) return;
+      take_over();
+    }
+    holding = false;
+    t_loop_lost = false;
+    if (drive()) {
+      baton_.finish();
+      // Ended (an immediate stop) while the main thread is inside the application: end the process
+      // from here, as the main thread would (it only waits for the master's _exit).
+      if (adopted_ != nullptr && std::this_thread::get_id() != main_thread_) _exit(finish_run());
+      return;
+    }
+  }
+}
+
+// The lender's request now counts as an application thread's: out of the epoll set, and the worker
+// stops taking application connections if that saturates it (update_accepting).
+void Worker::take_over() {
+  Connection* conn = lent_for_;
+  adopted_ = conn;
+  app_threads_.adopt_inline();
+  if (conn->in_epoll) {
+    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, conn->fd, nullptr);
+    conn->in_epoll = false;
+  }
+  update_accepting();
+}
+
+int Worker::finish_run() {
+  accounting_.flush();
+  app_threads_.shutdown(/*wait=*/in_application_ == 0);
+  if (failed_) return 1;
+  return recycling_ && !exit_now_ ? kExitRecycled : 0;
+}
+
+// One thread's turn at the loop: true when the loop is over, false when this thread lent it and
+// another took it.
+bool Worker::drive() {
+  struct epoll_event events[kMaxEvents];
   while (!exit_now_) {
     if (!stopping_ && recycler_.enabled()) {
       const std::string reason =
@@ -139,11 +195,11 @@ int Worker::run() {
         begin_graceful_stop();
       }
     }
-    if (stopping_ && active_.empty() && in_application_ == 0) break;
+    if (stopping_ && active_.empty() && in_application_ == 0) return true;
     if (stopping_ && monotonic_ms() >= stop_deadline_ms_) {
       common::log("worker {}: {} request(s) still in flight after {} s; closing them", settings_.id,
                   active_.size(), settings_.stop_mercy_s);
-      break;
+      return true;
     }
     if (accept_paused_until_ms_ != 0 && !stopping_ && monotonic_ms() >= accept_paused_until_ms_) {
       accept_paused_until_ms_ = 0;
@@ -156,7 +212,8 @@ int Worker::run() {
     int n = epoll_wait(epoll_fd_, events, kMaxEvents, timeout);
     if (n < 0 && errno != EINTR) {
       common::log("worker {}: epoll_wait: {}", settings_.id, std::strerror(errno));
-      return 1;
+      failed_ = true;
+      return true;
     }
     bool run_libuv = (n == 0);
     int ready_listeners[kMaxEvents];
@@ -169,22 +226,27 @@ int Worker::run() {
         ready_listeners[ready_count++] = static_cast<int>(tag & 0xffffffffu);
       } else {
         on_ready(static_cast<Connection*>(events[i].data.ptr), events[i].events);
+        // Lent and taken: the rest of the batch is the new holder's (level-triggered, it sees it again).
+        if (t_loop_lost) return false;
       }
     }
     accept_ready(ready_listeners, ready_count);
+    if (t_loop_lost) return false;
     // libuv fires timers only inside uv_run: run a pass when one is due, not only when its fd is
     // readable, or a worker kept busy by its connections would never time them out.
     if (!run_libuv) {
       uv_update_time(&loop_);
       run_libuv = uv_backend_timeout(&loop_) == 0;
     }
-    if (run_libuv) uv_run(&loop_, UV_RUN_NOWAIT);
+    if (run_libuv) {
+      in_libuv_ = true;
+      uv_run(&loop_, UV_RUN_NOWAIT);
+      in_libuv_ = false;
+    }
     release_closed();
     accounting_.flush();  // this pass's request log lines, in one write
   }
-  accounting_.flush();
-  app_threads_.shutdown(/*wait=*/in_application_ == 0);
-  return recycling_ && !exit_now_ ? kExitRecycled : 0;
+  return true;
 }
 
 // The listeners one epoll_wait found ready, in turn from the one after the last accepted from: a

@@ -22,6 +22,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/clock.hpp"
@@ -30,6 +31,7 @@
 #include "workers/application_threads.hpp"
 #include "workers/connection.hpp"
 #include "workers/http_framing.hpp"
+#include "workers/loop_baton.hpp"
 #include "workers/memcached_framing.hpp"
 #include "workers/request_log.hpp"
 #include "workers/uwsgi_framing.hpp"
@@ -49,6 +51,14 @@ constexpr std::size_t kSpoolReadBytes = 64 * 1024;              // one read of a
 // How long a refused client may go on sending before its connection is closed (nginx's lingering_time).
 constexpr std::int64_t kLingerMs = 30000;
 constexpr std::size_t kDrainBytesPerWake = 1 << 20;  // then other connections get their turn
+// How long an application request runs on the loop's thread before the standby takes the loop (the
+// longest a cache request waits behind it, twice this at worst; the standby wakes once per this while
+// the worker is busy).
+constexpr std::chrono::microseconds kTakeoverDelay{2000};
+
+// Set on a thread that lent the loop and found it taken: it unwinds to take_turns without touching
+// the loop's state again (connection_loop.cpp).
+inline thread_local bool t_loop_lost = false;
 
 class Worker;
 using ApplicationThreads = workers::ApplicationThreads<Worker, Connection>;
@@ -68,6 +78,10 @@ class Worker {
 
  private:
   bool setup();
+  bool drive();                   // runs the loop while this thread holds it; true when the loop is over
+  void take_turns(bool holding);  // holds the loop or stands by, until the loop is over
+  void take_over();               // the standby took the loop while its holder is in the application
+  int finish_run();
   void accept_ready(const int* fds, int count);
   void accept_from(int listen_fd);
   void serve(Connection* conn);           // read what is there, handle complete requests, write replies
@@ -79,7 +93,8 @@ class Worker {
   void start_draining(Connection* conn);  // a refusal was sent: read and drop the rest, then close
   void drain(Connection* conn);
   bool ready_for_next_request(Connection* conn);
-  void dispatch(Connection* conn);      // runs conn->pending inline or on an application thread
+  bool dispatch(Connection* conn);      // runs conn->pending; false when the connection left the loop
+  bool run_inline(Connection* conn);    // an application request on this thread; false as dispatch
   bool finish_reply(Connection* conn);  // true when the connection was closed
   bool reply_done(Connection* conn);
   bool write_reply(Connection* conn);                     // false = connection failed and was closed
@@ -96,6 +111,7 @@ class Worker {
   bool start_reply(Connection* conn);   // true when the connection was closed
   bool serve_static(Connection* conn);  // a static file answered the request (never the application)
 
+  bool cache_path(const Framing* framing) const;
   Connection* acquire();
   void release(Connection* conn);
 
@@ -136,6 +152,14 @@ class Worker {
   std::size_t in_application_ = 0;  // connections an application thread holds (or that wait for one)
   std::size_t last_listener_ = 0;   // index in listeners_ of the one accepted from last
   std::int32_t published_backlog_ = kNoAppBacklog;  // what our scoreboard slot says
+  LoopBaton baton_;
+  std::thread standby_;             // the second thread that can run the loop (with application threads)
+  Connection* lent_for_ = nullptr;  // the request the loop was lent for (the holder's)
+  Connection* adopted_ = nullptr;   // taken over while lent for this one: the other thread runs it
+  std::thread::id main_thread_;
+  bool failed_ = false;
+  std::size_t cache_clients_ = 0;  // open connections of cache_path listeners: no lending meanwhile
+  bool in_libuv_ = false;          // inside uv_run: no lending (libuv's pass must end on its thread)
 };
 
 }  // namespace workers::loop

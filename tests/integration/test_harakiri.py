@@ -9,8 +9,9 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Server, app_get, app_req, check, check_eq, connect, free_port, in_thread, magic_get,  # noqa: E402
-                     magic_set, read_reply, request, run_tests, tcp_accepted, wait_until)
+from harness import (Server, app_get, app_req, check, check_eq, connect, free_port, in_thread,  # noqa: E402
+                     make_temp_dir, magic_get, magic_set, read_reply, request, run_tests, start_hosted, tcp_accepted,
+                     wait_until, wsgi_req)
 
 
 def harakiri_count(stats_port):
@@ -92,6 +93,61 @@ def test_cache_requests_on_other_workers_continue():
         check_eq(srv.stop(), 0, "exit status after SIGTERM")
 
 
+HOLD_APP = """
+import os, time
+def application(environ, start_response):
+    open(os.path.join(os.path.dirname(__file__), "started"), "w").close()
+    time.sleep(20)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"too late"]
+"""
+
+
+def test_hosted_app_stuck_beside_cache_traffic():
+    # The default --threads: the stuck request runs on the loop's thread, whose loop the standby takes
+    # over, so the same worker answers cache gets meanwhile; those must neither wait for the request nor
+    # hide it from harakiri (a cache request used to clear the worker's published start).
+    d = make_temp_dir("harakiri-")
+    with open(os.path.join(d, "hold_app.py"), "w") as f:
+        f.write(HOLD_APP)
+    port = free_port()
+    addr = ("127.0.0.1", port)
+    srv = start_hosted(["--socket", f"127.0.0.1:{port}", "--processes", "1", "--cache", "100", "--harakiri", "1",
+                        "--module", "hold_app", "--chdir", d], 1, [addr])
+    try:
+        (victim,) = srv.workers()
+        check(magic_set(addr, "k", "v"), "set before")
+        off = srv.log_size()
+        s = connect(addr, 3.0)
+        s.sendall(wsgi_req("/hold"))
+        stuck, _ = in_thread(read_reply, s, 15.0)
+        check(wait_until(lambda: os.path.exists(os.path.join(d, "started")), 5.0), "the app never started")
+        gets = 0
+        line = None
+        # The HARAKIRI line ends it (1 s limit, checked every 100 ms); bounded in count and time.
+        deadline = time.monotonic() + 10.0
+        while gets < 100000 and time.monotonic() < deadline:
+            check_eq(magic_get(addr, "k"), b"v", "get while the worker's application request is stuck")
+            gets += 1
+            line = srv.wait_log(r"HARAKIRI: worker 1 \(pid %d\) stuck for \d+ s on request \"/hold\"" % victim,
+                                timeout=0, offset=off)
+            if line:
+                break
+        print(f"{gets} cache gets answered by the stuck worker before its HARAKIRI line")
+        check(line, f"no HARAKIRI line for the stuck request after {gets} cache gets:\n{srv.log_since(off)}")
+        stuck.join(10.0)
+        s.close()
+        check(not stuck.is_alive(), "the stuck request was never cut")
+        fresh = wait_until(lambda: (lambda w: w if len(w) == 1 and victim not in w else None)(srv.workers()), 5.0)
+        check(fresh, f"no new worker after harakiri: {srv.workers()}")
+        check_eq(magic_get(addr, "k"), b"v", "cache after harakiri")
+    except BaseException as e:
+        srv.dump_log(f"server log (test failed: {type(e).__name__})")
+        raise
+    finally:
+        srv.kill_all()
+
+
 if __name__ == "__main__":
     run_tests([test_stuck_worker_is_killed_and_respawned, test_fast_requests_are_left_alone,
-               test_cache_requests_on_other_workers_continue])
+               test_cache_requests_on_other_workers_continue, test_hosted_app_stuck_beside_cache_traffic])
