@@ -1,9 +1,6 @@
 #include "workers/stats_report.hpp"
 
 #include <fmt/format.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -104,15 +101,6 @@ std::uint64_t load(const std::atomic<std::uint64_t>& counter) {
 }
 
 }  // namespace
-
-std::uint32_t listen_queue_of(const StatsSocket& socket) {
-  if (socket.is_unix || socket.fd < 0) return 0;
-  // For a listening TCP socket Linux reports the accept queue's length in tcpi_unacked.
-  struct tcp_info info {};
-  socklen_t len = sizeof info;
-  if (getsockopt(socket.fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return 0;
-  return info.tcpi_unacked;
-}
 
 void process_memory(pid_t pid, std::uint64_t& rss, std::uint64_t& vsz) {
   rss = vsz = 0;
