@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 
@@ -120,10 +121,10 @@ void process_memory(pid_t pid, std::uint64_t& rss, std::uint64_t& vsz) {
 std::string stats_json(const StatsContext& context) {
   const Scoreboard& board = *context.board;
   std::vector<std::uint32_t> queues;
-  std::uint64_t queued = 0;
+  std::uint64_t queued = 0;  // uWSGI's listen_queue: the longest queue of any socket, not their sum
   for (const StatsSocket& socket : context.sockets) {
     queues.push_back(listen_queue_of(socket));
-    queued += queues.back();
+    queued = std::max<std::uint64_t>(queued, queues.back());
   }
   std::vector<WorkerView> views;
   std::uint64_t busy = 0;
