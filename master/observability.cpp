@@ -119,7 +119,7 @@ std::shared_ptr<const workers::StatsContext> stats_context(const config::Config&
                    : listener.kind == Listener::Kind::persistent ? "persistent"
                    : listener.kind == Listener::Kind::memcached  ? "memcached"
                                                                  : "uwsgi";
-    socket.fd = listener.fd;
+    socket.inode = workers::socket_inode(listener.fd);
     socket.is_unix = listener.is_unix;
     socket.backlog = config.listen_backlog;
     context->sockets.push_back(socket);

@@ -1,11 +1,9 @@
 #include "workers/stats_report.hpp"
 
 #include <fmt/format.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 
@@ -105,15 +103,6 @@ std::uint64_t load(const std::atomic<std::uint64_t>& counter) {
 
 }  // namespace
 
-std::uint32_t listen_queue_of(const StatsSocket& socket) {
-  if (socket.is_unix || socket.fd < 0) return 0;
-  // For a listening TCP socket Linux reports the accept queue's length in tcpi_unacked.
-  struct tcp_info info {};
-  socklen_t len = sizeof info;
-  if (getsockopt(socket.fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return 0;
-  return info.tcpi_unacked;
-}
-
 void process_memory(pid_t pid, std::uint64_t& rss, std::uint64_t& vsz) {
   rss = vsz = 0;
   char path[64];
@@ -132,10 +121,10 @@ void process_memory(pid_t pid, std::uint64_t& rss, std::uint64_t& vsz) {
 std::string stats_json(const StatsContext& context) {
   const Scoreboard& board = *context.board;
   std::vector<std::uint32_t> queues;
-  std::uint64_t queued = 0;
+  std::uint64_t queued = 0;  // uWSGI's listen_queue: the longest queue of any socket, not their sum
   for (const StatsSocket& socket : context.sockets) {
     queues.push_back(listen_queue_of(socket));
-    queued += queues.back();
+    queued = std::max<std::uint64_t>(queued, queues.back());
   }
   std::vector<WorkerView> views;
   std::uint64_t busy = 0;

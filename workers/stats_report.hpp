@@ -18,9 +18,9 @@
 namespace workers {
 
 struct StatsSocket {
-  std::string name;   // as configured
-  std::string proto;  // uwsgi | http | persistent
-  int fd = -1;        // the listening socket (its queue is read live)
+  std::string name;         // as configured
+  std::string proto;        // uwsgi | http | persistent
+  std::uint64_t inode = 0;  // the listening socket's (socket_inode): its queue is read live by it
   bool is_unix = false;
   int backlog = 100;
 };
@@ -38,9 +38,12 @@ struct StatsContext {
   std::string chdir;
 };
 
-// Connections waiting in a listening socket's accept queue (TCP: TCP_INFO; UNIX: /proc/net/unix is
-// not consulted, 0).
+// Connections waiting in a listening socket's accept queue, read live from the kernel by the socket's
+// inode (listen_queue.cpp: sock_diag, TCP and UNIX alike; 0 when the kernel cannot say). Needs no fd:
+// the stats process has closed the listening sockets.
 std::uint32_t listen_queue_of(const StatsSocket& socket);
+// The inode of the socket behind `fd` (0 when fstat fails), what StatsSocket::inode holds.
+std::uint64_t socket_inode(int fd);
 
 // Resident and virtual size of a process in bytes, from /proc/PID/statm (0 when unreadable).
 void process_memory(pid_t pid, std::uint64_t& rss, std::uint64_t& vsz);

@@ -1,7 +1,10 @@
-"""A private nginx in front of hosted applications, for the application tests (PEP 3333, Django, Flask):
-the `location` blocks are the test's, the rest (temp paths, logs, one process) is rendered here. Debian's
-nginx; loopback only; a free port. Stopped with SIGQUIT (a graceful stop), then SIGKILL of its group;
-an atexit handler kills whatever a failed test left."""
+"""The tests' one nginx launcher: a private nginx in front of the server (PEP 3333, Django, Flask,
+static files, the documented deployments): the `location` blocks are the test's (uwsgi_front() writes
+the usual one), the rest (temp paths, logs, one process) is rendered here; `launch` starts a
+configuration a test renders itself (test_nginx.py). Debian's nginx; loopback only; a free port; the
+configuration checked with nginx -t first and the error log shown when a test fails. Stopped with
+SIGQUIT (a graceful stop), then SIGKILL of its group; an atexit handler kills whatever a failed test
+left."""
 
 import atexit
 import http.client
@@ -129,6 +132,13 @@ http {{
             return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
         finally:
             conn.close()
+
+
+def uwsgi_front(upstream, prefix="/", extra=""):
+    """nginx passing every request under `prefix` to the uwsgi backend `upstream` ("127.0.0.1:3031" or
+    "unix:/path") with Debian's uwsgi_params: what users deploy. `extra`: more directives for that
+    location (e.g. "client_max_body_size 0;"). `with uwsgi_front(...) as ngx:`."""
+    return AppNginx(f"location {prefix} {{ include {UWSGI_PARAMS}; uwsgi_pass {upstream}; {extra} }}")
 
 
 def _stop_all():

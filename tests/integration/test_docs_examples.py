@@ -18,7 +18,8 @@ import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (SERVER_BIN, UwsgiFront, _child_setup, can_connect, check, check_eq, free_port,  # noqa: E402
+from appnginx import uwsgi_front  # noqa: E402
+from harness import (SERVER_BIN, _child_setup, can_connect, check, check_eq, free_port,  # noqa: E402
                      live_children, make_temp_dir, packet, peer_missing, pid_alive, request, run_tests, vars_block,
                      wait_until)
 
@@ -153,8 +154,8 @@ def test_uwsgi_docs_django_nginx_ini():
     try:
         example.start(socket_path, 10)
         check_eq(oct(stat.S_IMODE(os.stat(socket_path).st_mode)), oct(0o664), "chmod-socket 664")
-        with UwsgiFront(f"unix:{socket_path}") as port:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+        with uwsgi_front(f"unix:{socket_path}") as ngx:
+            conn = http.client.HTTPConnection("127.0.0.1", ngx.port, timeout=15)
             conn.request("GET", "/", headers={"Host": "localhost"})
             resp = conn.getresponse()
             body = resp.read()

@@ -8,19 +8,16 @@ application; the other nodes' pages are still read from their caches."""
 import http.client
 import os
 import signal
-import subprocess
 import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (SOURCE_DIR, Server, _child_setup, can_connect, check, check_eq, free_port,  # noqa: E402
-                     make_temp_dir, peer_missing, run_tests, wait_until)
+from appnginx import launch, nginx_or_skip  # noqa: E402
+from harness import SOURCE_DIR, Server, check, check_eq, free_port, make_temp_dir, run_tests  # noqa: E402
 from memcached_peer import Raw, start_hosting_python  # noqa: E402
 
 sys.path.insert(0, os.path.join(SOURCE_DIR, "python"))
 from nginx_chash import NginxConsistentHash  # noqa: E402
-
-NGINX = "/usr/sbin/nginx"
 
 APP = """\
 import os
@@ -97,8 +94,7 @@ def get(port, uri):
 
 
 def test_consistent_hash_across_three_nodes():
-    if not os.access(NGINX, os.X_OK):
-        peer_missing("nginx is not installed")
+    nginx_or_skip()
     tmp = make_temp_dir("chash-")
     ports = [free_port() for _ in range(3)]
     mports = [free_port() for _ in range(3)]
@@ -116,12 +112,9 @@ def test_consistent_hash_across_three_nodes():
                         "servers": "".join(f"        server {n} max_fails=0;\n" for n in names),
                         "app_servers": "".join(f"        server {n};\n" for n in names),
                         "uwsgi_params": "/etc/nginx/uwsgi_params"})
-    args = [NGINX, "-p", tmp, "-e", os.path.join(tmp, "error.log"), "-c", os.path.join(tmp, "nginx.conf")]
-    ngx = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True, preexec_fn=_child_setup(), close_fds=True)
+    started = []  # launch hands nginx over before it waits for the port, so a failed start is stopped too
     try:
-        check(wait_until(lambda: ngx.poll() is not None or can_connect(("127.0.0.1", port)), 10)
-              and ngx.poll() is None, "nginx listens")
+        ngx = launch(tmp, os.path.join(tmp, "nginx.conf"), os.path.join(tmp, "error.log"), port, started.append)
         ring = NginxConsistentHash(names)
         uris = [f"/page/{i}?q={i * 7}" for i in range(60)]
         for uri in uris:
@@ -151,9 +144,10 @@ def test_consistent_hash_across_three_nodes():
             want = "app" if ring.node_for(uri) == names[2] else "cache"
             check_eq((status, source), (200, want), f"{uri} with node 2 down")
     finally:
-        if ngx.poll() is None:
-            os.killpg(ngx.pid, signal.SIGKILL)
-        ngx.wait(timeout=5)
+        for ngx in started:
+            if ngx.poll() is None:
+                os.killpg(ngx.pid, signal.SIGKILL)
+            ngx.wait(timeout=5)
         for n in nodes:
             n.kill_all()
 

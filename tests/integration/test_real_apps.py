@@ -17,7 +17,7 @@ import sys
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from appnginx import UWSGI_PARAMS, AppNginx  # noqa: E402
+from appnginx import uwsgi_front  # noqa: E402
 from harness import SOURCE_DIR, Server, check, check_eq, free_port, make_temp_dir, peer_missing, run_tests  # noqa: E402
 
 PY = "/usr/bin/python3"  # Debian's, where python3-django and python3-flask are
@@ -74,7 +74,7 @@ def need(module, package):
 
 
 def nginx_for(port, prefix="/"):
-    return AppNginx(f"location {prefix} {{ include {UWSGI_PARAMS}; uwsgi_pass 127.0.0.1:{port}; }}")
+    return uwsgi_front(f"127.0.0.1:{port}", prefix)
 
 
 def test_django_startproject():

@@ -14,7 +14,8 @@ import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (UwsgiFront, check, check_eq, connect, free_port, make_temp_dir, packet,  # noqa: E402
+from appnginx import uwsgi_front  # noqa: E402
+from harness import (check, check_eq, connect, free_port, make_temp_dir, packet,  # noqa: E402
                      request, run_tests, start_hosted, status_bytes, vars_block, app_vars, wait_until)
 
 APP = '''
@@ -109,7 +110,8 @@ def test_limit_post():
         status, body = http_post(haddr, b"e" * 999)
         check_eq((status, body), (200, expect(b"e" * 999) + b" BytesIO"), "HTTP body under the limit")
         # Behind nginx (which sends the whole body first): the client gets the 413, not a 502.
-        with UwsgiFront(f"{uaddr[0]}:{uaddr[1]}", location="client_max_body_size 0;") as port:
+        with uwsgi_front(f"{uaddr[0]}:{uaddr[1]}", extra="client_max_body_size 0;") as ngx:
+            port = ngx.port
             status, body = http_post(("127.0.0.1", port), b"f" * (4 << 20))
             check_eq(status, 413, f"through nginx, over the limit ({body[:100]!r})")
             status, body = http_post(("127.0.0.1", port), b"g" * 1000)
@@ -139,7 +141,8 @@ def test_post_buffering_50mb():
         with open(data_path, "rb") as f:
             status, body = http_post(haddr, f, headers=length)
         check_eq((status, body), (200, want), "50 MiB over --http-socket")
-        with UwsgiFront(f"{uaddr[0]}:{uaddr[1]}", location="client_max_body_size 0;") as port:
+        with uwsgi_front(f"{uaddr[0]}:{uaddr[1]}", extra="client_max_body_size 0;") as ngx:
+            port = ngx.port
             with open(data_path, "rb") as f:
                 status, body = http_post(("127.0.0.1", port), f, headers=length)
             check_eq((status, body), (200, want), "50 MiB through nginx (uwsgi protocol)")

@@ -16,7 +16,8 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Server, UwsgiFront, wsgi_req, check, check_eq, free_port, make_temp_dir,  # noqa: E402
+from appnginx import uwsgi_front  # noqa: E402
+from harness import (Server, wsgi_req, check, check_eq, free_port, make_temp_dir,  # noqa: E402
                      request, run_tests)
 
 APP = '''\
@@ -211,7 +212,8 @@ def test_behind_nginx():
     st = tree()
     backend = free_port()
     with Server(["--socket", f"127.0.0.1:{backend}"] + static_args(st), workers=1), \
-            UwsgiFront(f"127.0.0.1:{backend}") as port:
+            uwsgi_front(f"127.0.0.1:{backend}") as ngx:
+        port = ngx.port
         resp, body = get(port, "/static/big.bin")
         check_eq((resp.status, body == STATE["big"]), (200, True), "3 MB file through nginx")
         resp, body = get(port, "/static/css/site.css")

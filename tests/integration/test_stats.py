@@ -434,7 +434,54 @@ def test_answers_within_50ms_while_reloading_and_with_100_silent_clients():
         control.wait(5)
 
 
+def _process_state(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_listen_queue_counts_unaccepted_connections():
+    """sockets[].queue counts the connections a held worker has not accepted (listen_queue: the longest,
+    as uWSGI reports it), on TCP
+    (TCP_INFO) and on UNIX path and @abstract sockets (sock_diag; uWSGI reads these only on Unbit's
+    patched kernel)."""
+    tmp = make_temp_dir("stats-queue-")
+    tcp, path, abstract = f"{HOST}:{free_port()}", os.path.join(tmp, "app.sock"), f"@ucached-queue-{os.getpid()}"
+    stats = os.path.join(tmp, "stats.sock")
+    host, port = tcp.split(":")
+    wanted = {tcp: 4, path: 5, abstract: 3}
+    clients = []
+    with Server(["--socket", tcp, "--socket", path, "--socket", abstract, "--stats", stats], workers=1,
+                ready_addrs=[stats]) as srv:  # no probe in the counted queues
+        pid = srv.workers()[0]
+        os.kill(pid, signal.SIGSTOP)  # held: it accepts nothing until SIGCONT
+        try:
+            check(wait_until(lambda: _process_state(pid) == "T", 5), "the worker is stopped")
+            for name, count in wanted.items():
+                for _ in range(count):
+                    if name == tcp:
+                        c = socket.create_connection((host, int(port)), timeout=5)
+                        c.sendall(b"\0")  # TCP_DEFER_ACCEPT: queued for accept once a byte arrived
+                    else:
+                        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                        c.settimeout(5)
+                        c.connect(f"\0{name[1:]}\0" if name.startswith("@") else name)  # uWSGI's abstract layout
+                    clients.append(c)
+
+            def queues():
+                report = read_stats(stats)
+                return report["listen_queue"], {s["name"]: s["queue"] for s in report["sockets"]}
+
+            check(wait_until(lambda: queues() == (max(wanted.values()), wanted), 5),
+                  f"every waiting connection counted: {queues()} (wanted {wanted})")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        check(wait_until(lambda: read_stats(stats)["listen_queue"] == 0, 5), "the released worker accepts them all")
+        for c in clients:
+            c.close()
+
+
 if __name__ == "__main__":
     run_tests([test_key_tree_matches_the_uwsgi_capture, test_key_tree_matches_a_live_uwsgi, test_values_are_true,
                test_busy_while_a_request_runs, test_respawn_counted, test_unix_abstract_and_http_forms,
+               test_listen_queue_counts_unaccepted_connections,
                test_answers_within_50ms_while_reloading_and_with_100_silent_clients], budget=120)
