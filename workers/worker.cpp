@@ -78,8 +78,7 @@ bool Worker::setup() {
   uv_timer_start(&tick_, tick_trampoline, kTickMs, kTickMs);
 
   // --threads 0 keeps even a blocking application on the loop (no hand-off: uWSGI's model).
-  if (settings_.application != nullptr && settings_.application->blocking() &&
-      settings_.application_threads > 0) {
+  if (uses_application_threads(settings_.application, settings_.application_threads)) {
     app_threads_.start(settings_.application_threads, &loop_, this, &Worker::run_application,
                        application_finished_trampoline);
   }

@@ -52,6 +52,20 @@ struct WorkerSettings {
   const server::StaticFiles* static_files = nullptr;  // --static-map & co: served before the application
 };
 
+// Whether a worker runs `app` on application threads (a blocking application, --threads > 0): then
+// it takes part in the scheduling of application connections (docs/architecture.md).
+inline bool uses_application_threads(const server::Application* app, int threads) {
+  return app != nullptr && app->blocking() && threads > 0;
+}
+
+// What the master writes in a slot before forking its worker, until the worker publishes its own: one
+// that will take part counts as taking part from the fork on, every thread free. With "takes no part"
+// there, a saturated worker believed itself the only one while the others were still starting, and
+// took queued connections that a starting worker's free thread would have run sooner.
+inline std::int32_t starting_app_backlog(const server::Application* app, int threads) {
+  return uses_application_threads(app, threads) ? -threads : kNoAppBacklog;
+}
+
 // Runs the worker until it is told to stop; returns the process exit status.
 int run_worker(const WorkerSettings& settings);
 

@@ -48,21 +48,33 @@ def client(addr, idx, stop, stats, errors, use_unix, last):
                 errors.append(f"{what} {key}: wrong reply {reply[:60]!r}")
 
 
+def slow_value(i):
+    # long enough for a minute of keep-alive bytes before `go`, with the last 10 kept for after it
+    return f"slow-value-{i:012d}-".encode() + b"." * 200
+
+
 def slow_set(addr, key, value, go, results, idx, socks):
-    """A set whose first half of the body is sent before the reload and the rest, byte by byte, after
-    `go`: the worker that accepted it is being replaced meanwhile, and must finish it."""
+    """A set whose first half of the body is sent before the reload and the rest after `go`, the last
+    10 bytes one by one: the worker that accepted it is being replaced meanwhile, and must finish it.
+    Until `go` it sends one more byte every 0.5 s: the server closes a connection silent for
+    --socket-timeout (4 s), and how long the test takes to see all four accepted and to reload depends
+    on the machine's load (it took over 4 s: broken pipe, 4 runs in 15 with 4 copies in parallel)."""
     req = magic_set_req(key, value)
-    cut = len(req) - len(value) // 2
+    pos = len(req) - len(value) // 2
     try:
         s = connect(addr, 3.0)
     except OSError as e:
         results[idx] = (b"", f"connect failed: {e}")
         return
     try:
-        s.sendall(req[:cut])
+        s.sendall(req[:pos])
         socks[idx] = s
+        while not go.wait(0.5) and pos < len(req) - 10:
+            s.sendall(req[pos:pos + 1])
+            pos += 1
         go.wait(10.0)
-        for i in range(cut, len(req)):
+        s.sendall(req[pos:len(req) - 10])
+        for i in range(len(req) - 10, len(req)):
             s.sendall(req[i:i + 1])
             time.sleep(0.03)
         results[idx] = read_reply(s, 5.0)
@@ -97,7 +109,7 @@ def test_sighup_under_traffic():
         go = threading.Event()
         slow_results, slow_socks = {}, {}
         # over TCP, where the test can see a worker accept them (the clients use both sockets)
-        slow = [threading.Thread(target=slow_set, args=(tcp, f"slow-{i}", f"slow-value-{i:012d}",
+        slow = [threading.Thread(target=slow_set, args=(tcp, f"slow-{i}", slow_value(i),
                                                         go, slow_results, i, slow_socks), daemon=True)
                 for i in range(4)]
         try:
@@ -106,7 +118,10 @@ def test_sighup_under_traffic():
                 t.start()
             # the slow requests are accepted (and half read) by the old workers
             check(wait_until(lambda: len(slow_socks) == 4 and all(tcp_accepted(s) for s in list(slow_socks.values())),
-                             5.0), "the 4 slow requests were not all accepted within 5 s")
+                             5.0),
+                  "the 4 slow requests were not all accepted within 5 s: connected "
+                  f"{sorted(slow_socks)}, accepted now {[i for i, s in sorted(slow_socks.items()) if tcp_accepted(s)]}, "
+                  f"failed {slow_results}")
             t_hup = time.monotonic()
             srv.send_signal(signal.SIGHUP)
             counts = []  # live workers, sampled during the reload: worker by worker means never 0
@@ -149,7 +164,7 @@ def test_sighup_under_traffic():
             check_eq(magic_get(tcp, f"pre-{i}"), f"pre-value-{i}".encode(), f"pre-{i} after the reload")
         check_eq(len(last), CLIENTS * KEYS_PER_CLIENT, "keys written by the clients")
         for i in range(4):
-            check_eq(magic_get(tcp, f"slow-{i}"), f"slow-value-{i:012d}".encode(), f"slow-{i} after the reload")
+            check_eq(magic_get(tcp, f"slow-{i}"), slow_value(i), f"slow-{i} after the reload")
         for key, value in sorted(last.items()):
             check_eq(magic_get(unix, key), value, f"{key} after the reload (last value written)")
         check_eq(srv.stop(), 0, "exit status after SIGTERM")
