@@ -7,7 +7,6 @@ how many connections were used and which requests carried keepalive=1.
 """
 
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -17,7 +16,7 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (UwsgiProcess, need_uwsgi, SERVER_BIN, SOURCE_DIR, Server, check, check_eq, peer_missing,  # noqa: E402
+from harness import (UwsgiProcess, need_uwsgi, SERVER_BIN, Server, check, check_eq, peer_missing,  # noqa: E402
                      free_port, header, magic_get_req, magic_req, make_temp_dir, parse_magic_get_reply, parse_vars,
                      request, run_tests, vars_block, wait_until)
 
@@ -357,87 +356,12 @@ def test_uwsgi_tcp_and_unix():
 # --------------------------------------------------------------------------------------------------
 # the persistent mode: a driver making several calls with one CacheClient, behind a counting proxy
 
-DRIVER_SOURCE = r'''
-#include <chrono>
-#include <iostream>
-#include <string>
-#include <thread>
-#include "server/client.hpp"
-// argv: address persistent|oneshot. stdin: one call a line ("get K", "set K V", "update K V",
-// "del K", "exists K", "clear", "sleep MS"). stdout: "ok [value]", "miss" or "error <last_error>".
-int main(int argc, char** argv) {
-  if (argc != 3) return 2;
-  server::ClientOptions options;
-  options.persistent = std::string(argv[2]) == "persistent";
-  options.timeout_ms = 3000;
-  server::CacheClient client(argv[1], options);
-  std::string line;
-  while (std::getline(std::cin, line)) {
-    const auto sp1 = line.find(' ');
-    const std::string cmd = line.substr(0, sp1);
-    std::string key, value;
-    if (sp1 != std::string::npos) {
-      const auto sp2 = line.find(' ', sp1 + 1);
-      key = line.substr(sp1 + 1, sp2 == std::string::npos ? std::string::npos : sp2 - sp1 - 1);
-      if (sp2 != std::string::npos) value = line.substr(sp2 + 1);
-    }
-    server::ClientStatus status = server::ClientStatus::error;
-    std::string got;
-    if (cmd == "sleep") { std::this_thread::sleep_for(std::chrono::milliseconds(std::stoi(key))); continue; }
-    if (cmd == "get") status = client.get(key, got);
-    else if (cmd == "set") status = client.set(key, value);
-    else if (cmd == "update") status = client.update(key, value);
-    else if (cmd == "del") status = client.del(key);
-    else if (cmd == "exists") status = client.exists(key);
-    else if (cmd == "clear") status = client.clear();
-    if (status == server::ClientStatus::ok) std::cout << "ok" << (got.empty() ? "" : " " + got) << "\n";
-    else if (status == server::ClientStatus::miss) std::cout << "miss\n";
-    else std::cout << "error " << client.last_error() << "\n";
-    std::cout.flush();
-  }
-  return 0;
-}
-'''
-
-_DRIVER = {}
-
-
 def driver_binary():
-    """Compiles the driver once against the built libraries; a missing peer (compiler,
-    built libraries) when that is not possible here."""
-    if "path" in _DRIVER:
-        return _DRIVER["path"]
-    if "skip" in _DRIVER:
-        peer_missing(_DRIVER["skip"])
-    libs = [os.path.join(BUILD_DIR, p)
-            for p in ("server/libucached_server.a", "cache/libucached_cache.a", "common/libucached_common.a")]
-    compiler = shutil.which("c++") or shutil.which("g++")
-    missing = [p for p in libs if not os.path.exists(p)]
-    if compiler is None or missing:
-        _DRIVER["skip"] = f"cannot build the client driver: compiler {compiler}, missing {missing}"
-        peer_missing(_DRIVER["skip"])
-    tmp = make_temp_dir("drv-")
-    src = os.path.join(tmp, "driver.cpp")
-    out = os.path.join(tmp, "driver")
-    with open(src, "w") as f:
-        f.write(DRIVER_SOURCE)
-    flags = []
-    try:  # a sanitizer build's libraries need the same runtime
-        with open(os.path.join(BUILD_DIR, "CMakeCache.txt")) as f:
-            cache = f.read()
-        if "SANITIZE:STRING=address" in cache:
-            flags = ["-fsanitize=address,undefined"]
-        elif "SANITIZE:STRING=thread" in cache:
-            flags = ["-fsanitize=thread"]
-    except OSError:
-        pass
-    proc = subprocess.run([compiler, "-std=c++20", "-O1", *flags, "-I", SOURCE_DIR, src, *libs, "-lfmt",
-                           "-pthread", "-o", out], capture_output=True, timeout=180)
-    if proc.returncode != 0:
-        _DRIVER["skip"] = "cannot build the client driver:\n" + proc.stderr.decode("utf-8", "replace")[-2000:]
-        peer_missing(_DRIVER["skip"])
-    _DRIVER["path"] = out
-    return out
+    """The driver (tests/integration/client_driver.cpp), built with the project as bin/client_driver."""
+    path = os.path.join(BUILD_DIR, "bin", "client_driver")
+    if not os.access(path, os.X_OK):
+        peer_missing(f"the client driver {path} (built with the project: ninja client_driver)")
+    return path
 
 
 def drive(addr, calls, persistent=True, timeout=30):
