@@ -270,6 +270,7 @@ void ShmCache::unlink_locked(std::uint32_t b, std::uint32_t slot, std::uint32_t 
 }
 
 void ShmCache::copy_value_bytes(char* dst, std::string_view value) const {
+  if (value.empty()) return;  // memcached's empty values: data() may be null, and memcpy must not see it
   if (!mutation_hook_ || value.size() < 2) {
     std::memcpy(dst, value.data(), value.size());
     return;
