@@ -16,7 +16,7 @@ void Worker::accept_ready(const int* fds, int count) {
     const Listener& listener = listeners_[index];
     if (!listener.watched || std::find(fds, fds + count, listener.fd) == fds + count) continue;
     last_listener_ = index;
-    accept_from(listener.fd);
+    accept_from(listener);
     if (t_loop_lost) return;  // lent and taken: the other listeners are the new holder's
   }
 }
@@ -25,7 +25,8 @@ void Worker::accept_ready(const int* fds, int count) {
 // for nothing), while a listener with more waiting stays readable and the next epoll_wait, which the
 // loop makes anyway, returns at once. Measured against batches of 16: 0.93-0.97 of the server CPU per
 // request, equal or better ops/s (docs/benchmarks.md).
-void Worker::accept_from(int listen_fd) {
+void Worker::accept_from(const Listener& listener) {
+  const int listen_fd = listener.fd;
   WorkerSlot* slot = settings_.slot;
   slot->wakeups.fetch_add(1, std::memory_order_relaxed);
   int fd;
@@ -52,21 +53,12 @@ void Worker::accept_from(int listen_fd) {
   slot->accepted.fetch_add(1, std::memory_order_relaxed);
   Connection* conn = acquire();
   conn->fd = fd;
-  for (const Listener& listener : listeners_) {
-    if (listener.fd == listen_fd) conn->framing = listener.framing;
-  }
-  if (cache_path(conn->framing)) ++cache_clients_;
+  conn->framing = listener.framing;
+  conn->cache_client = listener.cache_path;
+  if (conn->cache_client) ++cache_clients_;
   conn->framing->attach(*conn, listen_fd);
   conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
   serve(conn);
-}
-
-// Whether connections of this framing come from a cache clients' own listener (Listener::cache_path).
-bool Worker::cache_path(const Framing* framing) const {
-  for (const Listener& listener : listeners_) {
-    if (listener.framing == framing) return listener.cache_path;
-  }
-  return false;
 }
 
 Connection* Worker::acquire() {
@@ -95,6 +87,7 @@ void Worker::release(Connection* conn) {
   conn->peer_closed = false;
   conn->socket_drained = false;
   conn->frame_status = server::FrameStatus::incomplete;
+  conn->cache_client = false;
   conn->framing = nullptr;  // the session stays: the next attach() reuses or replaces it
   conn->pending = server::Request{};
   conn->in_application = false;

@@ -37,6 +37,7 @@ struct FramingSession {
 struct Connection {
   int fd = -1;
   Framing* framing = nullptr;               // what the connection speaks (its listener's)
+  bool cache_client = false;                // from a cache clients' listener (Listener::cache_path)
   std::unique_ptr<FramingSession> session;  // the framing's state (owner == framing once attached)
   bool registered = false;                  // waited on by the loop: in Worker::active_ (timeouts, stop)
   bool in_epoll = false;                    // in the worker's epoll set

@@ -369,7 +369,7 @@ void Worker::close_connection(Connection* conn, bool orderly) {
   conn->spool.reset();
   conn->linger = false;
   conn->draining = false;
-  if (cache_path(conn->framing)) --cache_clients_;
+  if (conn->cache_client) --cache_clients_;
   const bool read_all = conn->in.size() == 0 && (conn->socket_drained || conn->peer_closed);
   if (orderly && !read_all) ::shutdown(conn->fd, SHUT_WR);
   if (conn->registered) {

@@ -83,7 +83,8 @@ class Worker {
   void take_over();               // the standby took the loop while its holder is in the application
   int finish_run();
   void accept_ready(const int* fds, int count);
-  void accept_from(int listen_fd);
+  struct Listener;  // below
+  void accept_from(const Listener& listener);
   void serve(Connection* conn);           // read what is there, handle complete requests, write replies
   bool read_available(Connection* conn);  // false = connection failed and was closed
   void frame_state(Connection* conn, std::size_t* want);
@@ -111,7 +112,6 @@ class Worker {
   bool start_reply(Connection* conn);   // true when the connection was closed
   bool serve_static(Connection* conn);  // a static file answered the request (never the application)
 
-  bool cache_path(const Framing* framing) const;
   Connection* acquire();
   void release(Connection* conn);
 
