@@ -246,6 +246,9 @@ class Cache {
   // when the cache is expected to fill. Benchmarks call it in each process before timing.
   virtual void prefault() {}
 
+  // The engine's clock (seconds since the epoch; the test clock when one is set). Whoever turns a
+  // client's time into an expiry reads this one, so a single clock decides what has expired.
+  virtual std::int64_t now() const = 0;
   // For tests only: replaces the engine's clock in this process.
   virtual void set_clock(Clock clock) = 0;
   // For tests only: in this process, every write calls `hook` with its value half written, inside the

@@ -254,6 +254,7 @@ class ShmCache final : public Cache {
   bool has_store() const override { return store_fd_ >= 0; }
   bool sync_store() override;
   void set_clock(Clock clock) override { clock_ = std::move(clock); }
+  std::int64_t now() const override { return clock_ ? clock_() : static_cast<std::int64_t>(time(nullptr)); }
   void set_mutation_hook_for_tests(std::function<void()> hook) override { mutation_hook_ = std::move(hook); }
 
  private:
@@ -284,7 +285,6 @@ class ShmCache final : public Cache {
   void note_modified() {
     if (lastmod_) hdr_->last_modified_at.store(now(), std::memory_order_relaxed);
   }
-  std::int64_t now() const { return clock_ ? clock_() : static_cast<std::int64_t>(time(nullptr)); }
   bool expired(std::int64_t expires, std::int64_t now_s) const {
     return !no_expire_ && expires != 0 && expires <= now_s;
   }

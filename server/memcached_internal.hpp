@@ -33,7 +33,6 @@ bool parse_i32(std::string_view tok, std::int32_t& out);
 bool parse_u64(std::string_view tok, std::uint64_t& out);
 void append_number(std::string& out, std::uint64_t v);
 void append_signed(std::string& out, std::int64_t v);
-std::int64_t now_seconds();
 
 // Where a hit's reply goes: straight into the connection's output, header first (written by the
 // subclass once the engine gives the item's metadata), then the value's bytes and "\r\n". undo() takes

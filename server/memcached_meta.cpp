@@ -104,8 +104,8 @@ void return_flags(std::string& out, const Flags& flags, std::string_view key, co
 // An mg hit: the reply written once the engine knows the item (before its bytes are copied).
 class MetaValue final : public ReplySink {
  public:
-  MetaValue(std::string& out, const Flags& flags, std::string_view key, bool won)
-      : ReplySink(out), flags_(flags), key_(key), won_(won) {}
+  MetaValue(std::string& out, const Flags& flags, std::string_view key, bool won, std::int64_t now)
+      : ReplySink(out), flags_(flags), key_(key), won_(won), now_(now) {}
   char* reserve_for(std::size_t size, const cache::ItemMeta& meta) override {
     restart();
     const bool value = flags_.on('v');
@@ -115,7 +115,7 @@ class MetaValue final : public ReplySink {
     } else {
       out_.append("HD");
     }
-    return_flags(out_, flags_, key_, &meta, size, now_seconds());
+    return_flags(out_, flags_, key_, &meta, size, now_);
     if (won_) out_.append(" W");
     out_.append("\r\n");
     if (!value) {
@@ -129,6 +129,7 @@ class MetaValue final : public ReplySink {
   const Flags& flags_;
   std::string_view key_;
   bool won_;
+  std::int64_t now_;
   std::string scratch_;  // the bytes of a hit asked without v
 };
 
@@ -190,11 +191,11 @@ void Session::meta_get(const Line& line, std::string& out) {
   cache::Cache& cache = *s_.cache;
   ++c.cmd_get;
   bool won = false;
-  const std::int64_t now = now_seconds();
+  const std::int64_t now = s_.cache->now();
   const std::int64_t vivify_in = expires_in_from_exptime(vivify_ttl, now);
   const std::int64_t touch_in = expires_in_from_exptime(ttl, now);
   for (int attempt = 0; attempt < 2; ++attempt) {
-    MetaValue value(out, flags, key, won);
+    MetaValue value(out, flags, key, won, now);
     cache::Status status;
     if (flags.on('T')) {
       auto decide = [&](const cache::Current&) {
@@ -278,7 +279,7 @@ bool Session::meta_set(const Line& line, std::string_view in, std::string& out, 
     case Block::ok:
       break;
   }
-  const std::int64_t expires_in = expires_in_from_exptime(ttl, now_seconds());
+  const std::int64_t expires_in = expires_in_from_exptime(ttl, s_.cache->now());
   ++c.cmd_set;
   std::string_view code = "HD";
   auto decide = [&](const cache::Current& cur) {
@@ -318,7 +319,7 @@ bool Session::meta_set(const Line& line, std::string_view in, std::string& out, 
   if (status == cache::Status::value_too_large) code = "NS";
   if (code == "HD" && flags.on('q')) return true;
   out.append(code);
-  return_flags(out, flags, key, code == "HD" ? &after : nullptr, value.size(), now_seconds());
+  return_flags(out, flags, key, code == "HD" ? &after : nullptr, value.size(), s_.cache->now());
   out.append("\r\n");
   return true;
 }
@@ -380,7 +381,7 @@ void Session::meta_arithmetic(const Line& line, std::string& out) {
       return void(out.append("CLIENT_ERROR invalid mode for ma M token\r\n"));
     }
   }
-  const std::int64_t now = now_seconds();
+  const std::int64_t now = s_.cache->now();
   std::uint64_t result = 0;
   std::string_view code = "HD";
   auto decide = [&](const cache::Current& cur) {
@@ -452,7 +453,7 @@ void Session::meta_debug(const Line& line, std::string& out) {
   if (s_.cache->get(key, sink) != cache::Status::ok ||
       s_.cache->get_meta(key, nullptr, &meta) != cache::Status::ok)
     return void(out.append("EN\r\n"));
-  const std::int64_t now = now_seconds();
+  const std::int64_t now = s_.cache->now();
   out.append("ME ").append(key).append(" exp=");
   if (meta.expires == 0)
     out.append("-1");

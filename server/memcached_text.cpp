@@ -112,8 +112,6 @@ void append_signed(std::string& out, std::int64_t v) {
   out.append(buf, static_cast<std::size_t>(r.ptr - buf));
 }
 
-std::int64_t now_seconds() { return static_cast<std::int64_t>(std::time(nullptr)); }
-
 // incr/decr on a stored decimal (memcached's do_add_delta): the value must read as an unsigned 64-bit
 // number; incr wraps, decr stops at 0. A result no longer than the old value is padded with spaces to
 // its length (memcached rewrites it in place); a longer one replaces it. Flags and expiry stay.
@@ -306,7 +304,7 @@ bool Session::storage(const Line& line, std::string_view in, std::string& out, P
     case Block::ok:
       break;
   }
-  const std::int64_t expires_in = expires_in_from_exptime(exptime, now_seconds());
+  const std::int64_t expires_in = expires_in_from_exptime(exptime, s_.cache->now());
   ++c.cmd_set;
 
   enum class Outcome { stored, not_stored, exists, not_found } outcome = Outcome::stored;
@@ -382,7 +380,7 @@ void Session::retrieval(const Line& line, std::string& out) {
       out.append("CLIENT_ERROR invalid exptime argument\r\n");
       return;
     }
-    expires_in = expires_in_from_exptime(exptime, now_seconds());
+    expires_in = expires_in_from_exptime(exptime, s_.cache->now());
   }
   // Keys come from the whole line: a multi-get may carry far more than kMaxTokens.
   Line keys;
@@ -505,7 +503,7 @@ void Session::touch(const Line& line, std::string& out) {
   if (!parse_i32(line.tok[2], exptime))
     return reply(out, noreply, "CLIENT_ERROR invalid exptime argument\r\n");
   ++c.cmd_touch;
-  const std::int64_t expires_in = expires_in_from_exptime(exptime, now_seconds());
+  const std::int64_t expires_in = expires_in_from_exptime(exptime, s_.cache->now());
   auto decide = [&](const cache::Current&) {
     cache::Change ch;
     ch.action = cache::Change::Action::touch;
@@ -529,11 +527,11 @@ void Session::flush_all(const Line& line, std::string& out) {
     return reply(out, noreply, "CLIENT_ERROR invalid exptime argument\r\n");
   ++s_.counters->cmd_flush;
   cache::Cache& cache = *s_.cache;
-  const std::int64_t expires_in = expires_in_from_exptime(delay, now_seconds());
+  const std::int64_t expires_in = expires_in_from_exptime(delay, s_.cache->now());
   if (expires_in <= 0) {
     cache.clear();
   } else {
-    const std::int64_t deadline = now_seconds() + expires_in;
+    const std::int64_t deadline = s_.cache->now() + expires_in;
     cache.for_each_key([&](std::string_view key) {
       auto decide = [&](const cache::Current& cur) {
         cache::Change ch;
@@ -560,7 +558,7 @@ void Session::stats(const Line& line, std::string& out) {
     out.append("\r\n");
   };
   if (line.total == 1) {
-    const std::int64_t now = now_seconds();
+    const std::int64_t now = s_.cache->now();
     rusage usage{};
     getrusage(RUSAGE_SELF, &usage);
     stat("pid", static_cast<std::uint64_t>(getpid()));

@@ -117,6 +117,7 @@ class ReplicatingCache final : public cache::Cache {
   bool has_store() const override { return inner_->has_store(); }
   bool sync_store() override { return inner_->sync_store(); }
   void prefault() override { inner_->prefault(); }
+  std::int64_t now() const override { return inner_->now(); }
   void set_clock(cache::Clock clock) override { inner_->set_clock(std::move(clock)); }
   void set_mutation_hook_for_tests(std::function<void()> hook) override {
     inner_->set_mutation_hook_for_tests(std::move(hook));
