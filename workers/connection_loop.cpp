@@ -179,7 +179,7 @@ bool Worker::run_inline(Connection* conn) {
   ++in_application_;
   lent_for_ = conn;
   conn->reply.clear();
-  const std::uint64_t lent = baton_.lend();
+  const std::uint64_t lent = baton_.lend(conn->started_ns);
   run_application(this, conn);
   if (baton_.reclaim(lent)) {
     conn->in_application = false;
