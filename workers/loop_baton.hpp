@@ -28,7 +28,7 @@ class LoopBaton {
   // may move on in another holder's hands meanwhile).
   std::uint64_t lend(std::int64_t start_ns) {
     lent_at_ns_.store(start_ns, std::memory_order_relaxed);  // published by the store of state_
-    const std::uint64_t lent = ++lends_ << 2 | kLent;  // lends_: only the holder touches it
+    const std::uint64_t lent = ++lends_ << 2 | kLent;        // lends_: only the holder touches it
     state_.store(lent, std::memory_order_seq_cst);
     // Pairs with the standby's store of idle_ then load of state_ (both seq_cst): one of the two sees
     // the other, so a standby going idle never misses this lend.
@@ -91,10 +91,10 @@ class LoopBaton {
  private:
   static constexpr std::uint64_t kLent = 1;
   static constexpr std::uint64_t kTaken = 2;
-  std::atomic<std::uint64_t> state_{0};  // lends_ << 2: held; | kLent while lent; | kTaken once taken
-  std::uint64_t lends_ = 0;              // the holder's (the holder changes only through state_)
+  std::atomic<std::uint64_t> state_{0};      // lends_ << 2: held; | kLent while lent; | kTaken once taken
+  std::uint64_t lends_ = 0;                  // the holder's (the holder changes only through state_)
   std::atomic<std::int64_t> lent_at_ns_{0};  // when the latest lend's request began
-  std::atomic<bool> idle_{false};        // the standby sleeps untimed: a lend must wake it
+  std::atomic<bool> idle_{false};            // the standby sleeps untimed: a lend must wake it
   std::mutex mutex_;
   std::condition_variable wake_;
   bool done_ = false;  // guarded by mutex_

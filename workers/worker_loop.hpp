@@ -46,8 +46,7 @@ constexpr int kTickMs = 250;  // timeout checks
 // epoll data: a Connection*, or one of these tags (user-space pointers never have bit 62 or 63 set).
 constexpr std::uint64_t kBackendTag = std::uint64_t{1} << 63;   // libuv's backend fd
 constexpr std::uint64_t kListenerTag = std::uint64_t{1} << 62;  // | the listening fd
-constexpr int kAcceptPauseMs = 100;
-                             // accept pause when out of descriptors
+constexpr int kAcceptPauseMs = 100;                             // accept pause when out of descriptors
 constexpr std::size_t kSpoolReadBytes = 64 * 1024;              // one read of a body that goes to a file
 // How long a refused client may go on sending before its connection is closed (nginx's lingering_time).
 constexpr std::int64_t kLingerMs = 30000;
@@ -55,7 +54,7 @@ constexpr std::size_t kDrainBytesPerWake = 1 << 20;  // then other connections g
 // The standby (loop_baton.hpp) takes the loop from an application request on the loop's thread that
 // has run kTakeoverDelay when it looks, which it does once per kStandbyPeriod while the worker is busy:
 // a cache request waits behind such a request 4 ms at worst (delay + period), as it did with a standby
-// that looked every 2 ms for a lend seen twice, at two thirds of that standby's wake-ups.
+// that looked every 2 ms for a lend seen twice, which woke three times as often (docs/architecture.md).
 constexpr std::chrono::microseconds kTakeoverDelay{1000};
 constexpr std::chrono::microseconds kStandbyPeriod{3000};
 
