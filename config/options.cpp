@@ -668,8 +668,8 @@ std::vector<OptionSpec> build_table() {
            "iterating them themselves)"),
       integer("threads", "", &C::threads, {0, 1024}, g4, "N",
               "application requests a worker runs at once (the first on the event loop's own thread, whose "
-              "loop a standby thread takes over after 2 ms; 0: on the event loop with no standby, as uWSGI "
-              "does: a slow request holds up that worker's cache requests)"),
+              "loop a standby thread takes over within 1-4 ms; 0: on the event loop with no standby, as "
+              "uWSGI does: a slow request holds up that worker's cache requests)"),
 
       list("static-map", "", &C::static_map, g6, "/MOUNT=PATH",
            "serve PATH_INFO /MOUNT/x from PATH/x (a folder; or one file for exactly /MOUNT); a request that "

@@ -144,7 +144,7 @@ int Worker::run() {
 void Worker::take_turns(bool holding) {
   for (;;) {
     if (!holding) {
-      if (!baton_.wait_to_take(kTakeoverDelay)) return;
+      if (!baton_.wait_to_take(kTakeoverDelay, kStandbyPeriod)) return;
       take_over();
     }
     holding = false;

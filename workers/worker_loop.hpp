@@ -51,10 +51,12 @@ constexpr std::size_t kSpoolReadBytes = 64 * 1024;              // one read of a
 // How long a refused client may go on sending before its connection is closed (nginx's lingering_time).
 constexpr std::int64_t kLingerMs = 30000;
 constexpr std::size_t kDrainBytesPerWake = 1 << 20;  // then other connections get their turn
-// How long an application request runs on the loop's thread before the standby takes the loop (the
-// longest a cache request waits behind it, twice this at worst; the standby wakes once per this while
-// the worker is busy).
-constexpr std::chrono::microseconds kTakeoverDelay{2000};
+// The standby (loop_baton.hpp) takes the loop from an application request on the loop's thread that
+// has run kTakeoverDelay when it looks, which it does once per kStandbyPeriod while the worker is busy:
+// a cache request waits behind such a request 4 ms at worst (delay + period), as it did with a standby
+// that looked every 2 ms for a lend seen twice, which woke three times as often (docs/architecture.md).
+constexpr std::chrono::microseconds kTakeoverDelay{1000};
+constexpr std::chrono::microseconds kStandbyPeriod{3000};
 
 // Set on a thread that lent the loop and found it taken: it unwinds to take_turns without touching
 // the loop's state again (connection_loop.cpp).
