@@ -64,7 +64,9 @@ bool Worker::read_available(Connection* conn) {
     if (conn->socket_drained) return true;
     conn->in.reserve(want);
     const std::size_t asked = conn->in.spare_size();
-    ssize_t n = ::read(conn->fd, conn->in.spare(), asked);
+    // recv, not read: the socket call skips the file layer (position lock, access checks), a few
+    // hundred ns on every request of a kept connection (docs/benchmarks.md, the memcached section).
+    ssize_t n = ::recv(conn->fd, conn->in.spare(), asked, 0);
     if (n > 0) {
       conn->in.commit(static_cast<std::size_t>(n));
       conn->socket_drained = static_cast<std::size_t>(n) < asked;
@@ -304,7 +306,9 @@ bool Worker::write_reply(Connection* conn) {
       done -= reply.head.size();
     }
     if (!reply.body.empty()) iov[count++] = {reply.body.data() + done, reply.body.size() - done};
-    ssize_t n = ::writev(conn->fd, iov, count);
+    // One buffer (a memcached or cache reply): send, which skips writev's file layer and iovec copy.
+    ssize_t n = count == 1 ? ::send(conn->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL)
+                           : ::writev(conn->fd, iov, count);
     if (n > 0) {
       conn->reply_written += static_cast<std::size_t>(n);
       continue;
