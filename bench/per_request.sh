@@ -3,7 +3,8 @@
 # in one run, target after target: ops/s and server CPU µs per request (user+system of the server's
 # process tree). Same load for all three: 2 processes, --cache 1000 (uWSGI: --plugin cache --master),
 # 90% get / 10% set of 64-byte values over 1000 keys, the shared uwload with 2 client processes.
-# Usage: bench/per_request.sh   (env: SERVER=binary, SHARED=../shared, ROUNDS=3, CONCS="16 64", DURATION=5)
+# Usage: bench/per_request.sh   (env: SERVER=binary, SHARED=../shared, ROUNDS=3, CONCS="16 64", DURATION=5,
+# BASELINE=binary: a second build of ours, target "base", in the same rounds: the A/B of a change)
 # MODE=app: the application path instead (request log on/off, uWSGI logging; see below).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"  # root, shared, server, free_port, cpu_ticks, tick_us
@@ -52,13 +53,19 @@ port[ours]=$(free_port); port[uwsgi]=$(free_port); port[null]=$(free_port)
 uwsgi --plugin cache --master --processes 2 --socket 127.0.0.1:${port[uwsgi]} --cache 1000 >"$tmp/uwsgi.log" 2>&1 &
 pids+=($!); pid[uwsgi]=$!
 "$tmp/nullserver" -w 2 -v 64 -a 127.0.0.1:${port[null]} >/dev/null 2>&1 & pids+=($!); pid[null]=$!
+targets="ours uwsgi null"
+if [ -n "${BASELINE:-}" ]; then
+  port[base]=$(free_port)
+  "$BASELINE" --socket 127.0.0.1:${port[base]} --processes 2 --cache 1000 2>"$tmp/base.log" & pids+=($!); pid[base]=$!
+  targets="ours base uwsgi null"
+fi
 sleep 1.5
-for target in ours uwsgi; do "$tmp/uwload" -a 127.0.0.1:${port[$target]} --warmup-only -k 1000 -v 64 -q >/dev/null; done
+for target in ${targets% null}; do "$tmp/uwload" -a 127.0.0.1:${port[$target]} --warmup-only -k 1000 -v 64 -q >/dev/null; done
 echo "| c | round | target | ops/s | server CPU µs/op |"
 echo "|---|---|---|---|---|"
 for conc in ${CONCS:-16 64}; do
   for round in $(seq "${ROUNDS:-3}"); do
-    for target in ours uwsgi null; do
+    for target in $targets; do
       verify=$([ $target = null ] && echo --no-verify || true)
       before=$(cpu_ticks "${pid[$target]}")
       line=$("$tmp/uwload" -q -a 127.0.0.1:${port[$target]} -c "$conc" -T 2 -d "${DURATION:-5}" -k 1000 -v 64 \

@@ -64,7 +64,9 @@ bool Worker::read_available(Connection* conn) {
     if (conn->socket_drained) return true;
     conn->in.reserve(want);
     const std::size_t asked = conn->in.spare_size();
-    ssize_t n = ::read(conn->fd, conn->in.spare(), asked);
+    // recv, not read: the socket call skips the file layer (position lock, access checks), a few
+    // hundred ns on every request of a kept connection (docs/benchmarks.md, the memcached section).
+    ssize_t n = ::recv(conn->fd, conn->in.spare(), asked, 0);
     if (n > 0) {
       conn->in.commit(static_cast<std::size_t>(n));
       conn->socket_drained = static_cast<std::size_t>(n) < asked;
@@ -311,10 +313,16 @@ bool Worker::write_reply(Connection* conn) {
       done -= reply.head.size();
     }
     if (!reply.body.empty()) iov[count++] = {reply.body.data() + done, reply.body.size() - done};
-    struct msghdr message {};
-    message.msg_iov = iov;
-    message.msg_iovlen = static_cast<std::size_t>(count);
-    ssize_t n = ::sendmsg(conn->fd, &message, flags);
+    // One buffer (a memcached or cache reply): send, which skips the iovec copy.
+    ssize_t n;
+    if (count == 1) {
+      n = ::send(conn->fd, iov[0].iov_base, iov[0].iov_len, flags);
+    } else {
+      struct msghdr message {};
+      message.msg_iov = iov;
+      message.msg_iovlen = static_cast<std::size_t>(count);
+      n = ::sendmsg(conn->fd, &message, flags);
+    }
     if (n > 0) {
       conn->reply_written += static_cast<std::size_t>(n);
       continue;
