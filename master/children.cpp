@@ -98,6 +98,8 @@ std::optional<pid_t> Master::spawn(int id) {
   s.requests.store(0);
   s.bad_requests.store(0);
   s.request_len.store(0);
+  s.handed_off.store(0);
+  s.handed_in.store(0);
   s.app_backlog.store(workers::starting_app_backlog(application_.get(), config_.threads));
 
   const pid_t master_pid = getpid();

@@ -26,6 +26,7 @@ bool Worker::hand_off(Connection* conn) {
     return false;  // full: the queue holds plenty already, this one waits for our threads
   }
   accounting_.handed_off(conn->pending);
+  settings_.slot->handed_off.fetch_add(1, std::memory_order_relaxed);
   // The socket lives on in the message: our descriptor goes without a shutdown, and out of the epoll
   // set first (closing it would not remove it there while the message holds the file).
   if (conn->in_epoll) {
@@ -61,6 +62,7 @@ void Worker::take_handoffs() {
       ::close(got.fd);
       continue;
     }
+    settings_.slot->handed_in.fetch_add(1, std::memory_order_relaxed);
     const Listener& listener = listeners_[got.listener];
     Connection* conn = acquire();
     conn->fd = got.fd;

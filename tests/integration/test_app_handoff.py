@@ -9,21 +9,29 @@ the app until the test releases them (release files: events, not timing).
   after the other (a request kept in B's own queue would never run before B is released).
 - An --http-socket keep-alive connection whose request was handed over stays with the worker that ran
   it: the next request on it is answered by that worker, on the same connection.
+- A reload (--lazy-apps: the new workers load the application anew) never lets a new worker run a
+  request the old ones queued: the old generation's queue is its own, and an old worker runs it with
+  the old code while it stops.
 """
 import http.client
 import os
+import signal
 import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Server, check, check_eq, free_port, magic_get, magic_set, make_temp_dir, request, run_tests,
                      wait_until, wsgi_req)
+from test_stats import read_stats
 
 # /hold/NAME publishes its worker's pid as "pid-NAME" and counts itself in "held" (the test's signal
-# that it runs), then waits for the file release-NAME (bounded: 30 s). Any other path: the pid.
+# that it runs), then waits for the file release-NAME (bounded: 30 s). Every reply: "PID VERSION", the
+# version read from the file "version" when the application is loaded.
 APP = r'''
 import os, time, uwsgi
 HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(HERE, "version")) as f:
+    VERSION = f.read().strip()
 def application(environ, start_response):
     path = environ["PATH_INFO"]
     if path.startswith("/hold/"):
@@ -35,7 +43,7 @@ def application(environ, start_response):
             if os.path.exists(release):
                 break
             time.sleep(0.01)
-    body = str(os.getpid()).encode()
+    body = ("%d %s" % (os.getpid(), VERSION)).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 '''
@@ -45,16 +53,30 @@ QUEUED = 4
 
 
 class Setup:
-    def __init__(self):
+    def __init__(self, extra=()):
         self.dir = make_temp_dir("handoff-")
         with open(os.path.join(self.dir, "handoff_app.py"), "w") as f:
             f.write(APP)
-        port, hport = free_port(), free_port()
-        self.addr, self.haddr = ("127.0.0.1", port), ("127.0.0.1", hport)
-        self.args = ["--socket", f"127.0.0.1:{port}", "--http-socket", f"127.0.0.1:{hport}", "--module",
-                     "handoff_app", "--chdir", self.dir, "--processes", "2", "--cache2", "name=default,items=1000"]
+        self.set_version("v1")
+        port, hport, sport = free_port(), free_port(), free_port()
+        self.addr, self.haddr, self.saddr = ("127.0.0.1", port), ("127.0.0.1", hport), ("127.0.0.1", sport)
+        self.args = ["--socket", f"127.0.0.1:{port}", "--http-socket", f"127.0.0.1:{hport}", "--stats",
+                     f"127.0.0.1:{sport}", "--module", "handoff_app", "--chdir", self.dir, "--processes", "2",
+                     "--cache2", "name=default,items=1000"] + list(extra)
         self.replies = {}
         self.threads = []
+
+    def set_version(self, version):
+        with open(os.path.join(self.dir, "version"), "w") as f:
+            f.write(version)
+
+    def counters(self, key):
+        """{pid: the worker's stats counter `key`} (handed_off, handed_in)."""
+        return {w["pid"]: w[key] for w in read_stats(self.saddr)["workers"] if w["pid"]}
+
+    def body(self, name):
+        reply, how = self.replies[name]
+        return reply.split(b"\r\n\r\n", 1)[1] if how == "eof" else None
 
     def held(self):
         raw = magic_get(self.addr, "held")
@@ -63,6 +85,11 @@ class Setup:
     def pid_of(self, name):
         raw = magic_get(self.addr, "pid-" + name)
         return None if raw is None else int(raw)
+
+    def app_get(self, path):
+        reply, how = request(self.addr, wsgi_req(path), timeout=20)
+        check(how == "eof" and reply.startswith(b"HTTP/1.1 200"), f"{path}: {reply[:80]!r} ({how})")
+        return reply.split(b"\r\n\r\n", 1)[1]
 
     def release(self, name):
         with open(os.path.join(self.dir, "release-" + name), "w"):
@@ -85,7 +112,7 @@ class Setup:
         return pa, pb
 
     def finish(self):
-        for name in ["a", "b"] + [f"q{i}" for i in range(QUEUED)]:
+        for name in ["a", "b", "q"] + [f"q{i}" for i in range(QUEUED)]:
             self.release(name)
         for t in self.threads:
             t.join(timeout=40)
@@ -105,6 +132,8 @@ def test_cache_on_new_connections_and_queued_requests_while_all_saturated():
             pa, pb = s.hold_both(srv)
             for i in range(QUEUED):
                 s.send(f"q{i}")
+            check(wait_until(lambda: sum(s.counters("handed_off").values()) == QUEUED, 10.0),
+                  f"requests in the shared queue: {s.counters('handed_off')}")
             for _ in range(CACHE_GETS):
                 check(magic_get(s.addr, "k", timeout=10) == b"v", "get on a new connection, every worker saturated")
             check_eq((s.held(), sorted(s.replies)), (2, []), "requests in the app and replies after the gets")
@@ -120,6 +149,7 @@ def test_cache_on_new_connections_and_queued_requests_while_all_saturated():
                 ran.add(name)
                 s.release(name)
             check("b" not in s.replies and s.held() == 2 + QUEUED, "B still held")
+            check_eq(s.counters("handed_in").get(pa), QUEUED, "requests A took from the queue")
             s.check_replies(sorted(ran) + ["a"])
         finally:
             s.finish()
@@ -151,10 +181,10 @@ def test_http_keep_alive_connection_moves_with_its_request():
             sock = conn.sock
             s.release("a")
             t.join(timeout=20)
-            check_eq(got.get("first"), (200, str(pa).encode(), False), "first request: status, pid, kept alive")
+            check_eq(got.get("first"), (200, b"%d v1" % pa, False), "first request: status, pid, kept alive")
             conn.request("GET", "/pid")
             resp = conn.getresponse()
-            check_eq((resp.status, resp.read(), conn.sock is sock), (200, str(pa).encode(), True),
+            check_eq((resp.status, resp.read(), conn.sock is sock), (200, b"%d v1" % pa, True),
                      "second request on the kept connection: status, pid (the worker it moved to), same socket")
             check("b" not in s.replies, "B still held")
             conn.close()
@@ -163,6 +193,32 @@ def test_http_keep_alive_connection_moves_with_its_request():
         s.check_replies(["a", "b"])
 
 
+def test_reload_keeps_each_generation_to_its_own_queue():
+    s = Setup(["--lazy-apps"])
+    with Server(s.args, workers=2) as srv:
+        try:
+            pa, pb = s.hold_both(srv)
+            s.release("q")  # runs straight through once it starts
+            s.send("q")
+            check(wait_until(lambda: sum(s.counters("handed_off").values()) == 1, 10.0), "q in the shared queue")
+            s.set_version("v2")
+            os.kill(srv.pid, signal.SIGHUP)
+            # The second replacement starts once the first is ready: a new worker has been free a while
+            # (it would have taken q from a shared queue at once).
+            check(wait_until(lambda: len(set(srv.workers()) - {pa, pb}) >= 2, 20.0),
+                  f"replacements started: {srv.workers()}")
+            check("q" not in s.replies, "q ran while both old workers were held")
+            s.release("a")
+            s.release("b")
+            s.check_replies(["a", "b", "q"])
+            pid, version = s.body("q").split()
+            check(int(pid) in (pa, pb) and version == b"v1", f"q ran on {s.body('q')!r}: an old worker, old code")
+            check(wait_until(lambda: s.app_get("/pid").endswith(b"v2"), 20.0), "the new workers run v2")
+        finally:
+            s.finish()
+
+
 if __name__ == "__main__":
     run_tests([test_cache_on_new_connections_and_queued_requests_while_all_saturated,
-               test_http_keep_alive_connection_moves_with_its_request], budget=90)
+               test_http_keep_alive_connection_moves_with_its_request,
+               test_reload_keeps_each_generation_to_its_own_queue], budget=90)
