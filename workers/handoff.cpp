@@ -46,25 +46,34 @@ bool make_handoff_pair(int fds[2]) {
   return true;
 }
 
-HandoffChannel::Sent HandoffChannel::send(int fd, std::uint16_t listener, std::string_view bytes) const {
-  MessageHead head{kHandoffMagic, listener, 0};
-  iovec iov[2] = {{&head, sizeof head}, {const_cast<char*>(bytes.data()), bytes.size()}};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+long send_with_descriptors(int socket, const iovec* iov, int iov_count, const int* fds, int fd_count) {
+  alignas(cmsghdr) char control[kControlBytes] = {};
+  if (fd_count < 0 || CMSG_SPACE(sizeof(int) * static_cast<std::size_t>(fd_count)) > sizeof control) {
+    errno = EINVAL;
+    return -1;
+  }
   msghdr msg{};
-  msg.msg_iov = iov;
-  msg.msg_iovlen = bytes.empty() ? 1 : 2;
+  msg.msg_iov = const_cast<iovec*>(iov);
+  msg.msg_iovlen = static_cast<std::size_t>(iov_count);
   msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
+  msg.msg_controllen = CMSG_SPACE(sizeof(int) * static_cast<std::size_t>(fd_count));
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  for (;;) {
-    if (::sendmsg(send_fd_, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return Sent::sent;
-    if (errno == EINTR) continue;
-    return errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS ? Sent::full : Sent::failed;
-  }
+  c->cmsg_len = CMSG_LEN(sizeof(int) * static_cast<std::size_t>(fd_count));
+  std::memcpy(CMSG_DATA(c), fds, sizeof(int) * static_cast<std::size_t>(fd_count));
+  ssize_t n;
+  do {
+    n = ::sendmsg(socket, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  return n;
+}
+
+HandoffChannel::Sent HandoffChannel::send(int fd, std::uint16_t listener, std::string_view bytes) const {
+  MessageHead head{kHandoffMagic, listener, 0};
+  const iovec iov[2] = {{&head, sizeof head}, {const_cast<char*>(bytes.data()), bytes.size()}};
+  if (send_with_descriptors(send_fd_, iov, bytes.empty() ? 1 : 2, &fd, 1) >= 0) return Sent::sent;
+  return errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS ? Sent::full : Sent::failed;
 }
 
 HandoffChannel::Taken HandoffChannel::receive(char* into, Received& out, const char** error) const {

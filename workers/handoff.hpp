@@ -13,11 +13,17 @@
 #include <cstdint>
 #include <string_view>
 
+struct iovec;
+
 namespace workers {
 
 // Request bytes one message carries at most (a message must fit the socket's send buffer whole); a
 // larger request waits for the threads of the worker that read it.
 inline constexpr std::size_t kHandoffMaxBytes = 64 * 1024;
+
+// One message on a UNIX socket: the bytes of `iov` and the descriptors `fds` (SCM_RIGHTS), without
+// blocking. Returns sendmsg's result (errno set on -1).
+long send_with_descriptors(int socket, const struct iovec* iov, int iov_count, const int* fds, int fd_count);
 
 // The master's half: a new pair for the next generation of workers (fds[0] sends, fds[1] receives;
 // both non-blocking and close-on-exec). False with errno set.

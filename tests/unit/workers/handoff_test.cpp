@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -91,23 +92,13 @@ TEST_CASE("a malformed hand-off message is dropped with its descriptors closed")
   Pair pair;
   workers::HandoffChannel channel(pair.fds[0], pair.fds[1]);
   Client client;
-  // Not our layout: a short message carrying a descriptor.
+  // Not our layout: a short message carrying two descriptors.
   const int passed = dup(client.fds[0]);
   REQUIRE(passed >= 0);
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  const int fds[2] = {passed, passed};
   char junk[3] = {'a', 'b', 'c'};
-  iovec iov{junk, sizeof junk};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &passed, sizeof passed);
-  REQUIRE(::sendmsg(pair.fds[0], &msg, 0) == static_cast<ssize_t>(sizeof junk));
+  const iovec iov{junk, sizeof junk};
+  REQUIRE(workers::send_with_descriptors(pair.fds[0], &iov, 1, fds, 2) == static_cast<long>(sizeof junk));
   ::close(passed);
 
   auto buffer = std::make_unique<char[]>(workers::kHandoffMaxBytes);
