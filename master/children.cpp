@@ -18,6 +18,7 @@
 #include "common/log.hpp"
 #include "master/master_state.hpp"
 #include "master/observability.hpp"
+#include "workers/handoff.hpp"
 #include "workers/worker.hpp"
 
 namespace master {
@@ -55,6 +56,31 @@ void Master::create_scoreboard() {
   slot_used_.assign(slot_count_, false);
 }
 
+// The workers' shared queue of ready application requests (workers/handoff.hpp), one per generation:
+// the workers forked from now on get a new one, so across a reload (which loads the application anew
+// with --lazy-apps) old and new workers never run each other's requests; an old queue lives as long
+// as its workers, the last of which runs what is left in it. The master keeps only the current one,
+// for respawns. None with one worker (nowhere to hand to) or without application threads.
+void Master::renew_handoff() {
+  close_handoff();
+  if (config_.processes < 2 || !workers::uses_application_threads(application_.get(), config_.threads))
+    return;
+  if (!workers::make_handoff_pair(handoff_)) {
+    common::log(
+        "cannot create the workers' hand-off queue ({}): a saturated worker's application "
+        "requests wait for its own threads",
+        std::strerror(errno));
+    handoff_[0] = handoff_[1] = -1;
+  }
+}
+
+void Master::close_handoff() {
+  for (int& fd : handoff_) {
+    if (fd >= 0) close(fd);
+    fd = -1;
+  }
+}
+
 std::optional<pid_t> Master::spawn(int id) {
   auto free_slot = std::find(slot_used_.begin(), slot_used_.end(), false);
   if (free_slot == slot_used_.end()) {
@@ -72,6 +98,8 @@ std::optional<pid_t> Master::spawn(int id) {
   s.requests.store(0);
   s.bad_requests.store(0);
   s.request_len.store(0);
+  s.handed_off.store(0);
+  s.handed_in.store(0);
   s.app_backlog.store(workers::starting_app_backlog(application_.get(), config_.threads));
 
   const pid_t master_pid = getpid();
@@ -141,6 +169,8 @@ void Master::become_worker(int id, int slot) {
   settings.application_threads = config_.threads;
   settings.exclusive_accept = config_.accept_mode != "shared";
   settings.static_files = extras_->static_files();
+  settings.handoff_send_fd = handoff_[0];
+  settings.handoff_receive_fd = handoff_[1];
   extras_->in_worker(id);
   int status = workers::run_worker(settings);
   _exit(status);

@@ -56,6 +56,7 @@ void Master::cleanup() {
   }
   if (signal_fd_ >= 0) close(signal_fd_);
   signal_fd_ = -1;
+  close_handoff();
   for (int& fd : ready_pipe_) {
     if (fd >= 0) close(fd);
     fd = -1;
@@ -92,6 +93,7 @@ void Master::handle_signals() {
                     worker_count());
         reload_queue_.clear();
         for (int id = 1; id <= worker_count(); ++id) reload_queue_.push_back(id);
+        renew_handoff();
         break;
       case SignalAction::log_stats:
         log_stats();
@@ -212,6 +214,7 @@ int Master::run() {
   }
   served_ = true;
   extras_->serving();
+  renew_handoff();  // after the stats server's fork: only workers hold the queue
   ensure_workers();
   // Started after the first fork so the workers never inherit a half-copied thread state.
   if (cache_jobs_) cache_jobs_->start();

@@ -51,6 +51,8 @@ class Master {
   };
 
   void create_scoreboard();
+  void renew_handoff();  // a new shared queue for the workers forked from now on
+  void close_handoff();
   std::optional<pid_t> spawn(int id);
   [[noreturn]] void become_worker(int id, int slot);
   void handle_signals();
@@ -87,6 +89,7 @@ class Master {
   std::vector<IdState> ids_;  // index = id
   int signal_fd_ = -1;
   int ready_pipe_[2] = {-1, -1};
+  int handoff_[2] = {-1, -1};  // this generation's queue of ready application requests (workers/handoff.hpp)
   std::unique_ptr<CacheJobs> cache_jobs_;
   std::vector<std::unique_ptr<server::UdpReceiver>> udp_receivers_;  // threads, started with cache_jobs_
   Phase phase_ = Phase::running;

@@ -55,6 +55,7 @@ void Worker::accept_from(const Listener& listener) {
   conn->fd = fd;
   conn->framing = listener.framing;
   conn->cache_client = listener.cache_path;
+  conn->listener = static_cast<std::uint16_t>(&listener - listeners_.data());
   if (conn->cache_client) ++cache_clients_;
   conn->framing->attach(*conn, listen_fd);
   conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
@@ -103,11 +104,14 @@ void Worker::release(Connection* conn) {
 void Worker::update_accepting() {
   const std::int32_t backlog = app_backlog();
   if (backlog != published_backlog_) {
-    settings_.slot->app_backlog.store(backlog, std::memory_order_relaxed);
+    // seq_cst with the loads in takes_app_connections: of two workers saturating at once, at least one
+    // sees the other saturated, so not both stop accepting.
+    settings_.slot->app_backlog.store(backlog, std::memory_order_seq_cst);
     published_backlog_ = backlog;
   }
   const bool open = !stopping_ && accept_paused_until_ms_ == 0;
   const bool app = open && takes_app_connections(backlog);
+  watch_handoffs(has_free_thread() && !exit_now_);
   for (Listener& listener : listeners_) {
     const bool want = listener.cache_path ? open : app;
     if (want == listener.watched) continue;
@@ -133,18 +137,24 @@ std::int32_t Worker::app_backlog() const {
   return static_cast<std::int32_t>(in_application_) - settings_.application_threads;
 }
 
-// With a thread free: yes. Saturated: only when no other worker takes part (the only worker, as with
-// --processes 1): its connections have nowhere else to go, and a cache request on one is answered at
-// once. With others, the connection waits in the kernel's queue for the first thread freed anywhere
-// (a worker's own queue would tie it to that worker's thread; measured in docs/architecture.md).
+// With a thread free: yes. Saturated while another worker has a thread free: no, the connection waits
+// in the kernel's queue for that worker. Every worker saturated: yes, so a cache request on a new
+// connection is answered at once; an application request read meanwhile goes to the shared queue
+// (hand_off), where the first thread freed anywhere takes it. Without that queue (a worker's own queue
+// would tie the request to its thread; measured in docs/architecture.md), only the only worker takes
+// them (as with --processes 1: its connections have nowhere else to go).
 bool Worker::takes_app_connections(std::int32_t backlog) const {
   if (backlog < 0 || backlog == kNoAppBacklog) return true;
+  bool alone = true;
   for (int i = 0; i < settings_.scoreboard_size; ++i) {
     const WorkerSlot& other = settings_.scoreboard[i];
-    if (&other != settings_.slot && other.app_backlog.load(std::memory_order_relaxed) != kNoAppBacklog)
-      return false;
+    if (&other == settings_.slot) continue;
+    const std::int32_t theirs = other.app_backlog.load(std::memory_order_seq_cst);
+    if (theirs == kNoAppBacklog) continue;
+    if (theirs < 0) return false;
+    alone = false;
   }
-  return true;
+  return alone || handoff_.enabled();
 }
 
 }  // namespace workers::loop

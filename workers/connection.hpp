@@ -38,6 +38,7 @@ struct Connection {
   int fd = -1;
   Framing* framing = nullptr;               // what the connection speaks (its listener's)
   bool cache_client = false;                // from a cache clients' listener (Listener::cache_path)
+  std::uint16_t listener = 0;               // its listener's index (the same in every worker: hand-off)
   std::unique_ptr<FramingSession> session;  // the framing's state (owner == framing once attached)
   bool registered = false;                  // waited on by the loop: in Worker::active_ (timeouts, stop)
   bool in_epoll = false;                    // in the worker's epoll set

@@ -159,7 +159,7 @@ bool Worker::dispatch(Connection* conn) {
     // could come while the loop is lent and wait up to two takeover delays; the hand-off keeps them
     // at loop speed.
     if (in_application_ == 0 && !in_libuv_ && cache_clients_ == 0) return run_inline(conn);
-    hand_to_application(conn);
+    if (!hand_off(conn)) hand_to_application(conn);
     return false;
   }
   // Harakiri watches the application request when one runs: a cache request meanwhile must not
@@ -274,6 +274,7 @@ void Worker::on_application_finished() {
     if (!finish_reply(conn)) serve(conn);
   }
   update_accepting();
+  check_handoffs_ = true;  // a thread freed: the shared queue's oldest request comes first
 }
 
 // A reply was fully sent (or there was none): close unless the client chose the persistent mode.
@@ -390,6 +391,10 @@ void Worker::close_connection(Connection* conn, bool orderly) {
   if (conn->cache_client) --cache_clients_;
   const bool read_all = conn->in.size() == 0 && (conn->socket_drained || conn->peer_closed);
   if (orderly && !read_all) ::shutdown(conn->fd, SHUT_WR);
+  let_go(conn);
+}
+
+void Worker::let_go(Connection* conn) {
   if (conn->registered) {
     Connection* last = active_.back();
     active_[conn->active_index] = last;

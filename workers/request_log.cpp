@@ -119,6 +119,11 @@ std::int64_t RequestAccounting::begin(const server::Request& request) {
   return common::monotonic_ns();
 }
 
+void RequestAccounting::handed_off(const server::Request& request) {
+  if (request.header.modifier1 == server::kModifierApp && slot_ != nullptr)
+    slot_->in_request.fetch_sub(1, std::memory_order_relaxed);
+}
+
 void RequestAccounting::finish(const server::Request& request, const server::Reply& reply,
                                std::int64_t started_ns, bool exception) {
   const std::uint64_t micros =

@@ -51,6 +51,8 @@ class RequestAccounting {
 
   // The request is handed to its handler now; returns the start stamp finish() takes.
   std::int64_t begin(const server::Request& request);
+  // The request went to another worker (the shared queue) without being handled: it finishes there.
+  void handed_off(const server::Request& request);
   // The request was handled; `reply` is what its handler produced, `exception` whether it failed.
   void finish(const server::Request& request, const server::Reply& reply, std::int64_t started_ns,
               bool exception);

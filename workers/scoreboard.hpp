@@ -27,7 +27,7 @@ namespace workers {
 inline constexpr std::int32_t kNoAppBacklog = std::numeric_limits<std::int32_t>::max();
 
 inline constexpr std::uint32_t kScoreboardMagic = 0x55534231;  // "USB1"
-inline constexpr std::uint32_t kScoreboardVersion = 2;
+inline constexpr std::uint32_t kScoreboardVersion = 3;
 
 // Request-duration histogram: the upper bounds of its buckets in microseconds (Prometheus `le`,
 // in seconds), from a cache hit (~10 us) to a slow page; the last count is +Inf.
@@ -112,6 +112,9 @@ struct WorkerSlot {
   // (docs/architecture.md, "Scheduling application requests"); kNoAppBacklog = takes no part.
   std::atomic<std::int32_t> app_backlog;
   char request[128];  // what the busy request is, for the harakiri log line
+  // The workers' shared queue of ready application requests (handoff.hpp): sent there, taken from it.
+  std::atomic<std::uint64_t> handed_off;
+  std::atomic<std::uint64_t> handed_in;
 };
 
 // The master's store syncs of one cache (its 1-second cycle; the flush at stop too).
@@ -137,7 +140,7 @@ struct ScoreboardHeader {
 
 static_assert(std::is_standard_layout_v<WorkerSlot> && std::is_standard_layout_v<WorkerTotals> &&
               std::is_standard_layout_v<ScoreboardHeader>);
-static_assert(sizeof(WorkerSlot) == 192, "WorkerSlot is shared between processes: keep its layout fixed");
+static_assert(sizeof(WorkerSlot) == 208, "WorkerSlot is shared between processes: keep its layout fixed");
 static_assert(sizeof(DurationHistogram) == 136);
 static_assert(sizeof(WorkerTotals) == 96 + 9 * 136, "WorkerTotals is shared: keep its layout fixed");
 static_assert(sizeof(ScoreboardHeader) == 96);

@@ -270,6 +270,8 @@ std::string stats_json(const StatsContext& context) {
       j.number("wakeups", load(w.slot->wakeups));
       j.number("wasted_wakeups", load(w.slot->wasted_wakeups));
       j.number("bad_requests", load(w.slot->bad_requests));
+      j.number("handed_off", load(w.slot->handed_off));
+      j.number("handed_in", load(w.slot->handed_in));
     }
     j.close('}');
   }

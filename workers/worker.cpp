@@ -194,7 +194,12 @@ bool Worker::drive() {
         begin_graceful_stop();
       }
     }
-    if (stopping_ && active_.empty() && in_application_ == 0) return true;
+    if (stopping_ && active_.empty() && in_application_ == 0) {
+      // Done, unless requests wait in this generation's shared queue: the last of its workers to
+      // stop runs them (the others may be stopping too).
+      if (!handoff_.enabled() || !handoff_.queued()) return true;
+      check_handoffs_ = true;
+    }
     if (stopping_ && monotonic_ms() >= stop_deadline_ms_) {
       common::log("worker {}: {} request(s) still in flight after {} s; closing them", settings_.id,
                   active_.size(), settings_.stop_mercy_s);
@@ -203,6 +208,10 @@ bool Worker::drive() {
     if (accept_paused_until_ms_ != 0 && !stopping_ && monotonic_ms() >= accept_paused_until_ms_) {
       accept_paused_until_ms_ = 0;
       update_accepting();
+    }
+    if (check_handoffs_) {
+      take_handoffs();
+      if (t_loop_lost) return false;
     }
     int timeout = uv_backend_timeout(&loop_);
     if (timeout < 0 || timeout > kTickMs) timeout = kTickMs;
@@ -217,10 +226,13 @@ bool Worker::drive() {
     bool run_libuv = (n == 0);
     int ready_listeners[kMaxEvents];
     int ready_count = 0;
+    bool handoffs = false;
     for (int i = 0; i < n; ++i) {
       const std::uint64_t tag = events[i].data.u64;
       if (tag == kBackendTag) {
         run_libuv = true;
+      } else if (tag == kHandoffTag) {
+        handoffs = true;
       } else if (tag & kListenerTag) {
         ready_listeners[ready_count++] = static_cast<int>(tag & 0xffffffffu);
       } else {
@@ -229,6 +241,8 @@ bool Worker::drive() {
         if (t_loop_lost) return false;
       }
     }
+    if (handoffs) take_handoffs();  // accepted before what the listeners hold now: first
+    if (t_loop_lost) return false;
     accept_ready(ready_listeners, ready_count);
     if (t_loop_lost) return false;
     // libuv fires timers only inside uv_run: run a pass when one is due, not only when its fd is
@@ -274,7 +288,9 @@ void Worker::publish_busy(const server::Request& request) {
 }
 
 void Worker::on_tick() {
-  update_accepting();  // another worker started or went away: whether we are the only one may have changed
+  update_accepting();  // another worker started, went away or freed a thread: who accepts may have changed
+  // The queue's EPOLLEXCLUSIVE wake-up may have gone to a worker that saturated before taking it all.
+  if (has_free_thread()) check_handoffs_ = true;
   std::int64_t now = monotonic_ms();
   // Walk backwards: closing swaps the last connection into the current index.
   for (std::size_t i = active_.size(); i-- > 0;) {

@@ -50,6 +50,10 @@ struct WorkerSettings {
   int application_threads = 1;   // --threads: threads running a blocking application
   bool exclusive_accept = true;  // EPOLLEXCLUSIVE on the listening sockets (false: every worker wakes)
   const server::StaticFiles* static_files = nullptr;  // --static-map & co: served before the application
+  // The workers' shared queue of ready application requests (handoff.hpp): this generation's socket
+  // pair from the master, -1 when there is none (one worker, or no application threads).
+  int handoff_send_fd = -1;
+  int handoff_receive_fd = -1;
 };
 
 // Whether a worker runs `app` on application threads (a blocking application, --threads > 0): then

@@ -30,6 +30,7 @@
 #include "server/protocol.hpp"
 #include "workers/application_threads.hpp"
 #include "workers/connection.hpp"
+#include "workers/handoff.hpp"
 #include "workers/http_framing.hpp"
 #include "workers/loop_baton.hpp"
 #include "workers/memcached_framing.hpp"
@@ -46,6 +47,7 @@ constexpr int kTickMs = 250;  // timeout checks
 // epoll data: a Connection*, or one of these tags (user-space pointers never have bit 62 or 63 set).
 constexpr std::uint64_t kBackendTag = std::uint64_t{1} << 63;   // libuv's backend fd
 constexpr std::uint64_t kListenerTag = std::uint64_t{1} << 62;  // | the listening fd
+constexpr std::uint64_t kHandoffTag = std::uint64_t{1} << 61;   // the hand-off queue's receiving end
 constexpr int kAcceptPauseMs = 100;                             // accept pause when out of descriptors
 constexpr std::size_t kSpoolReadBytes = 64 * 1024;              // one read of a body that goes to a file
 // How long a refused client may go on sending before its connection is closed (nginx's lingering_time).
@@ -111,6 +113,12 @@ class Worker {
   bool takes_app_connections(std::int32_t backlog) const;
   void publish_busy(const server::Request& request);
   void hand_to_application(Connection* conn);
+  // The shared queue of ready application requests (handoff_loop.cpp, handoff.hpp).
+  bool has_free_thread() const;
+  bool hand_off(Connection* conn);  // true: the request and its connection left for the queue
+  void take_handoffs();             // runs queued requests while a thread is free
+  void watch_handoffs(bool want);
+  void let_go(Connection* conn);        // out of active_, descriptor closed, released after the batch
   bool start_reply(Connection* conn);   // true when the connection was closed
   bool serve_static(Connection* conn);  // a static file answered the request (never the application)
 
@@ -162,6 +170,10 @@ class Worker {
   bool failed_ = false;
   std::size_t cache_clients_ = 0;  // open connections of cache_path listeners: no lending meanwhile
   bool in_libuv_ = false;          // inside uv_run: no lending (libuv's pass must end on its thread)
+  HandoffChannel handoff_{settings_.handoff_send_fd, settings_.handoff_receive_fd};
+  bool handoff_watched_ = false;  // its receiving end is in the epoll set
+  bool check_handoffs_ = false;   // a thread freed (or the tick): look at the queue before epoll_wait
+  std::unique_ptr<char[]> handoff_buffer_;  // one message's bytes (kHandoffMaxBytes), made on first use
 };
 
 }  // namespace workers::loop
