@@ -1,7 +1,6 @@
 #include "common/log.hpp"
 
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
@@ -21,7 +20,7 @@ struct LogFile {
   std::string path;
   std::string backup;
   std::uint64_t max_bytes = 0;
-  std::mutex mutex;  // one rotation at a time within a process (flock orders the processes)
+  std::mutex mutex;  // one rotation at a time within a process (a POSIX lock orders the processes)
 };
 LogFile g_file;
 int g_request_fd = -1;  // --req-logger file:PATH; -1 = request lines go to the log
@@ -51,12 +50,26 @@ bool open_onto_stdio(const std::string& path, std::string& error) {
   return true;
 }
 
+// Whole-file POSIX lock on the log the process writes to. Not flock: the master and the workers it
+// forked share one open file description of the log, and flock locks belong to that description, so
+// two of them would both "hold" it and rotate the same file at once (one renaming the other's fresh
+// file over the rotated one: its lines lost). POSIX locks belong to the process.
+bool lock_log_file(short type) {
+  struct flock whole {};
+  whole.l_type = type;
+  whole.l_whence = SEEK_SET;
+  while (fcntl(STDERR_FILENO, F_SETLKW, &whole) != 0) {
+    if (errno != EINTR) return false;
+  }
+  return true;
+}
+
 // After a line: the file reached --log-maxsize, or another process rotated it already.
 void rotate_if_due() {
   struct stat mine {};
   if (fstat(STDERR_FILENO, &mine) != 0 || static_cast<std::uint64_t>(mine.st_size) < g_file.max_bytes) return;
   std::lock_guard<std::mutex> lock(g_file.mutex);
-  if (flock(STDERR_FILENO, LOCK_EX) != 0) return;
+  if (!lock_log_file(F_WRLCK)) return;
   struct stat named {};
   const bool same =
       ::stat(g_file.path.c_str(), &named) == 0 && named.st_ino == mine.st_ino && named.st_dev == mine.st_dev;
@@ -73,7 +86,7 @@ void rotate_if_due() {
     }
     ::rename(g_file.path.c_str(), target.c_str());
   }
-  flock(STDERR_FILENO, LOCK_UN);
+  lock_log_file(F_UNLCK);
   std::string error;
   open_onto_stdio(g_file.path, error);  // failing, the lines keep going to the renamed file
 }
