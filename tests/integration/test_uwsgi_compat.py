@@ -938,6 +938,15 @@ def uwsgi_dump_items(pair, cache):
     return decode_uwsgi_image(reply[4 + size:], items + 1, bs, ks)
 
 
+def our_dump_items(pair, cache):
+    """{key: (value, expires)} of our cache, from a mod2 6 dump (expired items not yet swept included)."""
+    reply, how = request(pair.ours, packet(111, 6, b(cache or b"")), 10.0)
+    assert how == "eof" and len(reply) >= 4 and reply[0] == 111 and reply[3] == 7, \
+        f"our dump of {cache or DEFAULT}: {hexdump(reply)} ({how})"
+    size = struct.unpack_from("<H", reply, 1)[0]
+    return decode_our_image(reply[4 + size:], int(dict(parse_vars(reply[4:4 + size])).get(b"count", b"0")))
+
+
 def split_by_expiry(content):
     """(keys surely live, keys whose expiry is within a second: may be gone on one side)."""
     now = time.time()
@@ -1011,9 +1020,15 @@ def ext_stats_check(cache):
                      (b"blocksize", str(bs).encode()), (b"keysize", str(ks).encode())):
             if d.get(k) != v:
                 problems.append(f"our stats {k.decode()} = {d.get(k)!r}, want {v!r}")
-        sure, unsure = split_by_expiry(uwsgi_dump_items(pair, cache))
+        uw_items = uwsgi_dump_items(pair, cache)
+        sure, unsure = split_by_expiry(uw_items)
         if d.get(b"items", b"").isdigit() and not len(sure) <= int(d[b"items"]) <= len(sure) + len(unsure):
-            problems.append(f"our stats items = {int(d[b'items'])}, uWSGI's dump holds {len(sure)} (+{len(unsure)} expiring)")
+            ours_items = our_dump_items(pair, cache)
+            problems.append(f"our stats items = {int(d[b'items'])}, uWSGI's dump holds {len(sure)} (+{len(unsure)} expiring)"
+                            f" at {time.time():.3f}; only in our dump (key: expires): "
+                            f"{ {k: e for k, (_, e) in ours_items.items() if k not in uw_items} }, only in uWSGI's: "
+                            f"{ {k: e for k, (_, e) in uw_items.items() if k not in ours_items} }; our stats "
+                            f"{ {k.decode(): v.decode() for k, v in d.items()} }")
         return problems
     return check
 
