@@ -167,6 +167,7 @@ class Case:
         self.half_close = half_close
         self.timeout = timeout
         self.data = data
+        self.expires_rel = None  # a set with a positive expiry: (cache name, key, seconds), see EXPIRING
 
 
 class Table:
@@ -263,7 +264,10 @@ class Table:
         what = name or (f"magic {cmd} {b(key)[:24]!r}={value[:12]!r}{'...' if len(value) > 12 else ''}"
                         f" ({len(value)} B){' cache=' + cache if cache else ''}"
                         f"{' expires=' + str(expires) if expires is not None else ''}")
-        return self.magic(what, pairs, value, (OK_REPLY if ok else b"", "eof") if ok is not None else None)
+        case = self.magic(what, pairs, value, (OK_REPLY if ok else b"", "eof") if ok is not None else None)
+        if ok and str(expires or "").isdigit() and int(expires) > 0:
+            case.expires_rel = (cache or DEFAULT, b(key), int(expires))
+        return case
 
     def mcmd(self, cmd, key, ok, cache=None, name=None):
         pairs = [("cmd", cmd)]
@@ -772,6 +776,12 @@ def compare(case, uw, ours, now):
     raise AssertionError(f"unknown mode {mode}")
 
 
+# (cache name, key) -> when an item set with an expiry by the running table expires (time.time() of the
+# send + its seconds). Each server's sweeper frees an expired item at its own moment, so while neither
+# dump can show it (uWSGI's may have freed it, ours lists only live items) our stats may still count it.
+EXPIRING = {}
+
+
 def run_cases(pair, cases, title, quiet=False):
     """Run the cases in order; print one line each (quiet: only the differing ones); return the failures
     (name, problems)."""
@@ -781,6 +791,9 @@ def run_cases(pair, cases, title, quiet=False):
     for i, case in enumerate(cases):
         now = time.time()
         case.pair = pair
+        if case.expires_rel is not None:
+            cache, key, rel = case.expires_rel
+            EXPIRING[(cache, key)] = now + rel
         uw, ours = send_both(pair, case)
         status, problems = compare(case, uw, ours, now)
         counts[status] += 1
@@ -1022,9 +1035,12 @@ def ext_stats_check(cache):
                 problems.append(f"our stats {k.decode()} = {d.get(k)!r}, want {v!r}")
         uw_items = uwsgi_dump_items(pair, cache)
         sure, unsure = split_by_expiry(uw_items)
+        # an item of ours whose time is up and that uWSGI's sweeper already freed: counted until ours runs
+        unsure |= {k for (c, k), at in EXPIRING.items() if c == cache and at <= time.time() + 1 and k not in sure}
         if d.get(b"items", b"").isdigit() and not len(sure) <= int(d[b"items"]) <= len(sure) + len(unsure):
             ours_items = our_dump_items(pair, cache)
-            problems.append(f"our stats items = {int(d[b'items'])}, uWSGI's dump holds {len(sure)} (+{len(unsure)} expiring)"
+            problems.append(f"our stats items = {int(d[b'items'])}, uWSGI's dump holds {len(sure)} (+{len(unsure)} expiring"
+                            " or expired)"
                             f" at {time.time():.3f}; only in our dump (key: expires): "
                             f"{ {k: e for k, (_, e) in ours_items.items() if k not in uw_items} }, only in uWSGI's: "
                             f"{ {k: e for k, (_, e) in uw_items.items() if k not in ours_items} }; our stats "
