@@ -54,4 +54,4 @@ def test_persistent_mode_ours():
 
 
 if __name__ == "__main__":
-    run_tests([test_ours_tcp_and_unix, test_persistent_mode_ours], budget=150)
+    run_tests([test_ours_tcp_and_unix, test_persistent_mode_ours], budget=240)

@@ -50,4 +50,4 @@ def test_persistent_mode_falls_back_against_uwsgi():
 
 
 if __name__ == "__main__":
-    run_tests([test_uwsgi_tcp_and_unix, test_persistent_mode_falls_back_against_uwsgi], budget=150)
+    run_tests([test_uwsgi_tcp_and_unix, test_persistent_mode_falls_back_against_uwsgi], budget=240)
