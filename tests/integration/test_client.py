@@ -188,4 +188,4 @@ def test_malformed_and_odd_replies():
 
 if __name__ == "__main__":
     run_tests([test_usage_errors, test_unreachable_server, test_exact_request_bytes, test_malformed_and_odd_replies],
-              budget=120)
+              budget=240)
