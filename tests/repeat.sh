@@ -11,7 +11,9 @@
 #
 # Examples: tests/repeat.sh -n 20 -j 4                     (every test of the normal build, 20 times)
 #           tests/repeat.sh -n 10 -b build-asan -- -LE no_asan
-# Prints one line per run and, at the end, "tests T, runs R, failures F". Exit 0 when every run passed.
+# Prints one line per run and, at the end, "tests T, runs R, failures F" and the slowest tests (the longest
+# time of each over the runs; each run's ctest time lines stay in the logs folder as times-N.txt), to
+# compare with their budgets. Exit 0 when every run passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=10
@@ -37,6 +39,7 @@ for run in $(seq 1 "$runs"); do
   start=$(date +%s)
   if (cd "$build" && ctest --output-on-failure -j "$jobs" "$@") >"$log" 2>&1; then
     echo "run $run/$runs: passed ($(($(date +%s) - start)) s)"
+    grep -E 'Test +#[0-9]+: .* sec$' "$log" >"$logs/times-$run.txt" || true
     rm -f "$log"
   else
     echo "run $run/$runs: FAILED ($(($(date +%s) - start)) s); output: $log"
@@ -46,4 +49,6 @@ for run in $(seq 1 "$runs"); do
   fi
 done
 echo "tests $tests, runs $runs, failures 0"
-rmdir "$logs" 2>/dev/null || true
+echo "slowest (longest of $runs runs, seconds):"
+cat "$logs"/times-*.txt | awk '{ t = $(NF - 1); if (t > max[$4]) max[$4] = t } END { for (n in max) print max[n], n }' |
+  sort -rn | head -12 | awk '{ printf "  %7.1f %s\n", $1, $2 }'

@@ -98,6 +98,28 @@ def server_args(port, store):
 SYNC_RE = re.compile(r'store sync: cache "default": (started|done)')
 
 
+def read_back(addr):
+    """{key: value or None} of every key, read by CLIENTS threads side by side (one after the other,
+    the 1,000 one-request connections of a round took most of the test's time on a loaded machine)."""
+    got, failures = {}, []
+
+    def read(w):
+        try:
+            for i in range(KEYS_PER_CLIENT):
+                key = f"k{w}-{i}"
+                got[key] = magic_get(addr, key)
+        except Exception as e:  # noqa: B902 (handed to the main thread)
+            failures.append(e)
+    threads = [threading.Thread(target=read, args=(w,), daemon=True) for w in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+    return got
+
+
 def test_sigkill_rounds():
     rng = random.Random(SEED)
     print(f"seed {SEED}, {ROUNDS} rounds, {CLIENTS} clients x {KEYS_PER_CLIENT} keys")
@@ -171,10 +193,13 @@ def test_sigkill_rounds():
             dropped = int(d.group(1)) if d else 0
             totals["dropped"] += dropped
             errors = []
+            read_start = time.monotonic()
+            values = read_back(addr)
+            read_s = time.monotonic() - read_start
             for w in range(CLIENTS):
                 for i in range(KEYS_PER_CLIENT):
                     key = f"k{w}-{i}"
-                    got = magic_get(addr, key)
+                    got = values[key]
                     acked = model.acked.get(key)
                     # A bare close before the kill was a genuine refusal (a set of an existing key).
                     unsettled = [v for v, closed_at in model.inflight.get(key, [])
@@ -205,7 +230,7 @@ def test_sigkill_rounds():
             srv.kill_all()
         print(f"round {rnd}: kill {'during a sync' if landed_in_sync else 'at a random moment'}, "
               f"{counts['acked']} writes acknowledged, {len(protected)} keys covered by a completed sync, "
-              f"restored {m.group(1)}, dropped {dropped}")
+              f"restored {m.group(1)}, dropped {dropped}, read back in {read_s:.1f} s")
     print(f"fault test: {ROUNDS} rounds, {totals['checked']} items checked, {totals['acked']} writes acknowledged, "
           f"{totals['protected_by_sync']} item checks covered by a completed sync, {totals['dropped']} items dropped "
           f"at load (torn), {totals['inflight_lost']} in-flight keys absent, {totals['unacked_applied']} unacknowledged writes found applied, "
