@@ -66,8 +66,11 @@ def application(environ, start_response):
                 time.sleep(0.3)
                 yield b"second"
             def close(self):
-                with open(marker, "w") as f:
+                # Written whole, then renamed into place: the test waits for the file to exist and
+                # must never read it between the create and the write (it did, once under ASan).
+                with open(marker + ".tmp", "w") as f:
                     f.write("closed")
+                os.replace(marker + ".tmp", marker)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return Body()
     if path == "/no-content-type":  # a PEP 3333 violation the validator must report
