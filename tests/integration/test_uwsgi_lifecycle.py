@@ -26,9 +26,18 @@ def application(environ, start_response):
 
 
 def write_app(directory, version, name="appmod"):
+    """Writes the module whole and renames it into place: a worker may be importing it right now
+    (with --lazy-apps each worker loads it when it starts), and must never read it half-written.
+    A new version is dated 10 s later, as a real edit would be: Python's cached bytecode is checked
+    against the source's mtime in whole seconds and its size, which "v1" and "v2" share."""
     path = os.path.join(directory, f"{name}.py")
-    with open(path, "w") as f:
+    previous = os.stat(path).st_mtime_ns if os.path.exists(path) else None
+    staging = path + ".new"
+    with open(staging, "w") as f:
         f.write(f"VERSION = {version!r}\n" + APP)
+    if previous is not None:
+        os.utime(staging, ns=(previous + 10 * 10**9, previous + 10 * 10**9))
+    os.rename(staging, path)
     return path
 
 
