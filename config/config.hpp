@@ -61,6 +61,10 @@ struct OptionSpec {
   std::string_view value_name;  // placeholder in --help, e.g. "ADDR"
   OptionTarget target;          // where the value lands
   ValueCheck check = nullptr;   // form validation for strings and list entries
+  // uWSGI's optional_argument: on the command line the value may be left out (`--chmod-socket`) and is then
+  // this one; given, it must be attached (`--chmod-socket=660`, `-C660`), as getopt_long reads it. "" =
+  // required.
+  std::string_view bare_value = {};
 };
 
 std::span<const OptionSpec> option_table();

@@ -435,6 +435,12 @@ OptionSpec list(std::string_view name, std::string_view aliases, std::vector<std
   return {name, aliases, OptionType::list, "", 0, 0, help, group, value_name, field, check};
 }
 
+// The row of an option whose value uWSGI declares optional (see OptionSpec::bare_value).
+OptionSpec optional_value(OptionSpec row, std::string_view bare_value) {
+  row.bare_value = bare_value;
+  return row;
+}
+
 // An option the parser acts on itself (no Config field).
 OptionSpec action(std::string_view name, std::string_view aliases, OptionType type,
                   std::string_view value_name, std::string_view help) {
@@ -496,8 +502,10 @@ std::vector<OptionSpec> build_table() {
       integer("processes", "workers -p", &C::processes, {1, 1024}, g1, "N", "number of worker processes"),
       flag("master", "-M", &C::master, g1, "accepted for uWSGI compatibility: the master always runs"),
       integer("listen", "-l", &C::listen_backlog, {1, 65535}, g1, "N", "listen(2) backlog of every socket"),
-      text("chmod-socket", "-C", &C::chmod_socket, g1, "MODE",
-           "octal mode of UNIX sockets, e.g. 660 (default: as created)", check_chmod),
+      optional_value(
+          text("chmod-socket", "chmod -C", &C::chmod_socket, g1, "MODE",
+               "octal mode of UNIX sockets, e.g. 660 (default: as created); bare or 1: 666", check_chmod),
+          "666"),
       text("pidfile", "safe-pidfile", &C::pidfile, g1, "PATH",
            "write the master's pid to this file (written to a temporary file and renamed into place, as "
            "uWSGI's safe-pidfile)"),
@@ -597,9 +605,10 @@ std::vector<OptionSpec> build_table() {
       accepted("log-master", "", OptionType::flag, "",
                "each process writes its log lines itself, one write(2) each, so lines never interleave: no "
                "logger process is needed"),
-      text("log-date", "logdate", &C::log_date, kObservabilityGroup, "FORMAT",
-           "every log line here already starts with the date; a strftime FORMAT (not true/1) is what "
-           "%(ftime) shows with --logformat-strftime"),
+      optional_value(text("log-date", "logdate", &C::log_date, kObservabilityGroup, "FORMAT",
+                          "every log line here already starts with the date; a strftime FORMAT (not bare, "
+                          "true or 1) is what %(ftime) shows with --logformat-strftime"),
+                     "true"),
       flag("logformat-strftime", "log-format-strftime", &C::logformat_strftime, kObservabilityGroup,
            "%(ftime) in --log-format is the request's time in --log-date's FORMAT (else as %(ltime))"),
       list("logger", "", &C::loggers, kObservabilityGroup, "[NAME ]PLUGIN",
@@ -1248,8 +1257,10 @@ class Parser {
 
   void parse_argv(int argc, const char* const argv[]) {
     const std::string source(kCommandLine);
+    const OptionSpec* bare_option = nullptr;  // the previous argument, an optional value left out
     for (int i = 1; i < argc && !stopped(); ++i) {
       const std::string_view arg = argv[i];
+      const OptionSpec* const previous_bare = std::exchange(bare_option, nullptr);
       const OptionSpec* row = nullptr;
       std::optional<std::string_view> attached;  // --name=value or -p4
       if (arg.starts_with("--") && arg.size() > 2) {
@@ -1270,6 +1281,13 @@ class Parser {
         // uWSGI loads a bare config file argument by its extension.
         add_setting(*find_long(arg.ends_with(".ini") ? "ini" : "toml"), arg, source);
         continue;
+      } else if (previous_bare != nullptr) {
+        // getopt_long never takes a separate argument as an optional value; uWSGI then fails on "660" too.
+        throw ConfigError(
+            fmt::format("unexpected argument \"{}\" ({}): --{}'s value is optional, so it must "
+                        "be attached: --{}={} (bare, --{} means {})",
+                        arg, source, previous_bare->name, previous_bare->name, arg, previous_bare->name,
+                        previous_bare->bare_value));
       } else {
         throw ConfigError(fmt::format("unexpected argument \"{}\" ({}): options start with --", arg, source));
       }
@@ -1277,7 +1295,10 @@ class Parser {
         add_setting(*row, attached, source, arg.starts_with("--") ? arg.substr(2, arg.find('=') - 2) : "");
         continue;
       }
-      if (!attached) {
+      if (!attached && !row->bare_value.empty()) {
+        attached = row->bare_value;
+        bare_option = row;
+      } else if (!attached) {
         if (i + 1 >= argc) {
           throw ConfigError(
               fmt::format("--{} ({}): missing value at the end of the command line; expected {}", row->name,
@@ -1632,7 +1653,10 @@ std::optional<unsigned> parse_octal_mode(std::string_view text, std::size_t min_
 
 }  // namespace
 
-std::optional<unsigned> parse_chmod_mode(std::string_view text) { return parse_octal_mode(text, 3); }
+std::optional<unsigned> parse_chmod_mode(std::string_view text) {
+  if (text == "1") return 0666;  // uWSGI: "1", like the bare option, means read-write for everyone
+  return parse_octal_mode(text, 3);
+}
 
 std::optional<unsigned> parse_umask(std::string_view text) { return parse_octal_mode(text, 1); }
 
@@ -1658,7 +1682,11 @@ std::string spelled_names(const OptionSpec& row) {
   for (const auto alias : split_words(row.aliases)) {
     if (!is_short_alias(alias)) names += fmt::format(", --{}", alias);
   }
-  if (!row.value_name.empty()) names += fmt::format(" {}", row.value_name);
+  if (!row.bare_value.empty()) {
+    names += fmt::format("[={}]", row.value_name);
+  } else if (!row.value_name.empty()) {
+    names += fmt::format(" {}", row.value_name);
+  }
   return names;
 }
 
@@ -1809,7 +1837,10 @@ std::string options_reference_markdown() {
       "command-line order: a later value wins, repeatable (list) options accumulate. Sizes take an optional\n"
       "`k`, `M` or `G` suffix (powers of 1024). In files, flags take `true/false`, `1/0`, `yes/no` or "
       "`on/off`;\n"
-      "a bare key (`master` on its own line) or an empty value turns a flag on.\n\n"
+      "a bare key (`master` on its own line) or an empty value turns a flag on. An option shown as\n"
+      "`--name[=VALUE]` (uWSGI's optional values: `--chmod-socket`, `--log-date`) may be given bare on the\n"
+      "command line; its value, if any, is then attached with `=` (`--chmod-socket=660`), as uWSGI reads "
+      "it.\n\n"
       "Every option can also come from the environment as `UWSGI_` + its name in upper case with `_` for "
       "`-`\n"
       "(`UWSGI_PROCESSES=4`), read before the command line, as uWSGI does. Files use uWSGI's configuration\n"

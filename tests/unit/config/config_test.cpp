@@ -379,9 +379,27 @@ TEST_CASE("chmod-socket takes an octal mode", "[chmod]") {
   CHECK_FALSE(config::parse_chmod_mode("999"));
   CHECK_FALSE(config::parse_chmod_mode("06666"));
   CHECK_FALSE(config::parse_chmod_mode("rw"));
-  CHECK(parse({"--chmod-socket", "660"}).config.chmod_socket == "660");
-  CHECK_THAT(error_of({"--chmod-socket", "968"}),
+  CHECK(config::parse_chmod_mode("1") == 0666u);  // uWSGI's "1": as the bare option
+  CHECK(parse({"--chmod-socket=660"}).config.chmod_socket == "660");
+  CHECK(parse({"-C640"}).config.chmod_socket == "640");
+  CHECK_THAT(error_of({"--chmod-socket=968"}),
              Contains("--chmod-socket \"968\" (command line)") && Contains("octal"));
+}
+
+TEST_CASE("an optional value (uWSGI's optional_argument) is left out or attached", "[cli][chmod]") {
+  // Bare, the option takes its implicit value, and the next argument is an option again.
+  const auto bare = parse({"--chmod-socket", "--log-date", "--socket", "/tmp/s"}).config;
+  CHECK(bare.chmod_socket == "666");
+  CHECK(bare.log_date == "true");
+  CHECK(bare.sockets == std::vector<std::string>{"/tmp/s"});
+  CHECK(parse({"-C"}).config.chmod_socket == "666");
+  CHECK(parse({"--chmod"}).config.chmod_socket == "666");
+  CHECK(parse({"--log-date=%Y-%m-%d"}).config.log_date == "%Y-%m-%d");
+  // As getopt_long, a separate argument is never the value: uWSGI fails on it too (as a config file).
+  CHECK_THAT(error_of({"--chmod-socket", "660"}),
+             Contains("unexpected argument \"660\"") && Contains("--chmod-socket=660") && Contains("666"));
+  CHECK_THAT(error_of({"--log-date", "%Y"}),
+             Contains("unexpected argument \"%Y\"") && Contains("--log-date=%Y"));
 }
 
 TEST_CASE("umask takes 1 to 4 octal digits, parsed by the one octal parser", "[chmod]") {
