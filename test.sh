@@ -7,6 +7,10 @@ cd "$(dirname "$0")"
 jobs=$(nproc)
 # A missing peer (uWSGI, nginx, libpython, Django) fails its integration test here instead of skipping it.
 export UCACHED_REQUIRE_PEERS=1
+# The same Python environment on every machine: the development machines set this, so the suite's
+# throwaway applications never leave __pycache__ behind whose mtime-in-seconds check could serve an
+# older version of a module a test rewrites within the same second.
+export PYTHONDONTWRITEBYTECODE=1
 
 build_and_test() {  # dir, cmake args..., -- ctest args...   (TARGETS="..." builds only those)
   local dir=$1; shift
