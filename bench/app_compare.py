@@ -207,8 +207,9 @@ def wrk(port, path, conns):
     return requests, p99_ms, int(bad.group(1)) if bad else 0, errors.group(1) if errors else ""
 
 
-async def mix_client(port, conns=16, duration=5.0):
-    """16 keep-alive connections; request i of connection k is /slow when (i + k) % 10 == 0."""
+async def mix_client(port, conns=16, duration=5.0, records=None):
+    """16 keep-alive connections; request i of connection k is /slow when (i + k) % 10 == 0.
+    records: a list that gets (slow?, sent, answered) per request, CLOCK_MONOTONIC ns (bench/slow_mix.py)."""
     fast, slow = [], []
     deadline = time.monotonic() + duration
 
@@ -217,12 +218,15 @@ async def mix_client(port, conns=16, duration=5.0):
         i = 0
         while time.monotonic() < deadline:
             path = "/slow" if (i + k) % 10 == 0 else "/"
-            t0 = time.perf_counter()
+            t0 = time.monotonic_ns()
             writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
             head = await reader.readuntil(b"\r\n\r\n")
             length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
             await reader.readexactly(length)
-            (slow if path == "/slow" else fast).append((time.perf_counter() - t0) * 1e3)
+            t1 = time.monotonic_ns()
+            (slow if path == "/slow" else fast).append((t1 - t0) / 1e6)
+            if records is not None:
+                records.append((path == "/slow", t0, t1))
             i += 1
         writer.close()
 

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace workers {
@@ -76,13 +77,15 @@ HandoffChannel::Sent HandoffChannel::send(int fd, std::uint16_t listener, std::s
   return errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS ? Sent::full : Sent::failed;
 }
 
-HandoffChannel::Taken HandoffChannel::receive(char* into, Received& out, const char** error) const {
+HandoffChannel::Taken HandoffChannel::receive(char* into, std::size_t room, char* overflow, Received& out,
+                                              const char** error) const {
   MessageHead head{};
-  iovec iov[2] = {{&head, sizeof head}, {into, kHandoffMaxBytes}};
+  room = std::min(room, kHandoffMaxBytes);  // a message never carries more: larger ones are truncated
+  iovec iov[3] = {{&head, sizeof head}, {into, room}, {overflow, kHandoffMaxBytes - room}};
   alignas(cmsghdr) char control[kControlBytes];
   msghdr msg{};
   msg.msg_iov = iov;
-  msg.msg_iovlen = 2;
+  msg.msg_iovlen = 3;
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
   ssize_t n;

@@ -47,10 +47,11 @@ class HandoffChannel {
   // the bytes read so far (at most kHandoffMaxBytes). `full`: the queue holds as much as it can now.
   Sent send(int fd, std::uint16_t listener, std::string_view bytes) const;
   enum class Taken { request, empty, dropped };
-  // Takes the oldest request, its bytes into `into` (room for kHandoffMaxBytes). `empty`: nothing
-  // queued (or the socket failed: *error set). `dropped`: a malformed message, its descriptors closed
-  // (*error says so); the next may be fine.
-  Taken receive(char* into, Received& out, const char** error) const;
+  // Takes the oldest request: its first `room` bytes into `into`, the rest into `overflow` (room for
+  // kHandoffMaxBytes), so a typical request lands in the connection's own buffer with no copy.
+  // `empty`: nothing queued (or the socket failed: *error set). `dropped`: a malformed message, its
+  // descriptors closed (*error says so); the next may be fine.
+  Taken receive(char* into, std::size_t room, char* overflow, Received& out, const char** error) const;
   // Whether a request is waiting (without taking it).
   bool queued() const;
 

@@ -34,7 +34,6 @@ bool Worker::hand_off(Connection* conn) {
     conn->in_epoll = false;
   }
   if (conn->framing != nullptr) conn->framing->closed(*conn);
-  if (conn->cache_client) --cache_clients_;
   let_go(conn);
   update_accepting();  // a thread may have freed elsewhere meanwhile: then stop taking connections
   return true;
@@ -47,16 +46,24 @@ void Worker::take_handoffs() {
   if (!handoff_.enabled()) return;
   if (!handoff_buffer_) handoff_buffer_ = std::make_unique_for_overwrite<char[]>(kHandoffMaxBytes);
   while (has_free_thread() && !exit_now_) {
+    // Received straight into a pooled connection's buffer (a pooled one is clean: released or new);
+    // only what exceeds it goes through the scratch buffer.
+    Connection* conn = acquire();
+    conn->in.reserve(kInitialBuffer);
     HandoffChannel::Received got;
     const char* error = nullptr;
-    const HandoffChannel::Taken taken = handoff_.receive(handoff_buffer_.get(), got, &error);
+    const std::size_t room = conn->in.spare_size();
+    const HandoffChannel::Taken taken =
+        handoff_.receive(conn->in.spare(), room, handoff_buffer_.get(), got, &error);
     if (taken != HandoffChannel::Taken::request) {
+      free_.push_back(conn);
       if (error != nullptr)
         resource_log_.log(fmt::format("worker {}: hand-off queue: {}", settings_.id, error));
       if (taken == HandoffChannel::Taken::empty) break;
       continue;
     }
     if (got.listener >= listeners_.size() || listeners_[got.listener].cache_path) {
+      free_.push_back(conn);
       resource_log_.log(fmt::format("worker {}: hand-off queue: a request from unknown listener {} dropped",
                                     settings_.id, got.listener));
       ::close(got.fd);
@@ -64,15 +71,17 @@ void Worker::take_handoffs() {
     }
     settings_.slot->handed_in.fetch_add(1, std::memory_order_relaxed);
     const Listener& listener = listeners_[got.listener];
-    Connection* conn = acquire();
     conn->fd = got.fd;
     conn->listener = got.listener;
     conn->framing = listener.framing;
     conn->cache_client = false;
     conn->framing->attach(*conn, listener.fd);
-    conn->in.reserve(got.bytes + kInitialBuffer);
-    std::memcpy(conn->in.spare(), handoff_buffer_.get(), got.bytes);
-    conn->in.commit(got.bytes);
+    conn->in.commit(std::min(got.bytes, room));
+    if (got.bytes > room) {
+      conn->in.reserve(got.bytes + kInitialBuffer);
+      std::memcpy(conn->in.spare(), handoff_buffer_.get(), got.bytes - room);
+      conn->in.commit(got.bytes - room);
+    }
     conn->deadline_ms = monotonic_ms() + settings_.socket_timeout_s * 1000LL;
     serve(conn);
     if (t_loop_lost) return;  // lent and taken: the new holder looks at the queue when a thread frees

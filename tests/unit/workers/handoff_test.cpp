@@ -33,17 +33,31 @@ struct Client {
   }
 };
 
+// Receives into a connection's buffer of `room` bytes and the scratch `overflow`, as a worker does, and
+// returns the request's bytes in order.
+std::string take(const workers::HandoffChannel& channel, std::size_t room,
+                 workers::HandoffChannel::Taken* taken, workers::HandoffChannel::Received& got,
+                 const char** error) {
+  std::string into(room, '\0');
+  auto overflow = std::make_unique<char[]>(workers::kHandoffMaxBytes);
+  *taken = channel.receive(into.data(), room, overflow.get(), got, error);
+  if (*taken != workers::HandoffChannel::Taken::request) return {};
+  if (got.bytes <= room) return into.substr(0, got.bytes);
+  return into + std::string(overflow.get(), got.bytes - room);
+}
+
 }  // namespace
 
 TEST_CASE("a handed-off request arrives whole, once, in order, with its socket") {
   Pair pair;
   workers::HandoffChannel channel(pair.fds[0], pair.fds[1]);
   REQUIRE(channel.enabled());
-  auto buffer = std::make_unique<char[]>(workers::kHandoffMaxBytes);
   const char* error = nullptr;
   workers::HandoffChannel::Received got;
+  workers::HandoffChannel::Taken taken;
   CHECK(!channel.queued());
-  CHECK(channel.receive(buffer.get(), got, &error) == workers::HandoffChannel::Taken::empty);
+  CHECK(take(channel, 4096, &taken, got, &error).empty());
+  CHECK(taken == workers::HandoffChannel::Taken::empty);
   CHECK(error == nullptr);
 
   Client first, second;
@@ -56,9 +70,10 @@ TEST_CASE("a handed-off request arrives whole, once, in order, with its socket")
   first.fds[0] = second.fds[0] = -1;
   CHECK(channel.queued());
 
-  REQUIRE(channel.receive(buffer.get(), got, &error) == workers::HandoffChannel::Taken::request);
+  // Within the connection's buffer.
+  CHECK(take(channel, 4096, &taken, got, &error) == "GET / HTTP/1.1\r\n\r\n");
+  REQUIRE(taken == workers::HandoffChannel::Taken::request);
   CHECK(got.listener == 3);
-  CHECK(std::string(buffer.get(), got.bytes) == "GET / HTTP/1.1\r\n\r\n");
   CHECK((fcntl(got.fd, F_GETFD) & FD_CLOEXEC) != 0);
   REQUIRE(::write(got.fd, "hi", 2) == 2);  // the received descriptor is the client's connection
   char reply[2];
@@ -66,12 +81,28 @@ TEST_CASE("a handed-off request arrives whole, once, in order, with its socket")
   CHECK(std::string(reply, 2) == "hi");
   ::close(got.fd);
 
-  REQUIRE(channel.receive(buffer.get(), got, &error) == workers::HandoffChannel::Taken::request);
+  // Larger than the connection's buffer: the rest comes through the scratch buffer, in order.
+  CHECK(take(channel, 4096, &taken, got, &error) == big);
+  REQUIRE(taken == workers::HandoffChannel::Taken::request);
   CHECK(got.listener == 0);
-  CHECK(std::string(buffer.get(), got.bytes) == big);
   ::close(got.fd);
-  CHECK(channel.receive(buffer.get(), got, &error) == workers::HandoffChannel::Taken::empty);
+  CHECK(take(channel, 4096, &taken, got, &error).empty());
+  CHECK(taken == workers::HandoffChannel::Taken::empty);
   CHECK(!channel.queued());
+}
+
+TEST_CASE("a hand-off message over kHandoffMaxBytes is dropped, however large the connection's buffer") {
+  Pair pair;
+  workers::HandoffChannel channel(pair.fds[0], pair.fds[1]);
+  Client client;
+  const std::string oversized(workers::kHandoffMaxBytes + 1, 'o');
+  REQUIRE(channel.send(client.fds[0], 0, oversized) == workers::HandoffChannel::Sent::sent);
+  const char* error = nullptr;
+  workers::HandoffChannel::Received got;
+  workers::HandoffChannel::Taken taken;
+  CHECK(take(channel, 2 * workers::kHandoffMaxBytes, &taken, got, &error).empty());
+  CHECK(taken == workers::HandoffChannel::Taken::dropped);
+  CHECK(error != nullptr);
 }
 
 TEST_CASE("a full hand-off queue says so instead of blocking") {
@@ -101,10 +132,11 @@ TEST_CASE("a malformed hand-off message is dropped with its descriptors closed")
   REQUIRE(workers::send_with_descriptors(pair.fds[0], &iov, 1, fds, 2) == static_cast<long>(sizeof junk));
   ::close(passed);
 
-  auto buffer = std::make_unique<char[]>(workers::kHandoffMaxBytes);
   const char* error = nullptr;
   workers::HandoffChannel::Received got;
-  CHECK(channel.receive(buffer.get(), got, &error) == workers::HandoffChannel::Taken::dropped);
+  workers::HandoffChannel::Taken taken;
+  take(channel, 4096, &taken, got, &error);
+  CHECK(taken == workers::HandoffChannel::Taken::dropped);
   CHECK(error != nullptr);
   CHECK(!channel.queued());
   // Every copy of the client's end is closed but ours: closing ours makes its peer read EOF.
