@@ -15,7 +15,6 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/epoll.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -29,6 +28,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "workers/uring_helpers.hpp"
 
 namespace {
 
@@ -211,18 +212,10 @@ struct UringLoop {
       std::fprintf(stderr, "uring_serve: io_uring_queue_init: %s\n", std::strerror(-e));
       return false;
     }
-    // The provided-buffer ring (liburing 2.3 has no io_uring_setup_buf_ring: map and register it here).
-    const std::size_t ring_bytes = kBufs * sizeof(io_uring_buf);
-    void* mem = mmap(nullptr, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-    if (mem == MAP_FAILED) return false;
-    br = static_cast<io_uring_buf_ring*>(mem);
-    io_uring_buf_ring_init(br);
-    io_uring_buf_reg reg{};
-    reg.ring_addr = reinterpret_cast<std::uint64_t>(mem);
-    reg.ring_entries = kBufs;
-    reg.bgid = kGroup;
-    if (const int e = io_uring_register_buf_ring(&ring, &reg, 0); e < 0) {
-      std::fprintf(stderr, "uring_serve: register_buf_ring: %s\n", std::strerror(-e));
+    int e = 0;
+    br = workers::map_buffer_ring(&ring, kBufs, kGroup, &e);
+    if (br == nullptr) {
+      std::fprintf(stderr, "uring_serve: provided buffers: %s\n", std::strerror(-e));
       return false;
     }
     bufs.resize(static_cast<std::size_t>(kBufs) * kBufSize);
@@ -298,13 +291,7 @@ struct UringLoop {
       std::fprintf(stderr, "uring_serve: io_uring_enter: %s\n", std::strerror(-e));
       return false;
     }
-    io_uring_cqe* cqe = nullptr;
-    unsigned head = 0, seen = 0;
-    io_uring_for_each_cqe(&ring, head, cqe) {
-      ++seen;
-      complete(*cqe);
-    }
-    io_uring_cq_advance(&ring, seen);
+    workers::for_each_completion(&ring, [this](const io_uring_cqe& cqe) { complete(cqe); });
     for (int fd : dirty) send_pending(conns[static_cast<std::size_t>(fd)]);
     dirty.clear();
     return true;

@@ -10,7 +10,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,6 +23,7 @@
 #include "common/log.hpp"
 #include "workers/memcached_framing.hpp"
 #include "workers/peer_name.hpp"
+#include "workers/uring_helpers.hpp"
 
 namespace workers {
 
@@ -106,23 +106,10 @@ bool MemcachedRing::Loop::setup(std::string& error) {
     error = fmt::format("io_uring_setup: {}", std::strerror(-e));
     return false;
   }
-  // The provided-buffer ring (liburing 2.3 has no io_uring_setup_buf_ring: mapped and registered here).
-  void* mem = mmap(nullptr, kBuffers * sizeof(io_uring_buf), PROT_READ | PROT_WRITE,
-                   MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-  if (mem == MAP_FAILED) {
-    error = fmt::format("mmap of the buffer ring: {}", std::strerror(errno));
-    io_uring_queue_exit(&ring);
-    return false;
-  }
-  buffer_ring = static_cast<io_uring_buf_ring*>(mem);
-  io_uring_buf_ring_init(buffer_ring);
-  io_uring_buf_reg reg{};
-  reg.ring_addr = reinterpret_cast<std::uint64_t>(mem);
-  reg.ring_entries = kBuffers;
-  reg.bgid = kBufferGroup;
-  if (const int e = io_uring_register_buf_ring(&ring, &reg, 0); e < 0) {
-    error = fmt::format("registering provided buffers: {}", std::strerror(-e));
-    munmap(mem, kBuffers * sizeof(io_uring_buf));
+  int e = 0;
+  buffer_ring = map_buffer_ring(&ring, kBuffers, kBufferGroup, &e);
+  if (buffer_ring == nullptr) {
+    error = fmt::format("provided buffers: {}", std::strerror(-e));
     io_uring_queue_exit(&ring);
     return false;
   }
@@ -141,7 +128,7 @@ void MemcachedRing::Loop::teardown() {
     if (conn.fd >= 0) ::close(conn.fd);
   }
   io_uring_queue_exit(&ring);  // ends what is still armed
-  munmap(buffer_ring, kBuffers * sizeof(io_uring_buf));
+  unmap_buffer_ring(buffer_ring, kBuffers);
 }
 
 io_uring_sqe* MemcachedRing::Loop::sqe() {
@@ -195,13 +182,7 @@ void MemcachedRing::Loop::run() {
       return;
     }
     now_ms = common::monotonic_ms();
-    io_uring_cqe* cqe = nullptr;
-    unsigned head = 0, seen = 0;
-    io_uring_for_each_cqe(&ring, head, cqe) {
-      ++seen;
-      complete(*cqe);
-    }
-    io_uring_cq_advance(&ring, seen);
+    for_each_completion(&ring, [this](const io_uring_cqe& cqe) { complete(cqe); });
     for (std::uint32_t slot : dirty) send_pending(slot);
     dirty.clear();
   }
