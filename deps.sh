@@ -3,7 +3,7 @@
 # everything is already there. Usage: ./deps.sh [build|test|bench]
 #   test = build + the test peers; bench = test + what the benchmarks compare against
 set -euo pipefail
-want=(cmake ninja-build g++ pkg-config libuv1-dev libfmt-dev libtomlplusplus-dev catch2 libpython3.11-dev curl)
+want=(cmake ninja-build g++ pkg-config libuv1-dev liburing-dev libfmt-dev libtomlplusplus-dev catch2 libpython3.11-dev curl)
 if [ "${1:-build}" = test ] || [ "${1:-build}" = bench ]; then
   # Real peers the tests start: uWSGI 2.0.21 (compatibility oracle), nginx, Debian's Python 3.11.
   want+=(uwsgi-core uwsgi-plugin-python3 nginx-light python3 python3-django libpython3.11-dev)

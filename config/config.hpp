@@ -107,6 +107,7 @@ struct Config {
   std::vector<std::string> memcached_sockets;  // --memcached-socket
   std::string memcached_cache;                 // --memcached-cache: "" = the default cache
   std::uint32_t memcached_keysize = 250;       // --memcached-keysize: memcached's KEY_MAX_LENGTH
+  bool memcached_no_io_uring = false;          // --memcached-no-io-uring: their connections on epoll
   int processes = 1;
   bool master = true;  // accepted for compatibility: the master always runs
   int listen_backlog = 100;

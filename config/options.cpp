@@ -499,6 +499,9 @@ std::vector<OptionSpec> build_table() {
       size("memcached-keysize", "", &C::memcached_keysize, {1, 65535}, g1, "SIZE",
            "longest key the memcached protocol accepts (memcached's limit is 250; the cache's keysize must "
            "be at least this)"),
+      flag("memcached-no-io-uring", "", &C::memcached_no_io_uring, g1,
+           "serve --memcached-socket connections on the workers' epoll loop, not on an io_uring thread per "
+           "worker (the default where the kernel allows io_uring: fewer system calls per request)"),
       integer("processes", "workers -p", &C::processes, {1, 1024}, g1, "N", "number of worker processes"),
       flag("master", "-M", &C::master, g1, "accepted for uWSGI compatibility: the master always runs"),
       integer("listen", "-l", &C::listen_backlog, {1, 65535}, g1, "N", "listen(2) backlog of every socket"),

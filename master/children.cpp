@@ -147,6 +147,7 @@ void Master::become_worker(int id, int slot) {
   }
   settings.memcached_cache = memcached_cache_;
   settings.memcached_keysize = config_.memcached_keysize;
+  settings.memcached_io_uring = memcached_io_uring_;
   settings.ready_fd = ready_pipe_[1];
   settings.buffer_size = config_.buffer_size;
   if (config_.limit_post > 0) settings.max_body = config_.limit_post;

@@ -24,6 +24,7 @@
 #include "master/privileges.hpp"
 #include "master/signals.hpp"
 #include "server/dispatcher.hpp"
+#include "workers/memcached_ring.hpp"
 #include "workers/worker.hpp"
 
 namespace master {
@@ -42,6 +43,20 @@ sigset_t master_signal_set() {
 }  // namespace
 
 Master::~Master() { cleanup(); }
+
+// Asked once here rather than in every worker: one log line, whatever the number of workers.
+void Master::choose_memcached_loop() {
+  if (config_.memcached_no_io_uring) {
+    common::log("memcached connections on the workers' epoll loops (--memcached-no-io-uring)");
+    return;
+  }
+  std::string why;
+  memcached_io_uring_ = workers::memcached_ring_usable(why);
+  if (memcached_io_uring_)
+    common::log("memcached connections on io_uring (one thread per worker)");
+  else
+    common::log("io_uring unavailable ({}): memcached connections on the workers' epoll loops", why);
+}
 
 void Master::cleanup() {
   if (extras_) extras_->stop();
@@ -173,6 +188,7 @@ int Master::run() {
                   memcached_cache_->geometry().name);
       listeners_.push_back(listener);
     }
+    choose_memcached_loop();
   }
   write_pidfile(config_.pidfile, "pidfile", getpid());
   // uWSGI's order: sockets, caches and the pidfile exist; the application is loaded as the new user.

@@ -72,10 +72,12 @@ class Master {
   Child* find_child(pid_t pid);
   Child* active_child(int id);  // the non-retiring worker serving id (the newest)
   void cleanup();
+  void choose_memcached_loop();  // sets memcached_io_uring_, says so once
 
   config::Config config_;
   cache::CacheSet caches_;
   cache::Cache* memcached_cache_ = nullptr;  // what --memcached-socket serves
+  bool memcached_io_uring_ = false;          // their connections on io_uring (workers/memcached_ring.hpp)
   std::unique_ptr<server::Application> application_;
   std::unique_ptr<Extras> extras_;  // static files, hooks, daemons, touch-reload, titles (extras.hpp)
   Cheaper cheaper_{config_};        // --cheaper: how many of the --processes workers run now

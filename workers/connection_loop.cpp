@@ -1,6 +1,7 @@
 // The one connection loop (Worker::serve) and what it drives: reading and framing through the
 // connection's Framing (connection.hpp), dispatching, the hand-off to the application threads, writing
 // replies, closing. docs/architecture.md, "The connection loop and its framing seam".
+#include "workers/peer_name.hpp"
 #include "workers/worker_loop.hpp"
 
 namespace workers::loop {
@@ -444,24 +445,7 @@ void Worker::release_closed() {
 void Worker::log_problem(Connection* conn, std::string_view what) {
   unsigned long long suppressed = 0;
   if (!problem_log_.allow(&suppressed)) return;
-  std::string peer = "?";
-  struct sockaddr_storage addr {};
-  socklen_t len = sizeof addr;
-  if (conn->fd >= 0 && getpeername(conn->fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    char host[64] = "";
-    if (addr.ss_family == AF_INET) {
-      auto* in = reinterpret_cast<sockaddr_in*>(&addr);
-      inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-      peer = fmt::format("{}:{}", host, ntohs(in->sin_port));
-    } else if (addr.ss_family == AF_INET6) {
-      auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
-      inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-      peer = fmt::format("[{}]:{}", host, ntohs(in6->sin6_port));
-    } else {
-      peer = "unix";
-    }
-  }
-  common::log("worker {}: client {}: {}{}", settings_.id, peer, what,
+  common::log("worker {}: client {}: {}{}", settings_.id, peer_name(conn->fd), what,
               common::RateLimitedLog::suppressed_note(suppressed));
 }
 

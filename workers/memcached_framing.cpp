@@ -36,8 +36,7 @@ server::FrameStatus MemcachedFraming::frame(Connection& conn, std::size_t* want)
 }
 
 bool MemcachedFraming::truncated(Connection& conn, std::string& note) {
-  note = fmt::format("memcached client closed the connection after {} byte(s) of an incomplete command",
-                     conn.in.size());
+  note = memcached_truncated_note(conn.in.size());
   return false;  // a client may drop a connection at any point; memcached does not count it either
 }
 
@@ -48,6 +47,11 @@ Take MemcachedFraming::take_request(Connection& conn, std::string& note) {
   conn.request_bytes = session.progress.consumed;
   conn.reply.close_after = session.progress.close;
   return Take::replied;
+}
+
+std::string memcached_truncated_note(std::size_t bytes) {
+  return fmt::format("memcached client closed the connection after {} byte(s) of an incomplete command",
+                     bytes);
 }
 
 void MemcachedFraming::closed(Connection& conn) {

@@ -12,6 +12,9 @@
 
 namespace workers {
 
+// The log line's text when a client closes in the middle of a command (either loop's).
+std::string memcached_truncated_note(std::size_t bytes);
+
 class MemcachedFraming final : public Framing {
  public:
   explicit MemcachedFraming(const server::memcached::Settings& settings);

@@ -98,7 +98,9 @@ bool Worker::setup() {
   auto has = [](const std::vector<int>& fds, int fd) {
     return std::find(fds.begin(), fds.end(), fd) != fds.end();
   };
+  const bool ring = start_memcached_ring();  // before signals are let in: its thread keeps them blocked
   for (int fd : settings_.listen_fds) {
+    if (ring && has(settings_.memcached_fds, fd)) continue;  // the ring accepts on these
     Framing* framing = has(settings_.http_fds, fd)         ? static_cast<Framing*>(&http_)
                        : has(settings_.persistent_fds, fd) ? &persistent_
                        : has(settings_.memcached_fds, fd)  ? static_cast<Framing*>(&memcached_)
@@ -173,6 +175,7 @@ void Worker::take_over() {
 }
 
 int Worker::finish_run() {
+  memcached_ring_.stop_now();  // what it still serves closes (a stop's mercy ran out, or an immediate stop)
   accounting_.flush();
   app_threads_.shutdown(/*wait=*/in_application_ == 0);
   if (failed_) return 1;
@@ -194,7 +197,7 @@ bool Worker::drive() {
         begin_graceful_stop();
       }
     }
-    if (stopping_ && active_.empty() && in_application_ == 0) {
+    if (stopping_ && active_.empty() && in_application_ == 0 && !memcached_ring_busy()) {
       // Done, unless requests wait in this generation's shared queue: the last of its workers to
       // stop runs them (the others may be stopping too).
       if (!handoff_.enabled() || !handoff_.queued()) return true;
@@ -317,6 +320,7 @@ void Worker::begin_graceful_stop() {
   stop_deadline_ms_ = monotonic_ms() + settings_.stop_mercy_s * 1000LL;
   // Stop accepting: the connections still queued go to the other workers (or wait for the next one).
   update_accepting();
+  memcached_ring_.stop_gracefully();
   for (int fd : settings_.listen_fds) ::close(fd);
   // Idle kept-alive connections have nothing in flight.
   for (std::size_t i = active_.size(); i-- > 0;) {

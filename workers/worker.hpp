@@ -29,7 +29,8 @@ struct WorkerSettings {
   std::vector<int> memcached_fds;           // those of listen_fds that are --memcached-socket
   cache::Cache* memcached_cache = nullptr;  // what they serve
   std::uint32_t memcached_keysize = server::memcached::kDefaultKeyLimit;
-  int ready_fd = -1;  // write end of the master's readiness pipe
+  bool memcached_io_uring = false;  // serve their connections on an io_uring thread (memcached_ring.hpp)
+  int ready_fd = -1;                // write end of the master's readiness pipe
   std::uint32_t buffer_size = 65535;
   std::uint64_t max_body = UINT64_MAX;  // --limit-post: larger application bodies are refused (413)
   // --post-buffering: application bodies of this many bytes or more go to a file, not memory.

@@ -34,6 +34,7 @@
 #include "workers/http_framing.hpp"
 #include "workers/loop_baton.hpp"
 #include "workers/memcached_framing.hpp"
+#include "workers/memcached_ring.hpp"
 #include "workers/request_log.hpp"
 #include "workers/uwsgi_framing.hpp"
 #include "workers/worker.hpp"
@@ -124,6 +125,9 @@ class Worker {
 
   Connection* acquire();
   void release(Connection* conn);
+  // The memcached listeners' io_uring thread (memcached_ring_worker.cpp): true when it serves them.
+  bool start_memcached_ring();
+  bool memcached_ring_busy() const;  // still serving connections (the stop waits for it)
 
   WorkerSettings settings_;
   server::Dispatcher dispatcher_;
@@ -174,6 +178,8 @@ class Worker {
   bool handoff_watched_ = false;  // its receiving end is in the epoll set
   bool check_handoffs_ = false;   // a thread freed (or the tick): look at the queue before epoll_wait
   std::unique_ptr<char[]> handoff_buffer_;  // one message's bytes (kHandoffMaxBytes), made on first use
+  MemcachedRing memcached_ring_;            // serves --memcached-socket when settings_.memcached_io_uring
+  uv_async_t memcached_ring_stopped_{};     // wakes the loop when the ring has closed its last connection
 };
 
 }  // namespace workers::loop

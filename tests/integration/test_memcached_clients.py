@@ -244,6 +244,39 @@ def test_many_connections_and_graceful_stop():
         silent.close()
 
 
+def test_reload_answers_a_command_half_sent():
+    """SIGHUP replaces the worker: its idle connection is closed at once (an EOF), one holding half a
+    command is answered once the rest comes and then closed; the new worker serves new connections, and
+    the cache kept what both stored (on either loop: the io_uring one by default)."""
+    import signal
+    from memcached_peer import Raw
+    for extra in ((), ("--memcached-no-io-uring",)):
+        with ours(workers=1, extra=extra) as srv:
+            old = srv.workers()
+            idle = Raw(srv.addr)
+            check_eq(idle.exchange(b"set a 0 0 1\r\na\r\n"), b"STORED\r\n", f"{extra}: set")
+            half = Raw(srv.addr)
+            # One small write is one segment, read at once: the reply to the get says the server holds
+            # the half set too.
+            half.sock.sendall(b"get a\r\nset b 0 0 5\r\nab")
+            got = b""
+            while not got.endswith(b"END\r\n"):
+                chunk = half.sock.recv(1024)
+                check(chunk, f"{extra}: closed after {got!r}")
+                got += chunk
+            check_eq(got, b"VALUE a 0 1\r\na\r\nEND\r\n", f"{extra}: get, with half a set behind it")
+            srv.send_signal(signal.SIGHUP)
+            check_eq(idle.sock.recv(1), b"", f"{extra}: the idle connection closed by the stopping worker")
+            check_eq(half.until_closed(b"cde\r\n"), b"STORED\r\n", f"{extra}: the rest of the set answered")
+            new = srv.wait_workers(1, timeout=10, exclude=old)
+            check(new and not set(new) & set(old), f"{extra}: the worker replaced: {old} -> {new}")
+            fresh = Raw(srv.addr)
+            check_eq(fresh.exchange(b"get a b\r\n"), b"VALUE a 0 1\r\na\r\nVALUE b 0 5\r\nabcde\r\nEND\r\n",
+                     f"{extra}: a new connection to the new worker")
+            for c in (idle, half, fresh):
+                c.close()
+
+
 def test_idle_connections_kept_past_the_socket_timeout():
     """An idle memcached connection stays open past --socket-timeout (memcached's idle_timeout 0), while
     an idle --persistent-socket connection opened at the same moment is closed by it: its EOF is the event
@@ -271,5 +304,6 @@ def test_idle_connections_kept_past_the_socket_timeout():
 
 if __name__ == "__main__":
     run_tests([test_pymemcache, test_pylibmc, test_libmemcached_tools, test_application_reads_the_same_items,
-               test_many_connections_and_graceful_stop, test_idle_connections_kept_past_the_socket_timeout],
+               test_many_connections_and_graceful_stop, test_reload_answers_a_command_half_sent,
+               test_idle_connections_kept_past_the_socket_timeout],
               budget=120)

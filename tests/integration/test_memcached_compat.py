@@ -206,8 +206,8 @@ def run_script(addr, script):
     return replies
 
 
-def compare(script, name):
-    with Memcached() as real, ours() as srv:
+def compare(script, name, extra=()):
+    with Memcached() as real, ours(extra=extra) as srv:
         theirs = normalized(run_script(real.addr, script))
         mine = normalized(run_script(srv.addr, script))
     differences = []
@@ -225,6 +225,18 @@ def compare(script, name):
 
 def test_text_basics():
     compare(BASICS, "text basics")
+
+
+def test_both_loops():
+    """The tests run on the default loop, io_uring where the kernel allows it (the log says which); the
+    basics again on the epoll loop (--memcached-no-io-uring, also what a kernel without io_uring gets)."""
+    with ours() as srv:
+        check(srv.wait_log(r"memcached connections on (io_uring|the workers' epoll loops)"), "which loop")
+        print(srv.wait_log(r"memcached connections on .*").group(0))
+    with ours(extra=("--memcached-no-io-uring",)) as srv:
+        check(srv.wait_log(r"memcached connections on the workers' epoll loops \(--memcached-no-io-uring\)"),
+              "the epoll loop when asked")
+    compare(BASICS, "text basics on the epoll loop", extra=("--memcached-no-io-uring",))
 
 
 def test_text_errors():
@@ -279,5 +291,5 @@ def test_binary_protocol_refused():
 
 
 if __name__ == "__main__":
-    run_tests([test_text_basics, test_text_errors, test_meta, test_where_memcached_closes,
+    run_tests([test_text_basics, test_both_loops, test_text_errors, test_meta, test_where_memcached_closes,
                test_too_large_and_swallowed, test_binary_protocol_refused], budget=120)
