@@ -47,14 +47,21 @@ struct Progress {
   std::size_t consumed = 0;  // bytes of `in` used up (replied to, or discarded)
   std::size_t want = 0;      // when nothing more can run: bytes the buffer must hold (0 = any more)
   bool close = false;        // close once `out` is written (quit, or an input memcached closes on)
+  bool more = false;         // stopped at kReplyBudgetBytes: complete commands may remain in `in`
 };
+
+// Replies one execute() call lets pile up before it stops running commands: a client that pipelines
+// gets of big values without reading them costs the worker this much memory, not all its replies (the
+// loops run the rest once these are sent; memcached likewise stops reading while it cannot write).
+inline constexpr std::size_t kReplyBudgetBytes = std::size_t{1} << 20;
 
 class Session {
  public:
   explicit Session(const Settings& settings) : s_(settings) {}
 
-  // Runs every complete command at the front of `in`, appending each reply to `out`; a command whose
-  // line or data block has not fully arrived is left for the next call (nothing of it is applied).
+  // Runs every complete command at the front of `in`, appending each reply to `out`, until `out` holds
+  // kReplyBudgetBytes (Progress::more); a command whose line or data block has not fully arrived is left
+  // for the next call (nothing of it is applied).
   Progress execute(std::string_view in, std::string& out);
 
   struct Line;  // one tokenized command line (memcached_internal.hpp)

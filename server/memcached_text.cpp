@@ -175,6 +175,10 @@ Progress Session::execute(std::string_view in, std::string& out) {
   Counters& c = *s_.counters;
   const std::size_t out_before = out.size();
   while (p.consumed < in.size() && !p.close) {
+    if (out.size() >= kReplyBudgetBytes) {
+      p.more = true;
+      break;
+    }
     if (swallow_ > 0) {  // the rest of a refused data block
       const std::size_t n =
           static_cast<std::size_t>(std::min<std::uint64_t>(swallow_, in.size() - p.consumed));

@@ -44,15 +44,16 @@ std::uint64_t tag(Op op, std::uint32_t who) { return (static_cast<std::uint64_t>
 struct RingConn {
   int fd = -1;
   std::optional<server::memcached::Session> protocol;
-  std::string in;      // the start of a command not complete yet
+  std::string in;      // commands not run yet: the start of an incomplete one, or those held (below)
   std::string out;     // replies not yet handed to the kernel
   std::string flight;  // the bytes of the send in flight, stable until its completion
   std::size_t flight_done = 0;
-  bool receiving = false;             // the multishot receive is armed
-  bool sending = false;               // a send is in flight
-  bool peer_closed = false;           // the receive ended (EOF or an error)
-  bool close_after = false;           // quit, or an input memcached closes on: close once `out` is sent
-  bool closing = false;               // shut down: closed once the receive and the send have ended
+  bool receiving = false;    // the multishot receive is armed
+  bool sending = false;      // a send is in flight
+  bool peer_closed = false;  // the receive ended (EOF or an error)
+  bool close_after = false;  // quit, or an input memcached closes on: close once `out` is sent
+  bool closing = false;      // shut down: closed once the receive and the send have ended
+  bool held = false;  // the reply budget is reached: receive cancelled, commands wait in `in` until sent
   std::int64_t waiting_since_ms = 0;  // when `in` or the send started waiting (socket timeout)
 };
 
@@ -93,6 +94,8 @@ struct MemcachedRing::Loop {
   void send_pending(std::uint32_t slot);
   void settle(std::uint32_t slot);  // closes, or starts closing, a connection with nothing left to do
   void shut(std::uint32_t slot);
+  void hold(std::uint32_t slot);
+  void resume(std::uint32_t slot);
   void check_timeouts();
   void begin_stop();
   void problem(const RingConn& conn, std::string_view what);
@@ -252,7 +255,9 @@ void MemcachedRing::Loop::received(std::uint32_t slot, const io_uring_cqe& cqe) 
     const unsigned buffer = cqe.flags >> IORING_CQE_BUFFER_SHIFT;
     const std::string_view data(buffers.data() + std::size_t{buffer} * kBufferBytes,
                                 static_cast<std::size_t>(cqe.res));
-    if (!conn.close_after && !conn.closing) {
+    if (conn.held) {
+      conn.in.append(data);  // arrived before the cancel took effect: runs once the replies are sent
+    } else if (!conn.close_after && !conn.closing) {
       const bool was_waiting = !conn.in.empty();
       server::memcached::Progress p;
       if (!was_waiting) {  // the usual case: whole commands, run from the buffer itself
@@ -266,6 +271,8 @@ void MemcachedRing::Loop::received(std::uint32_t slot, const io_uring_cqe& cqe) 
       if (p.close) {
         conn.close_after = true;
         conn.in.clear();
+      } else if (p.more) {
+        hold(slot);
       }
       conn.waiting_since_ms = now_ms;  // the socket timeout counts silence, as on the epoll loop
       if (!conn.out.empty())
@@ -277,13 +284,53 @@ void MemcachedRing::Loop::received(std::uint32_t slot, const io_uring_cqe& cqe) 
   }
   if ((cqe.flags & IORING_CQE_F_MORE) != 0) return;
   conn.receiving = false;
-  if (cqe.res == -ENOBUFS && !conn.closing) return arm_receive(slot);  // out of buffers for a moment
+  if (conn.held && cqe.res == -ECANCELED) return;  // hold()'s cancel: resume() receives again
+  if (cqe.res == -ENOBUFS && !conn.closing) {      // out of buffers for a moment
+    if (!conn.held) arm_receive(slot);
+    return;
+  }
   if (cqe.res < 0 && cqe.res != -ECONNRESET && cqe.res != -ECANCELED && !conn.closing)
     problem(conn, fmt::format("read failed: {}", std::strerror(-cqe.res)));
-  if (!conn.in.empty() && !conn.closing) problem(conn, memcached_truncated_note(conn.in.size()));
   conn.peer_closed = true;
+  if (conn.held) return;  // the commands that wait run once the replies before them are sent
+  if (!conn.in.empty() && !conn.closing) problem(conn, memcached_truncated_note(conn.in.size()));
   conn.in.clear();
   settle(slot);
+}
+
+// The replies reached the budget: stop receiving (the client's further commands wait in its socket,
+// and TCP's window slows it) until they are sent, as the epoll loop reads nothing while a reply waits.
+void MemcachedRing::Loop::hold(std::uint32_t slot) {
+  RingConn& conn = conns[slot];
+  conn.held = true;
+  if (!conn.receiving) return;
+  // The slot cannot be reused before the cancel lands: a connection closes only once its receive ended.
+  io_uring_sqe* entry = sqe();
+  io_uring_prep_cancel64(entry, tag(Op::receive, slot), 0);
+  io_uring_sqe_set_data64(entry, tag(Op::cancel, slot));
+}
+
+// Every reply is sent: run the commands that waited, and receive again unless the budget is reached anew.
+void MemcachedRing::Loop::resume(std::uint32_t slot) {
+  RingConn& conn = conns[slot];
+  conn.held = false;
+  if (!conn.in.empty() && !conn.close_after && !conn.closing) {
+    const server::memcached::Progress p = conn.protocol->execute(conn.in, conn.out);
+    conn.in.erase(0, p.consumed);
+    if (p.close) {
+      conn.close_after = true;
+      conn.in.clear();
+    } else if (p.more) {
+      conn.held = true;  // the receive is still cancelled
+      return;
+    }
+  }
+  if (conn.peer_closed) {
+    if (!conn.in.empty() && !conn.closing) problem(conn, memcached_truncated_note(conn.in.size()));
+    conn.in.clear();
+    return;
+  }
+  if (!conn.receiving && !conn.close_after && !conn.closing) arm_receive(slot);
 }
 
 void MemcachedRing::Loop::send_pending(std::uint32_t slot) {
@@ -315,6 +362,8 @@ void MemcachedRing::Loop::sent(std::uint32_t slot, int result) {
     conn.out.insert(0, conn.flight, conn.flight_done);
     return send_pending(slot);
   }
+  if (!conn.out.empty()) return send_pending(slot);
+  if (conn.held) resume(slot);
   if (!conn.out.empty()) return send_pending(slot);
   conn.waiting_since_ms = now_ms;
   settle(slot);

@@ -277,6 +277,48 @@ def test_reload_answers_a_command_half_sent():
                 c.close()
 
 
+def test_a_client_that_does_not_read_holds_bounded_replies():
+    """A client pipelines 200 gets of a 512 KiB value (100 MiB of replies) in one write and reads them
+    slowly: the worker runs the gets only a few replies ahead of what the client has read (about 1 MiB of
+    replies, server::memcached::kReplyBudgetBytes, plus what the sockets' buffers hold), not all 200 at
+    once into its memory; every reply arrives whole. The worker's own cmd_get count, read on a second
+    connection after each reply, is the witness; on either loop."""
+    import socket
+    from memcached_peer import Raw
+    size, gets = 512 * 1024, 200
+    value = b"v" * size
+    one_reply = len(b"VALUE big 0 %d\r\n" % size) + size + len(b"\r\nEND\r\n")
+    for extra in ((), ("--memcached-no-io-uring",)):
+        with ours(workers=1, extra=extra) as srv:
+            stats = Raw(srv.addr)
+            check_eq(stats.exchange(b"set big 0 0 %d\r\n%s\r\n" % (size, value)), b"STORED\r\n", f"{extra}: set")
+
+            def cmd_get():
+                lines = stats.exchange(b"stats\r\n").split(b"\r\n")
+                return int(next(line.split()[2] for line in lines if line.startswith(b"STAT cmd_get ")))
+
+            base = cmd_get()
+            reader = socket.socket()
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # before connect: no autotuning
+            reader.settimeout(10)
+            reader.connect(srv.addr)
+            reader.sendall(b"get big\r\n" * gets)  # 1,800 bytes: one segment
+            received, most_ahead = 0, 0
+            while received < gets * one_reply:
+                chunk = reader.recv(min(1 << 16, gets * one_reply - received))
+                check(chunk, f"{extra}: closed after {received} bytes")
+                received += len(chunk)
+                if received % one_reply < len(chunk) or received == gets * one_reply:  # a reply ended here
+                    ahead = (cmd_get() - base) - received // one_reply
+                    most_ahead = max(most_ahead, ahead)
+                    check(ahead <= 40, f"{extra}: {ahead} gets run ahead of the client's reading "
+                                       f"({received // one_reply} of {gets} replies read)")
+            check_eq(cmd_get() - base, gets, f"{extra}: every get ran")
+            print(f"{extra or 'io_uring'}: at most {most_ahead} replies of {size} bytes ahead of the reader")
+            reader.close()
+            stats.close()
+
+
 def test_idle_connections_kept_past_the_socket_timeout():
     """An idle memcached connection stays open past --socket-timeout (memcached's idle_timeout 0), while
     an idle --persistent-socket connection opened at the same moment is closed by it: its EOF is the event
@@ -305,5 +347,6 @@ def test_idle_connections_kept_past_the_socket_timeout():
 if __name__ == "__main__":
     run_tests([test_pymemcache, test_pylibmc, test_libmemcached_tools, test_application_reads_the_same_items,
                test_many_connections_and_graceful_stop, test_reload_answers_a_command_half_sent,
-               test_idle_connections_kept_past_the_socket_timeout],
+               test_idle_connections_kept_past_the_socket_timeout,
+               test_a_client_that_does_not_read_holds_bounded_replies],
               budget=120)
