@@ -1,5 +1,6 @@
 // Accepting: which listeners a worker watches (docs/architecture.md, "Scheduling application
 // requests"), taking connections from them, and the pool of Connection objects.
+#include "workers/peer_name.hpp"
 #include "workers/worker_loop.hpp"
 
 namespace workers::loop {
@@ -36,17 +37,14 @@ void Worker::accept_from(const Listener& listener) {
   if (fd < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
       slot->wasted_wakeups.fetch_add(1, std::memory_order_relaxed);
-    } else if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+    } else if (accept_should_pause(errno)) {
       // Out of descriptors: the listening socket stays readable, so stop watching it for a moment
       // (connections keep waiting in the kernel's queue) while timeouts free descriptors.
       const int error = errno;
       accept_paused_until_ms_ = monotonic_ms() + kAcceptPauseMs;
       update_accepting();
       resource_log_.log(
-          fmt::format("worker {}: accept: {}: pausing accepts for {} ms with {} connection(s) open (raise "
-                      "the file limit: "
-                      "ulimit -n)",
-                      settings_.id, std::strerror(error), kAcceptPauseMs, active_.size()));
+          accept_pause_note(static_cast<int>(settings_.id), error, kAcceptPauseMs, active_.size()));
     }
     return;
   }

@@ -76,6 +76,8 @@ struct MemcachedRing::Loop {
   bool stopping = false;
   bool stop_now = false;
   common::RateLimitedLog problem_log{20, 1};
+  common::RateLimitedLog resource_log{1, 10};  // as the epoll loop's
+  std::vector<bool> accept_paused;             // per listener: re-armed at the next tick
 
   bool setup(std::string& error);
   void run();
@@ -120,6 +122,7 @@ bool MemcachedRing::Loop::setup(std::string& error) {
   for (unsigned b = 0; b < kBuffers; ++b) give_back(b);
   counters.started_at = static_cast<std::int64_t>(time(nullptr));
   s.protocol.counters = &counters;
+  accept_paused.assign(s.listen_fds.size(), false);
   for (std::uint32_t i = 0; i < s.listen_fds.size(); ++i) arm_accept(i);
   arm_wake();
   arm_tick();
@@ -199,10 +202,19 @@ void MemcachedRing::Loop::complete(const io_uring_cqe& cqe) {
     case Op::accept:
       if (cqe.res >= 0) {
         accepted(cqe.res);
+      } else if (accept_should_pause(-cqe.res)) {
+        // Out of descriptors: re-armed now it would fail at once again, so at the next tick (connections
+        // wait in the kernel's queue meanwhile), as the epoll loop pauses.
+        accept_paused[who] = true;
+        unsigned long long suppressed = 0;
+        if (resource_log.allow(&suppressed))
+          common::log("{}{}", accept_pause_note(s.worker_id, -cqe.res, kTickNs / 1'000'000, open),
+                      common::RateLimitedLog::suppressed_note(suppressed));
+        return;
       } else if (cqe.res != -ECANCELED && cqe.res != -EAGAIN && cqe.res != -EINTR) {
         common::log("worker {}: memcached accept: {}", s.worker_id, std::strerror(-cqe.res));
       }
-      if (!more && !stopping) arm_accept(who);  // ended (EMFILE & co): armed again, as epoll would retry
+      if (!more && !stopping) arm_accept(who);  // ended: armed again, as epoll would retry
       return;
     case Op::receive:
       return received(who, cqe);
@@ -216,6 +228,10 @@ void MemcachedRing::Loop::complete(const io_uring_cqe& cqe) {
       if (!stop_now) arm_wake();
       return;
     case Op::tick:
+      for (std::uint32_t i = 0; i < accept_paused.size(); ++i) {
+        if (accept_paused[i] && !stopping) arm_accept(i);
+        accept_paused[i] = false;
+      }
       check_timeouts();
       arm_tick();
       return;

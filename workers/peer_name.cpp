@@ -1,9 +1,12 @@
 #include "workers/peer_name.hpp"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fmt/format.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+
+#include <cstring>
 
 namespace workers {
 
@@ -23,6 +26,17 @@ std::string peer_name(int fd) {
     return fmt::format("[{}]:{}", host, ntohs(in6->sin6_port));
   }
   return "unix";
+}
+
+bool accept_should_pause(int error) {
+  return error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM;
+}
+
+std::string accept_pause_note(int worker_id, int error, long long pause_ms, std::size_t open) {
+  return fmt::format(
+      "worker {}: accept: {}: pausing accepts for {} ms with {} connection(s) open (raise the file "
+      "limit: ulimit -n)",
+      worker_id, std::strerror(error), pause_ms, open);
 }
 
 }  // namespace workers
