@@ -324,6 +324,7 @@ def wait_until(predicate, timeout, interval=0.02, what="condition"):
 # the server
 
 _SERVERS = []
+_STARTED = []  # every Server started by the current test (run_tests), running or not: their logs on failure
 
 
 def _child_setup(nofile=None):
@@ -389,6 +390,7 @@ class Server:
         self.seen_workers = {}  # pid -> starttime, every worker ever observed
         self.returncode = None
         self.started_at = None
+        self.log_dumped = False
 
     # ---- lifecycle
     def start(self):
@@ -404,6 +406,7 @@ class Server:
                                      close_fds=True)
         self.pid = self.proc.pid
         _SERVERS.append(self)
+        _STARTED.append(self)
         if self.wait_ready_flag:
             self.wait_ready()
         return self
@@ -614,6 +617,7 @@ class Server:
     def dump_log(self, title="server log"):
         print(f"{title}: {self.log_path}")
         print(self.log_tail())
+        self.log_dumped = True
 
 
 def run_server_to_exit(args, timeout=5.0, env=None):
@@ -1022,6 +1026,26 @@ def _on_alarm(signum, frame):
     raise _Budget("script time budget exhausted")
 
 
+def _keep_logs(test):
+    """After a failure: the log of every server the test started (a node that closed a connection may be
+    stopped already) and of any still running, printed (tail) and copied whole out of the temporary
+    directories, which are removed at exit, into $UCACHED_TEST_LOGS or /tmp/ucached-test-logs."""
+    keep = os.path.join(os.environ.get("UCACHED_TEST_LOGS", "/tmp/ucached-test-logs"),
+                        f"{os.path.basename(sys.argv[0]).removesuffix('.py')}-{test}-{os.getpid()}")
+    servers = list(_STARTED) + [s for s in _SERVERS if s.running() and s not in _STARTED]
+    for n, srv in enumerate(servers):
+        if not srv.log_dumped:
+            srv.dump_log(f"log of server {n + 1} of {len(servers)} ({'running' if srv.running() else 'stopped'}, "
+                         f"{' '.join(srv.args)[:200]})")
+        try:
+            os.makedirs(keep, exist_ok=True)
+            shutil.copy(srv.log_path, os.path.join(keep, f"server-{n + 1}.log"))
+        except OSError as e:
+            print(f"could not keep {srv.log_path}: {e}")
+    if servers:
+        print(f"the whole logs of the {len(servers)} server(s) of {test}: {keep}", flush=True)
+
+
 def run_tests(tests, budget=50):
     """Run each test function in order; print a summary; exit 0 / 1 / 77."""
     require_server()
@@ -1036,6 +1060,7 @@ def run_tests(tests, budget=50):
         name = t.__name__
         t0 = time.monotonic()
         print(f"=== {name}", flush=True)
+        _STARTED.clear()
         try:
             t()
             for srv in list(_SERVERS):  # servers shared between tests: each test answers for its requests
@@ -1047,9 +1072,7 @@ def run_tests(tests, budget=50):
             failed.append(name)
             print(f"--- FAIL {name} ({time.monotonic() - t0:.2f}s): {type(e).__name__}: {e}", flush=True)
             traceback.print_exc(file=sys.stdout)
-            for srv in list(_SERVERS):
-                if srv.running():
-                    srv.dump_log("log of a server still running")
+            _keep_logs(name)
             if isinstance(e, (_Budget, KeyboardInterrupt)):
                 break
         else:
