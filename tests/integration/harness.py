@@ -137,6 +137,17 @@ def make_temp_dir(prefix="it-"):
     return d
 
 
+def replace_file(path, data):
+    """Writes data (str or bytes) to a new file beside path and renames it over path: a running server
+    (a worker importing its application, a config or trigger it rereads) sees the old file or the new
+    one, never one half-written or truncated. Returns path."""
+    staging = f"{path}.{os.getpid()}.new"
+    with open(staging, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+    os.rename(staging, path)
+    return path
+
+
 def _ephemeral_range():
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
