@@ -402,6 +402,7 @@ class Server:
         self.returncode = None
         self.started_at = None
         self.log_dumped = False
+        self.reaped_ticks = None  # boot-time clock ticks when the master was seen waited for
 
     # ---- lifecycle
     def start(self):
@@ -458,7 +459,7 @@ class Server:
         deadline = time.monotonic() + timeout
         pending = list(self.ready_addrs)
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if self.reaped():
                 raise ServerError(f"server exited during start-up with status {self.proc.returncode}\n"
                                   + self.log_tail())
             pending = [a for a in pending if not can_connect(a)]
@@ -470,12 +471,33 @@ class Server:
                           f"workers {self.workers()} (expected {self.expected_workers})\n" + self.log_tail())
 
     def running(self):
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and not self.reaped()
+
+    def reaped(self):
+        """True once the master has been waited for. From then on its pid -- and the process group id,
+        once the group is empty -- can be another process's (pid_max is 32768 here, and a loaded suite
+        forks and starts threads fast enough to wrap it in minutes; every server leads its own group):
+        nothing is looked up or signalled by that pid any more, except members of the group that started
+        before the master's exit was seen, which are ours."""
+        if self.proc is None or self.proc.poll() is None:
+            return False
+        if self.reaped_ticks is None:
+            with open("/proc/uptime") as f:
+                self.reaped_ticks = int(float(f.read().split()[0]) * os.sysconf("SC_CLK_TCK"))
+        return True
+
+    def group(self):
+        """The live processes of the server's process group (see reaped())."""
+        if self.pid is None:
+            return []
+        if not self.reaped():
+            return live_in_group(self.pid)
+        return [p for p in live_in_group(self.pid) if (proc_stat(p) or (0, 0, 0, 1 << 62))[3] <= self.reaped_ticks]
 
     def workers(self):
         """Current worker pids, sorted: the live direct children of the master that run its program
         (not an --attach-daemon or a hook's command, which exec another) and are not the --stats process."""
-        if self.pid is None:
+        if self.pid is None or self.reaped():
             return []
         try:
             program = os.readlink(f"/proc/{self.pid}/exe")
@@ -510,6 +532,7 @@ class Server:
         """Exit status, or None if still running after timeout."""
         try:
             self.returncode = self.proc.wait(timeout=timeout)
+            self.reaped()  # notes when
             return self.returncode
         except subprocess.TimeoutExpired:
             return None
@@ -533,7 +556,7 @@ class Server:
         """Processes still alive that belong to this server: its process group, and every worker seen."""
         if self.pid is None:
             return []
-        left = set(live_in_group(self.pid))
+        left = set(self.group())
         for w, start in self.seen_workers.items():
             if pid_alive(w, start):
                 left.add(w)
@@ -550,10 +573,16 @@ class Server:
             self.workers()
         except Exception:
             pass
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if not self.reaped():  # else the pid may be another's: the members left, one by one
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for p in self.group():
+            try:
+                os.kill(p, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         for w, start in list(self.seen_workers.items()):
             if pid_alive(w, start):
                 try:
@@ -562,6 +591,7 @@ class Server:
                     pass
         try:
             self.proc.wait(timeout=5)
+            self.reaped()  # notes when
         except subprocess.TimeoutExpired:
             pass
         try:
