@@ -22,12 +22,14 @@ requests queue on the others. The batch's time against the ideal (32 x 150 ms ov
 printed as a figure (docs/architecture.md quotes it), not asserted: the machine's load decides it.
 """
 import os
+import re
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Server, check, check_eq, connect, free_port, make_temp_dir, read_reply, run_tests, wsgi_req
+from harness import (Server, check, check_eq, connect, free_port, make_temp_dir, read_reply, run_tests, wait_until,
+                     wsgi_req)
 
 APP = r'''
 import os, time
@@ -40,10 +42,11 @@ def application(environ, start_response):
 '''
 
 SLEEP_S = 0.15
+LOG_RE = re.compile(r"^sched (\d+) (/c\d+/r\d+) (\d+)$", re.M)
 
 
 def app_request(addr, path):
-    """(pid, sent, start, end): the client's time once the request is sent, the app's times."""
+    """(pid, sent, start, end, path): the client's time once the request is sent, the app's times."""
     s = connect(addr, timeout=20)
     try:
         s.sendall(wsgi_req(path))
@@ -53,7 +56,7 @@ def app_request(addr, path):
         s.close()
     check(how == "eof" and reply.startswith(b"HTTP/1.1 200"), f"app reply {reply[:80]!r} ({how})")
     pid, start, end = reply.split(b"\r\n\r\n", 1)[1].split()
-    return int(pid), sent, float(start), float(end)
+    return int(pid), sent, float(start), float(end), path
 
 
 def free_intervals(spans, threads):
@@ -90,13 +93,15 @@ def describe(found, t0):
 
 
 def run_batch(processes, threads, clients, per_client):
-    """Runs the batch; returns (records, pids of the workers, most requests at once per worker)."""
+    """Runs the batch; returns (records, pids of the workers, most requests at once per worker): a record is
+    (pid, sent, taken, end), the times the client sent it, the worker took it, the app ended."""
     d = make_temp_dir("sched-")
     with open(os.path.join(d, "sched_app.py"), "w") as f:
         f.write(APP)  # before the server starts: nothing reads it yet
     port = free_port()
     addr = ("127.0.0.1", port)
-    args = ["--socket", f"127.0.0.1:{port}", "--module", "sched_app", "--chdir", d, "--processes", str(processes)]
+    args = ["--socket", f"127.0.0.1:{port}", "--module", "sched_app", "--chdir", d, "--processes", str(processes),
+            "--logformat", "sched %(pid) %(uri) %(micros)"]
     if threads is not None:
         args += ["--threads", str(threads)]
     with Server(args, workers=processes) as srv:
@@ -119,16 +124,24 @@ def run_batch(processes, threads, clients, per_client):
             t.join(timeout=30)
         check(not errors, f"client errors: {errors[:3]}")
         check_eq(len(results), clients * per_client, "replies")
-        pids = {pid for pid, _, _, _ in results}
+        pids = {r[0] for r in results}
         check(pids <= workers, f"replies from {sorted(pids)}, workers are {sorted(workers)}")
+        # A worker is busy from when it takes a request, not only while the app runs: a worker's first
+        # request also loads what the app's first call needs (under ASan at load 12: 150-230 ms before
+        # the app started). The request log's time, taken to its line, ends after the app's: the app's
+        # end less that time is at or before the take.
+        logged = wait_until(lambda: (lambda m: m if len(m) == len(results) else None)(LOG_RE.findall(srv.log())), 10)
+        check(logged, f"request log lines: {len(LOG_RE.findall(srv.log()))} of {len(results)}")
+        micros = {(int(pid), uri): int(us) for pid, uri, us in logged}
+    records = [(pid, sent, end - micros[(pid, path)] / 1e6, end) for pid, sent, _, end, path in results]
     slots = processes * (threads or 1)
-    service = sum(end - start for _, _, start, end in results)
+    service = sum(r[3] - r[2] for r in results)
     # The batch as the server lived it, first request in to last out: the figure, not a check.
     wall = max(r[3] for r in results) - min(r[2] for r in results)
     ideal = max(clients * per_client * SLEEP_S / slots, service / slots)
     most, gaps = {}, []
     for pid in pids:
-        spans = [(s, e) for p, _, s, e in results if p == pid]
+        spans = [(r[2], r[3]) for r in results if r[0] == pid]
         now = peak = 0
         for _, step in sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans]):
             now += step
@@ -137,11 +150,12 @@ def run_batch(processes, threads, clients, per_client):
         ends, starts = sorted(e for _, e in spans), sorted(s for s, _ in spans)
         gaps += [b - a for a, b in zip(ends, starts[threads or 1:])]
     print(f"handoff gaps: mean {sum(gaps) / max(1, len(gaps)) * 1e3:.1f} ms, max {max(gaps, default=0) * 1e3:.1f} ms; "
-          f"longest wait {max(r[2] - r[1] for r in results) * 1e3:.0f} ms")
+          f"longest wait {max(r[2] - r[1] for r in records) * 1e3:.0f} ms, longest before the app "
+          f"{max(r[2] - t for r, (_, _, t, _) in zip(results, records)) * 1e3:.0f} ms")
     print(f"--processes {processes} --threads {threads or 'default'}: {len(results)} requests in {wall:.3f} s, "
           f"ideal {ideal:.3f} s (mean service {service / len(results) * 1e3:.1f} ms), ratio {wall / ideal:.3f}; "
           f"per worker {sorted(len([r for r in results if r[0] == p]) for p in pids)}, most at once {sorted(most.values())}")
-    return results, workers, most
+    return records, workers, most
 
 
 def check_schedule(results, workers, threads):
