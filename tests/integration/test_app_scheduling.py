@@ -3,7 +3,8 @@
 
 --processes 4 with the default --threads: 8 clients each send 4 requests, one connection each, to a
 WSGI app that sleeps 150 ms and answers its pid and the CLOCK_MONOTONIC times it started and ended;
-each client notes (same clock) when its request was sent. A worker whose one thread is busy stops
+each client notes (same clock) when its request was sent, and the request log gives how long each
+request took the worker (so when it took it). A worker whose one thread is busy stops
 taking connections, so each queued connection goes to the first worker whose thread frees. What is
 checked is that property, from those records, not how long the batch took (which the machine's load
 decides): no request waited while some worker had a thread free for as long as a whole service time
