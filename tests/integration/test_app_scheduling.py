@@ -9,7 +9,8 @@ taking connections, so each queued connection goes to the first worker whose thr
 checked is that property, from those records, not how long the batch took (which the machine's load
 decides): no request waited while some worker had a thread free for as long as a whole service time
 (the 150 ms sleep) -- before that worker's first request, between two of its requests or after its
-last. Every worker must serve, and none runs more requests at once than its threads. With
+last. The batch starts once every worker has served (see run_batch: a worker still starting is not
+idle). Every worker must serve, and none runs more requests at once than its threads. With
 --threads 2 and 2 processes, each worker runs two requests at once and never more.
 
 A hand-off between one request and the next on a worker (the thread's completion wakes the loop, which
@@ -29,8 +30,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Server, check, check_eq, connect, free_port, make_temp_dir, read_reply, run_tests, wait_until,
-                     wsgi_req)
+from harness import (Server, check, check_eq, connect, free_port, in_thread, make_temp_dir, read_reply, run_tests,
+                     wait_until, wsgi_req)
 
 APP = r'''
 import os, time
@@ -107,6 +108,20 @@ def run_batch(processes, threads, clients, per_client):
         args += ["--threads", str(threads)]
     with Server(args, workers=processes) as srv:
         workers = set(srv.workers())
+        # Every worker up before the batch: the harness sees a worker once forked, and a worker still
+        # setting up (its loop, its first request's imports: under ASan at load 15 a worker came up 172
+        # ms into the batch) is starting, not idle. A round of one request per thread reaches each
+        # worker that is up (a busy worker takes no more while another has a free thread).
+        warmed = set()
+        for _ in range(20):
+            pool = [in_thread(app_request, addr, "/warm") for _ in range(processes * (threads or 1))]
+            for t, result in pool:
+                t.join(timeout=30)
+                check("value" in result, f"warm-up request: {result.get('error')!r}")
+                warmed.add(result["value"][0])
+            if warmed >= workers:
+                break
+        check(warmed >= workers, f"warm-up: {sorted(warmed)} served, workers are {sorted(workers)}")
         results, errors = [], []
         go = threading.Barrier(clients + 1)
 
