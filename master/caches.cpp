@@ -9,6 +9,7 @@
 
 #include "common/clock.hpp"
 #include "common/log.hpp"
+#include "master/test_hooks.hpp"
 #include "server/cache_sync.hpp"
 
 namespace master {
@@ -183,8 +184,10 @@ void CacheJobs::cycle() {
     const int every = cache->geometry().store_sync;
     if (cache->has_store() && every > 0 && cycles_ % static_cast<std::uint64_t>(every) == 0) {
       common::log_debug("store sync: cache \"{}\": started", cache->geometry().name);
+      store_sync_test_hook(cache->geometry().name, SyncPoint::before_msync);
       std::int64_t took_ms = 0;
       const bool ok = timed_store_sync(*cache, &board_.store_sync(index), took_ms);
+      store_sync_test_hook(cache->geometry().name, SyncPoint::after_msync);
       common::log_debug("store sync: cache \"{}\": {} in {} ms", cache->geometry().name,
                         ok ? "done" : "FAILED", took_ms);
     }

@@ -32,6 +32,8 @@ done
 # as ./test.sh does: a missing peer (uWSGI, nginx, libpython, Django) is a failure, not a skip
 export UCACHED_REQUIRE_PEERS=1
 logs=$(mktemp -d /tmp/repeat.XXXXXX)
+# a failing integration test copies the whole log of every server it started there (harness.py)
+export UCACHED_TEST_LOGS=$logs/server-logs
 tests=$(cd "$build" && ctest -N "$@" | sed -n 's/^Total Tests: //p')
 echo "== $build: $tests tests, $runs runs, ctest -j $jobs $*; logs in $logs" >&2
 for run in $(seq 1 "$runs"); do

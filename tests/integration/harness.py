@@ -137,6 +137,17 @@ def make_temp_dir(prefix="it-"):
     return d
 
 
+def replace_file(path, data):
+    """Writes data (str or bytes) to a new file beside path and renames it over path: a running server
+    (a worker importing its application, a config or trigger it rereads) sees the old file or the new
+    one, never one half-written or truncated. Returns path."""
+    staging = f"{path}.{os.getpid()}.new"
+    with open(staging, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+    os.rename(staging, path)
+    return path
+
+
 def _ephemeral_range():
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
@@ -324,6 +335,7 @@ def wait_until(predicate, timeout, interval=0.02, what="condition"):
 # the server
 
 _SERVERS = []
+_STARTED = []  # every Server started by the current test (run_tests), running or not: their logs on failure
 
 
 def _child_setup(nofile=None):
@@ -389,6 +401,8 @@ class Server:
         self.seen_workers = {}  # pid -> starttime, every worker ever observed
         self.returncode = None
         self.started_at = None
+        self.log_dumped = False
+        self.reaped_ticks = None  # boot-time clock ticks when the master was seen waited for
 
     # ---- lifecycle
     def start(self):
@@ -404,6 +418,7 @@ class Server:
                                      close_fds=True)
         self.pid = self.proc.pid
         _SERVERS.append(self)
+        _STARTED.append(self)
         if self.wait_ready_flag:
             self.wait_ready()
         return self
@@ -444,7 +459,7 @@ class Server:
         deadline = time.monotonic() + timeout
         pending = list(self.ready_addrs)
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if self.reaped():
                 raise ServerError(f"server exited during start-up with status {self.proc.returncode}\n"
                                   + self.log_tail())
             pending = [a for a in pending if not can_connect(a)]
@@ -456,12 +471,33 @@ class Server:
                           f"workers {self.workers()} (expected {self.expected_workers})\n" + self.log_tail())
 
     def running(self):
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and not self.reaped()
+
+    def reaped(self):
+        """True once the master has been waited for. From then on its pid -- and the process group id,
+        once the group is empty -- can be another process's (pid_max is 32768 here, and a loaded suite
+        forks and starts threads fast enough to wrap it in minutes; every server leads its own group):
+        nothing is looked up or signalled by that pid any more, except members of the group that started
+        before the master's exit was seen, which are ours."""
+        if self.proc is None or self.proc.poll() is None:
+            return False
+        if self.reaped_ticks is None:
+            with open("/proc/uptime") as f:
+                self.reaped_ticks = int(float(f.read().split()[0]) * os.sysconf("SC_CLK_TCK"))
+        return True
+
+    def group(self):
+        """The live processes of the server's process group (see reaped())."""
+        if self.pid is None:
+            return []
+        if not self.reaped():
+            return live_in_group(self.pid)
+        return [p for p in live_in_group(self.pid) if (proc_stat(p) or (0, 0, 0, 1 << 62))[3] <= self.reaped_ticks]
 
     def workers(self):
         """Current worker pids, sorted: the live direct children of the master that run its program
         (not an --attach-daemon or a hook's command, which exec another) and are not the --stats process."""
-        if self.pid is None:
+        if self.pid is None or self.reaped():
             return []
         try:
             program = os.readlink(f"/proc/{self.pid}/exe")
@@ -496,6 +532,7 @@ class Server:
         """Exit status, or None if still running after timeout."""
         try:
             self.returncode = self.proc.wait(timeout=timeout)
+            self.reaped()  # notes when
             return self.returncode
         except subprocess.TimeoutExpired:
             return None
@@ -519,7 +556,7 @@ class Server:
         """Processes still alive that belong to this server: its process group, and every worker seen."""
         if self.pid is None:
             return []
-        left = set(live_in_group(self.pid))
+        left = set(self.group())
         for w, start in self.seen_workers.items():
             if pid_alive(w, start):
                 left.add(w)
@@ -536,10 +573,16 @@ class Server:
             self.workers()
         except Exception:
             pass
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if not self.reaped():  # else the pid may be another's: the members left, one by one
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for p in self.group():
+            try:
+                os.kill(p, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         for w, start in list(self.seen_workers.items()):
             if pid_alive(w, start):
                 try:
@@ -548,6 +591,7 @@ class Server:
                     pass
         try:
             self.proc.wait(timeout=5)
+            self.reaped()  # notes when
         except subprocess.TimeoutExpired:
             pass
         try:
@@ -614,6 +658,7 @@ class Server:
     def dump_log(self, title="server log"):
         print(f"{title}: {self.log_path}")
         print(self.log_tail())
+        self.log_dumped = True
 
 
 def run_server_to_exit(args, timeout=5.0, env=None):
@@ -1022,6 +1067,26 @@ def _on_alarm(signum, frame):
     raise _Budget("script time budget exhausted")
 
 
+def _keep_logs(test):
+    """After a failure: the log of every server the test started (a node that closed a connection may be
+    stopped already) and of any still running, printed (tail) and copied whole out of the temporary
+    directories, which are removed at exit, into $UCACHED_TEST_LOGS or /tmp/ucached-test-logs."""
+    keep = os.path.join(os.environ.get("UCACHED_TEST_LOGS", "/tmp/ucached-test-logs"),
+                        f"{os.path.basename(sys.argv[0]).removesuffix('.py')}-{test}-{os.getpid()}")
+    servers = list(_STARTED) + [s for s in _SERVERS if s.running() and s not in _STARTED]
+    for n, srv in enumerate(servers):
+        if not srv.log_dumped:
+            srv.dump_log(f"log of server {n + 1} of {len(servers)} ({'running' if srv.running() else 'stopped'}, "
+                         f"{' '.join(srv.args)[:200]})")
+        try:
+            os.makedirs(keep, exist_ok=True)
+            shutil.copy(srv.log_path, os.path.join(keep, f"server-{n + 1}.log"))
+        except OSError as e:
+            print(f"could not keep {srv.log_path}: {e}")
+    if servers:
+        print(f"the whole logs of the {len(servers)} server(s) of {test}: {keep}", flush=True)
+
+
 def run_tests(tests, budget=50):
     """Run each test function in order; print a summary; exit 0 / 1 / 77."""
     require_server()
@@ -1036,6 +1101,7 @@ def run_tests(tests, budget=50):
         name = t.__name__
         t0 = time.monotonic()
         print(f"=== {name}", flush=True)
+        _STARTED.clear()
         try:
             t()
             for srv in list(_SERVERS):  # servers shared between tests: each test answers for its requests
@@ -1047,9 +1113,7 @@ def run_tests(tests, budget=50):
             failed.append(name)
             print(f"--- FAIL {name} ({time.monotonic() - t0:.2f}s): {type(e).__name__}: {e}", flush=True)
             traceback.print_exc(file=sys.stdout)
-            for srv in list(_SERVERS):
-                if srv.running():
-                    srv.dump_log("log of a server still running")
+            _keep_logs(name)
             if isinstance(e, (_Budget, KeyboardInterrupt)):
                 break
         else:

@@ -20,8 +20,8 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Server, check, check_eq, free_port, magic_get, magic_set, make_temp_dir, request, run_tests,
-                     wait_until, wsgi_req)
+from harness import (Server, check, check_eq, free_port, magic_get, magic_set, make_temp_dir, replace_file,
+                     request, run_tests, wait_until, wsgi_req)
 from test_stats import read_stats
 
 # /hold/NAME publishes its worker's pid as "pid-NAME" and counts itself in "held" (the test's signal
@@ -67,8 +67,8 @@ class Setup:
         self.threads = []
 
     def set_version(self, version):
-        with open(os.path.join(self.dir, "version"), "w") as f:
-            f.write(version)
+        # whole, renamed into place: with --lazy-apps a worker that starts reads it while it loads the app
+        replace_file(os.path.join(self.dir, "version"), version)
 
     def counters(self, key):
         """{pid: the worker's stats counter `key`} (handed_off, handed_in)."""

@@ -27,7 +27,7 @@ def write(path, text):
 
 
 def geometry_of(srv):
-    m = srv.wait_log(r'cache "default" ready: ', timeout=2.0)
+    m = srv.wait_log(r'cache "default" ready: ', timeout=10.0)
     check(m, 'no `cache "default" ready:` line in the log\n' + srv.log_tail())
     lines = GEOMETRY_RE.findall(srv.log())
     check_eq(len(lines), 1, 'number of `cache "default" ready:` lines')

@@ -100,7 +100,8 @@ class Example:
         if self.proc is None:
             return
         pid = self.master()
-        for victim in ([pid] + live_children(pid) if pid else []) + [self.proc.pid]:
+        ours = [self.proc.pid] if self.proc.poll() is None else []  # once waited for, its pid may be another's
+        for victim in ([pid] + live_children(pid) if pid else []) + ours:
             if pid_alive(victim):
                 try:
                     os.kill(victim, signal.SIGKILL)

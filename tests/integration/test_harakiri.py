@@ -43,11 +43,11 @@ def test_stuck_worker_is_killed_and_respawned():
         # harakiri 1 s, checked every 100 ms, SIGKILL 2 s after SIGTERM: well under 6 s, far from 20 s
         check(waited < 6.0, f"the stuck worker was killed only after {waited:.1f}s")
         line = srv.wait_log(r"HARAKIRI: worker 1 \(pid %d\) stuck for \d+ s on request \"/sleep/20000\"" % victim,
-                            timeout=3.0, offset=off)
+                            timeout=10.0, offset=off)
         check(line, f"no HARAKIRI line naming pid {victim} and the request:\n{srv.log_since(off)}")
-        check(srv.wait_log(r"\*\*\* HARAKIRI ON WORKER 1 \(pid: %d, try: 1\) \*\*\*" % victim, 1.0, offset=off),
+        check(srv.wait_log(r"\*\*\* HARAKIRI ON WORKER 1 \(pid: %d, try: 1\) \*\*\*" % victim, 10.0, offset=off),
               f"no uWSGI harakiri line:\n{srv.log_since(off)}")
-        fresh = wait_until(lambda: (lambda w: w if len(w) == 1 and victim not in w else None)(srv.workers()), 3.0)
+        fresh = wait_until(lambda: (lambda w: w if len(w) == 1 and victim not in w else None)(srv.workers()), 10.0)
         check(fresh, f"no new worker after harakiri: {srv.workers()}")
         check_eq(magic_get(addr, "k"), b"survives harakiri", "cache after harakiri")
         check_eq(harakiri_count(stats), 1, "harakiri_count of worker 1 in the stats JSON after the kill")

@@ -572,7 +572,7 @@ def test_python_app_fills_the_cache():
         def misses():
             with open(ngx.access_log) as log:
                 return sum(1 for line in log if "/py/" in line and "upstatus=502" in line)
-        wait_until(lambda: misses() >= 2, 3.0)
+        wait_until(lambda: misses() >= 2, 10.0)
         check_eq(misses(), 2, "requests that missed the cache (502 from the cache, then the app)")
     finally:
         ngx.stop()

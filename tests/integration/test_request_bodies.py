@@ -178,7 +178,7 @@ def test_slow_uploader_and_pipelining():
         slow.close()
         check(expect(body) + b" BufferedReader" in replies and replies.endswith(b"yes"),
               f"the slow upload and the request after it: {replies!r}")
-        check(wait_until(lambda: not spool_fds(worker, spool), 3.0), "the spool file stays open after the reply")
+        check(wait_until(lambda: not spool_fds(worker, spool), 10.0), "the spool file stays open after the reply")
         check_eq(srv.stop(), 0, "exit status")
 
 

@@ -74,7 +74,7 @@ def test_virtualenv():
         with Server(["--socket", f"127.0.0.1:{port}", "--chdir", tmp, "--module", "venvapp", spelling, venv],
                     workers=1) as srv:
             check_eq(body_of(("127.0.0.1", port)), f"the venv package|{venv}|/usr".encode(), spelling)
-            check(srv.wait_log(r"PEP 405 virtualenv detected: " + venv, 3.0), "uWSGI's log line")
+            check(srv.wait_log(r"PEP 405 virtualenv detected: " + venv, 10.0), "uWSGI's log line")
             check_eq(srv.stop(), 0, "exit status")
     # Without it, the package is not there: the application cannot load.
     port = free_port()
@@ -119,7 +119,7 @@ def test_py_autoreload():
     with Server(["--socket", f"127.0.0.1:{port}", "--chdir", tmp, "--module", "appmod",
                  "--py-autoreload", "1"], workers=1) as srv:
         check_eq(body_of(addr), b"v1", "before")
-        check(srv.wait_log(r"python auto-reloader enabled", 3.0), "the reloader started")
+        check(srv.wait_log(r"python auto-reloader enabled", 10.0), "the reloader started")
         old = srv.workers()
         offset = srv.log_size()
         write_app(tmp, "v2")
@@ -181,7 +181,7 @@ def test_attach_daemon_and_hooks():
         # (The hook's shell is a child of the master too: wait for the worker's line, not a child.)
         check(srv.wait_log(r"worker 1 \(pid \d+\) started", 5.0), "the worker started")
         check(os.path.exists(started), "exec: hook of master-start ran before the workers")
-        check(srv.wait_log(r'running "exec:touch .*master-started" \(master-start\)\.\.\.', 1.0), "hook line")
+        check(srv.wait_log(r'running "exec:touch .*master-started" \(master-start\)\.\.\.', 10.0), "hook line")
         check(wait_until(lambda: os.path.exists(accepting), 5.0), "exec: hook of accepting1 ran")
 
         def daemon_pid():
@@ -241,8 +241,8 @@ def test_accepted_and_refused():
     with Server(["--socket", f"127.0.0.1:{port}", "--offload-threads", "2", "--ignore-sigpipe",
                  "--disable-write-exception", "--cheaper-busyness-max", "50", "--no-orphans"], workers=1) as srv:
         check(srv.wait_log(r"WARNING: --offload-threads \(command line\) has no effect here: static files are sent "
-                           r"by the worker itself with sendfile", 2.0), "offload-threads warning")
-        check(srv.wait_log(r"WARNING: --cheaper-busyness-max .* runs as spare", 2.0), "busyness warning")
+                           r"by the worker itself with sendfile", 10.0), "offload-threads warning")
+        check(srv.wait_log(r"WARNING: --cheaper-busyness-max .* runs as spare", 10.0), "busyness warning")
         check_eq(srv.stop(), 0, "exit status")
     for args, words in ((["--gevent", "100"], "gevent is not supported"),
                         (["--emperor", "/etc/uwsgi/vassals"], "Emperor"),

@@ -54,7 +54,7 @@ def test_uid_gid_chown_socket():
             check_eq(gid, [nogroup] * 4, f"Gid line of {pid}")
             check(0 not in groups, f"process {pid} kept root's group: Groups {groups}")
         app_get(path)
-        check(srv.wait_log(r"setuid\(\) to %d" % nobody, 3.0), "no 'setuid() to' line")
+        check(srv.wait_log(r"setuid\(\) to %d" % nobody, 10.0), "no 'setuid() to' line")
         check_eq(srv.stop(), 0, "exit status after SIGTERM")
 
 
@@ -119,7 +119,7 @@ def test_max_requests():
         check(pids, f"the worker pid did not change 4 times: {recycled_pids(srv)}")
         check_eq(len(re.findall(r"worker 1: max requests reached \(5 >= 5\)", srv.log())), 4,
                  "uWSGI's 'max requests reached' lines")
-        check(srv.wait_log(r"\.\.\.The work of process \d+ is done\. Seeya!", 1.0), "no Seeya line")
+        check(srv.wait_log(r"\.\.\.The work of process \d+ is done\. Seeya!", 10.0), "no Seeya line")
         check("respawning in" not in srv.log(), "a recycle went through the fork-bomb throttle")
         check_eq(srv.stop(), 0, "exit status")
 
@@ -196,7 +196,7 @@ def test_evil_reload_on_rss():
         m = srv.wait_log(r"worker 1 \(pid (\d+)\) uses \d+ bytes of memory \(evil-reload-on-rss 1 MB\): SIGKILL",
                          5.0)
         check(m, f"the master did not kill a worker above 1 MB:\n{srv.log_tail()}")
-        check(srv.wait_log(r"worker 1 \(pid %s\) died: killed by signal 9" % m.group(1), 3.0),
+        check(srv.wait_log(r"worker 1 \(pid %s\) died: killed by signal 9" % m.group(1), 10.0),
               "the killed worker was not reaped as a SIGKILL death")
         check_eq(srv.stop(), 0, "exit status")
 
@@ -215,7 +215,7 @@ def test_http_is_served_by_the_workers():
     port = free_port()
     with Server(["--http", f"127.0.0.1:{port}"], ready_addrs=[("127.0.0.1", port)], workers=1) as srv:
         check_eq(http_get(port)[0], 200, "GET over --http")
-        check(srv.wait_log(r"--http 127\.0\.0\.1:%d: no separate HTTP router process here" % port, 1.0),
+        check(srv.wait_log(r"--http 127\.0\.0\.1:%d: no separate HTTP router process here" % port, 10.0),
               "no log line saying how --http is served")
         check_eq(srv.stop(), 0, "exit status")
 

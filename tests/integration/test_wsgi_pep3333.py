@@ -271,7 +271,7 @@ def test_mount_and_manage_script_name():
     with Server(["--socket", f"127.0.0.1:{up}", "--chdir", d, "--module", "pepapp", "--mount", "/app=mounted.py",
                  "--mount", "/app/sub=deeper.py", "--mount", "/mod/=bymodule:app", "--manage-script-name"],
                 workers=1) as srv:
-        check(srv.wait_log(r"mounting mounted.py on /app", 3), "uWSGI's 'mounting X on Y' line")
+        check(srv.wait_log(r"mounting mounted.py on /app", 10), "uWSGI's 'mounting X on Y' line")
         locations = f"location / {{ include {UWSGI_PARAMS}; uwsgi_pass 127.0.0.1:{up}; }}"
         with AppNginx(locations) as ngx:
             def get(path):
