@@ -237,9 +237,13 @@ def test_sigkill_rounds():
                         totals["inflight_lost"] += 1
                     if got is not None and got != acked and got in unsettled:
                         totals["unacked_applied"] += 1  # written, killed before the reply
-                    # What the store holds now is the truth for the next round.
+                    # What the store holds now is the truth for the next round. A key it does not hold
+                    # (lost in flight, or dropped as torn at load) has no acknowledgment left for a later
+                    # round's "acknowledged before the last completed sync" to protect.
                     model.acked[key] = got
                     model.inflight.pop(key, None)
+                    if got is None:
+                        model.acked_at.pop(key, None)
             totals["protected_by_sync"] += len(protected)
             check(not errors, f"round {rnd}: {len(errors)} bad keys, e.g. {errors[:5]}")
             check(m and int(m.group(1)) == sum(1 for v in model.acked.values() if v is not None),
