@@ -64,6 +64,49 @@ bool lock_log_file(short type) {
   return true;
 }
 
+// A name beside `path` for files in the making: hidden, so that no glob of `path.*` (a log shipper's, a
+// test's) takes it for a rotated file.
+std::string scratch_name(const std::string& path, const char* what) {
+  const std::size_t slash = path.rfind('/');
+  const std::size_t base = slash == std::string::npos ? 0 : slash + 1;
+  return fmt::format("{}.{}.{}-{}", path.substr(0, base), path.substr(base), what, getpid());
+}
+
+// Gives the current log (still named `path`) the rotated name too: a hard link, so that `path` is never
+// missing for a reader. uWSGI's FILE.<unix time>, and a second rotation within the same second gets .1,
+// .2 ... instead of replacing the first (its lines would be lost); --log-backupname is one file, replaced
+// each time. False when the file system has no hard links.
+bool link_rotated_name(const std::string& path) {
+  if (!g_file.backup.empty()) {
+    const std::string scratch = scratch_name(path, "rotated");
+    ::unlink(scratch.c_str());
+    if (::link(path.c_str(), scratch.c_str()) != 0) return false;
+    if (::rename(scratch.c_str(), g_file.backup.c_str()) == 0) return true;
+    ::unlink(scratch.c_str());
+    return false;
+  }
+  const std::string stem = fmt::format("{}.{}", path, time(nullptr));
+  std::string target = stem;
+  for (int n = 1; n < 10000; ++n) {
+    if (::link(path.c_str(), target.c_str()) == 0) return true;
+    if (errno != EEXIST) return false;
+    target = fmt::format("{}.{}", stem, n);
+  }
+  return false;
+}
+
+// The old way, where hard links fail: rename, then the next open creates `path` (missing meanwhile).
+void rename_rotated(const std::string& path) {
+  std::string target = g_file.backup;
+  if (target.empty()) {
+    const std::string stem = fmt::format("{}.{}", path, time(nullptr));
+    target = stem;
+    struct stat taken {};
+    for (int n = 1; n < 10000 && ::stat(target.c_str(), &taken) == 0; ++n) target = fmt::format("{}.{}", stem, n);
+  }
+  ::rename(path.c_str(), target.c_str());
+}
+
 // After a line: the file reached --log-maxsize, or another process rotated it already.
 void rotate_if_due() {
   struct stat mine {};
@@ -73,20 +116,32 @@ void rotate_if_due() {
   struct stat named {};
   const bool same =
       ::stat(g_file.path.c_str(), &named) == 0 && named.st_ino == mine.st_ino && named.st_dev == mine.st_dev;
+  int fresh = -1;
   if (same) {
-    // uWSGI's FILE.<unix time>; a second rotation within the same second gets .1, .2 ... instead of
-    // replacing the first (its lines would be lost). --log-backupname is one file, replaced each time.
-    std::string target = g_file.backup;
-    if (target.empty()) {
-      const std::string stem = fmt::format("{}.{}", g_file.path, time(nullptr));
-      target = stem;
-      struct stat taken {};
-      for (int n = 1; n < 10000 && ::stat(target.c_str(), &taken) == 0; ++n)
-        target = fmt::format("{}.{}", stem, n);
+    // The fresh file replaces `path` in one rename, after the old one got its rotated name: a reader
+    // (tail -F, a shipper, a test) finds `path` at every moment, the old file or the new one.
+    const std::string scratch = scratch_name(g_file.path, "fresh");
+    fresh = ::open(scratch.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    const bool linked = fresh >= 0 && link_rotated_name(g_file.path);
+    if (!linked || ::rename(scratch.c_str(), g_file.path.c_str()) != 0) {
+      if (fresh >= 0) {
+        ::unlink(scratch.c_str());
+        ::close(fresh);
+        fresh = -1;
+      }
+      if (linked)
+        ::unlink(g_file.path.c_str());  // the old file keeps its rotated name; the open below makes `path`
+      else
+        rename_rotated(g_file.path);
     }
-    ::rename(g_file.path.c_str(), target.c_str());
   }
   lock_log_file(F_UNLCK);
+  if (fresh >= 0) {
+    dup2(fresh, STDOUT_FILENO);
+    dup2(fresh, STDERR_FILENO);
+    ::close(fresh);
+    return;
+  }
   std::string error;
   open_onto_stdio(g_file.path, error);  // failing, the lines keep going to the renamed file
 }
