@@ -14,6 +14,8 @@ if [ "${1:-build}" = test ] || [ "${1:-build}" = bench ]; then
   want+=(python3-flask gunicorn)
   # The memcached protocol: the real memcached as oracle, real clients, twemproxy in front.
   want+=(memcached python3-pymemcache python3-pylibmc libmemcached-tools nutcracker)
+  # strace's syscall delay injection holds a server process at a chosen syscall (integration.stats).
+  want+=(strace)
 fi
 if [ "${1:-build}" = bench ]; then
   want+=(wrk linux-perf)

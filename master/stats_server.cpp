@@ -32,6 +32,7 @@ struct StatsServer::Client {
   std::string out;  // the response
   std::size_t written = 0;
   bool responding = false;
+  bool awaiting_snapshot = false;  // accepted by accept_all, answered once the batch is in
 };
 
 StatsServer::StatsServer(int fd, std::string unix_path, bool http, int timeout_ms,
@@ -134,10 +135,15 @@ void StatsServer::loop() {
 }
 
 void StatsServer::accept_all() {
+  // Everything pending is accepted first and answered after, from a snapshot built after the last
+  // accept: a snapshot built earlier in this round (for a client before) may predate a connection
+  // accepted now, and a client that acted on the server and then connected must see its own acts
+  // (seen: a set and a get answered, then a plain stats read saying cache_requests 0, when the stats
+  // process was slow to reach its accept loop and had built its snapshot for the ready probe).
+  std::vector<Client*> fresh;
   for (;;) {
-    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) return;  // EAGAIN, or a transient error: the next poll retries
-    // A free entry, or the one closest to its deadline (a client that never reads nor sends).
+    // A free entry, or the one closest to its deadline (a client that never reads nor sends), but
+    // never one accepted in this batch and not yet answered: those wait in the backlog instead.
     Client* slot = nullptr;
     for (std::size_t i = 0; i < kMaxClients; ++i) {
       Client& candidate = clients_[i];
@@ -145,14 +151,25 @@ void StatsServer::accept_all() {
         slot = &candidate;
         break;
       }
+      if (candidate.awaiting_snapshot) continue;
       if (slot == nullptr || candidate.deadline_ms < slot->deadline_ms) slot = &candidate;
     }
+    if (slot == nullptr) break;
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) break;  // EAGAIN, or a transient error: the next poll retries
     drop(*slot);
     slot->fd = fd;
     slot->deadline_ms = common::monotonic_ms() + timeout_ms_;
-    if (!http_) {
-      respond(*slot);  // uWSGI's plain stats socket: the JSON at once, then close
+    if (!http_) {  // uWSGI's plain stats socket: the JSON at once, then close
+      slot->awaiting_snapshot = true;
+      fresh.push_back(slot);
     }
+  }
+  if (fresh.empty()) return;
+  json_built_ = metrics_built_ = false;
+  for (Client* client : fresh) {
+    client->awaiting_snapshot = false;
+    respond(*client);
   }
 }
 

@@ -48,8 +48,9 @@ class StatsServer {
   void respond(Client& client);
   bool flush(Client& client);  // false when the client is done (closed)
   void drop(Client& client);
-  // The reports, built at most once per round of the loop: every client served in one round (a
-  // burst of connections) gets the same snapshot instead of one build each.
+  // The reports, built at most once per round of the loop and once more per batch of accepts: the
+  // clients of a burst share one snapshot instead of one build each, and none gets a snapshot built
+  // before it connected.
   const std::string& json();
   const std::string& metrics();
 

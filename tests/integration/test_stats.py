@@ -8,8 +8,10 @@ and it answers within 50 ms while the master reloads its workers and while 100 c
 connections without reading or sending (issue 12's acceptance bound)."""
 import json
 import os
+import platform
 import re
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -20,7 +22,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (start_hosted, Server, _child_setup, UwsgiProcess, check, check_eq, connect,
-                     free_port, in_thread, make_temp_dir, need_uwsgi, read_reply, run_tests, wait_until)
+                     free_port, in_thread, live_children, magic_get, magic_set, make_temp_dir, need_uwsgi, peer_missing,
+                     read_reply, run_tests, Skip, tcp_accepted, wait_until)
 
 HOST = "127.0.0.1"
 REFERENCE = os.path.join(os.environ.get("SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", "..")),
@@ -490,8 +493,75 @@ def test_listen_queue_counts_unaccepted_connections():
             c.close()
 
 
+def _stats_process(master):
+    for child in live_children(master):
+        try:
+            with open(f"/proc/{child}/comm") as f:
+                if f.read().strip() == "ucached-stats":
+                    return child
+        except OSError:
+            pass
+    return None
+
+
+def test_a_read_sees_what_was_answered_before_it_connected():
+    """A plain stats read reflects every request answered before the reader connected, also when the
+    stats process accepts it in one batch with a connection that came before those requests. Seen
+    under ASan: a set and a get answered, then a read saying cache_requests 0, its snapshot built for
+    a connection accepted earlier in the same batch. strace holds the stats process's second accept4
+    (after it accepted A, and, in the faulty version, built and sent A's snapshot) while the test sets
+    a key and connects B; killing strace lets it go on."""
+    strace = shutil.which("strace")
+    if strace is None:
+        peer_missing("strace (Debian's strace) holds the stats process inside its accept loop")
+    accept4 = {"x86_64": "288", "aarch64": "242"}.get(platform.machine())
+    if accept4 is None:
+        raise Skip(f"accept4's syscall number on {platform.machine()} is not in this test")
+    sock, stats = free_port(), free_port()
+    with Server(["--socket", f"{HOST}:{sock}", "--cache", "10", "--stats", f"{HOST}:{stats}"], workers=1,
+                ready_addrs=[(HOST, sock), (HOST, stats)]) as srv:
+        read_stats((HOST, stats))  # the stats process is in its loop, past the ready probe
+        pid = wait_until(lambda: _stats_process(srv.pid), 10)
+        check(pid, "the stats process (ucached-stats) runs")
+        tracer = subprocess.Popen([strace, "-qq", "-o", "/dev/null", "-p", str(pid), "-e", "trace=accept4",
+                                   "-e", "inject=accept4:delay_enter=60000000:when=2"],
+                                  stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            def traced():
+                with open(f"/proc/{pid}/status") as f:
+                    return any(line.startswith("TracerPid:") and int(line.split()[1]) == tracer.pid for line in f)
+            check(wait_until(traced, 10), "strace attached to the stats process")
+            a = connect((HOST, stats), 5)
+            # Accepted: held open (its row in /proc/net/tcp has an inode), or already answered and closed.
+            check(wait_until(lambda: tcp_accepted(a) or select.select([a], [], [], 0)[0], 10),
+                  "the stats process accepted A")
+
+            def held():  # in a tracing stop at the entry of accept4
+                try:
+                    with open(f"/proc/{pid}/syscall") as f:
+                        number = f.read().split()[0]
+                except OSError:
+                    return False
+                return _process_state(pid) == "t" and number == accept4
+            check(wait_until(held, 10), "the stats process held at its next accept4")
+            check(magic_set((HOST, sock), "key1", b"value1"), "set answered")
+            check_eq(magic_get((HOST, sock), "key1"), b"value1", "get answered")
+            b = connect((HOST, stats), 5)
+        finally:
+            tracer.kill()
+            tracer.wait()
+        data, how = read_reply(b, 10)
+        check_eq(how, "eof", "B's read ends")
+        check_eq(json.loads(data)["workers"][0]["cache_requests"], 2,
+                 "B's snapshot counts the set and the get answered before B connected")
+        data, _ = read_reply(a, 10)
+        check(json.loads(data)["workers"][0]["cache_requests"] in (0, 2), "A's snapshot is a whole one")
+        a.close()
+        b.close()
+
+
 if __name__ == "__main__":
     run_tests([test_key_tree_matches_the_uwsgi_capture, test_key_tree_matches_a_live_uwsgi, test_values_are_true,
                test_busy_while_a_request_runs, test_respawn_counted, test_unix_abstract_and_http_forms,
-               test_listen_queue_counts_unaccepted_connections,
+               test_listen_queue_counts_unaccepted_connections, test_a_read_sees_what_was_answered_before_it_connected,
                test_answers_while_reloading_and_with_100_silent_clients], budget=120)
