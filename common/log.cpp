@@ -102,7 +102,8 @@ void rename_rotated(const std::string& path) {
     const std::string stem = fmt::format("{}.{}", path, time(nullptr));
     target = stem;
     struct stat taken {};
-    for (int n = 1; n < 10000 && ::stat(target.c_str(), &taken) == 0; ++n) target = fmt::format("{}.{}", stem, n);
+    for (int n = 1; n < 10000 && ::stat(target.c_str(), &taken) == 0; ++n)
+      target = fmt::format("{}.{}", stem, n);
   }
   ::rename(path.c_str(), target.c_str());
 }
