@@ -426,8 +426,10 @@ void MemcachedRing::Loop::check_timeouts() {
   }
 }
 
-// The worker stops: no more accepts (the listeners stay open in the ring until their accepts are
-// cancelled), idle connections close now, the others once their command is answered.
+// The worker stops: no more accepts, idle connections close now, the others once their command is
+// answered. The listeners are the ring's (the worker leaves them open for it): closed once their
+// accepts are cancelled (an accept in flight holds its own reference to the socket), and never armed
+// again (`stopping`).
 void MemcachedRing::Loop::begin_stop() {
   if (stopping) return;
   stopping = true;
@@ -436,6 +438,8 @@ void MemcachedRing::Loop::begin_stop() {
     io_uring_prep_cancel64(entry, tag(Op::accept, i), 0);
     io_uring_sqe_set_data64(entry, tag(Op::cancel, i));
   }
+  io_uring_submit(&ring);  // no accept still queued to resolve a listener's number after the close
+  for (int fd : s.listen_fds) ::close(fd);
   for (std::uint32_t slot = 0; slot < conns.size(); ++slot) settle(slot);
 }
 

@@ -321,7 +321,14 @@ void Worker::begin_graceful_stop() {
   // Stop accepting: the connections still queued go to the other workers (or wait for the next one).
   update_accepting();
   memcached_ring_.stop_gracefully();
-  for (int fd : settings_.listen_fds) ::close(fd);
+  // The ring's listeners are the ring's to close, once it has cancelled their accepts: closed here,
+  // their numbers could be reused by this loop's next socket while the ring could still arm an accept
+  // on them.
+  const std::vector<int>& ring_fds = settings_.memcached_fds;
+  for (int fd : settings_.listen_fds) {
+    if (!memcached_ring_.running() || std::find(ring_fds.begin(), ring_fds.end(), fd) == ring_fds.end())
+      ::close(fd);
+  }
   // Idle kept-alive connections have nothing in flight.
   for (std::size_t i = active_.size(); i-- > 0;) {
     if (i >= active_.size()) continue;
