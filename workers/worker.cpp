@@ -205,7 +205,7 @@ bool Worker::drive() {
     }
     if (stopping_ && monotonic_ms() >= stop_deadline_ms_) {
       common::log("worker {}: {} request(s) still in flight after {} s; closing them", settings_.id,
-                  active_.size(), settings_.stop_mercy_s);
+                  requests_in_flight(), settings_.stop_mercy_s);
       return true;
     }
     if (accept_paused_until_ms_ != 0 && !stopping_ && monotonic_ms() >= accept_paused_until_ms_) {
@@ -312,6 +312,14 @@ void Worker::on_tick() {
                           conn->writing ? "writing the reply" : "waiting for the request", conn->in.size()));
     close_connection(conn, true);
   }
+}
+
+// The connections the loop waits on, plus the application requests on connections it never waited on
+// (a request that came with its connection is dispatched at once, without joining active_).
+std::size_t Worker::requests_in_flight() const {
+  std::size_t registered_in_application = 0;
+  for (const Connection* conn : active_) registered_in_application += conn->in_application ? 1 : 0;
+  return active_.size() + (in_application_ - registered_in_application);
 }
 
 void Worker::begin_graceful_stop() {

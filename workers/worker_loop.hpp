@@ -122,6 +122,8 @@ class Worker {
   void let_go(Connection* conn);        // out of active_, descriptor closed, released after the batch
   bool start_reply(Connection* conn);   // true when the connection was closed
   bool serve_static(Connection* conn);  // a static file answered the request (never the application)
+  // The connections waited on plus the application requests on the others (a stop's last line).
+  std::size_t requests_in_flight() const;
 
   Connection* acquire();
   void release(Connection* conn);
