@@ -4,7 +4,9 @@
 # after round, for 90/10 get/set with 64 B and 1 KiB values at 16 and 64 connections, and multi-gets of
 # 10 keys; then the same through twemproxy (nutcracker) in front of each. Prints ops/s and server CPU
 # per request (from /proc, the server's every process and thread), the ratios, and the lowest and
-# highest per-round CPU ratio (the spread a reader needs to tell a change from the neighbours' load).
+# highest per-round CPU ratio (the spread a reader needs to tell a change from the neighbours' load),
+# and the load generator's own CPU against each (% of a core, memcached/ours): near 100 it, not the
+# server, sets the rate.
 #
 # BASELINE=path/to/server adds a second build of ours (an A/B of a change) to every round, with its own
 # proxy: its columns and the ratios of ours to it come from the same minutes. The order of the servers
@@ -67,17 +69,17 @@ avg() { echo "$1 / $rounds" | bc -l; }
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg);" \
   "memcached $(memcached -V | cut -d' ' -f2) -t $threads vs ours --processes $threads${baseline:+ and BASELINE $baseline};" \
   "$seconds s a run, $rounds rounds interleaved"
-header="%-34s %12s %12s %7s %9s %9s %7s %11s"
-row="%-34s %12d %12d %7.2f %9.2f %9.2f %7.2f %11s"
+header="%-34s %12s %12s %7s %9s %9s %7s %11s %9s"
+row="%-34s %12d %12d %7.2f %9.2f %9.2f %7.2f %11s %9s"
 if [ -n "$baseline" ]; then header+=" %12s %9s %7s %7s"; row+=" %12d %9.2f %7.2f %7.2f"; fi
 # shellcheck disable=SC2059
-printf "$header\n" case "memcached/s" "ours/s" ratio "mc µs/req" "ours µs" "cpu" "cpu min-max" \
+printf "$header\n" case "memcached/s" "ours/s" ratio "mc µs/req" "ours µs" "cpu" "cpu min-max" "gen %m/o" \
   ${baseline:+"base/s" "base µs" "o/b" "cpu o/b"}
 run_case() {  # name, then mc_load options
   local name=$1; shift
-  local -A ops=() cpu=()
+  local -A ops=() cpu=() gen=()
   local who order line n c lo=9 hi=0 r
-  for who in "${servers[@]}"; do ops[$who]=0; cpu[$who]=0; done
+  for who in "${servers[@]}"; do ops[$who]=0; cpu[$who]=0; gen[$who]=0; done
   for round in $(seq "$rounds"); do
     order=("${servers[@]}")
     if [ $((round % 2)) = 0 ]; then order=(); for who in "${servers[@]}"; do order=("$who" "${order[@]}"); done; fi
@@ -89,12 +91,15 @@ run_case() {  # name, then mc_load options
       n=$(sed 's/.*requests_per_s \([0-9]*\).*/\1/' <<<"$line")
       c=$(sed 's/.*server_cpu_us_per_request \([0-9.]*\).*/\1/' <<<"$line")
       ops[$who]=$((ops[$who] + n)); cpu[$who]=$(echo "${cpu[$who]} + $c" | bc -l); round_cpu[$who]=$c
+      gen[$who]=$(echo "${gen[$who]} + $(sed 's/.*load_cpu_s \([0-9.]*\).*/\1/' <<<"$line")" | bc -l)
     done
     r=$(echo "${round_cpu[o]} / ${round_cpu[m]}" | bc -l)
     lo=$(echo "if ($r < $lo) $r else $lo" | bc -l); hi=$(echo "if ($r > $hi) $r else $hi" | bc -l)
   done
-  local spread
+  local spread generator
   spread=$(printf "%.2f-%.2f" "$lo" "$hi")
+  generator=$(printf "%.0f/%.0f" "$(echo "100 * ${gen[m]} / $rounds / $seconds" | bc -l)" \
+    "$(echo "100 * ${gen[o]} / $rounds / $seconds" | bc -l)")
   local extra=()
   if [ -n "$baseline" ]; then
     extra=($((ops[b] / rounds)) "$(avg "${cpu[b]}")" "$(echo "${ops[o]} / ${ops[b]}" | bc -l)"
@@ -102,7 +107,8 @@ run_case() {  # name, then mc_load options
   fi
   # shellcheck disable=SC2059
   printf "$row\n" "$name" $((ops[m] / rounds)) $((ops[o] / rounds)) "$(echo "${ops[o]} / ${ops[m]}" | bc -l)" \
-    "$(avg "${cpu[m]}")" "$(avg "${cpu[o]}")" "$(echo "${cpu[o]} / ${cpu[m]}" | bc -l)" "$spread" "${extra[@]}"
+    "$(avg "${cpu[m]}")" "$(avg "${cpu[o]}")" "$(echo "${cpu[o]} / ${cpu[m]}" | bc -l)" "$spread" "$generator" \
+    "${extra[@]}"
 }
 for via in ${MC_VIA:-direct twemproxy}; do
   for value in 64 1024; do
