@@ -4,11 +4,16 @@
 # after round, for 90/10 get/set with 64 B and 1 KiB values at 16 and 64 connections, and multi-gets of
 # 10 keys; then the same through twemproxy (nutcracker) in front of each. Prints ops/s and server CPU
 # per request (from /proc, the server's every process and thread), the ratios, and the lowest and
-# highest per-round CPU ratio (the spread a reader needs to tell a change from the neighbours' load).
+# highest per-round CPU ratio (the spread a reader needs to tell a change from the neighbours' load),
+# and the load generator's own CPU against each (% of one core, memcached/ours): near 100 a one-thread
+# generator, not the server, sets the rate.
 #
 # BASELINE=path/to/server adds a second build of ours (an A/B of a change) to every round, with its own
 # proxy: its columns and the ratios of ours to it come from the same minutes. The order of the servers
 # is reversed every other round, so neither always runs right after the other.
+#
+# MC_LOAD_THREADS=2 drives the connections from two generator threads (one is the ceiling of a quiet
+# 2-core run: "gen %" near 100); MC_VIA=direct or twemproxy runs one half of the table.
 #
 #   [BASELINE=...] bench/memcached_vs.sh [seconds-per-run=4] [rounds=3] [server threads/workers=1]
 set -euo pipefail
@@ -17,6 +22,7 @@ seconds=${1:-4}
 rounds=${2:-3}
 threads=${3:-1}
 baseline=${BASELINE:-}
+load_threads=${MC_LOAD_THREADS:-1}
 load=${MC_LOAD:-$root/build-bench/bin/mc_load}
 [ -x "$load" ] || ninja -C "$root/build-bench" mc_load >/dev/null
 tmp=$(mktemp -d)
@@ -66,18 +72,18 @@ avg() { echo "$1 / $rounds" | bc -l; }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg);" \
   "memcached $(memcached -V | cut -d' ' -f2) -t $threads vs ours --processes $threads${baseline:+ and BASELINE $baseline};" \
-  "$seconds s a run, $rounds rounds interleaved"
-header="%-34s %12s %12s %7s %9s %9s %7s %11s"
-row="%-34s %12d %12d %7.2f %9.2f %9.2f %7.2f %11s"
+  "$seconds s a run, $rounds rounds interleaved; mc_load --threads $load_threads"
+header="%-34s %12s %12s %7s %9s %9s %7s %11s %9s"
+row="%-34s %12d %12d %7.2f %9.2f %9.2f %7.2f %11s %9s"
 if [ -n "$baseline" ]; then header+=" %12s %9s %7s %7s"; row+=" %12d %9.2f %7.2f %7.2f"; fi
 # shellcheck disable=SC2059
-printf "$header\n" case "memcached/s" "ours/s" ratio "mc µs/req" "ours µs" "cpu" "cpu min-max" \
+printf "$header\n" case "memcached/s" "ours/s" ratio "mc µs/req" "ours µs" "cpu" "cpu min-max" "gen %m/o" \
   ${baseline:+"base/s" "base µs" "o/b" "cpu o/b"}
 run_case() {  # name, then mc_load options
   local name=$1; shift
-  local -A ops=() cpu=()
+  local -A ops=() cpu=() gen=()
   local who order line n c lo=9 hi=0 r
-  for who in "${servers[@]}"; do ops[$who]=0; cpu[$who]=0; done
+  for who in "${servers[@]}"; do ops[$who]=0; cpu[$who]=0; gen[$who]=0; done
   for round in $(seq "$rounds"); do
     order=("${servers[@]}")
     if [ $((round % 2)) = 0 ]; then order=(); for who in "${servers[@]}"; do order=("$who" "${order[@]}"); done; fi
@@ -85,16 +91,20 @@ run_case() {  # name, then mc_load options
     for who in "${order[@]}"; do
       local target=${port[$who]}
       [ "$via" = twemproxy ] && target=${proxy_port[$who]}
-      line=$("$load" "127.0.0.1:$target" "$@" --seconds "$seconds" --pids "$(pids_of "${pid[$who]}")")
+      line=$("$load" "127.0.0.1:$target" "$@" --seconds "$seconds" --threads "$load_threads" \
+        --pids "$(pids_of "${pid[$who]}")")
       n=$(sed 's/.*requests_per_s \([0-9]*\).*/\1/' <<<"$line")
       c=$(sed 's/.*server_cpu_us_per_request \([0-9.]*\).*/\1/' <<<"$line")
       ops[$who]=$((ops[$who] + n)); cpu[$who]=$(echo "${cpu[$who]} + $c" | bc -l); round_cpu[$who]=$c
+      gen[$who]=$(echo "${gen[$who]} + $(sed 's/.*load_cpu_s \([0-9.]*\).*/\1/' <<<"$line")" | bc -l)
     done
     r=$(echo "${round_cpu[o]} / ${round_cpu[m]}" | bc -l)
     lo=$(echo "if ($r < $lo) $r else $lo" | bc -l); hi=$(echo "if ($r > $hi) $r else $hi" | bc -l)
   done
-  local spread
+  local spread generator
   spread=$(printf "%.2f-%.2f" "$lo" "$hi")
+  generator=$(printf "%.0f/%.0f" "$(echo "100 * ${gen[m]} / $rounds / $seconds" | bc -l)" \
+    "$(echo "100 * ${gen[o]} / $rounds / $seconds" | bc -l)")
   local extra=()
   if [ -n "$baseline" ]; then
     extra=($((ops[b] / rounds)) "$(avg "${cpu[b]}")" "$(echo "${ops[o]} / ${ops[b]}" | bc -l)"
@@ -102,7 +112,8 @@ run_case() {  # name, then mc_load options
   fi
   # shellcheck disable=SC2059
   printf "$row\n" "$name" $((ops[m] / rounds)) $((ops[o] / rounds)) "$(echo "${ops[o]} / ${ops[m]}" | bc -l)" \
-    "$(avg "${cpu[m]}")" "$(avg "${cpu[o]}")" "$(echo "${cpu[o]} / ${cpu[m]}" | bc -l)" "$spread" "${extra[@]}"
+    "$(avg "${cpu[m]}")" "$(avg "${cpu[o]}")" "$(echo "${cpu[o]} / ${cpu[m]}" | bc -l)" "$spread" "$generator" \
+    "${extra[@]}"
 }
 for via in ${MC_VIA:-direct twemproxy}; do
   for value in 64 1024; do
