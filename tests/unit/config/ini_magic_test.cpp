@@ -2,6 +2,7 @@
 // @(file), if/for blocks, comments, bare keys, nested ini, UWSGI_* environment variables, unknown keys
 // and the options accepted with a WARNING. Expected values are what uWSGI 2.0.21 prints with
 // --show-config for the same files (tests/integration/test_config_sources.py compares the two live).
+#include <fmt/format.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -165,8 +166,7 @@ TEST_CASE("ini placeholders: one that names nothing or refers to itself is an er
   CHECK_THAT(error_of({"--ini", overflow}), Contains("overflows a 64-bit integer"));
   std::string doubling = "[uwsgi]\nk0 = 0123456789abcdef\n";
   for (int level = 1; level <= 20; ++level) {
-    doubling += "k" + std::to_string(level) + " = %(k" + std::to_string(level - 1) + ")%(k" +
-                std::to_string(level - 1) + ")\n";
+    doubling += fmt::format("k{} = %(k{})%(k{})\n", level, level - 1, level - 1);
   }
   const auto blowup = dir.write("doubling.ini", doubling + "chdir = %(k20)\n");
   CHECK_THAT(error_of({"--ini", blowup}), Contains("expands to more than 1048576 bytes"));
