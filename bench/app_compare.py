@@ -254,7 +254,8 @@ def main():
     results = {c: [] for c in cells}
     for rep in range(REPS):
         # Odd reps run the cells in reverse: no cell always follows the same neighbour nor holds the same
-        # place in the rep (the first cells of a rep ran slower, whatever they were: docs/benchmarks.md).
+        # place in the rep (in two runs in one order the default's cell, always first, came out 0.73-0.87x
+        # of --threads 0's; in two alternating runs 0.98-1.10x: docs/benchmarks.md).
         for cell in (cells if rep % 2 == 0 else cells[::-1]):
             name, app, conns = cell
             pid, kind, port, _ = backends[name]
