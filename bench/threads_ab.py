@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Builds or settings of ours side by side on the hello-world app behind one nginx, many short interleaved
+cells, each rep's order reversed from the last: the A/B for a difference of a few percent on a shared
+machine (bench/app_compare.py runs every server and app; this runs only ours).
+
+    bench/threads_ab.py "default=build/bin/server" "threads0=build/bin/server --threads 0" ...
+        # env: CONNS="1 16" REPS=12 DURATION=1 (seconds per cell), PROCESSES=2
+
+Per cell: requests/s, the server's CPU per request and nginx's (user+system from /proc), the server's
+voluntary and involuntary context switches per request (every thread, from /proc), wrk's p50 / p99. The
+summary gives, for every variant against the first, the median of the reps' own ratios and their spread.
+To keep other sessions' load off the measured processes, run it under `chrt -f 10` (SCHED_FIFO: the
+figures are then those of a quiet machine, but the kernel's real-time throttling stops everything for
+50 ms a second, so p99 means nothing there)."""
+import os
+import shlex
+import statistics
+import sys
+import time
+import urllib.request
+
+variants = [(spec.partition("=")[0], shlex.split(spec.partition("=")[2])) for spec in sys.argv[1:]]
+if not variants or any(not cmd for _, cmd in variants):
+    raise SystemExit(__doc__)
+variants = [(name, [os.path.abspath(cmd[0]), *cmd[1:]]) for name, cmd in variants]  # the servers run elsewhere
+sys.argv = [sys.argv[0], variants[0][1][0]]  # app_compare reads its server from argv at import
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import app_compare as ac  # noqa: E402  (its helpers: the hello app, start, nginx, wrk, cpu_ticks)
+
+CONNS = [int(c) for c in os.environ.get("CONNS", "1 16").split()]
+REPS = int(os.environ.get("REPS", "12"))
+DURATION = int(os.environ.get("DURATION", "1"))
+
+
+def switches(pids):
+    voluntary = involuntary = 0
+    for pid in pids:
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches"):
+                            voluntary += int(line.split()[1])
+                        elif line.startswith("nonvoluntary_ctxt_switches"):
+                            involuntary += int(line.split()[1])
+        except OSError:
+            pass
+    return voluntary, involuntary
+
+
+def wrk(port, conns):
+    out = ac.subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{DURATION}s", "--latency", f"http://127.0.0.1:{port}/"],
+                            capture_output=True, text=True, timeout=DURATION + 30).stdout
+    requests = int(ac.re.search(r"(\d+) requests in", out).group(1))
+    if ac.re.search(r"Non-2xx or 3xx responses|Socket errors", out):
+        raise SystemExit(f"wrk saw errors:\n{out}")
+
+    def percentile(p):
+        m = ac.re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", out)
+        return float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
+
+    return requests, percentile(50), percentile(99)
+
+
+def main():
+    ac.make_apps()
+    backends = {}
+    for name, cmd in variants:
+        port = ac.free_port()
+        proc = ac.start([*cmd, "--socket", f"127.0.0.1:{port}", "--processes", str(ac.PROCESSES), "--module", "hello",
+                         "--chdir", ac.TMP, *ac.NO_LOG], f"ab-{name}")
+        backends[name] = (proc.pid, "uwsgi", port, "hello")
+    ports = ac.nginx(backends)
+    nginx_pid = ac.PROCS[-1][0].pid
+    for name in backends:
+        ac.wait_http(f"http://127.0.0.1:{ports[name]}/")
+        for _ in range(200):
+            urllib.request.urlopen(f"http://127.0.0.1:{ports[name]}/", timeout=5).read()
+    time.sleep(1)
+    results = {}
+    names = list(backends)
+    for rep in range(REPS):
+        for conns in CONNS:
+            for name in (names if rep % 2 == 0 else names[::-1]):
+                pids, nginx_pids = ac.descendants(backends[name][0]), ac.descendants(nginx_pid)
+                cpu0, ngx0, sw0 = ac.cpu_ticks(pids), ac.cpu_ticks(nginx_pids), switches(pids)
+                requests, p50, p99 = wrk(ports[name], conns)
+                cpu1, ngx1, sw1 = ac.cpu_ticks(pids), ac.cpu_ticks(nginx_pids), switches(pids)
+                results.setdefault((conns, name), []).append(
+                    (requests / DURATION, (cpu1 - cpu0) * ac.TICK_US / requests, (ngx1 - ngx0) * ac.TICK_US / requests,
+                     (sw1[0] - sw0[0]) / requests, (sw1[1] - sw0[1]) / requests, p50, p99))
+        print(f"rep {rep + 1}/{REPS} done, load average {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+    print(f"{ac.PROCESSES} processes each behind one nginx; wrk -t1 -d{DURATION}s; medians of {REPS} reps; "
+          f"load average now {os.getloadavg()}\n")
+    print("| c | variant | requests/s | server CPU µs/req | nginx CPU µs/req | voluntary switches/req | "
+          "involuntary/req | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (conns, name), rs in results.items():
+        med = [statistics.median(r[i] for r in rs) for i in range(7)]
+        print(f"| {conns} | {name} | {med[0]:,.0f} | {med[1]:.1f} | {med[2]:.1f} | {med[3]:.2f} | {med[4]:.2f} | "
+              f"{med[5]:.3f} | {med[6]:.2f} |")
+    print()
+    for conns in CONNS:
+        first = results[(conns, names[0])]
+        for name in names[1:]:
+            rs = results[(conns, name)]
+            rate = sorted(r[0] / b[0] for r, b in zip(rs, first))
+            cpu = sorted(r[1] / b[1] for r, b in zip(rs, first))
+            print(f"- c={conns} {name} / {names[0]}: requests/s {statistics.median(rate):.3f}x (quartiles "
+                  f"{rate[len(rate) // 4]:.3f}-{rate[3 * len(rate) // 4]:.3f}), server CPU/request "
+                  f"{statistics.median(cpu):.3f}x")
+
+
+if __name__ == "__main__":
+    main()
