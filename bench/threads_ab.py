@@ -6,8 +6,9 @@ machine (bench/app_compare.py runs every server and app; this runs only ours).
     bench/threads_ab.py "default=build/bin/server" "threads0=build/bin/server --threads 0" ...
         # env: CONNS="1 16" REPS=12 DURATION=1 (seconds per cell), PROCESSES=2
 
-Per cell: requests/s, the server's CPU per request and nginx's (user+system from /proc), the server's
-voluntary and involuntary context switches per request (every thread, from /proc), wrk's p50 / p99. The
+Per cell: requests/s, the server's CPU per request and nginx's (every thread's run time from
+/proc/*/task/*/schedstat, in ns: the user+system ticks are 10 ms coarse, a few percent of a short cell),
+the server's voluntary and involuntary context switches per request (every thread), wrk's p50 / p99. The
 summary gives, for every variant against the first, the median of the reps' own ratios and their spread.
 To keep other sessions' load off the measured processes, run it under `chrt -f 10` (SCHED_FIFO: the
 figures are then those of a quiet machine, but the kernel's real-time throttling stops everything for
@@ -30,6 +31,19 @@ import app_compare as ac  # noqa: E402  (its helpers: the hello app, start, ngin
 CONNS = [int(c) for c in os.environ.get("CONNS", "1 16").split()]
 REPS = int(os.environ.get("REPS", "12"))
 DURATION = int(os.environ.get("DURATION", "1"))
+
+
+def cpu_ns(pids):
+    """CPU time of every thread of pids, in ns (schedstat's run time: the /proc ticks are 10 ms coarse)."""
+    total = 0
+    for pid in pids:
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total
 
 
 def switches(pids):
@@ -83,11 +97,11 @@ def main():
         for conns in CONNS:
             for name in (names if rep % 2 == 0 else names[::-1]):
                 pids, nginx_pids = ac.descendants(backends[name][0]), ac.descendants(nginx_pid)
-                cpu0, ngx0, sw0 = ac.cpu_ticks(pids), ac.cpu_ticks(nginx_pids), switches(pids)
+                cpu0, ngx0, sw0 = cpu_ns(pids), cpu_ns(nginx_pids), switches(pids)
                 requests, p50, p99 = wrk(ports[name], conns)
-                cpu1, ngx1, sw1 = ac.cpu_ticks(pids), ac.cpu_ticks(nginx_pids), switches(pids)
+                cpu1, ngx1, sw1 = cpu_ns(pids), cpu_ns(nginx_pids), switches(pids)
                 results.setdefault((conns, name), []).append(
-                    (requests / DURATION, (cpu1 - cpu0) * ac.TICK_US / requests, (ngx1 - ngx0) * ac.TICK_US / requests,
+                    (requests / DURATION, (cpu1 - cpu0) / 1e3 / requests, (ngx1 - ngx0) / 1e3 / requests,
                      (sw1[0] - sw0[0]) / requests, (sw1[1] - sw0[1]) / requests, p50, p99))
         print(f"rep {rep + 1}/{REPS} done, load average {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
     print(f"{ac.PROCESSES} processes each behind one nginx; wrk -t1 -d{DURATION}s; medians of {REPS} reps; "
