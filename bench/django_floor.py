@@ -9,8 +9,8 @@ The in-process cell runs Debian's Python 3.11 on app_compare's `django-admin sta
 hello-world app, for scale): it builds each call's environ as a server would from nginx's uwsgi_params
 (a fresh dict and wsgi.input per call), calls the WSGI application, joins the body and calls close(), for
 DURATION seconds on one thread, and divides the process's CPU time (user+system) by the calls. The server
-cells are app_compare's (wrk -t1 -c16 keep-alive to one nginx, 2 processes each); server CPU excludes
-nginx. Each rep runs every cell once, in turn. What it answers: how far below uWSGI's CPU per request any
+cells are app_compare's (wrk -t1 -c16 keep-alive to one nginx, 2 processes each), for the view and for
+the hello-world app (which measures everything but the view); server CPU excludes nginx. Each rep runs every cell once, in turn. What it answers: how far below uWSGI's CPU per request any
 server can get on this view, when the application's own call is the part no server removes.
 """
 import os
@@ -81,17 +81,18 @@ def main():
     ac.make_apps()
     p = str(ac.PROCESSES)
     backends = {}
-    for name, args, sig in (
-            ("ours", [ac.SERVER, "--processes", p, "--module", "mysite.wsgi:application", "--chdir", ac.TMP,
-                      *ac.NO_LOG], ac.signal.SIGTERM),
-            ("uWSGI", ["/usr/bin/uwsgi", "--plugin", "python3", "--master", "--processes", p, "--module",
-                       "mysite.wsgi:application", "--chdir", ac.TMP, "--disable-logging"], ac.signal.SIGINT)):
-        port = ac.free_port()
-        proc = ac.start([*args, "--socket", f"127.0.0.1:{port}"], f"floor-{name}", sig)
-        backends[name] = (proc.pid, "uwsgi", port, "django")
+    for app, module in (("django", "mysite.wsgi:application"), ("hello", "hello")):
+        for name, args, sig in (
+                ("ours", [ac.SERVER, "--processes", p, "--module", module, "--chdir", ac.TMP, *ac.NO_LOG],
+                 ac.signal.SIGTERM),
+                ("uWSGI", ["/usr/bin/uwsgi", "--plugin", "python3", "--master", "--processes", p, "--module", module,
+                           "--chdir", ac.TMP, "--disable-logging"], ac.signal.SIGINT)):
+            port = ac.free_port()
+            proc = ac.start([*args, "--socket", f"127.0.0.1:{port}"], f"floor-{name}-{app}", sig)
+            backends[f"{name} {app}"] = (proc.pid, "uwsgi", port, app)
     ports = ac.nginx(backends)
-    for name in backends:
-        url = f"http://127.0.0.1:{ports[name]}/hello/"
+    for name, (_, _, _, app) in backends.items():
+        url = f"http://127.0.0.1:{ports[name]}{'/hello/' if app == 'django' else '/'}"
         ac.wait_http(url)
         for _ in range(200):
             urllib.request.urlopen(url, timeout=5).read()
@@ -104,7 +105,7 @@ def main():
                 continue
             pids = ac.descendants(backends[cell][0])
             t0 = ac.cpu_ticks(pids)
-            requests, _, bad, errors = ac.wrk(ports[cell], "/hello/", 16)
+            requests, _, bad, errors = ac.wrk(ports[cell], "/hello/" if backends[cell][3] == "django" else "/", 16)
             if bad or errors:
                 raise SystemExit(f"{cell}: {bad} bad responses, socket errors {errors}")
             results[cell].append((requests / ac.DURATION, (ac.cpu_ticks(pids) - t0) * ac.TICK_US / requests))
@@ -117,11 +118,12 @@ def main():
         rs = results[cell]
         print(f"| {cell} | {statistics.median(r[0] for r in rs):,.0f} | {med[cell]:.1f} | "
               f"{', '.join(f'{r[1]:.1f}' for r in rs)} |")
-    floor = med["in-process django"]
-    print(f"\nThe view's own call: {floor / med['uWSGI']:.2f}x uWSGI's server CPU per request; ours "
-          f"{med['ours'] / med['uWSGI']:.2f}x. A server at 0.8x uWSGI's would have "
-          f"{0.8 * med['uWSGI'] - floor:.1f} µs per request left for everything that is not the call "
-          f"(uWSGI spends {med['uWSGI'] - floor:.1f}, ours {med['ours'] - floor:.1f}).")
+    floor, uwsgi = med["in-process django"], med["uWSGI django"]
+    print(f"\nThe view called in a loop: {floor:.1f} µs, {floor / uwsgi:.2f}x uWSGI's server CPU per request; "
+          f"ours {med['ours django'] / uwsgi:.2f}x. The hello app gives each server's cost of everything that is "
+          "not the view (the kernel's socket work, the server, the WSGI glue): the view inside the server costs "
+          f"ours {med['ours django'] - med['ours hello']:.1f} µs, uWSGI {uwsgi - med['uWSGI hello']:.1f}, against "
+          f"{0.8 * uwsgi:.1f} for a whole request at 0.8x uWSGI's.")
 
 
 if __name__ == "__main__":
