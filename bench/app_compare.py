@@ -253,7 +253,10 @@ def main():
                 cells.append((name, app, conns))
     results = {c: [] for c in cells}
     for rep in range(REPS):
-        for cell in cells:
+        # Odd reps run the cells in reverse: no cell always follows the same neighbour nor holds the same
+        # place in the rep (in two runs in one order the default's cell, always first, came out 0.73-0.87x
+        # of --threads 0's; in two alternating runs 0.98-1.10x: docs/benchmarks.md).
+        for cell in (cells if rep % 2 == 0 else cells[::-1]):
             name, app, conns = cell
             pid, kind, port, _ = backends[name]
             pids = descendants(pid)
@@ -264,8 +267,8 @@ def main():
         print(f"rep {rep + 1}/{REPS} done", file=sys.stderr, flush=True)
     print(f"{PROCESSES} processes each; wrk -t1 -d{DURATION}s, median of {REPS} interleaved runs; server CPU = "
           "user+system of the server's processes (nginx not included)\n")
-    print("| path | app | server | c | requests/s | server CPU µs/request | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| path | app | server | c | requests/s | server CPU µs/request | p99 ms | errors | requests/s per rep |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for cell in cells:
         name, app, conns = cell
         server, _, where = name.partition("/")
@@ -275,7 +278,7 @@ def main():
         sock = "; ".join(r[4] for r in rs if r[4])
         path = "direct HTTP" if where == "direct" else "nginx"
         print(f"| {path} | {app} | {server} | {conns} | {med(0):,.0f} | {med(1):.1f} | {med(2):.2f} | "
-              f"{errs}{' ' + sock if sock else ''} |")
+              f"{errs}{' ' + sock if sock else ''} | {', '.join(f'{r[0]:,.0f}' for r in rs)} |")
     print("\nRatios (ours / peer, same cell):")
     for cell in cells:
         name, app, conns = cell
@@ -285,13 +288,18 @@ def main():
         for other in cells:
             oname, oapp, oconns = other
             same_path = (name.endswith("/direct")) == (oname.endswith("/direct"))
-            if oname.startswith("ours") or oapp != app or oconns != conns or not same_path:
+            # The default against --threads 0 too: the default thread setting must be the fast one.
+            ours_other = oname.startswith("ours") and "--threads 0" not in oname
+            if ours_other or oapp != app or oconns != conns or not same_path:
                 continue
             theirs = results[other]
             rps = statistics.median(r[0] for r in mine) / statistics.median(r[0] for r in theirs)
             cpu = statistics.median(r[1] for r in mine) / statistics.median(r[1] for r in theirs)
+            # Each rep's own ratio (the two cells ran within a minute of each other): its spread is the noise.
+            paired = sorted(a[0] / b[0] for a, b in zip(mine, theirs))
             print(f"- {app} c={conns} {'direct' if name.endswith('/direct') else 'nginx'}: vs {oname.split('/')[0]}: "
-                  f"{rps:.2f}x requests/s, {cpu:.2f}x CPU/request")
+                  f"{rps:.2f}x requests/s, {cpu:.2f}x CPU/request (per rep: "
+                  f"{', '.join(f'{x:.2f}' for x in paired)}x requests/s)")
     print("\n10% of requests take 100 ms (hello /slow), 16 keep-alive connections through nginx, 5 s:\n")
     print("| server | fast requests | slow requests | fast p50 ms | fast p99 ms |")
     print("|---|---|---|---|---|")
