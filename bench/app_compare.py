@@ -10,7 +10,7 @@
 
 Figures: requests/s (median of REPS), server CPU per request (user+system ticks of the server's processes
 from /proc, summed over the run, divided by the requests wrk counted), p99 latency (median of REPS).
-Usage: bench/app_compare.py [SERVER_BIN]   env: PROCESSES=2 DURATION=4 REPS=3
+Usage: bench/app_compare.py [SERVER_BIN]   env: PROCESSES=2 DURATION=4 REPS=3 NGINX_WORKERS=1 ONLY= BASELINE=
 Loopback only; every run bounded by DURATION; everything started is stopped by pid at exit."""
 import asyncio
 import atexit
@@ -36,6 +36,9 @@ BASELINE = os.environ.get("BASELINE", "")
 # either (docs/benchmarks.md, "The request log's cost", has what the log costs).
 NO_LOG = ["--disable-logging"]
 ONLY = re.compile(os.environ.get("ONLY", ""))  # run only the cells whose "server/app c=N" matches
+# nginx's worker_processes: 1 by default (its one worker is then the rate's ceiling behind it, for every
+# server alike: docs/benchmarks.md); "auto" as Debian's own nginx.conf has it (one per core).
+NGINX_WORKERS = os.environ.get("NGINX_WORKERS", "1")
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 TMP = tempfile.mkdtemp(prefix="appbench-")
 PROCS = []  # (Popen, stop signal)
@@ -185,7 +188,7 @@ def nginx(backends):
     d = os.path.join(TMP, "ngx")
     os.makedirs(d)
     user = "user root;" if os.geteuid() == 0 else ""
-    conf = (f"{user}\nworker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/error.log warn;\n"
+    conf = (f"{user}\nworker_processes {NGINX_WORKERS}; daemon off; pid {d}/nginx.pid; error_log {d}/error.log warn;\n"
             "events { worker_connections 4096; }\n"
             f"http {{ access_log off; client_body_temp_path {d}/cb; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; "
             f"uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n" + "\n".join(blocks) + "\n}\n")
