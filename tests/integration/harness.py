@@ -413,8 +413,9 @@ class Server:
     _counter = 0
 
     def __init__(self, args, workers=None, ready_addrs=None, wait_ready=True, ready_timeout=10.0,
-                 env=None, tmpdir=None, nofile=None, validate_wsgi=True):
+                 env=None, tmpdir=None, nofile=None, validate_wsgi=True, wrapper=()):
         self.nofile = nofile  # RLIMIT_NOFILE (soft) for the server, None = inherit ours
+        self.wrapper = list(wrapper)  # a command that execs the server (no_io_uring), or nothing
         self.validate_wsgi = validate_wsgi
         self.args = list(args)
         self.expected_workers = workers
@@ -441,7 +442,7 @@ class Server:
             env.update(self.env)
         self._logfile = open(self.log_path, "ab")
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen([SERVER_BIN] + self.args, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.wrapper + [SERVER_BIN] + self.args, stdin=subprocess.DEVNULL,
                                      stdout=self._logfile, stderr=self._logfile, env=env,
                                      start_new_session=True, preexec_fn=_child_setup(self.nofile),
                                      close_fds=True)

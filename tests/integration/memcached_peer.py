@@ -52,12 +52,13 @@ class Memcached:
             self.proc.wait(timeout=5)
 
 
-def ours(port=None, items=10000, extra=(), workers=2):
-    """Our server serving the memcached protocol on a loopback port (not started: use `with`)."""
+def ours(port=None, items=10000, extra=(), workers=2, wrapper=()):
+    """Our server serving the memcached protocol on a loopback port (not started: use `with`); wrapper
+    is a command that execs it (harness.Server)."""
     port = port or free_port()
     args = ["--memcached-socket", f"127.0.0.1:{port}", "--cache", str(items), "--cache-blocksize", "1m",
             "--processes", str(workers), *extra]
-    srv = Server(args, workers=workers, ready_addrs=[("127.0.0.1", port)])
+    srv = Server(args, workers=workers, ready_addrs=[("127.0.0.1", port)], wrapper=wrapper)
     srv.addr = ("127.0.0.1", port)
     return srv
 
