@@ -12,9 +12,12 @@
 // --memlock BYTES: no filter; RLIMIT_MEMLOCK set to BYTES and CAP_IPC_LOCK dropped (from the bounding
 // set too, or the exec would give it back to root). Linux 6.18 charges a ring's memory to the locked-
 // memory limit of a process without that capability (checked: a 4-entry ring takes 2 pages, the
-// memcached ring's 256 submissions, 4096 completions and provided-buffer ring about 26), so 64 KiB -
+// memcached ring with its 256 submissions, 4096 completions and provided-buffer ring 23), so 64 KiB -
 // the kernel's default limit before Linux 5.16 - admits the master's small probe and refuses each
-// worker's ring: the case where the probe passes and a worker falls back on its own.
+// worker's ring: the case where the probe passes and a worker falls back on its own. The charge is
+// counted per user, across processes (and released a little after a ring's close): other processes of
+// the same user without CAP_IPC_LOCK only make the workers' refusal surer, and the probe has 14 pages
+// of room.
 #include <errno.h>
 #include <linux/audit.h>
 #include <linux/capability.h>

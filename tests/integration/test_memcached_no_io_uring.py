@@ -24,7 +24,7 @@ from test_memcached_clients import pymemcache_session  # noqa: E402
 from test_memcached_compat import BASICS, compare_on  # noqa: E402
 
 NO_IO_URING = os.path.join(os.path.dirname(os.path.abspath(SERVER_BIN)), "no_io_uring")
-MEMLOCK_BYTES = 64 * 1024  # see no_io_uring.cpp: admits a 2-page probe ring, not a ~26-page worker ring
+MEMLOCK_BYTES = 64 * 1024  # see no_io_uring.cpp: admits a 2-page probe ring, not a 23-page worker ring
 CAP_IPC_LOCK = 14
 
 REFUSED = (r"io_uring unavailable \(io_uring_setup: Operation not permitted\): "
