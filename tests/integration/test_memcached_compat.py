@@ -234,7 +234,8 @@ def test_text_basics():
 
 def test_both_loops():
     """The tests run on the default loop, io_uring where the kernel allows it (the log says which); the
-    basics again on the epoll loop (--memcached-no-io-uring, also what a kernel without io_uring gets)."""
+    basics again on the epoll loop (--memcached-no-io-uring, also what a kernel without io_uring gets;
+    test_memcached_no_io_uring.py starts the server where the kernel refuses it)."""
     with ours() as srv:
         check(srv.wait_log(r"memcached connections on (io_uring|the workers' epoll loops)"), "which loop")
         print(srv.wait_log(r"memcached connections on .*").group(0))
