@@ -52,12 +52,13 @@ def serve_like_memcached(real, srv, what):
     """The same calls on both servers (their histories stay equal: the cache outlives a reload)."""
     check_eq(pymemcache_session(srv.addr), pymemcache_session(real.addr), f"{what}: pymemcache's results")
     compare_on(real.addr, srv.addr, BASICS, f"{what}: text basics")
-    raw = Raw(srv.addr)
-    try:
-        check_eq(raw.exchange(b"set r 0 0 2\r\nok\r\nget r\r\n"), b"STORED\r\nVALUE r 0 2\r\nok\r\nEND\r\n",
-                 f"{what}: a raw set and get")
-    finally:
-        raw.close()
+    for addr in (real.addr, srv.addr):
+        raw = Raw(addr)
+        try:
+            check_eq(raw.exchange(b"set r 0 0 2\r\nok\r\nget r\r\n"), b"STORED\r\nVALUE r 0 2\r\nok\r\nEND\r\n",
+                     f"{what}: a raw set and get on {addr}")
+        finally:
+            raw.close()
 
 
 def reload_and_stop(real, srv, after_reload=None):
