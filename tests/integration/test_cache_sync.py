@@ -82,13 +82,20 @@ def test_from_uwsgi():
         uw.stop()
 
 
-def garbage_server(port, stop, image_bytes=777):
-    """Answers every connection with a dump reply header and `image_bytes` bytes that are no image."""
+def garbage_listener(port):
+    """The garbage server's socket, listening before the server under test starts (bound in the thread
+    itself, it was once not yet listening when the server connected: "Connection refused")."""
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("127.0.0.1", port))
     s.listen(8)
     s.settimeout(0.2)
+    return s
+
+
+def garbage_server(s, stop, image_bytes=777):
+    """Answers every connection on listening socket s with a dump reply header and `image_bytes` bytes
+    that are no image."""
     while not stop.is_set():
         try:
             c, _ = s.accept()
@@ -118,7 +125,7 @@ def test_no_usable_node_exits_1_before_binding():
     check(port_is_free(port) and not left, "nothing bound, nothing left running")
     gport = free_port()
     stop = threading.Event()
-    t = threading.Thread(target=garbage_server, args=(gport, stop), daemon=True)
+    t = threading.Thread(target=garbage_server, args=(garbage_listener(gport), stop), daemon=True)
     t.start()
     try:
         rc, out, left = run_server_to_exit(["--socket", f"127.0.0.1:{port}",
@@ -132,7 +139,7 @@ def test_no_usable_node_exits_1_before_binding():
     # A dump far larger than this cache could hold is refused before it exhausts memory.
     hport = free_port()
     stop = threading.Event()
-    t = threading.Thread(target=garbage_server, args=(hport, stop, (65 << 20) + 1), daemon=True)
+    t = threading.Thread(target=garbage_server, args=(garbage_listener(hport), stop, (65 << 20) + 1), daemon=True)
     t.start()
     try:
         rc, out, left = run_server_to_exit(["--socket", f"127.0.0.1:{port}", "--cache", "10", "--cache-blocksize", "1k",
